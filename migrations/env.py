@@ -1,0 +1,76 @@
+"""Async Alembic environment: the same settings as the app, a null pool, never a second URL.
+
+``alembic upgrade head`` migrates the database named ``main``; ``-x database=NAME`` picks another
+named database. A caller that already holds a connection (tests, the dev server) passes it as
+``config.attributes["connection"]``; settings can be passed as ``config.attributes["settings"]``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from logging.config import fileConfig
+
+from alembic import context
+from sqlalchemy.engine import Connection
+
+from asyncdal import AsyncdalSettings, create_engine, load_settings
+from catalog.models import Base
+
+config = context.config
+if config.config_file_name is not None and config.attributes.get("configure_logger", True):
+    fileConfig(config.config_file_name, disable_existing_loggers=False)
+
+target_metadata = Base.metadata
+
+
+def _settings() -> AsyncdalSettings:
+    settings = config.attributes.get("settings")
+    return settings if isinstance(settings, AsyncdalSettings) else load_settings()
+
+
+def _database_name() -> str:
+    return context.get_x_argument(as_dictionary=True).get("database", "main")
+
+
+def run_migrations_offline() -> None:
+    """Emit SQL to stdout instead of running it (``alembic upgrade head --sql``)."""
+    database = _settings().databases[_database_name()]
+    context.configure(
+        url=database.sqlalchemy_url(),
+        target_metadata=target_metadata,
+        literal_binds=True,
+        dialect_opts={"paramstyle": "named"},
+    )
+    with context.begin_transaction():
+        context.run_migrations()
+
+
+def do_run_migrations(connection: Connection) -> None:
+    context.configure(connection=connection, target_metadata=target_metadata, compare_type=True)
+    with context.begin_transaction():
+        context.run_migrations()
+
+
+async def run_async_migrations() -> None:
+    database = _settings().databases[_database_name()]
+    # Migrations run once and exit: a null pool leaves no connection behind.
+    engine = create_engine(database.model_copy(update={"pool": "null"}))
+    try:
+        async with engine.connect() as connection:
+            await connection.run_sync(do_run_migrations)
+    finally:
+        await engine.dispose()
+
+
+def run_migrations_online() -> None:
+    connection = config.attributes.get("connection")
+    if connection is not None:
+        do_run_migrations(connection)
+    else:
+        asyncio.run(run_async_migrations())
+
+
+if context.is_offline_mode():
+    run_migrations_offline()
+else:
+    run_migrations_online()

@@ -1,0 +1,50 @@
+"""asyncdal: an async data-access layer for FastAPI services on PostgreSQL.
+
+Built on SQLAlchemy 2 (asyncio) and asyncpg: settings per named database, engines with the right
+pool for servers or AWS Lambda, units of work, typed repositories, and FastAPI integration
+(``asyncdal.fastapi``), dependency-injector wiring (``asyncdal.container``) and testing aids
+(``asyncdal.testing``) in their own modules, which need their optional extras.
+"""
+
+from asyncdal.database import Database, Databases
+from asyncdal.engine import connect_arguments, create_engine
+from asyncdal.errors import (
+    AsyncdalError,
+    ConfigurationError,
+    InvalidQueryError,
+    ReadOnlyError,
+    UnitOfWorkError,
+    UnknownDatabaseError,
+)
+from asyncdal.repository import Repository
+from asyncdal.settings import (
+    DEFAULT_MAX_OVERFLOW,
+    DEFAULT_POOL_SIZE,
+    AsyncdalSettings,
+    DatabaseSettings,
+    PoolKind,
+    load_settings,
+)
+from asyncdal.uow import UnitOfWork, current_unit_of_work
+
+__all__ = [
+    "DEFAULT_MAX_OVERFLOW",
+    "DEFAULT_POOL_SIZE",
+    "AsyncdalError",
+    "AsyncdalSettings",
+    "ConfigurationError",
+    "Database",
+    "DatabaseSettings",
+    "Databases",
+    "InvalidQueryError",
+    "PoolKind",
+    "ReadOnlyError",
+    "Repository",
+    "UnitOfWork",
+    "UnitOfWorkError",
+    "UnknownDatabaseError",
+    "connect_arguments",
+    "create_engine",
+    "current_unit_of_work",
+    "load_settings",
+]

@@ -1,0 +1,106 @@
+"""dependency-injector wiring: settings, databases (a Resource), units of work, repositories.
+
+Example:
+    >>> container = DatabaseContainer()
+    >>> await container.init_resources()          # builds and warms up the databases
+    >>> async with await container.unit_of_work() as uow:
+    ...     ...
+    >>> await container.shutdown_resources()      # disposes them
+
+Subclass it to add an application's repositories::
+
+    class CatalogContainer(DatabaseContainer):
+        products = providers.Factory(repository_factory, ProductRepository)
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Any, TypeVar
+
+from dependency_injector import containers, providers
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from asyncdal.database import Databases
+from asyncdal.settings import AsyncdalSettings, load_settings
+from asyncdal.uow import UnitOfWork
+
+__all__ = ["DatabaseContainer", "container_lifespan", "open_databases", "repository_factory"]
+
+R = TypeVar("R")
+
+
+async def open_databases(
+    settings: AsyncdalSettings, warm_up: bool = True
+) -> AsyncIterator[Databases]:
+    """Resource initializer: build the databases from settings, warm up, dispose at shutdown."""
+    databases = Databases.from_settings(settings)
+    try:
+        if warm_up:
+            await databases.warm_up()
+        yield databases
+    finally:
+        await databases.dispose()
+
+
+def _unit_of_work(databases: Databases, database: str = "main") -> UnitOfWork:
+    return databases[database].unit_of_work()
+
+
+def _read_only_unit_of_work(databases: Databases, database: str = "main") -> UnitOfWork:
+    return databases[database].read_only_unit_of_work()
+
+
+def repository_factory(
+    repository_class: Callable[[AsyncSession], R],
+) -> Callable[[UnitOfWork], R]:
+    """A factory turning a unit of work into a repository of ``repository_class``."""
+
+    def make(uow: UnitOfWork) -> R:
+        return uow.repository(repository_class)
+
+    return make
+
+
+class DatabaseContainer(containers.DeclarativeContainer):
+    """Settings, the databases Resource, and unit-of-work factories.
+
+    Providers that depend on the async ``databases`` resource return awaitables, as
+    dependency-injector does for async resources: ``uow = await container.unit_of_work()``.
+    """
+
+    settings: providers.Provider[AsyncdalSettings] = providers.Singleton(load_settings)
+    warm_up: providers.Provider[bool] = providers.Object(True)
+    databases: providers.Resource[Databases] = providers.Resource(
+        open_databases, settings=settings, warm_up=warm_up
+    )
+    unit_of_work: providers.Provider[Any] = providers.Factory(_unit_of_work, databases)
+    read_only_unit_of_work: providers.Provider[Any] = providers.Factory(
+        _read_only_unit_of_work, databases
+    )
+
+
+def container_lifespan(
+    container: DatabaseContainer,
+) -> Callable[[Any], AbstractAsyncContextManager[dict[str, Any]]]:
+    """An ASGI lifespan that initializes the container's resources and shuts them down.
+
+    It yields ``{"databases": ...}`` as lifespan state, where ``asyncdal.fastapi`` looks.
+    """
+
+    @asynccontextmanager
+    async def lifespan(app: Any) -> AsyncIterator[dict[str, Any]]:
+        await _maybe_await(container.init_resources())
+        try:
+            databases = await container.databases()  # type: ignore[misc]
+            yield {"databases": databases}
+        finally:
+            await _maybe_await(container.shutdown_resources())
+
+    return lifespan
+
+
+async def _maybe_await(result: Any) -> None:
+    if result is not None and hasattr(result, "__await__"):
+        await result

@@ -1,0 +1,272 @@
+"""``Database`` (one named database and its engine) and ``Databases`` (the registry).
+
+Nothing here is created at import time: the app's lifespan or the container builds a
+``Databases`` from the settings and disposes it on shutdown.
+
+Engines are bound to the event loop that uses them (asyncpg connections cannot move between
+loops), so a ``Database`` keeps one engine per running loop and builds a new one when it is
+first used from another loop. Tests with a loop per test and AWS Lambda runtimes that create a
+loop per invocation therefore never see "attached to a different loop" errors.
+
+Example:
+    >>> databases = Databases.from_settings(load_settings())
+    >>> async with databases:                      # warm up, and dispose at the end
+    ...     async with databases.main.unit_of_work() as uow:
+    ...         await uow.session.execute(text("SELECT 1"))
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, replace
+from types import TracebackType
+from typing import Any, Self
+
+from sqlalchemy import event, text
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.orm import Session
+
+from asyncdal.engine import create_engine
+from asyncdal.errors import ReadOnlyError, UnknownDatabaseError
+from asyncdal.settings import AsyncdalSettings, DatabaseSettings
+from asyncdal.uow import UnitOfWork
+
+__all__ = ["Database", "Databases"]
+
+
+class _ReadOnlySession(Session):
+    """A session that refuses to flush: the read-only path runs in autocommit mode."""
+
+
+@event.listens_for(_ReadOnlySession, "before_flush")
+def _refuse_flush(session: Session, flush_context: Any, instances: Any) -> None:
+    raise ReadOnlyError("a read-only unit of work cannot write (flush refused)")
+
+
+@dataclass(slots=True)
+class _LoopEngine:
+    """The engine and session factories that belong to one event loop."""
+
+    loop: asyncio.AbstractEventLoop
+    engine: AsyncEngine
+    sessions: async_sessionmaker[AsyncSession]
+    autocommit_reads: async_sessionmaker[AsyncSession]
+    snapshot_reads: async_sessionmaker[AsyncSession]
+
+
+class Database:
+    """One named database: its settings, its engine, and the doors to sessions.
+
+    Args:
+        name: the database's name in the registry (``main``, ``reference``, ...).
+        settings: its connection and pool settings.
+        **engine_options: extra ``create_async_engine`` arguments (e.g. ``echo=True``).
+    """
+
+    def __init__(self, name: str, settings: DatabaseSettings, **engine_options: Any) -> None:
+        self.name = name
+        self.settings = settings
+        self._engine_options = engine_options
+        self._by_loop: dict[asyncio.AbstractEventLoop, _LoopEngine] = {}
+        self._last: _LoopEngine | None = None
+
+    def _bound(self) -> _LoopEngine:
+        loop = asyncio.get_running_loop()
+        last = self._last
+        if last is not None and last.loop is loop:
+            return last
+        bound = self._by_loop.get(loop)
+        if bound is None:
+            self._forget_closed_loops()
+            bound = self._by_loop[loop] = self._build(loop)
+        self._last = bound
+        return bound
+
+    def _build(self, loop: asyncio.AbstractEventLoop) -> _LoopEngine:
+        engine = create_engine(self.settings, **self._engine_options)
+        # expire_on_commit=False: objects stay readable after commit without a lazy load,
+        # which async code cannot do implicitly.
+        sessions = async_sessionmaker(engine, expire_on_commit=False)
+        autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
+        snapshot = engine.execution_options(
+            isolation_level="REPEATABLE READ", postgresql_readonly=True
+        )
+        return _LoopEngine(
+            loop=loop,
+            engine=engine,
+            sessions=sessions,
+            autocommit_reads=async_sessionmaker(
+                autocommit, expire_on_commit=False, sync_session_class=_ReadOnlySession
+            ),
+            snapshot_reads=async_sessionmaker(
+                snapshot, expire_on_commit=False, sync_session_class=_ReadOnlySession
+            ),
+        )
+
+    @asynccontextmanager
+    async def use_connection(self, connection: AsyncConnection) -> AsyncIterator[None]:
+        """Route every session of this database, in this loop, through one connection.
+
+        Sessions join the connection's transaction with savepoints, so a test can roll back
+        everything it did (see ``asyncdal.testing.rollback_database``). Their ``commit()``
+        releases a savepoint; the outer transaction stays the caller's.
+        """
+        loop = asyncio.get_running_loop()
+        original = self._bound()
+        bound_sessions = async_sessionmaker(
+            bind=connection, expire_on_commit=False, join_transaction_mode="create_savepoint"
+        )
+        read_only_sessions = async_sessionmaker(
+            bind=connection,
+            expire_on_commit=False,
+            join_transaction_mode="create_savepoint",
+            sync_session_class=_ReadOnlySession,
+        )
+        self._by_loop[loop] = self._last = replace(
+            original,
+            sessions=bound_sessions,
+            autocommit_reads=read_only_sessions,
+            snapshot_reads=read_only_sessions,
+        )
+        try:
+            yield
+        finally:
+            self._by_loop[loop] = self._last = original
+
+    def _forget_closed_loops(self) -> None:
+        for loop in [loop for loop in self._by_loop if loop.is_closed()]:
+            stale = self._by_loop.pop(loop)
+            # Its connections died with their loop; drop the pool without touching them.
+            stale.engine.sync_engine.dispose(close=False)
+
+    @property
+    def engine(self) -> AsyncEngine:
+        """The engine for the running event loop (built on first use in that loop)."""
+        return self._bound().engine
+
+    @property
+    def session_factory(self) -> async_sessionmaker[AsyncSession]:
+        """The read-write ``async_sessionmaker`` for the running event loop."""
+        return self._bound().sessions
+
+    def session(self) -> AsyncSession:
+        """A new ``AsyncSession``; use it as ``async with db.session() as session:``."""
+        return self._bound().sessions()
+
+    def unit_of_work(self) -> UnitOfWork:
+        """A read-write unit of work (joins one already open in this task)."""
+        return UnitOfWork(self, self._bound().sessions)
+
+    def read_only_unit_of_work(self, *, snapshot: bool = False) -> UnitOfWork:
+        """A unit of work for code that only reads; it never commits and refuses to flush.
+
+        Args:
+            snapshot: False (the default) runs each statement in autocommit mode: no
+                BEGIN/COMMIT round trips, the fastest path, right for endpoints whose reads
+                need not see one snapshot. True runs a ``REPEATABLE READ, READ ONLY``
+                transaction, so every statement sees the same snapshot and the server refuses
+                writes.
+        """
+        bound = self._bound()
+        factory = bound.snapshot_reads if snapshot else bound.autocommit_reads
+        return UnitOfWork(self, factory, read_only=True)
+
+    async def warm_up(self) -> None:
+        """Open the pool's connections and check each with ``SELECT 1``.
+
+        For a ``null`` pool this opens and checks one connection. Calling it again is harmless.
+        """
+        count = max(1, self.settings.effective_pool_size)
+        engine = self.engine
+
+        async def check() -> None:
+            async with engine.connect() as connection:
+                await connection.execute(text("SELECT 1"))
+
+        await asyncio.gather(*(check() for _ in range(count)))
+
+    async def dispose(self) -> None:
+        """Close every connection of this database. Calling it again is harmless."""
+        running = asyncio.get_running_loop()
+        by_loop, self._by_loop, self._last = self._by_loop, {}, None
+        for loop, bound in by_loop.items():
+            if loop is running:
+                await bound.engine.dispose()
+            else:
+                bound.engine.sync_engine.dispose(close=False)
+
+    def __repr__(self) -> str:
+        return (
+            f"Database(name={self.name!r}, url={self.settings.safe_url!r}, "
+            f"pool={self.settings.pool_class!r})"
+        )
+
+
+class Databases(Mapping[str, Database]):
+    """The registry of named databases; an async context manager that warms up and disposes.
+
+    Example:
+        >>> databases = Databases.from_settings(load_settings())
+        >>> databases["main"] is databases.main
+        True
+    """
+
+    def __init__(self, databases: Mapping[str, Database]) -> None:
+        self._databases = dict(databases)
+
+    @classmethod
+    def from_settings(cls, settings: AsyncdalSettings, **engine_options: Any) -> Self:
+        """One :class:`Database` per configured name."""
+        return cls(
+            {
+                name: Database(name, database_settings, **engine_options)
+                for name, database_settings in settings.databases.items()
+            }
+        )
+
+    def __getitem__(self, name: str) -> Database:
+        try:
+            return self._databases[name.lower()]
+        except KeyError:
+            known = ", ".join(sorted(self._databases)) or "none"
+            raise UnknownDatabaseError(
+                f"no database named {name!r} is configured (configured: {known}); "
+                f"set DB__{name.upper()}__URL"
+            ) from None
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._databases)
+
+    def __len__(self) -> int:
+        return len(self._databases)
+
+    @property
+    def main(self) -> Database:
+        """The database named ``main``."""
+        return self["main"]
+
+    async def warm_up(self) -> None:
+        """Warm up every database concurrently."""
+        await asyncio.gather(*(database.warm_up() for database in self._databases.values()))
+
+    async def dispose(self) -> None:
+        """Dispose every database; calling it again is harmless."""
+        for database in self._databases.values():
+            await database.dispose()
+
+    async def __aenter__(self) -> Self:
+        await self.warm_up()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.dispose()
+
+    def __repr__(self) -> str:
+        return f"Databases({list(self._databases.values())!r})"

@@ -1,0 +1,62 @@
+"""Build an ``AsyncEngine`` from :class:`~asyncdal.settings.DatabaseSettings`.
+
+The pool class follows the settings: ``AsyncAdaptedQueuePool`` for servers, ``NullPool`` for
+AWS Lambda, scripts and migrations. asyncpg's connect arguments carry the timeouts and the
+server settings (``application_name``, ``statement_timeout``).
+
+Example:
+    >>> from asyncdal import DatabaseSettings, create_engine
+    >>> engine = create_engine(DatabaseSettings(url="postgresql://app@localhost/catalog"))
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.pool import AsyncAdaptedQueuePool, NullPool
+
+from asyncdal.settings import DatabaseSettings
+
+__all__ = ["connect_arguments", "create_engine"]
+
+
+def connect_arguments(settings: DatabaseSettings) -> dict[str, Any]:
+    """asyncpg ``connect()`` keyword arguments for these settings."""
+    server_settings = {"application_name": settings.application_name}
+    if settings.statement_timeout is not None:
+        # PostgreSQL reads a bare number as milliseconds.
+        server_settings["statement_timeout"] = str(round(settings.statement_timeout * 1000))
+    arguments: dict[str, Any] = {
+        "timeout": settings.connect_timeout,
+        "server_settings": server_settings,
+    }
+    if settings.command_timeout is not None:
+        arguments["command_timeout"] = settings.command_timeout
+    return arguments
+
+
+def create_engine(settings: DatabaseSettings, **engine_options: Any) -> AsyncEngine:
+    """Create an ``AsyncEngine`` whose pool and connections follow ``settings``.
+
+    Args:
+        settings: one database's settings.
+        **engine_options: extra ``create_async_engine`` arguments; they win over the settings.
+
+    Returns:
+        A new engine; the caller owns it and must ``await engine.dispose()``.
+    """
+    options: dict[str, Any] = {"connect_args": connect_arguments(settings)}
+    if settings.pool_class == "null":
+        options["poolclass"] = NullPool
+    else:
+        options.update(
+            poolclass=AsyncAdaptedQueuePool,
+            pool_size=settings.effective_pool_size,
+            max_overflow=settings.effective_max_overflow,
+            pool_timeout=settings.pool_timeout,
+            pool_recycle=settings.pool_recycle,
+            pool_pre_ping=settings.pre_ping,
+        )
+    options.update(engine_options)
+    return create_async_engine(settings.sqlalchemy_url(), **options)

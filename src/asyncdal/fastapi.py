@@ -1,0 +1,259 @@
+"""FastAPI integration: lifespan, ``Depends`` providers, commit-before-response, error mapping.
+
+One unit of work per request and database, never shared between requests or tasks. The
+:class:`TransactionMiddleware` commits the request's units of work *before* the response starts,
+so a failed commit becomes a 500 instead of a 2xx the client already received; a handler that
+raises, or answers with a 4xx/5xx status, rolls back.
+
+Example:
+    >>> from fastapi import Depends, FastAPI
+    >>> from asyncdal import Databases, load_settings
+    >>> from asyncdal.fastapi import databases_lifespan, repository_provider, setup
+    >>> app = FastAPI(lifespan=databases_lifespan(lambda: Databases.from_settings(load_settings())))
+    >>> setup(app)
+    >>> Products = Depends(repository_provider(ProductRepository))
+    >>> @app.post("/products", status_code=201)
+    ... async def create(body: ProductIn, products: ProductRepository = Products):
+    ...     return await products.add(Product(**body.model_dump()))   # committed before the 201
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any, TypeVar
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from sqlalchemy.ext.asyncio import AsyncSession
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from asyncdal.database import Database, Databases
+from asyncdal.errors import InvalidQueryError, UnitOfWorkError
+from asyncdal.uow import UnitOfWork
+
+__all__ = [
+    "TransactionMiddleware",
+    "databases_lifespan",
+    "get_databases",
+    "read_only_unit_of_work_provider",
+    "repository_provider",
+    "session_provider",
+    "setup",
+    "unit_of_work_provider",
+]
+
+logger = logging.getLogger("asyncdal.fastapi")
+
+R = TypeVar("R")
+
+_SCOPE_KEY = "asyncdal.units_of_work"
+_STATE_KEY = "databases"
+_COMMIT_FAILED_BODY = json.dumps(
+    {"detail": "The transaction could not be committed; nothing was saved."}
+).encode()
+
+Lifespan = Callable[[FastAPI], Any]
+
+
+def databases_lifespan(
+    build: Callable[[], Databases | Awaitable[Databases]], *, warm_up: bool = True
+) -> Lifespan:
+    """A FastAPI lifespan that builds the databases, warms them up, and disposes them.
+
+    The registry is put in the lifespan state, where :func:`get_databases` finds it.
+
+    Args:
+        build: returns (or returns an awaitable of) the :class:`Databases` to serve.
+        warm_up: open and check the pools at startup (turn off on AWS Lambda).
+    """
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
+        built = build()
+        databases = await built if inspect.isawaitable(built) else built
+        try:
+            if warm_up:
+                await databases.warm_up()
+            yield {_STATE_KEY: databases}
+        finally:
+            await databases.dispose()
+
+    return lifespan
+
+
+def get_databases(request: Request) -> Databases:
+    """The :class:`Databases` of the running app (a FastAPI dependency)."""
+    databases = getattr(request.state, _STATE_KEY, None)
+    if not isinstance(databases, Databases):
+        raise UnitOfWorkError(
+            "no databases in the app's lifespan state: use asyncdal.fastapi.databases_lifespan "
+            "(or yield {'databases': ...} from your lifespan)"
+        )
+    return databases
+
+
+def _register(request: Request, uow: UnitOfWork) -> None:
+    units: list[UnitOfWork] | None = request.scope.get(_SCOPE_KEY)
+    if units is None:
+        raise UnitOfWorkError(
+            "asyncdal.fastapi.TransactionMiddleware is not installed: call "
+            "asyncdal.fastapi.setup(app) so request units of work commit before the response"
+        )
+    if not uow.joined and not uow.read_only:
+        units.append(uow)
+
+
+@asynccontextmanager
+async def _request_unit_of_work(
+    request: Request, database: str, *, read_only: bool, snapshot: bool = False
+) -> AsyncIterator[UnitOfWork]:
+    db: Database = get_databases(request)[database]
+    uow = db.read_only_unit_of_work(snapshot=snapshot) if read_only else db.unit_of_work()
+    async with uow:
+        _register(request, uow)
+        yield uow
+
+
+def unit_of_work_provider(
+    database: str = "main",
+) -> Callable[[Request], AsyncIterator[UnitOfWork]]:
+    """A dependency giving the request's read-write unit of work on ``database``.
+
+    It is committed before the response when the status is below 400, else rolled back.
+    """
+
+    async def provide(request: Request) -> AsyncIterator[UnitOfWork]:
+        async with _request_unit_of_work(request, database, read_only=False) as uow:
+            yield uow
+
+    return provide
+
+
+def read_only_unit_of_work_provider(
+    database: str = "main", *, snapshot: bool = False
+) -> Callable[[Request], AsyncIterator[UnitOfWork]]:
+    """A dependency giving a read-only unit of work (see ``Database.read_only_unit_of_work``)."""
+
+    async def provide(request: Request) -> AsyncIterator[UnitOfWork]:
+        async with _request_unit_of_work(
+            request, database, read_only=True, snapshot=snapshot
+        ) as uow:
+            yield uow
+
+    return provide
+
+
+def session_provider(database: str = "main") -> Callable[[Request], AsyncIterator[AsyncSession]]:
+    """A dependency giving the ``AsyncSession`` of the request's unit of work on ``database``."""
+
+    async def provide(request: Request) -> AsyncIterator[AsyncSession]:
+        async with _request_unit_of_work(request, database, read_only=False) as uow:
+            yield uow.session
+
+    return provide
+
+
+def repository_provider(
+    repository_class: Callable[[AsyncSession], R],
+    *,
+    database: str = "main",
+    read_only: bool = False,
+) -> Callable[[Request], AsyncIterator[R]]:
+    """A dependency giving a repository bound to the request's unit of work.
+
+    Args:
+        repository_class: the :class:`~asyncdal.repository.Repository` subclass.
+        database: the named database.
+        read_only: use a read-only unit of work (for endpoints that only read).
+    """
+
+    async def provide(request: Request) -> AsyncIterator[R]:
+        async with _request_unit_of_work(request, database, read_only=read_only) as uow:
+            yield uow.repository(repository_class)
+
+    return provide
+
+
+class TransactionMiddleware:
+    """Commit the request's units of work when the response starts, or roll them back.
+
+    A pure ASGI middleware (no ``BaseHTTPMiddleware`` overhead). Status below 400: commit;
+    if the commit fails, the client gets a 500 and nothing is saved. Status 400 or above:
+    roll back.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        units: list[UnitOfWork] = []
+        scope[_SCOPE_KEY] = units
+        replaced = False
+
+        async def send_after_commit(message: Message) -> None:
+            nonlocal replaced
+            if replaced:
+                return  # the app's own body belongs to a response we replaced
+            if message["type"] == "http.response.start" and units:
+                pending, units[:] = list(units), []
+                if message["status"] < 400:
+                    if not await _commit_all(pending):
+                        replaced = True
+                        await _send_commit_failure(send)
+                        return
+                else:
+                    for uow in pending:
+                        await uow.rollback()
+            await send(message)
+
+        await self.app(scope, receive, send_after_commit)
+
+
+async def _commit_all(units: list[UnitOfWork]) -> bool:
+    for uow in units:
+        try:
+            await uow.commit()
+        except Exception:
+            logger.exception("commit failed on database %r; answering 500", _name(uow))
+            for other in units:
+                await other.rollback()
+            return False
+    return True
+
+
+def _name(uow: UnitOfWork) -> str:
+    return getattr(uow.database, "name", "?")
+
+
+async def _send_commit_failure(send: Send) -> None:
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 500,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(_COMMIT_FAILED_BODY)).encode()),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": _COMMIT_FAILED_BODY})
+
+
+async def _invalid_query(request: Request, exc: Exception) -> JSONResponse:
+    return JSONResponse({"detail": str(exc)}, status_code=422)
+
+
+def setup(app: FastAPI) -> None:
+    """Install :class:`TransactionMiddleware` and map asyncdal's errors to HTTP statuses.
+
+    ``InvalidQueryError`` (a sort or filter on a column that is not whitelisted) becomes 422.
+    """
+    app.add_middleware(TransactionMiddleware)
+    app.add_exception_handler(InvalidQueryError, _invalid_query)

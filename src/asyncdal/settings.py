@@ -1,0 +1,274 @@
+"""Settings for every named database, read from the environment and from ``.env``.
+
+Each named database has its own block of variables, ``DB__<NAME>__<FIELD>`` (case-insensitive),
+and ``DATABASE_URL`` is shorthand for ``DB__MAIN__URL``. A missing field falls back to that
+database's own default, never to another database's value.
+
+Example:
+    >>> import os
+    >>> os.environ["DATABASE_URL"] = "postgresql://app:s3cret@db.internal/catalog"
+    >>> settings = load_settings()
+    >>> settings.databases["main"].safe_url
+    'postgresql+asyncpg://app:***@db.internal/catalog'
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError
+
+from asyncdal.errors import ConfigurationError
+
+__all__ = [
+    "DEFAULT_MAX_OVERFLOW",
+    "DEFAULT_POOL_SIZE",
+    "AsyncdalSettings",
+    "DatabaseSettings",
+    "PoolKind",
+    "load_settings",
+]
+
+PoolKind = Literal["queue", "null"]
+
+DEFAULT_POOL_SIZE = 5
+DEFAULT_MAX_OVERFLOW = 10
+
+_DRIVER = "postgresql+asyncpg"
+# Schemes that mean "PostgreSQL" and can safely be driven by asyncpg instead.
+_POSTGRES_SCHEMES = {"postgresql", "postgres", "postgresql+asyncpg"}
+# libpq's sslmode values, all of which asyncpg's ``ssl`` argument understands as strings.
+_SSL_MODES = {"disable", "allow", "prefer", "require", "verify-ca", "verify-full"}
+_LAMBDA_MARKER = "AWS_LAMBDA_FUNCTION_NAME"
+
+
+class DatabaseSettings(BaseModel):
+    """Connection and pool settings of one named database.
+
+    Either ``url`` or ``host`` must be given; the parts (``host``, ``port``, ``user``,
+    ``password``, ``name``) override the matching part of ``url`` when both are set, so a URL
+    without a password can be combined with a password from a secret store.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    url: SecretStr | None = None
+    """Full database URL; ``postgresql://`` is accepted and driven by asyncpg."""
+    host: str | None = None
+    """Server host name, address, or a directory holding the Unix socket."""
+    port: int | None = Field(default=None, ge=1, le=65535)
+    """Server port."""
+    user: str | None = None
+    """Role to connect as."""
+    password: SecretStr | None = None
+    """Password of ``user``; never shown in logs, reprs or errors."""
+    name: str | None = None
+    """Database name on the server."""
+    pool: PoolKind | None = None
+    """``queue`` (a pool for servers) or ``null`` (no pooling: Lambda, scripts, migrations).
+    Unset means ``null`` under AWS Lambda and ``queue`` everywhere else."""
+    pool_size: int | None = Field(default=None, ge=0)
+    """Connections kept open by a ``queue`` pool (default 5)."""
+    max_overflow: int | None = Field(default=None, ge=0)
+    """Extra connections a ``queue`` pool may open under load (default 10)."""
+    pool_timeout: float = Field(default=30.0, gt=0)
+    """Seconds to wait for a free connection before giving up."""
+    pool_recycle: int = Field(default=1800, ge=-1)
+    """Seconds after which a pooled connection is replaced; -1 never replaces."""
+    pre_ping: bool = False
+    """Test each connection with a round trip when it leaves the pool."""
+    connect_timeout: float = Field(default=10.0, gt=0)
+    """Seconds allowed to open a connection."""
+    command_timeout: float | None = Field(default=None, gt=0)
+    """Client-side limit in seconds for one statement (asyncpg's ``command_timeout``)."""
+    statement_timeout: float | None = Field(default=None, gt=0)
+    """Server-side limit in seconds for one statement (PostgreSQL's ``statement_timeout``)."""
+    application_name: str = "asyncdal"
+    """Shown in ``pg_stat_activity.application_name``."""
+
+    # Model-level messages start with "FIELD: " so that load_settings can name the variable.
+    @model_validator(mode="after")
+    def _check(self) -> DatabaseSettings:
+        if self.url is None and self.host is None:
+            raise ValueError("URL: missing (set the URL, or HOST with PORT, USER, PASSWORD, NAME)")
+        try:
+            self.sqlalchemy_url()
+        except ValueError as exc:
+            raise ValueError(f"URL: {exc}") from None
+        if self.pool_class == "queue" and self.pool_size == 0:
+            # SQLAlchemy reads a queue pool of size 0 as "unlimited connections".
+            raise ValueError(
+                "POOL_SIZE: must be at least 1 for a queue pool (POOL=null pools none)"
+            )
+        if self.pool_class == "null":
+            for field in ("pool_size", "max_overflow"):
+                if field in self.model_fields_set:
+                    raise ValueError(
+                        f"{field.upper()}: cannot be set when the pool is null "
+                        "(a null pool keeps no connections)"
+                    )
+        return self
+
+    @property
+    def pool_class(self) -> PoolKind:
+        """The pool kind in force: the configured one, else ``null`` on Lambda, else ``queue``."""
+        if self.pool is not None:
+            return self.pool
+        return "null" if os.environ.get(_LAMBDA_MARKER) else "queue"
+
+    @property
+    def effective_pool_size(self) -> int:
+        """Pool size in force (0 for a ``null`` pool)."""
+        if self.pool_class == "null":
+            return 0
+        return DEFAULT_POOL_SIZE if self.pool_size is None else self.pool_size
+
+    @property
+    def effective_max_overflow(self) -> int:
+        """Overflow in force (0 for a ``null`` pool)."""
+        if self.pool_class == "null":
+            return 0
+        return DEFAULT_MAX_OVERFLOW if self.max_overflow is None else self.max_overflow
+
+    def sqlalchemy_url(self) -> URL:
+        """The ``postgresql+asyncpg`` URL, built with ``URL.create`` so any password works.
+
+        ``sslmode=`` (libpq's spelling) becomes asyncpg's ``ssl=``.
+
+        Raises:
+            ValueError: the URL cannot be parsed or is not a PostgreSQL URL. The message
+                never repeats the URL, which may hold a password.
+        """
+        if self.url is not None:
+            try:
+                base = make_url(self.url.get_secret_value())
+            except (ArgumentError, ValueError):
+                raise ValueError(
+                    "not a valid database URL (expected postgresql://user:password@host:port/name)"
+                ) from None
+            if base.drivername not in _POSTGRES_SCHEMES:
+                raise ValueError(
+                    f"unsupported scheme {base.drivername!r}: use postgresql:// "
+                    "or postgresql+asyncpg://"
+                )
+        else:
+            base = URL.create(_DRIVER)
+        url = base.set(
+            drivername=_DRIVER,
+            host=self.host if self.host is not None else base.host,
+            port=self.port if self.port is not None else base.port,
+            username=self.user if self.user is not None else base.username,
+            password=(
+                self.password.get_secret_value() if self.password is not None else base.password
+            ),
+            database=self.name if self.name is not None else base.database,
+        )
+        return _translate_sslmode(url)
+
+    @property
+    def safe_url(self) -> str:
+        """The URL with its password masked, fit for logs and health output."""
+        return self.sqlalchemy_url().render_as_string(hide_password=True)
+
+
+def _translate_sslmode(url: URL) -> URL:
+    query = dict(url.query)
+    mode = query.pop("sslmode", None)
+    if mode is None:
+        return url
+    if isinstance(mode, tuple):
+        raise ValueError("sslmode is given more than once")
+    if mode not in _SSL_MODES:
+        raise ValueError(f"sslmode must be one of {sorted(_SSL_MODES)}, not {mode!r}")
+    query.setdefault("ssl", mode)
+    return url.set(query=query)
+
+
+class AsyncdalSettings(BaseSettings):
+    """All named databases, read from the environment and ``.env``.
+
+    Example:
+        ``DB__MAIN__URL=postgresql://app@db/catalog`` and ``DB__REFERENCE__HOST=ref-db`` give
+        ``settings.databases["main"]`` and ``settings.databases["reference"]``.
+    """
+
+    model_config = SettingsConfigDict(
+        env_file=".env",
+        env_file_encoding="utf-8",
+        env_nested_delimiter="__",
+        case_sensitive=False,
+        extra="ignore",
+        frozen=True,
+    )
+
+    database_url: SecretStr | None = None
+    """Shorthand for ``DB__MAIN__URL``; ``DB__MAIN__URL`` wins when both are set."""
+    db: dict[str, DatabaseSettings] = Field(default_factory=dict)
+    """Settings of each named database, by lower-case name (``DB__<NAME>__<FIELD>``)."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _assemble(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        blocks: dict[str, dict[str, Any]] = {
+            str(name).lower(): dict(block) for name, block in (data.get("db") or {}).items()
+        }
+        shorthand = data.get("database_url")
+        if shorthand:
+            main = blocks.setdefault("main", {})
+            main.setdefault("url", shorthand)
+        return {**data, "db": blocks}
+
+    @property
+    def databases(self) -> dict[str, DatabaseSettings]:
+        """Validated settings of each named database, by lower-case name."""
+        return self.db
+
+    @model_validator(mode="after")
+    def _require_one(self) -> AsyncdalSettings:
+        if not self.db:
+            raise ValueError("no database is configured: set DATABASE_URL or DB__<NAME>__URL")
+        return self
+
+
+def _variable_name(loc: tuple[int | str, ...]) -> str:
+    """Turn a validation location into the environment variable a user would set."""
+    parts = [str(part) for part in loc]
+    if parts[:1] == ["database_url"]:
+        return "DATABASE_URL"
+    return "__".join(part.upper() for part in parts) or "settings"
+
+
+def _describe(error: Any) -> str:
+    message = str(error["msg"]).removeprefix("Value error, ")
+    name = _variable_name(tuple(error["loc"]))
+    field, sep, rest = message.partition(": ")
+    if sep and field.isupper() and name.startswith("DB__"):
+        name, message = f"{name}__{field}", rest
+    if name == "DB__MAIN__URL":
+        name = "DB__MAIN__URL (or DATABASE_URL)"
+    if error["type"] == "extra_forbidden":
+        return f"{name}: unknown setting"
+    return f"{name}: {message}"
+
+
+def load_settings(**overrides: Any) -> AsyncdalSettings:
+    """Read and validate the settings, raising one clear error if anything is wrong.
+
+    Args:
+        **overrides: values that take precedence over the environment (as keyword arguments
+            of :class:`AsyncdalSettings`, e.g. ``db={"main": {"url": ...}}``).
+
+    Raises:
+        ConfigurationError: naming every bad variable; never showing a password or URL.
+    """
+    try:
+        return AsyncdalSettings(**overrides)
+    except ValidationError as exc:
+        lines = sorted({_describe(error) for error in exc.errors(include_input=False)})
+        raise ConfigurationError("invalid database settings:\n  " + "\n  ".join(lines)) from None

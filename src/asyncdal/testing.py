@@ -1,0 +1,310 @@
+"""Testing aids shipped to users: fakes for fast unit tests and fixtures for a real database.
+
+Fakes (no database):
+    >>> products = InMemoryRepository.like(ProductRepository)
+    >>> uow = FakeUnitOfWork({ProductRepository: products})
+    >>> async with uow:
+    ...     await uow.repository(ProductRepository).add(Product(sku="A", name="a", price=1))
+    ...     await uow.commit()
+    >>> uow.committed
+    True
+
+Real database with per-test rollback: in ``conftest.py``::
+
+    pytest_plugins = ["asyncdal.testing"]
+
+    @pytest.fixture(scope="session")
+    def asyncdal_metadata():
+        return Base.metadata          # tables created in a throwaway database
+
+then a test takes ``rollback_database`` (a ``Database`` whose every session runs inside one
+transaction that is rolled back after the test). ``TEST_DATABASE_URL`` names the server
+(default ``postgresql://postgres@127.0.0.1:5432/postgres``).
+"""
+
+from __future__ import annotations
+
+import builtins
+import itertools
+import operator
+import os
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from types import TracebackType
+from typing import Any, Generic, Self, TypeVar, cast
+
+import asyncpg
+import pytest
+from sqlalchemy import MetaData, inspect
+from sqlalchemy.engine import URL, make_url
+
+from asyncdal.database import Database
+from asyncdal.errors import InvalidQueryError, ReadOnlyError
+from asyncdal.repository import Repository
+from asyncdal.settings import DatabaseSettings
+
+__all__ = [
+    "DEFAULT_TEST_DATABASE_URL",
+    "FakeUnitOfWork",
+    "InMemoryRepository",
+    "asyncdal_database",
+    "asyncdal_metadata",
+    "asyncdal_test_url",
+    "create_test_database",
+    "drop_test_database",
+    "rollback_database",
+]
+
+ModelT = TypeVar("ModelT")
+R = TypeVar("R")
+
+DEFAULT_TEST_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
+
+_COMPARE: dict[str, Callable[[Any, Any], bool]] = {
+    "eq": operator.eq,
+    "ne": operator.ne,
+    "lt": operator.lt,
+    "lte": operator.le,
+    "gt": operator.gt,
+    "gte": operator.ge,
+    "in": lambda value, choices: value in choices,
+}
+
+
+class InMemoryRepository(Generic[ModelT]):
+    """A dict-backed stand-in for :class:`~asyncdal.repository.Repository`, same rules.
+
+    Args:
+        model: the mapped class it stores.
+        sortable, filterable, max_page_size, default_page_size: as on ``Repository``.
+    """
+
+    def __init__(
+        self,
+        model: type[ModelT],
+        *,
+        sortable: Iterable[str] = (),
+        filterable: Iterable[str] = (),
+        default_page_size: int = 50,
+        max_page_size: int = 100,
+    ) -> None:
+        self.model = model
+        self.sortable = frozenset(sortable)
+        self.filterable = frozenset(filterable)
+        self.default_page_size = default_page_size
+        self.max_page_size = max_page_size
+        (self._key,) = (column.key for column in inspect(model).primary_key)
+        self._columns = set(inspect(model).columns.keys())
+        self._rows: dict[Any, ModelT] = {}
+        self._ids = itertools.count(1)
+
+    @classmethod
+    def like(cls, repository: type[Repository[ModelT]]) -> InMemoryRepository[ModelT]:
+        """An in-memory repository with the model and whitelists of ``repository``."""
+        return cls(
+            repository.model,
+            sortable=repository.sortable,
+            filterable=repository.filterable,
+            default_page_size=repository.default_page_size,
+            max_page_size=repository.max_page_size,
+        )
+
+    async def get(self, ident: Any) -> ModelT | None:
+        return self._rows.get(ident)
+
+    async def get_many(self, idents: Iterable[Any]) -> list[ModelT]:
+        return [self._rows[ident] for ident in idents if ident in self._rows]
+
+    async def list(
+        self,
+        *,
+        filters: Mapping[str, Any] | None = None,
+        order_by: str | Sequence[str] | None = None,
+        limit: int | None = None,
+        offset: int = 0,
+    ) -> builtins.list[ModelT]:
+        page = self.default_page_size if limit is None else limit
+        if not 1 <= page <= self.max_page_size:
+            raise InvalidQueryError(f"limit must be between 1 and {self.max_page_size}")
+        if offset < 0:
+            raise InvalidQueryError("offset must not be negative")
+        rows: builtins.list[ModelT] = sorted(
+            self._matching(filters), key=lambda row: getattr(row, self._key)
+        )
+        fields = [order_by] if isinstance(order_by, str) else list(order_by or ())
+        for field in reversed(fields):
+            name = field.removeprefix("-")
+            self._check(name, self.sortable, "sort")
+            rows.sort(key=lambda row: getattr(row, name), reverse=field.startswith("-"))
+        return rows[offset : offset + page]
+
+    async def count(self, *, filters: Mapping[str, Any] | None = None) -> int:
+        return len(self._matching(filters))
+
+    async def add(self, obj: ModelT) -> ModelT:
+        if getattr(obj, self._key, None) is None:
+            setattr(obj, self._key, next(self._ids))
+        self._rows[getattr(obj, self._key)] = obj
+        return obj
+
+    async def add_many(self, objs: Iterable[ModelT]) -> builtins.list[ModelT]:
+        return [await self.add(obj) for obj in objs]
+
+    async def update(self, obj_or_ident: Any, /, **values: Any) -> ModelT | None:
+        unknown = set(values) - self._columns
+        if unknown:
+            raise InvalidQueryError(f"unknown columns: {sorted(unknown)}")
+        obj = self._resolve(obj_or_ident)
+        if obj is not None:
+            for name, value in values.items():
+                setattr(obj, name, value)
+        return obj
+
+    async def delete(self, obj_or_ident: Any, /) -> bool:
+        obj = self._resolve(obj_or_ident)
+        if obj is None:
+            return False
+        del self._rows[getattr(obj, self._key)]
+        return True
+
+    def _resolve(self, obj_or_ident: Any) -> ModelT | None:
+        if isinstance(obj_or_ident, self.model):
+            return obj_or_ident
+        return self._rows.get(obj_or_ident)
+
+    def _check(self, name: str, allowed: frozenset[str], purpose: str) -> None:
+        if name not in allowed:
+            choices = ", ".join(sorted(allowed)) or "none"
+            raise InvalidQueryError(f"cannot {purpose} by {name!r}; allowed: {choices}")
+
+    def _matching(self, filters: Mapping[str, Any] | None) -> builtins.list[ModelT]:
+        tests: builtins.list[tuple[str, Callable[[Any, Any], bool], Any]] = []
+        for key, expected in (filters or {}).items():
+            name, _, op = key.partition("__")
+            compare = _COMPARE.get(op or "eq")
+            if compare is None:
+                raise InvalidQueryError(f"unknown filter operator {op!r}")
+            self._check(name, self.filterable, "filter")
+            tests.append((name, compare, expected))
+        return [
+            row
+            for row in self._rows.values()
+            if all(compare(getattr(row, name), expected) for name, compare, expected in tests)
+        ]
+
+
+class FakeUnitOfWork:
+    """A unit of work for unit tests: records commits and rollbacks, hands out fakes.
+
+    Args:
+        repositories: the fake to return for each repository class.
+        read_only: behave like a read-only unit of work (``commit()`` raises).
+    """
+
+    def __init__(
+        self, repositories: Mapping[Any, Any] | None = None, *, read_only: bool = False
+    ) -> None:
+        self.repositories = dict(repositories or {})
+        self.read_only = read_only
+        self.committed = False
+        self.commits = 0
+        self.rollbacks = 0
+
+    def repository(self, repository_class: Callable[..., R]) -> R:
+        """The fake registered for ``repository_class``."""
+        try:
+            return cast("R", self.repositories[repository_class])
+        except KeyError:
+            raise KeyError(f"no fake registered for {repository_class!r}") from None
+
+    async def commit(self) -> None:
+        if self.read_only:
+            raise ReadOnlyError("a read-only unit of work cannot commit")
+        self.commits += 1
+        self.committed = True
+
+    async def rollback(self) -> None:
+        self.rollbacks += 1
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        if exc_type is not None or not self.committed:
+            self.rollbacks += 1
+
+
+def _server_dsn(url: URL) -> str:
+    """A plain libpq-style DSN that asyncpg accepts (the password stays inside)."""
+    return url.set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+async def create_test_database(server_url: str, *, prefix: str = "asyncdal_test") -> URL:
+    """Create a fresh, uniquely named database on the server and return its URL."""
+    url = make_url(server_url)
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    connection = await asyncpg.connect(_server_dsn(url))
+    try:
+        await connection.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await connection.close()
+    return url.set(database=name)
+
+
+async def drop_test_database(url: URL) -> None:
+    """Drop a database made by :func:`create_test_database`, ending its sessions first."""
+    maintenance = url.set(database="postgres")
+    connection = await asyncpg.connect(_server_dsn(maintenance))
+    try:
+        await connection.execute(f'DROP DATABASE IF EXISTS "{url.database}" WITH (FORCE)')
+    finally:
+        await connection.close()
+
+
+@pytest.fixture(scope="session")
+def asyncdal_test_url() -> str:
+    """The server tests create their databases on (``TEST_DATABASE_URL``)."""
+    return os.environ.get("TEST_DATABASE_URL", DEFAULT_TEST_DATABASE_URL)
+
+
+@pytest.fixture(scope="session")
+def asyncdal_metadata() -> MetaData | None:
+    """Override to return the ``MetaData`` whose tables the test database should have."""
+    return None
+
+
+@pytest.fixture(scope="session")
+async def asyncdal_database(
+    asyncdal_test_url: str, asyncdal_metadata: MetaData | None
+) -> AsyncIterator[Database]:
+    """A :class:`Database` on a throwaway database, with the metadata's tables, dropped after."""
+    url = await create_test_database(asyncdal_test_url)
+    database = Database(
+        "main",
+        DatabaseSettings(url=url.render_as_string(hide_password=False), pool="queue"),
+    )
+    try:
+        if asyncdal_metadata is not None:
+            async with database.engine.begin() as connection:
+                await connection.run_sync(asyncdal_metadata.create_all)
+        yield database
+    finally:
+        await database.dispose()
+        await drop_test_database(url)
+
+
+@pytest.fixture
+async def rollback_database(asyncdal_database: Database) -> AsyncIterator[Database]:
+    """``asyncdal_database`` with every session inside one transaction rolled back afterwards."""
+    async with asyncdal_database.engine.connect() as connection:
+        transaction = await connection.begin()
+        try:
+            async with asyncdal_database.use_connection(connection):
+                yield asyncdal_database
+        finally:
+            await transaction.rollback()

@@ -1,0 +1,1 @@
+"""The products catalog: asyncdal's reference service, demo, test bed and benchmark target."""

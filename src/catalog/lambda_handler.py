@@ -1,0 +1,47 @@
+"""The catalog on AWS Lambda, through Mangum, on ``NullPool``.
+
+Lambda freezes the process between invocations, and any pooled connection may be dead when it
+thaws; with no pool every invocation opens its connection and closes it before returning.
+Configure the handler as ``catalog.lambda_handler.handler``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from dependency_injector import providers
+from mangum import Mangum
+
+from asyncdal import AsyncdalSettings, load_settings
+from catalog.app import create_app
+from catalog.container import CatalogContainer
+
+__all__ = ["create_handler", "handler", "lambda_settings"]
+
+
+def lambda_settings(settings: AsyncdalSettings | None = None) -> AsyncdalSettings:
+    """``settings`` (default: from the environment) with every database on a null pool."""
+    settings = settings if settings is not None else load_settings()
+    databases = {
+        name: database.model_copy(update={"pool": "null"})
+        for name, database in settings.databases.items()
+    }
+    return settings.model_copy(update={"db": databases})
+
+
+def create_handler(settings: AsyncdalSettings | None = None) -> Any:
+    """A Mangum handler around the catalog app, with null pools and no warm-up.
+
+    Args:
+        settings: the settings to use; read from the environment at the first invocation
+            when omitted.
+    """
+    container = CatalogContainer()
+    container.settings.override(providers.Singleton(lambda_settings, settings))
+    container.warm_up.override(providers.Object(False))
+    return Mangum(create_app(container), lifespan="auto")
+
+
+# Lambda imports this module once per container and calls ``handler`` per invocation. The
+# engine is not built here: the app's lifespan builds and disposes it in each invocation.
+handler = create_handler()

@@ -1,0 +1,97 @@
+"""The products API: thin handlers that validate, call the repository, and shape the answer."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, HTTPException, Query, Response, status
+from sqlalchemy.exc import IntegrityError
+
+from asyncdal.fastapi import repository_provider
+from catalog.models import Product
+from catalog.repositories import ProductRepository
+from catalog.schemas import ProductCreate, ProductPage, ProductRead, ProductUpdate
+
+__all__ = ["router"]
+
+router = APIRouter(prefix="/products", tags=["products"])
+
+Products = Annotated[ProductRepository, Depends(repository_provider(ProductRepository))]
+ReadProducts = Annotated[
+    ProductRepository, Depends(repository_provider(ProductRepository, read_only=True))
+]
+
+_UNIQUE_VIOLATION = "23505"
+
+
+def _not_found(product_id: int) -> HTTPException:
+    return HTTPException(status.HTTP_404_NOT_FOUND, f"product {product_id} not found")
+
+
+def _conflict_or_raise(error: IntegrityError) -> HTTPException:
+    if getattr(error.orig, "sqlstate", None) == _UNIQUE_VIOLATION:
+        return HTTPException(status.HTTP_409_CONFLICT, "a product with this sku already exists")
+    raise error
+
+
+@router.get("/{product_id}", response_model=ProductRead)
+async def get_product(product_id: int, products: ReadProducts) -> Product:
+    """One product."""
+    product = await products.get(product_id)
+    if product is None:
+        raise _not_found(product_id)
+    return product
+
+
+@router.get("", response_model=ProductPage)
+async def list_products(
+    products: ReadProducts,
+    limit: Annotated[int, Query(ge=1, le=ProductRepository.max_page_size)] = 50,
+    offset: Annotated[int, Query(ge=0)] = 0,
+    sort: Annotated[
+        str,
+        Query(
+            max_length=64,
+            description="A field, or -field for descending: "
+            + ", ".join(sorted(ProductRepository.sortable)),
+        ),
+    ] = "id",
+) -> ProductPage:
+    """A page of products in the order asked for."""
+    items = await products.list(order_by=sort.split(","), limit=limit, offset=offset)
+    total = await products.count()
+    return ProductPage(
+        items=[ProductRead.model_validate(item) for item in items],
+        total=total,
+        limit=limit,
+        offset=offset,
+    )
+
+
+@router.post("", response_model=ProductRead, status_code=status.HTTP_201_CREATED)
+async def create_product(body: ProductCreate, products: Products) -> Product:
+    """Create a product; a duplicate sku is a 409."""
+    try:
+        return await products.add(Product(**body.model_dump()))
+    except IntegrityError as error:
+        raise _conflict_or_raise(error) from None
+
+
+@router.patch("/{product_id}", response_model=ProductRead)
+async def update_product(product_id: int, body: ProductUpdate, products: Products) -> Product:
+    """Change some fields of a product."""
+    try:
+        product = await products.update(product_id, **body.model_dump(exclude_unset=True))
+    except IntegrityError as error:
+        raise _conflict_or_raise(error) from None
+    if product is None:
+        raise _not_found(product_id)
+    return product
+
+
+@router.delete("/{product_id}", status_code=status.HTTP_204_NO_CONTENT)
+async def delete_product(product_id: int, products: Products) -> Response:
+    """Delete a product."""
+    if not await products.delete(product_id):
+        raise _not_found(product_id)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
