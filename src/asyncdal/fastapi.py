@@ -202,7 +202,9 @@ class TransactionMiddleware:
             if replaced:
                 return  # the app's own body belongs to a response we replaced
             if message["type"] == "http.response.start" and units:
-                pending, units[:] = list(units), []
+                # A handler that raised has had its units of work closed (rolled back) already.
+                pending = [uow for uow in units if uow.is_open]
+                units.clear()
                 if message["status"] < 400:
                     if not await _commit_all(pending):
                         replaced = True

@@ -86,6 +86,11 @@ class UnitOfWork:
         return self._root._session
 
     @property
+    def is_open(self) -> bool:
+        """True between entering and leaving the ``async with`` block."""
+        return self._open
+
+    @property
     def joined(self) -> bool:
         """True when this unit of work joined an outer one instead of opening its own."""
         return self._root is not self

@@ -1,0 +1,40 @@
+# Two commands for a newcomer: `make run` serves the catalog, `make test` runs the whole suite.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+INSTALLED := $(VENV)/.installed
+
+.PHONY: install run test lint bench migrate clean
+
+$(INSTALLED): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e ".[dev]"
+	touch $(INSTALLED)
+
+install: $(INSTALLED)
+
+## Serve the catalog on http://127.0.0.1:8000 (embedded PostgreSQL unless DATABASE_URL is set).
+run: install
+	$(BIN)/python -m catalog.devserver
+
+## Run the whole suite against TEST_DATABASE_URL (default: 127.0.0.1:5432, else embedded).
+test: install
+	$(BIN)/pytest
+
+## ruff and mypy --strict.
+lint: install
+	$(BIN)/ruff check src tests migrations bench
+	$(BIN)/ruff format --check src tests migrations bench
+	$(BIN)/mypy
+
+## Apply migrations to the configured database.
+migrate: install
+	$(BIN)/alembic upgrade head
+
+## Throughput of raw asyncpg vs plain SQLAlchemy vs asyncdal (needs wrk).
+bench: install
+	$(BIN)/python -m bench
+
+clean:
+	rm -rf $(VENV) .data .mypy_cache .ruff_cache .pytest_cache

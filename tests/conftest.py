@@ -1,0 +1,125 @@
+"""Shared fixtures: the test server, a migrated catalog database, and the catalog app client.
+
+The server is ``TEST_DATABASE_URL`` (default: the local one at 127.0.0.1:5432). When none
+answers, the embedded PostgreSQL is started instead, except with ``CI=true``, where a missing
+server fails the run: a green run that never reached a real database proves nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+from alembic import command
+from alembic.config import Config
+from asgi_lifespan import LifespanManager
+from dependency_injector import providers
+from httpx import ASGITransport, AsyncClient
+from sqlalchemy.engine import URL, make_url
+
+from asyncdal import AsyncdalSettings, load_settings
+from catalog.app import create_app
+from catalog.container import CatalogContainer
+
+pytest_plugins = ["asyncdal.testing"]
+
+ROOT = Path(__file__).resolve().parent.parent
+TEST_APPLICATION_NAME = "asyncdal-tests"
+# asyncdal.testing is loaded as a pytest plugin (above), so it is imported lazily here: an
+# import at the top would keep pytest from rewriting its asserts.
+DEFAULT_TEST_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
+
+
+def plain(url: URL) -> str:
+    """A URL string with its password, for settings and drivers (never for output)."""
+    return url.render_as_string(hide_password=False)
+
+
+async def _answers(url: str) -> bool:
+    try:
+        connection = await asyncpg.connect(
+            make_url(url).set(drivername="postgresql").render_as_string(hide_password=False),
+            timeout=3,
+        )
+    except (TimeoutError, OSError, asyncpg.PostgresError):
+        return False
+    await connection.close()
+    return True
+
+
+@pytest.fixture(scope="session")
+async def server_url() -> str:
+    """A PostgreSQL server the tests may create databases on."""
+    configured = os.environ.get("TEST_DATABASE_URL")
+    url = configured or DEFAULT_TEST_DATABASE_URL
+    if await _answers(url):
+        return url
+    if os.environ.get("CI") == "true" or configured:
+        pytest.fail(
+            f"no PostgreSQL answers at {make_url(url).render_as_string(hide_password=True)} "
+            "(set TEST_DATABASE_URL, or start the server)"
+        )
+    from catalog.embedded import start_embedded_postgres
+
+    return plain(start_embedded_postgres(ROOT / ".data" / "test-postgres", database="postgres"))
+
+
+@pytest.fixture(scope="session")
+def asyncdal_test_url(server_url: str) -> str:
+    """Point asyncdal.testing's fixtures at the same server."""
+    return server_url
+
+
+def alembic_config(settings: AsyncdalSettings) -> Config:
+    """Alembic's config for this repository, with settings handed over in memory."""
+    config = Config(str(ROOT / "alembic.ini"))
+    config.attributes["settings"] = settings
+    config.attributes["configure_logger"] = False
+    return config
+
+
+def database_settings(url: URL, **overrides: object) -> AsyncdalSettings:
+    """Settings with one ``main`` database at ``url``."""
+    main = {"url": plain(url), "application_name": TEST_APPLICATION_NAME, **overrides}
+    return load_settings(db={"main": main})
+
+
+@pytest.fixture(scope="session")
+async def catalog_url(server_url: str) -> AsyncIterator[URL]:
+    """A throwaway database migrated to the latest revision; dropped after the session."""
+    from asyncdal.testing import create_test_database, drop_test_database
+
+    url = await create_test_database(server_url, prefix="catalog_test")
+    try:
+        await asyncio.to_thread(command.upgrade, alembic_config(database_settings(url)), "head")
+        yield url
+    finally:
+        await drop_test_database(url)
+
+
+@pytest.fixture
+async def catalog_settings(catalog_url: URL) -> AsyncdalSettings:
+    """Settings for the catalog database, with the products table emptied first."""
+    connection = await asyncpg.connect(plain(catalog_url.set(drivername="postgresql")))
+    try:
+        await connection.execute("TRUNCATE products RESTART IDENTITY")
+    finally:
+        await connection.close()
+    return database_settings(catalog_url)
+
+
+@pytest.fixture
+async def client(catalog_settings: AsyncdalSettings) -> AsyncIterator[AsyncClient]:
+    """An HTTP client on the catalog app, with its lifespan running."""
+    container = CatalogContainer()
+    container.settings.override(providers.Object(catalog_settings))
+    app = create_app(container)
+    async with (
+        LifespanManager(app) as manager,
+        AsyncClient(transport=ASGITransport(app=manager.app), base_url="http://catalog") as http,
+    ):
+        yield http

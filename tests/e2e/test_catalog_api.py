@@ -1,0 +1,109 @@
+"""The catalog's products API through HTTP, with its lifespan and a real database."""
+
+from __future__ import annotations
+
+from httpx import AsyncClient
+
+
+async def create(client: AsyncClient, sku: str, name: str = "Thing", price: str = "9.99") -> dict:
+    response = await client.post("/products", json={"sku": sku, "name": name, "price": price})
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
+async def test_create_then_get(client: AsyncClient) -> None:
+    created = await create(client, "SKU-1", "Kettle", "24.50")
+    response = await client.get(f"/products/{created['id']}")
+    assert response.status_code == 200
+    body = response.json()
+    assert body["sku"] == "SKU-1"
+    assert body["name"] == "Kettle"
+    assert body["price"] == "24.50"
+    assert body["created_at"]
+    assert body["updated_at"]
+
+
+async def test_missing_product_is_404(client: AsyncClient) -> None:
+    assert (await client.get("/products/999999")).status_code == 404
+
+
+async def test_duplicate_sku_is_409_and_first_row_is_kept(client: AsyncClient) -> None:
+    await create(client, "DUP", "First")
+    response = await client.post("/products", json={"sku": "DUP", "name": "Second", "price": "1"})
+    assert response.status_code == 409
+    page = (await client.get("/products")).json()
+    assert [item["name"] for item in page["items"]] == ["First"]
+
+
+async def test_invalid_bodies_are_422(client: AsyncClient) -> None:
+    bad = [
+        {"sku": "A", "name": "x", "price": "-1"},
+        {"sku": "", "name": "x", "price": "1"},
+        {"sku": "A", "price": "1"},
+        {"sku": "A", "name": "x", "price": "1", "extra": True},
+        {"sku": "A", "name": "x", "price": "1.001"},
+    ]
+    for body in bad:
+        assert (await client.post("/products", json=body)).status_code == 422, body
+
+
+async def test_patch_changes_only_given_fields(client: AsyncClient) -> None:
+    created = await create(client, "P-1", "Old", "5.00")
+    response = await client.patch(f"/products/{created['id']}", json={"name": "New"})
+    assert response.status_code == 200
+    body = response.json()
+    assert (body["name"], body["price"], body["sku"]) == ("New", "5.00", "P-1")
+    assert body["updated_at"] >= created["updated_at"]
+    assert (await client.get(f"/products/{created['id']}")).json()["name"] == "New"
+
+
+async def test_patch_rejects_null_and_missing(client: AsyncClient) -> None:
+    created = await create(client, "P-2")
+    response = await client.patch(f"/products/{created['id']}", json={"name": None})
+    assert response.status_code == 422
+    assert (await client.patch("/products/424242", json={"name": "x"})).status_code == 404
+
+
+async def test_patch_to_duplicate_sku_is_409(client: AsyncClient) -> None:
+    await create(client, "TAKEN")
+    other = await create(client, "FREE")
+    response = await client.patch(f"/products/{other['id']}", json={"sku": "TAKEN"})
+    assert response.status_code == 409
+    assert (await client.get(f"/products/{other['id']}")).json()["sku"] == "FREE"
+
+
+async def test_delete(client: AsyncClient) -> None:
+    created = await create(client, "DEL")
+    assert (await client.delete(f"/products/{created['id']}")).status_code == 204
+    assert (await client.get(f"/products/{created['id']}")).status_code == 404
+    assert (await client.delete(f"/products/{created['id']}")).status_code == 404
+
+
+async def test_list_sorts_and_pages(client: AsyncClient) -> None:
+    for sku, name, price in [("A", "b", "3"), ("B", "a", "1"), ("C", "c", "2")]:
+        await create(client, sku, name, price)
+    page = (await client.get("/products", params={"sort": "-price", "limit": 2})).json()
+    assert [item["sku"] for item in page["items"]] == ["A", "C"]
+    assert (page["total"], page["limit"], page["offset"]) == (3, 2, 0)
+    page = (await client.get("/products", params={"sort": "name", "offset": 1})).json()
+    assert [item["name"] for item in page["items"]] == ["b", "c"]
+
+
+async def test_sort_injection_is_422_never_sql(client: AsyncClient) -> None:
+    await create(client, "SAFE")
+    for sort in ["name; drop table products", "nope", "-", "price desc"]:
+        response = await client.get("/products", params={"sort": sort})
+        assert response.status_code == 422, sort
+    assert (await client.get("/products")).json()["total"] == 1
+
+
+async def test_page_size_is_bounded(client: AsyncClient) -> None:
+    assert (await client.get("/products", params={"limit": 101})).status_code == 422
+    assert (await client.get("/products", params={"limit": 0})).status_code == 422
+    assert (await client.get("/products", params={"offset": -1})).status_code == 422
+
+
+async def test_openapi_lists_the_products_api(client: AsyncClient) -> None:
+    paths = (await client.get("/openapi.json")).json()["paths"]
+    assert {"/products", "/products/{product_id}"} <= set(paths)
+    assert (await client.get("/docs")).status_code == 200
