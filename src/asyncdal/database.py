@@ -137,9 +137,7 @@ class Database:
 
     def _forget_closed_loops(self) -> None:
         for loop in [loop for loop in self._by_loop if loop.is_closed()]:
-            stale = self._by_loop.pop(loop)
-            # Its connections died with their loop; drop the pool without touching them.
-            stale.engine.sync_engine.dispose(close=False)
+            _abandon(self._by_loop.pop(loop).engine)
 
     @property
     def engine(self) -> AsyncEngine:
@@ -194,7 +192,10 @@ class Database:
         for loop, bound in by_loop.items():
             if loop is running:
                 await bound.engine.dispose()
+            elif loop.is_closed():
+                _abandon(bound.engine)
             else:
+                # Another live loop owns these connections; only it may close them.
                 bound.engine.sync_engine.dispose(close=False)
 
     def __repr__(self) -> str:
@@ -202,6 +203,26 @@ class Database:
             f"Database(name={self.name!r}, url={self.settings.safe_url!r}, "
             f"pool={self.settings.pool_class!r})"
         )
+
+
+def _abandon(engine: AsyncEngine) -> None:
+    """Let go of an engine whose event loop is closed, closing its idle sockets directly.
+
+    Closing an asyncpg connection the normal way needs its loop, which is gone; left alone, the
+    connections would linger until garbage collection and warn there. This reaches into the
+    pool and asyncpg internals on purpose, and does nothing where they are not as expected.
+    """
+    idle = getattr(engine.sync_engine.pool, "_pool", None)
+    while idle is not None and not idle.empty():
+        record = idle.get_nowait()
+        raw = getattr(getattr(record, "dbapi_connection", None), "_connection", None)
+        transport = getattr(raw, "_transport", None)
+        sock = getattr(transport, "_sock", None)
+        if sock is not None:
+            sock.close()
+            transport._sock = None  # type: ignore[union-attr]
+            raw._aborted = True  # type: ignore[union-attr]
+    engine.sync_engine.dispose(close=False)
 
 
 class Databases(Mapping[str, Database]):

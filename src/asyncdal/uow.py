@@ -76,6 +76,7 @@ class UnitOfWork:
         self._shadowed: UnitOfWork | None = None
         self._token: Token[UnitOfWork | None] | None = None
         self._open = False
+        self._entered = False
         self._failed_inside = False
 
     @property
@@ -133,8 +134,9 @@ class UnitOfWork:
         await self.session.rollback()
 
     async def __aenter__(self) -> Self:
-        if self._open:
-            raise UnitOfWorkError("a unit of work can be entered only once")
+        if self._entered:
+            raise UnitOfWorkError("a unit of work can be entered only once; make a new one")
+        self._entered = True
         outer = current_unit_of_work(self.database)
         if outer is not None:
             if outer.read_only and not self.read_only:

@@ -1,0 +1,81 @@
+"""Integration fixtures: a throwaway database with the catalog's tables, and a backend counter."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import asyncpg
+import pytest
+from sqlalchemy import MetaData
+from sqlalchemy.engine import URL
+
+from asyncdal import Database, DatabaseSettings
+from catalog.models import Base
+from tests.conftest import plain
+
+BackendCounter = Callable[[str], Awaitable[int]]
+
+
+async def wait_for_count(
+    backends: BackendCounter, application_name: str, expected: int, timeout: float = 5.0
+) -> int:
+    """Poll until the backend count is ``expected`` or the deadline passes; return the last.
+
+    The server ends a backend shortly after its client's socket closes, not at once.
+    """
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        count = await backends(application_name)
+        if count == expected or asyncio.get_running_loop().time() > deadline:
+            return count
+        await asyncio.sleep(0.02)
+
+
+@pytest.fixture(scope="session")
+def asyncdal_metadata() -> MetaData:
+    """asyncdal.testing creates these tables in its throwaway database."""
+    return Base.metadata
+
+
+@pytest.fixture(scope="session")
+def test_database_url(asyncdal_database: Database) -> URL:
+    """The URL of asyncdal.testing's throwaway database (tables created, session-wide)."""
+    return asyncdal_database.settings.sqlalchemy_url()
+
+
+@pytest.fixture
+def make_database(test_database_url: URL) -> Callable[..., Database]:
+    """Build Databases on the throwaway database with a unique application_name each."""
+
+    def make(**settings: object) -> Database:
+        options: dict[str, object] = {
+            "url": plain(test_database_url),
+            "application_name": f"it-{uuid.uuid4().hex[:10]}",
+            **settings,
+        }
+        return Database("main", DatabaseSettings.model_validate(options))
+
+    return make
+
+
+@pytest.fixture
+async def backends(test_database_url: URL) -> AsyncIterator[BackendCounter]:
+    """Count the server's backends with a given application_name, from a separate connection."""
+    connection = await asyncpg.connect(
+        plain(test_database_url.set(drivername="postgresql")),
+        server_settings={"application_name": "it-observer"},
+    )
+
+    async def count(application_name: str) -> int:
+        value = await connection.fetchval(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1",
+            application_name,
+        )
+        return int(value)
+
+    try:
+        yield count
+    finally:
+        await connection.close()

@@ -1,0 +1,195 @@
+"""asyncdal.fastapi with a real server: commit before the response, 5xx on a failed commit,
+rollback on errors, and one session per request under concurrency."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Callable
+from typing import Annotated, Any
+
+import asyncpg
+import pytest
+from asgi_lifespan import LifespanManager
+from fastapi import Depends, FastAPI, HTTPException
+from fastapi.responses import JSONResponse
+from httpx import ASGITransport, AsyncClient
+from sqlalchemy import text
+from sqlalchemy.engine import URL
+from sqlalchemy.ext.asyncio import AsyncSession
+from starlette.types import Message, Receive, Scope, Send
+
+from asyncdal import Database, Databases, UnitOfWork, UnitOfWorkError
+from asyncdal.fastapi import (
+    databases_lifespan,
+    session_provider,
+    setup,
+    unit_of_work_provider,
+)
+from tests.conftest import plain
+
+Session = Annotated[AsyncSession, Depends(session_provider())]
+
+
+@pytest.fixture
+async def raw(test_database_url: URL) -> AsyncIterator[asyncpg.Connection]:
+    """A plain connection for setting up tables and looking at committed data."""
+    connection = await asyncpg.connect(plain(test_database_url.set(drivername="postgresql")))
+    await connection.execute(
+        """
+        CREATE TABLE IF NOT EXISTS parents (id int PRIMARY KEY);
+        CREATE TABLE IF NOT EXISTS children (
+            id int PRIMARY KEY,
+            tag text NOT NULL,
+            parent int REFERENCES parents (id) DEFERRABLE INITIALLY DEFERRED
+        );
+        TRUNCATE children, parents;
+        """
+    )
+    try:
+        yield connection
+    finally:
+        await connection.execute("DROP TABLE children; DROP TABLE parents;")
+        await connection.close()
+
+
+def build_app(db: Database) -> FastAPI:
+    app = FastAPI(lifespan=databases_lifespan(lambda: Databases({"main": db})))
+    setup(app)
+
+    @app.post("/children/{child_id}", status_code=201)
+    async def add_child(
+        child_id: int, session: Session, parent: int | None = None
+    ) -> dict[str, int]:
+        await session.execute(
+            text("INSERT INTO children (id, tag, parent) VALUES (:id, 'x', :parent)"),
+            {"id": child_id, "parent": parent},
+        )
+        return {"id": child_id}
+
+    @app.post("/raise/{child_id}")
+    async def add_then_raise(child_id: int, session: Session) -> None:
+        await session.execute(
+            text("INSERT INTO children (id, tag) VALUES (:id, 'x')"), {"id": child_id}
+        )
+        raise HTTPException(400, "no")
+
+    @app.post("/teapot/{child_id}")
+    async def add_then_answer_4xx(child_id: int, session: Session) -> JSONResponse:
+        await session.execute(
+            text("INSERT INTO children (id, tag) VALUES (:id, 'x')"), {"id": child_id}
+        )
+        return JSONResponse({"detail": "short and stout"}, status_code=418)
+
+    @app.post("/tagged/{tag}")
+    async def tagged(
+        tag: str, uow: Annotated[UnitOfWork, Depends(unit_of_work_provider())]
+    ) -> dict[str, Any]:
+        session = uow.session
+        child_id = await session.scalar(text("SELECT coalesce(max(id), 0) FROM children")) or 0
+        await session.execute(
+            text("INSERT INTO children (id, tag) VALUES (:id, :tag)"),
+            {"id": abs(hash(tag)) % 1_000_000_000, "tag": tag},
+        )
+        await asyncio.sleep(0.01)  # hold the session while other requests run
+        mine = await session.scalar(
+            text("SELECT count(*) FROM children WHERE tag = :tag"), {"tag": tag}
+        )
+        others_uncommitted = await session.scalar(
+            text("SELECT count(*) FROM children WHERE tag LIKE 'req-%' AND tag <> :tag"),
+            {"tag": tag},
+        )
+        return {
+            "session": id(session),
+            "mine": mine,
+            "seen_before": child_id,
+            "others": others_uncommitted,
+        }
+
+    return app
+
+
+async def client_for(app: FastAPI) -> AsyncIterator[AsyncClient]:
+    async with (
+        LifespanManager(app) as manager,
+        AsyncClient(transport=ASGITransport(app=manager.app), base_url="http://t") as client,
+    ):
+        yield client
+
+
+@pytest.fixture
+async def app_db(make_database: Callable[..., Database]) -> Database:
+    return make_database(pool_size=5, max_overflow=10)
+
+
+async def test_commit_happens_before_the_response_starts(
+    app_db: Database, raw: asyncpg.Connection
+) -> None:
+    seen_at_start: list[int] = []
+
+    async with LifespanManager(build_app(app_db)) as manager:
+
+        async def observer(scope: Scope, receive: Receive, send: Send) -> None:
+            async def watch(message: Message) -> None:
+                if message["type"] == "http.response.start":
+                    seen_at_start.append(await raw.fetchval("SELECT count(*) FROM children"))
+                await send(message)
+
+            await manager.app(scope, receive, watch)
+
+        transport = ASGITransport(app=observer)
+        async with AsyncClient(transport=transport, base_url="http://t") as client:
+            response = await client.post("/children/1")
+    assert response.status_code == 201
+    assert seen_at_start == [1]
+
+
+async def test_failed_commit_is_a_500_and_nothing_is_saved(
+    app_db: Database, raw: asyncpg.Connection
+) -> None:
+    async for client in client_for(build_app(app_db)):
+        # The deferred foreign key is only checked at COMMIT.
+        response = await client.post("/children/2", params={"parent": 99})
+        assert response.status_code == 500
+        assert "could not be committed" in response.json()["detail"]
+        assert await raw.fetchval("SELECT count(*) FROM children") == 0
+        assert (await client.post("/children/3")).status_code == 201  # the pool is fine after
+    assert await raw.fetchval("SELECT count(*) FROM children") == 1
+
+
+async def test_raised_errors_and_4xx_answers_roll_back(
+    app_db: Database, raw: asyncpg.Connection
+) -> None:
+    async for client in client_for(build_app(app_db)):
+        assert (await client.post("/raise/4")).status_code == 400
+        assert (await client.post("/teapot/5")).status_code == 418
+    assert await raw.fetchval("SELECT count(*) FROM children") == 0
+
+
+async def test_fifty_concurrent_requests_each_see_only_their_own_session(
+    app_db: Database, raw: asyncpg.Connection
+) -> None:
+    async for client in client_for(build_app(app_db)):
+        tags = [f"req-{uuid.uuid4().hex[:8]}" for _ in range(50)]
+        responses = await asyncio.gather(*(client.post(f"/tagged/{tag}") for tag in tags))
+    bodies = [response.json() for response in responses]
+    assert [response.status_code for response in responses] == [200] * 50
+    assert len({body["session"] for body in bodies}) == 50
+    assert all(body["mine"] == 1 for body in bodies)
+    # Another request's uncommitted row is never visible; committed ones may be.
+    assert await raw.fetchval("SELECT count(*) FROM children WHERE tag LIKE 'req-%'") == 50
+    assert app_db.engine.pool.checkedout() == 0  # type: ignore[attr-defined]
+
+
+async def test_missing_middleware_is_a_clear_error(app_db: Database) -> None:
+    app = FastAPI(lifespan=databases_lifespan(lambda: Databases({"main": app_db})))
+
+    @app.get("/")
+    async def index(session: Session) -> None:
+        return None
+
+    async with LifespanManager(app) as manager:
+        transport = ASGITransport(app=manager.app)
+        async with AsyncClient(transport=transport, base_url="http://t") as client:
+            with pytest.raises(UnitOfWorkError, match=r"setup\(app\)"):
+                await client.get("/")

@@ -1,0 +1,72 @@
+"""The exported names are the public contract: changing them must be deliberate."""
+
+from __future__ import annotations
+
+import importlib
+
+import asyncdal
+
+EXPECTED = {
+    "asyncdal": [
+        "DEFAULT_MAX_OVERFLOW",
+        "DEFAULT_POOL_SIZE",
+        "AsyncdalError",
+        "AsyncdalSettings",
+        "ConfigurationError",
+        "Database",
+        "DatabaseSettings",
+        "Databases",
+        "InvalidQueryError",
+        "PoolKind",
+        "ReadOnlyError",
+        "Repository",
+        "UnitOfWork",
+        "UnitOfWorkError",
+        "UnknownDatabaseError",
+        "connect_arguments",
+        "create_engine",
+        "current_unit_of_work",
+        "load_settings",
+    ],
+    "asyncdal.fastapi": [
+        "TransactionMiddleware",
+        "databases_lifespan",
+        "get_databases",
+        "read_only_unit_of_work_provider",
+        "repository_provider",
+        "session_provider",
+        "setup",
+        "unit_of_work_provider",
+    ],
+    "asyncdal.container": [
+        "DatabaseContainer",
+        "container_lifespan",
+        "open_databases",
+        "repository_factory",
+    ],
+    "asyncdal.testing": [
+        "DEFAULT_TEST_DATABASE_URL",
+        "FakeUnitOfWork",
+        "InMemoryRepository",
+        "asyncdal_database",
+        "asyncdal_metadata",
+        "asyncdal_test_url",
+        "create_test_database",
+        "drop_test_database",
+        "rollback_database",
+    ],
+}
+
+
+def test_exported_names_are_pinned() -> None:
+    for module_name, names in EXPECTED.items():
+        module = importlib.import_module(module_name)
+        assert module.__all__ == names, module_name
+        for name in names:
+            assert hasattr(module, name), f"{module_name}.{name}"
+
+
+def test_package_is_typed() -> None:
+    from importlib.resources import files
+
+    assert files(asyncdal).joinpath("py.typed").is_file()

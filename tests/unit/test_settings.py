@@ -1,0 +1,201 @@
+"""Settings: environment names, URL building, and clear errors that never show a password."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from sqlalchemy.engine import make_url
+
+from asyncdal import ConfigurationError, DatabaseSettings, load_settings
+
+SECRET = "p@ss:/%#?w"
+
+
+@pytest.fixture(autouse=True)
+def clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No database variables from the machine, and no .env from the repository."""
+    import os
+
+    for name in list(os.environ):
+        if name.upper().startswith("DB__") or name.upper() in {
+            "DATABASE_URL",
+            "AWS_LAMBDA_FUNCTION_NAME",
+        }:
+            monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)
+
+
+def error_of(monkeypatch: pytest.MonkeyPatch, **env: str) -> str:
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigurationError) as caught:
+        load_settings()
+    return str(caught.value)
+
+
+def test_database_url_is_shorthand_for_main(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DATABASE_URL", "postgresql://app:pw@db.example:6432/catalog")
+    main = load_settings().databases["main"]
+    url = main.sqlalchemy_url()
+    assert url.drivername == "postgresql+asyncpg"
+    assert (url.host, url.port, url.username, url.database) == (
+        "db.example",
+        6432,
+        "app",
+        "catalog",
+    )
+
+
+def test_specific_url_wins_over_shorthand(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DATABASE_URL", "postgresql://a@one/x")
+    monkeypatch.setenv("DB__MAIN__URL", "postgresql://a@two/x")
+    assert load_settings().databases["main"].sqlalchemy_url().host == "two"
+
+
+def test_names_are_case_insensitive_and_each_database_is_separate(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("db__Main__url", "postgresql://a@main-host/main")
+    monkeypatch.setenv("DB__REFERENCE__HOST", "ref-host")
+    monkeypatch.setenv("DB__REFERENCE__POOL_SIZE", "2")
+    monkeypatch.setenv("DB__MAIN__POOL_SIZE", "7")
+    databases = load_settings().databases
+    assert set(databases) == {"main", "reference"}
+    assert databases["main"].effective_pool_size == 7
+    assert databases["reference"].effective_pool_size == 2
+    assert databases["reference"].effective_max_overflow == 10
+    assert databases["reference"].sqlalchemy_url().host == "ref-host"
+
+
+def test_every_field_is_read_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    env = {
+        "HOST": "h",
+        "PORT": "5433",
+        "USER": "u",
+        "PASSWORD": "pw",
+        "NAME": "n",
+        "POOL": "queue",
+        "POOL_SIZE": "3",
+        "MAX_OVERFLOW": "4",
+        "POOL_TIMEOUT": "2.5",
+        "POOL_RECYCLE": "60",
+        "PRE_PING": "true",
+        "CONNECT_TIMEOUT": "1.5",
+        "COMMAND_TIMEOUT": "9",
+        "STATEMENT_TIMEOUT": "0.25",
+        "APPLICATION_NAME": "shop",
+    }
+    for field, value in env.items():
+        monkeypatch.setenv(f"DB__MAIN__{field}", value)
+    main = load_settings().databases["main"]
+    assert main.sqlalchemy_url().render_as_string(hide_password=False) == (
+        "postgresql+asyncpg://u:pw@h:5433/n"
+    )
+    assert (main.pool_class, main.effective_pool_size, main.effective_max_overflow) == (
+        "queue",
+        3,
+        4,
+    )
+    assert (main.pool_timeout, main.pool_recycle, main.pre_ping) == (2.5, 60, True)
+    assert (main.connect_timeout, main.command_timeout, main.statement_timeout) == (1.5, 9, 0.25)
+    assert main.application_name == "shop"
+
+
+def test_dotenv_file_is_read(tmp_path: Path) -> None:
+    (tmp_path / ".env").write_text("DB__MAIN__URL=postgresql://a@from-dotenv/x\n")
+    assert load_settings().databases["main"].sqlalchemy_url().host == "from-dotenv"
+
+
+def test_password_with_special_characters_survives_parts() -> None:
+    settings = DatabaseSettings(host="h", user="u", password=SECRET, name="n")
+    url = settings.sqlalchemy_url()
+    assert url.password == SECRET
+    assert make_url(url.render_as_string(hide_password=False)).password == SECRET
+
+
+def test_parts_override_url_parts() -> None:
+    settings = DatabaseSettings(url="postgresql://u@h/n", password=SECRET, port=6543)
+    url = settings.sqlalchemy_url()
+    assert (url.password, url.port, url.host) == (SECRET, 6543, "h")
+
+
+def test_postgres_schemes_become_asyncpg() -> None:
+    for scheme in ("postgresql", "postgres", "postgresql+asyncpg"):
+        url = DatabaseSettings(url=f"{scheme}://u@h/n").sqlalchemy_url()
+        assert url.drivername == "postgresql+asyncpg"
+
+
+def test_sslmode_is_translated_to_asyncpg_ssl() -> None:
+    url = DatabaseSettings(url="postgresql://u@h/n?sslmode=require").sqlalchemy_url()
+    assert "sslmode" not in url.query
+    assert url.query["ssl"] == "require"
+
+
+def test_password_never_shown_in_repr_str_or_safe_url() -> None:
+    settings = DatabaseSettings(url=f"postgresql://u:{SECRET.replace('@', '%40')}@h/n")
+    other = DatabaseSettings(host="h", password=SECRET)
+    for text in (repr(settings), str(settings), settings.safe_url, repr(other), other.safe_url):
+        assert "p@ss" not in text
+        assert "%40ss" not in text
+
+
+@pytest.mark.parametrize(
+    ("env", "variable"),
+    [
+        ({}, "DATABASE_URL"),
+        ({"DATABASE_URL": "not a url at all"}, "DB__MAIN__URL"),
+        ({"DATABASE_URL": "mysql://u:pw@h/n"}, "DB__MAIN__URL"),
+        ({"DATABASE_URL": "postgresql://u@h/n?sslmode=sometimes"}, "DB__MAIN__URL"),
+        (
+            {"DATABASE_URL": "postgresql://u@h/n", "DB__MAIN__POOL_SIZE": "-1"},
+            "DB__MAIN__POOL_SIZE",
+        ),
+        ({"DATABASE_URL": "postgresql://u@h/n", "DB__MAIN__POOL_SIZE": "0"}, "DB__MAIN__POOL_SIZE"),
+        (
+            {"DATABASE_URL": "postgresql://u@h/n", "DB__MAIN__MAX_OVERFLOW": "-3"},
+            "DB__MAIN__MAX_OVERFLOW",
+        ),
+        (
+            {
+                "DATABASE_URL": "postgresql://u@h/n",
+                "DB__MAIN__POOL": "null",
+                "DB__MAIN__POOL_SIZE": "5",
+            },
+            "DB__MAIN__POOL_SIZE",
+        ),
+        ({"DATABASE_URL": "postgresql://u@h/n", "DB__MAIN__POOL": "lots"}, "DB__MAIN__POOL"),
+        ({"DATABASE_URL": "postgresql://u@h/n", "DB__MAIN__PORT": "http"}, "DB__MAIN__PORT"),
+        ({"DATABASE_URL": "postgresql://u@h/n", "DB__MAIN__POOLSIZE": "3"}, "DB__MAIN__POOLSIZE"),
+        (
+            {"DATABASE_URL": "postgresql://u@h/n", "DB__REFERENCE__POOL_SIZE": "3"},
+            "DB__REFERENCE__URL",
+        ),
+    ],
+)
+def test_bad_configuration_names_the_variable(
+    monkeypatch: pytest.MonkeyPatch, env: dict[str, str], variable: str
+) -> None:
+    message = error_of(monkeypatch, **env)
+    assert variable in message
+
+
+def test_errors_never_show_the_password(monkeypatch: pytest.MonkeyPatch) -> None:
+    message = error_of(
+        monkeypatch, DATABASE_URL=f"mysql://u:{SECRET}@h/n", DB__MAIN__POOL_SIZE="-1"
+    )
+    assert "p@ss" not in message
+    assert "DB__MAIN__POOL_SIZE" in message
+    broken = error_of(monkeypatch, DATABASE_URL="postgresql://u:hunter2@h:notaport/n")
+    assert "hunter2" not in broken
+
+
+def test_null_pool_defaults_on_lambda(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DATABASE_URL", "postgresql://u@h/n")
+    assert load_settings().databases["main"].pool_class == "queue"
+    monkeypatch.setenv("AWS_LAMBDA_FUNCTION_NAME", "catalog")
+    main = load_settings().databases["main"]
+    assert main.pool_class == "null"
+    assert (main.effective_pool_size, main.effective_max_overflow) == (0, 0)
+    monkeypatch.setenv("DB__MAIN__POOL", "queue")
+    assert load_settings().databases["main"].pool_class == "queue"
