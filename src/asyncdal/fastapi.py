@@ -205,6 +205,8 @@ class TransactionMiddleware:
                 # A handler that raised has had its units of work closed (rolled back) already.
                 pending = [uow for uow in units if uow.is_open]
                 units.clear()
+                for uow in pending:
+                    uow.seal()
                 if message["status"] < 400:
                     if not await _commit_all(pending):
                         replaced = True

@@ -42,7 +42,7 @@ def current_unit_of_work(database: object) -> UnitOfWork | None:
     task = asyncio.current_task()
     uow = _innermost.get()
     while uow is not None:
-        if uow.database is database and uow._task is task and uow._open:
+        if uow.database is database and uow._task is task and uow._open and not uow._sealed:
             return uow
         uow = uow._shadowed
     return None
@@ -77,6 +77,7 @@ class UnitOfWork:
         self._token: Token[UnitOfWork | None] | None = None
         self._open = False
         self._entered = False
+        self._sealed = False
         self._failed_inside = False
 
     @property
@@ -108,6 +109,14 @@ class UnitOfWork:
         if repository is None:
             repository = cache[repository_class] = repository_class(self.session)  # type: ignore[index]
         return repository  # type: ignore[no-any-return]
+
+    def seal(self) -> None:
+        """Stop nested code from joining this unit of work; it opens its own from now on.
+
+        The FastAPI integration seals a request's unit of work once its transaction is settled,
+        so a background task that runs after the response gets a transaction of its own.
+        """
+        self._root._sealed = True
 
     async def commit(self) -> None:
         """Commit the transaction; inside a joined unit of work, flush and leave it to the outer.

@@ -11,7 +11,7 @@ from typing import Annotated, Any
 import asyncpg
 import pytest
 from asgi_lifespan import LifespanManager
-from fastapi import Depends, FastAPI, HTTPException
+from fastapi import BackgroundTasks, Depends, FastAPI, HTTPException
 from fastapi.responses import JSONResponse
 from httpx import ASGITransport, AsyncClient
 from sqlalchemy import text
@@ -106,6 +106,22 @@ def build_app(db: Database) -> FastAPI:
             "others": others_uncommitted,
         }
 
+    @app.post("/with-background/{child_id}", status_code=202)
+    async def with_background(child_id: int, session: Session, tasks: BackgroundTasks) -> None:
+        await session.execute(
+            text("INSERT INTO children (id, tag) VALUES (:id, 'x')"), {"id": child_id}
+        )
+
+        async def later() -> None:
+            async with db.unit_of_work() as uow:
+                assert not uow.joined  # the request's transaction is settled by now
+                await uow.session.execute(
+                    text("INSERT INTO children (id, tag) VALUES (:id, 'bg')"), {"id": child_id + 1}
+                )
+                await uow.commit()
+
+        tasks.add_task(later)
+
     return app
 
 
@@ -179,6 +195,15 @@ async def test_fifty_concurrent_requests_each_see_only_their_own_session(
     # Another request's uncommitted row is never visible; committed ones may be.
     assert await raw.fetchval("SELECT count(*) FROM children WHERE tag LIKE 'req-%'") == 50
     assert app_db.engine.pool.checkedout() == 0  # type: ignore[attr-defined]
+
+
+async def test_background_task_gets_its_own_committed_transaction(
+    app_db: Database, raw: asyncpg.Connection
+) -> None:
+    async for client in client_for(build_app(app_db)):
+        assert (await client.post("/with-background/10")).status_code == 202
+    rows = await raw.fetch("SELECT id, tag FROM children ORDER BY id")
+    assert [(row["id"], row["tag"]) for row in rows] == [(10, "x"), (11, "bg")]
 
 
 async def test_missing_middleware_is_a_clear_error(app_db: Database) -> None:
