@@ -23,7 +23,7 @@ import inspect
 import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from typing import Any, TypeVar
 
 from fastapi import FastAPI, Request
@@ -52,9 +52,6 @@ R = TypeVar("R")
 
 _SCOPE_KEY = "asyncdal.units_of_work"
 _STATE_KEY = "databases"
-_COMMIT_FAILED_BODY = json.dumps(
-    {"detail": "The transaction could not be committed; nothing was saved."}
-).encode()
 
 Lifespan = Callable[[FastAPI], Any]
 
@@ -103,7 +100,7 @@ def _register(request: Request, uow: UnitOfWork) -> None:
             "asyncdal.fastapi.TransactionMiddleware is not installed: call "
             "asyncdal.fastapi.setup(app) so request units of work commit before the response"
         )
-    if not uow.joined and not uow.read_only:
+    if not uow.joined:
         units.append(uow)
 
 
@@ -116,6 +113,13 @@ async def _request_unit_of_work(
     async with uow:
         _register(request, uow)
         yield uow
+        if uow in request.scope[_SCOPE_KEY]:
+            # Torn down before the response started (``Depends(..., scope="function")``):
+            # closing now would roll back work the response is about to report as done.
+            raise UnitOfWorkError(
+                "a request unit of work was closed before the response started; "
+                "asyncdal's providers need the default Depends scope ('request')"
+            )
 
 
 def unit_of_work_provider(
@@ -182,8 +186,12 @@ class TransactionMiddleware:
     """Commit the request's units of work when the response starts, or roll them back.
 
     A pure ASGI middleware (no ``BaseHTTPMiddleware`` overhead). Status below 400: commit;
-    if the commit fails, the client gets a 500 and nothing is saved. Status 400 or above:
-    roll back.
+    if the commit fails, the client gets a 500 and the request's background tasks do not run.
+    Status 400 or above: roll back. Units of work on several databases commit one after the
+    other: there is no atomic commit across databases, and the 500 says which ones committed.
+
+    Writes made while a streaming response sends its body come after this commit and are
+    rolled back; do them before returning the response.
     """
 
     def __init__(self, app: ASGIApp) -> None:
@@ -208,46 +216,68 @@ class TransactionMiddleware:
                 for uow in pending:
                     uow.seal()
                 if message["status"] < 400:
-                    if not await _commit_all(pending):
+                    failure = await _commit_all(pending)
+                    if failure is not None:
                         replaced = True
-                        await _send_commit_failure(send)
-                        return
+                        await _send_commit_failure(send, failure)
+                        # Stop the app here: its background tasks must not run for a
+                        # response that failed.
+                        raise _CommitFailedError
                 else:
                     for uow in pending:
                         await uow.rollback()
             await send(message)
 
-        await self.app(scope, receive, send_after_commit)
+        # An unhandled exception propagates as usual; the dependencies' teardown closes (and so
+        # rolls back) every unit of work of the request.
+        with suppress(_CommitFailedError):
+            await self.app(scope, receive, send_after_commit)
 
 
-async def _commit_all(units: list[UnitOfWork]) -> bool:
+class _CommitFailedError(Exception):
+    """Raised from ``send`` to stop the app once a failed commit has been answered."""
+
+
+async def _commit_all(units: list[UnitOfWork]) -> bytes | None:
+    """Commit each writable unit of work; on a failure roll back the rest and describe it."""
+    committed: list[str] = []
     for uow in units:
+        if uow.read_only:
+            continue
         try:
             await uow.commit()
         except Exception:
             logger.exception("commit failed on database %r; answering 500", _name(uow))
             for other in units:
                 await other.rollback()
-            return False
-    return True
+            detail = "The transaction could not be committed; nothing was saved."
+            if committed:
+                # Databases commit one after the other; there is no atomic commit across them.
+                detail = (
+                    f"The transaction on database {_name(uow)!r} could not be committed; "
+                    f"the one(s) on {', '.join(map(repr, committed))} already were."
+                )
+            return json.dumps({"detail": detail}).encode()
+        committed.append(_name(uow))
+    return None
 
 
 def _name(uow: UnitOfWork) -> str:
     return getattr(uow.database, "name", "?")
 
 
-async def _send_commit_failure(send: Send) -> None:
+async def _send_commit_failure(send: Send, body: bytes) -> None:
     await send(
         {
             "type": "http.response.start",
             "status": 500,
             "headers": [
                 (b"content-type", b"application/json"),
-                (b"content-length", str(len(_COMMIT_FAILED_BODY)).encode()),
+                (b"content-length", str(len(body)).encode()),
             ],
         }
     )
-    await send({"type": "http.response.body", "body": _COMMIT_FAILED_BODY})
+    await send({"type": "http.response.body", "body": body})
 
 
 async def _invalid_query(request: Request, exc: Exception) -> JSONResponse:

@@ -42,7 +42,8 @@ def current_unit_of_work(database: object) -> UnitOfWork | None:
     task = asyncio.current_task()
     uow = _innermost.get()
     while uow is not None:
-        if uow.database is database and uow._task is task and uow._open and not uow._sealed:
+        root = uow._root
+        if uow.database is database and uow._task is task and uow._open and not root._sealed:
             return uow
         uow = uow._shadowed
     return None

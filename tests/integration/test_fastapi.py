@@ -22,6 +22,7 @@ from starlette.types import Message, Receive, Scope, Send
 from asyncdal import Database, Databases, UnitOfWork, UnitOfWorkError
 from asyncdal.fastapi import (
     databases_lifespan,
+    read_only_unit_of_work_provider,
     session_provider,
     setup,
     unit_of_work_provider,
@@ -122,7 +123,57 @@ def build_app(db: Database) -> FastAPI:
 
         tasks.add_task(later)
 
+    @app.post("/two-providers/{child_id}", status_code=201)
+    async def two_providers(
+        child_id: int,
+        session: Session,
+        uow: Annotated[UnitOfWork, Depends(unit_of_work_provider())],
+        tasks: BackgroundTasks,
+    ) -> None:
+        assert uow.session is session  # the second provider joined the first
+        await session.execute(
+            text("INSERT INTO children (id, tag) VALUES (:id, 'x')"), {"id": child_id}
+        )
+        tasks.add_task(background_insert, db, child_id + 1)
+
+    @app.get("/read-then-background/{child_id}")
+    async def read_then_background(
+        child_id: int,
+        reader: Annotated[UnitOfWork, Depends(read_only_unit_of_work_provider())],
+        tasks: BackgroundTasks,
+    ) -> int:
+        count = await reader.session.scalar(text("SELECT count(*) FROM children"))
+        tasks.add_task(background_insert, db, child_id)
+        return int(count or 0)
+
+    @app.post("/failing-commit-with-background/{child_id}", status_code=201)
+    async def failing_commit_with_background(
+        child_id: int, session: Session, tasks: BackgroundTasks
+    ) -> None:
+        await session.execute(
+            text("INSERT INTO children (id, tag, parent) VALUES (:id, 'x', 99)"), {"id": child_id}
+        )
+        tasks.add_task(background_insert, db, child_id + 1)
+
+    @app.post("/function-scope/{child_id}", status_code=201)
+    async def function_scope(
+        child_id: int,
+        session: Annotated[AsyncSession, Depends(session_provider(), scope="function")],
+    ) -> None:
+        await session.execute(
+            text("INSERT INTO children (id, tag) VALUES (:id, 'x')"), {"id": child_id}
+        )
+
     return app
+
+
+async def background_insert(db: Database, child_id: int) -> None:
+    async with db.unit_of_work() as uow:
+        assert not uow.joined
+        await uow.session.execute(
+            text("INSERT INTO children (id, tag) VALUES (:id, 'bg')"), {"id": child_id}
+        )
+        await uow.commit()
 
 
 async def client_for(app: FastAPI) -> AsyncIterator[AsyncClient]:
@@ -206,6 +257,34 @@ async def test_background_task_gets_its_own_committed_transaction(
     assert [(row["id"], row["tag"]) for row in rows] == [(10, "x"), (11, "bg")]
 
 
+async def test_background_task_never_joins_a_settled_request_transaction(
+    app_db: Database, raw: asyncpg.Connection
+) -> None:
+    async for client in client_for(build_app(app_db)):
+        assert (await client.post("/two-providers/20")).status_code == 201
+        assert (await client.get("/read-then-background/30")).status_code == 200
+    rows = await raw.fetch("SELECT id, tag FROM children ORDER BY id")
+    assert [(row["id"], row["tag"]) for row in rows] == [(20, "x"), (21, "bg"), (30, "bg")]
+
+
+async def test_background_tasks_do_not_run_after_a_failed_commit(
+    app_db: Database, raw: asyncpg.Connection
+) -> None:
+    async for client in client_for(build_app(app_db)):
+        response = await client.post("/failing-commit-with-background/40")
+    assert response.status_code == 500
+    assert await raw.fetchval("SELECT count(*) FROM children") == 0
+
+
+async def test_function_scoped_provider_never_gives_a_2xx_for_unsaved_work(
+    app_db: Database, raw: asyncpg.Connection
+) -> None:
+    async for client in client_for(build_app(app_db)):
+        with pytest.raises(UnitOfWorkError, match="scope"):
+            await client.post("/function-scope/50")
+    assert await raw.fetchval("SELECT count(*) FROM children") == 0
+
+
 async def test_missing_middleware_is_a_clear_error(app_db: Database) -> None:
     app = FastAPI(lifespan=databases_lifespan(lambda: Databases({"main": app_db})))
 
@@ -218,3 +297,27 @@ async def test_missing_middleware_is_a_clear_error(app_db: Database) -> None:
         async with AsyncClient(transport=transport, base_url="http://t") as client:
             with pytest.raises(UnitOfWorkError, match=r"setup\(app\)"):
                 await client.get("/")
+
+
+async def test_failed_commit_on_a_second_database_says_what_was_committed(
+    make_database: Callable[..., Database], raw: asyncpg.Connection
+) -> None:
+    main, audit = make_database(), make_database()
+    app = FastAPI(lifespan=databases_lifespan(lambda: Databases({"main": main, "audit": audit})))
+    setup(app)
+
+    @app.post("/both", status_code=201)
+    async def both(
+        first: Session,
+        second: Annotated[AsyncSession, Depends(session_provider("audit"))],
+    ) -> None:
+        await first.execute(text("INSERT INTO children (id, tag) VALUES (60, 'main')"))
+        await second.execute(text("INSERT INTO children (id, tag, parent) VALUES (61, 'a', 99)"))
+
+    async for client in client_for(app):
+        response = await client.post("/both")
+    assert response.status_code == 500
+    detail = response.json()["detail"]
+    assert "'audit' could not be committed" in detail
+    assert "'main' already were" in detail
+    assert await raw.fetchval("SELECT count(*) FROM children") == 1
