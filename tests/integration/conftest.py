@@ -49,13 +49,13 @@ def test_database_url(asyncdal_database: Database) -> URL:
 def make_database(test_database_url: URL) -> Callable[..., Database]:
     """Build Databases on the throwaway database with a unique application_name each."""
 
-    def make(**settings: object) -> Database:
+    def make(name: str = "main", **settings: object) -> Database:
         options: dict[str, object] = {
             "url": plain(test_database_url),
             "application_name": f"it-{uuid.uuid4().hex[:10]}",
             **settings,
         }
-        return Database("main", DatabaseSettings.model_validate(options))
+        return Database(name, DatabaseSettings.model_validate(options))
 
     return make
 

@@ -302,7 +302,7 @@ async def test_missing_middleware_is_a_clear_error(app_db: Database) -> None:
 async def test_failed_commit_on_a_second_database_says_what_was_committed(
     make_database: Callable[..., Database], raw: asyncpg.Connection
 ) -> None:
-    main, audit = make_database(), make_database()
+    main, audit = make_database(), make_database(name="audit")
     app = FastAPI(lifespan=databases_lifespan(lambda: Databases({"main": main, "audit": audit})))
     setup(app)
 
