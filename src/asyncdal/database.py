@@ -18,6 +18,7 @@ Example:
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
@@ -26,7 +27,8 @@ from typing import Any, Self
 
 from sqlalchemy import event, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import ORMExecuteState, Session
+from sqlalchemy.sql.elements import TextClause
 
 from asyncdal.engine import create_engine
 from asyncdal.errors import ReadOnlyError, UnknownDatabaseError
@@ -37,12 +39,36 @@ __all__ = ["Database", "Databases"]
 
 
 class _ReadOnlySession(Session):
-    """A session that refuses to flush: the read-only path runs in autocommit mode."""
+    """A session that refuses writes: the default read-only path runs in autocommit mode,
+    where a write would be permanent at once."""
+
+
+# Statements a raw text() may start with and still be a plain read. A WITH or EXPLAIN that
+# names a data-changing command is refused too. A SELECT of a function that writes cannot be
+# seen from here: use read_only_unit_of_work(snapshot=True) to have the server refuse it.
+_READ_ONLY_TEXT = re.compile(r"\s*(?:\(\s*)*(select|with|show|explain|values|table)\b", re.I)
+_WRITE_WORD = re.compile(r"\b(insert|update|delete|merge|truncate|copy|call|do)\b", re.I)
 
 
 @event.listens_for(_ReadOnlySession, "before_flush")
 def _refuse_flush(session: Session, flush_context: Any, instances: Any) -> None:
     raise ReadOnlyError("a read-only unit of work cannot write (flush refused)")
+
+
+@event.listens_for(_ReadOnlySession, "do_orm_execute")
+def _refuse_write_statements(state: ORMExecuteState) -> None:
+    if state.is_insert or state.is_update or state.is_delete:
+        raise ReadOnlyError("a read-only unit of work cannot run INSERT, UPDATE or DELETE")
+    statement = state.statement
+    if isinstance(statement, TextClause):
+        read = _READ_ONLY_TEXT.match(statement.text)
+        if read is None or (
+            read.group(1).lower() in {"with", "explain"} and _WRITE_WORD.search(statement.text)
+        ):
+            raise ReadOnlyError(
+                "a read-only unit of work runs only reads (SELECT, WITH, SHOW, EXPLAIN, "
+                "VALUES, TABLE); use unit_of_work() to write"
+            )
 
 
 @dataclass(slots=True)
@@ -158,7 +184,7 @@ class Database:
         return UnitOfWork(self, self._bound().sessions)
 
     def read_only_unit_of_work(self, *, snapshot: bool = False) -> UnitOfWork:
-        """A unit of work for code that only reads; it never commits and refuses to flush.
+        """A unit of work for code that only reads; it never commits and refuses writes.
 
         Args:
             snapshot: False (the default) runs each statement in autocommit mode: no

@@ -1,8 +1,10 @@
 """``make run``: serve the catalog on http://127.0.0.1:8000 against a real PostgreSQL.
 
-With ``DATABASE_URL`` (or ``DB__MAIN__*``) set, in the environment or ``.env``, that server is
-used and only migrated. Without it an embedded PostgreSQL is started with its data under
-``.data/postgres``, migrated, and seeded with a few products.
+With ``DATABASE_URL`` (or ``DB__MAIN__*``) set, in the environment or in ``.env`` (in the
+current folder, where the app's settings read it too), that server is used and only migrated.
+Without it an embedded PostgreSQL is started with its data under ``$CATALOG_DATA_DIR/postgres``
+(``CATALOG_DATA_DIR`` defaults to ``.data`` in the repository), migrated, and seeded with a few
+products. It is stopped when the dev server exits, on Ctrl-C (SIGINT) as on SIGTERM.
 
 Run it as ``python -m catalog.devserver``; ``HOST`` and ``PORT`` change where it listens.
 """
@@ -12,7 +14,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import signal
+from collections.abc import Mapping
 from pathlib import Path
+from types import FrameType
 
 import uvicorn
 from alembic import command
@@ -23,15 +28,21 @@ from asyncdal import Database, load_settings
 from catalog.embedded import start_embedded_postgres
 from catalog.seed import seed_products
 
-__all__ = ["database_configured", "main", "prepare_database"]
+__all__ = ["data_dir", "database_configured", "main", "prepare_database"]
 
 logger = logging.getLogger("catalog.devserver")
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def database_configured(environ: dict[str, str] | None = None) -> bool:
-    """True when the environment or ``.env`` names the main database."""
-    names = {**dotenv_values(ROOT / ".env"), **(environ if environ is not None else os.environ)}
+def data_dir(environ: Mapping[str, str] | None = None) -> Path:
+    """Where the embedded server keeps its data: ``CATALOG_DATA_DIR``, else ``<repo>/.data``."""
+    configured = (environ if environ is not None else os.environ).get("CATALOG_DATA_DIR")
+    return Path(configured).expanduser().resolve() if configured else ROOT / ".data"
+
+
+def database_configured(environ: Mapping[str, str] | None = None) -> bool:
+    """True when the environment or ``.env`` (in the current folder) names the main database."""
+    names = {**dotenv_values(".env"), **(environ if environ is not None else os.environ)}
     return any(
         value and (key.upper() == "DATABASE_URL" or key.upper().startswith("DB__MAIN__"))
         for key, value in names.items()
@@ -42,13 +53,16 @@ def prepare_database() -> None:
     """Start the embedded server when no database is configured; migrate; seed if embedded."""
     embedded = not database_configured()
     if embedded:
-        url = start_embedded_postgres(ROOT / ".data" / "postgres")
+        pgdata = data_dir() / "postgres"
+        url = start_embedded_postgres(pgdata)
         # This process is the entry point: the app it serves reads its settings from here.
         os.environ["DATABASE_URL"] = url.render_as_string(hide_password=False)
-        logger.info("embedded PostgreSQL started (data in .data/postgres)")
+        logger.info("embedded PostgreSQL started (data in %s)", pgdata)
     settings = load_settings()
     config = Config(str(ROOT / "alembic.ini"))
     config.attributes["settings"] = settings
+    # alembic.ini's logging setup would raise the root level to WARNING, hiding this log.
+    config.attributes["configure_logger"] = False
     command.upgrade(config, "head")
     if embedded:
         database = Database("main", settings.databases["main"].model_copy(update={"pool": "null"}))
@@ -64,16 +78,31 @@ async def _seed(database: Database) -> int:
         await database.dispose()
 
 
+def _exit(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(128 + signum)
+
+
 def main() -> None:
-    """Prepare the database and serve the catalog with uvicorn."""
+    """Prepare the database and serve the catalog with uvicorn.
+
+    The embedded server is stopped by an exit handler, which a process killed by a signal never
+    runs: SIGTERM is therefore turned into a normal exit (code 143), like Ctrl-C.
+    """
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    signal.signal(signal.SIGTERM, _exit)
     prepare_database()
+    # While serving, uvicorn handles SIGTERM (a graceful shutdown), then restores this handler
+    # and raises the signal again: note it then, and exit once uvicorn has returned.
+    terminated: list[int] = []
+    signal.signal(signal.SIGTERM, lambda signum, frame: terminated.append(signum))
     uvicorn.run(
         "catalog.app:create_app",
         factory=True,
         host=os.environ.get("HOST", "127.0.0.1"),
         port=int(os.environ.get("PORT", "8000")),
     )
+    if terminated:
+        raise SystemExit(128 + terminated[0])
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ Configure the handler as ``catalog.lambda_handler.handler``.
 
 from __future__ import annotations
 
+from functools import cache
 from typing import Any
 
 from dependency_injector import providers
@@ -16,7 +17,7 @@ from asyncdal import AsyncdalSettings, load_settings
 from catalog.app import create_app
 from catalog.container import CatalogContainer
 
-__all__ = ["create_handler", "handler", "lambda_settings"]
+__all__ = ["create_handler", "default_handler", "handler", "lambda_settings"]
 
 
 def lambda_settings(settings: AsyncdalSettings | None = None) -> AsyncdalSettings:
@@ -42,6 +43,20 @@ def create_handler(settings: AsyncdalSettings | None = None) -> Any:
     return Mangum(create_app(container), lifespan="auto")
 
 
-# Lambda imports this module once per container and calls ``handler`` per invocation. The
-# engine is not built here: the app's lifespan builds and disposes it in each invocation.
-handler = create_handler()
+@cache
+def default_handler() -> Any:
+    """The handler :func:`handler` delegates to: built once, at the first invocation."""
+    return create_handler()
+
+
+def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    """The Lambda entry point: :func:`default_handler`, settings from the environment.
+
+    Lambda imports this module once per container and calls ``handler`` per invocation. Nothing
+    is built at import: Mangum's constructor takes (and, when there is none, creates and sets)
+    the thread's event loop, which an import outside the Lambda runtime (a test, a script) would
+    leak. No engine is kept between invocations either: the app's lifespan builds and disposes
+    it in each one.
+    """
+    response: dict[str, Any] = default_handler()(event, context)
+    return response

@@ -132,9 +132,10 @@ async def test_snapshot_read_only_unit_of_work_is_refused_writes_by_the_server(
         async with db.read_only_unit_of_work(snapshot=True) as uow:
             assert await uow.session.scalar(text("SHOW transaction_read_only")) == "on"
             assert await uow.session.scalar(text("SHOW transaction_isolation")) == "repeatable read"
+            # A write hidden in a function call gets past any client-side check, not the server.
             with pytest.raises(exc.DBAPIError, match="read-only transaction"):
                 await uow.session.execute(
-                    text("INSERT INTO products (sku, name, price) VALUES ('X', 'x', 1)")
+                    text("SELECT nextval(pg_get_serial_sequence('products', 'id'))")
                 )
     finally:
         await db.dispose()
@@ -148,3 +149,49 @@ async def test_databases_registry_names_and_errors(make_database: MakeDatabase) 
         assert databases.get("reference") is None
         with pytest.raises(UnknownDatabaseError, match="DB__REFERENCE__URL"):
             databases["reference"]
+
+
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "INSERT INTO products (sku, name, price) VALUES ('W', 'w', 1)",
+        "  update products SET name = 'x'",
+        "DELETE FROM products",
+        "WITH gone AS (DELETE FROM products RETURNING id) SELECT count(*) FROM gone",
+        "EXPLAIN ANALYZE DELETE FROM products",
+        "TRUNCATE products",
+        "CREATE TABLE nope (id int)",
+    ],
+)
+async def test_autocommit_read_only_unit_of_work_refuses_raw_writes(
+    make_database: MakeDatabase, statement: str
+) -> None:
+    db = make_database()
+    try:
+        async with db.read_only_unit_of_work() as uow:
+            with pytest.raises(ReadOnlyError):
+                await uow.session.execute(text(statement))
+            assert await uow.session.scalar(text("SELECT 1")) == 1
+            assert await uow.session.scalar(text("(SELECT 2)")) == 2
+            assert await uow.session.scalar(text("with x as (select 3 as v) select v from x")) == 3
+    finally:
+        await db.dispose()
+
+
+async def test_autocommit_read_only_unit_of_work_refuses_core_writes(
+    make_database: MakeDatabase,
+) -> None:
+    from sqlalchemy import delete, insert, update
+
+    db = make_database()
+    try:
+        async with db.read_only_unit_of_work() as uow:
+            for statement in (
+                insert(Product).values(sku="C", name="c", price=1),
+                update(Product).values(name="c"),
+                delete(Product),
+            ):
+                with pytest.raises(ReadOnlyError):
+                    await uow.session.execute(statement)
+    finally:
+        await db.dispose()
