@@ -31,7 +31,7 @@ from sqlalchemy.orm import ORMExecuteState, Session
 from sqlalchemy.sql.elements import TextClause
 
 from asyncdal.engine import create_engine
-from asyncdal.errors import ReadOnlyError, UnknownDatabaseError
+from asyncdal.errors import ReadOnlyError, UnitOfWorkError, UnknownDatabaseError
 from asyncdal.settings import AsyncdalSettings, DatabaseSettings
 from asyncdal.uow import UnitOfWork
 
@@ -97,12 +97,22 @@ class Database:
         self._engine_options = engine_options
         self._by_loop: dict[asyncio.AbstractEventLoop, _LoopEngine] = {}
         self._last: _LoopEngine | None = None
+        self._pinned: _LoopEngine | None = None
 
     def _bound(self) -> _LoopEngine:
         loop = asyncio.get_running_loop()
         last = self._last
         if last is not None and last.loop is loop:
             return last
+        if self._pinned is not None:
+            if self._pinned.loop is loop:
+                self._last = self._pinned
+                return self._pinned
+            raise UnitOfWorkError(
+                f"database {self.name!r} is pinned to one connection (use_connection) in "
+                "another event loop; run the app in the test's loop (e.g. httpx.AsyncClient "
+                "with ASGITransport rather than starlette's TestClient)"
+            )
         bound = self._by_loop.get(loop)
         if bound is None:
             self._forget_closed_loops()
@@ -139,7 +149,6 @@ class Database:
         everything it did (see ``asyncdal.testing.rollback_database``). Their ``commit()``
         releases a savepoint; the outer transaction stays the caller's.
         """
-        loop = asyncio.get_running_loop()
         original = self._bound()
         bound_sessions = async_sessionmaker(
             bind=connection, expire_on_commit=False, join_transaction_mode="create_savepoint"
@@ -150,7 +159,9 @@ class Database:
             join_transaction_mode="create_savepoint",
             sync_session_class=_ReadOnlySession,
         )
-        self._by_loop[loop] = self._last = replace(
+        # Pinned apart from the per-loop engines, so that an app's lifespan calling dispose()
+        # in the middle of a test cannot unpin it.
+        self._pinned = self._last = replace(
             original,
             sessions=bound_sessions,
             autocommit_reads=read_only_sessions,
@@ -159,7 +170,7 @@ class Database:
         try:
             yield
         finally:
-            self._by_loop[loop] = self._last = original
+            self._pinned = self._last = None
 
     def _forget_closed_loops(self) -> None:
         for loop in [loop for loop in self._by_loop if loop.is_closed()]:
@@ -212,11 +223,17 @@ class Database:
         await asyncio.gather(*(check() for _ in range(count)))
 
     async def dispose(self) -> None:
-        """Close every connection of this database. Calling it again is harmless."""
+        """Close every connection of this database. Calling it again is harmless.
+
+        While pinned by :meth:`use_connection`, the pinned loop's engine is left alone: the
+        connection it lends out belongs to the caller, who closes it.
+        """
         running = asyncio.get_running_loop()
-        by_loop, self._by_loop, self._last = self._by_loop, {}, None
+        by_loop, self._by_loop, self._last = self._by_loop, {}, self._pinned
         for loop, bound in by_loop.items():
-            if loop is running:
+            if self._pinned is not None and loop is self._pinned.loop:
+                self._by_loop[loop] = bound
+            elif loop is running:
                 await bound.engine.dispose()
             elif loop.is_closed():
                 _abandon(bound.engine)

@@ -18,7 +18,7 @@ Real database with per-test rollback: in ``conftest.py``::
         return Base.metadata          # tables created in a throwaway database
 
 then a test takes ``rollback_database`` (a ``Database`` whose every session runs inside one
-transaction that is rolled back after the test). ``TEST_DATABASE_URL`` names the server
+transaction that is rolled back after the test; run such tests in the session's event loop). ``TEST_DATABASE_URL`` names the server
 (default ``postgresql://postgres@127.0.0.1:5432/postgres``).
 """
 
@@ -35,6 +35,7 @@ from typing import Any, Generic, Self, TypeVar, cast
 
 import asyncpg
 import pytest
+import pytest_asyncio
 from sqlalchemy import MetaData, inspect
 from sqlalchemy.engine import URL, make_url
 
@@ -278,7 +279,7 @@ def asyncdal_metadata() -> MetaData | None:
     return None
 
 
-@pytest.fixture(scope="session")
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
 async def asyncdal_database(
     asyncdal_test_url: str, asyncdal_metadata: MetaData | None
 ) -> AsyncIterator[Database]:
@@ -298,9 +299,14 @@ async def asyncdal_database(
         await drop_test_database(url)
 
 
-@pytest.fixture
+@pytest_asyncio.fixture(loop_scope="session")
 async def rollback_database(asyncdal_database: Database) -> AsyncIterator[Database]:
-    """``asyncdal_database`` with every session inside one transaction rolled back afterwards."""
+    """``asyncdal_database`` with every session inside one transaction rolled back afterwards.
+
+    All its sessions share one connection: run the test in the session's event loop
+    (``@pytest.mark.asyncio(loop_scope="session")``, or ``asyncio_default_test_loop_scope =
+    "session"``), and don't use it from concurrent tasks.
+    """
     async with asyncdal_database.engine.connect() as connection:
         transaction = await connection.begin()
         try:
