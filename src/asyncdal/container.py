@@ -10,7 +10,9 @@ Example:
 Subclass it to add an application's repositories::
 
     class CatalogContainer(DatabaseContainer):
-        products = providers.Factory(repository_factory, ProductRepository)
+        products = providers.Factory(repository_for, repository_class=ProductRepository)
+
+    products = container.products(uow)           # the unit of work's ProductRepository
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from asyncdal.database import Databases
 from asyncdal.settings import AsyncdalSettings, load_settings
 from asyncdal.uow import UnitOfWork
 
-__all__ = ["DatabaseContainer", "container_lifespan", "open_databases", "repository_factory"]
+__all__ = ["DatabaseContainer", "container_lifespan", "open_databases", "repository_for"]
 
 R = TypeVar("R")
 
@@ -52,15 +54,14 @@ def _read_only_unit_of_work(databases: Databases, database: str = "main") -> Uni
     return databases[database].read_only_unit_of_work()
 
 
-def repository_factory(
-    repository_class: Callable[[AsyncSession], R],
-) -> Callable[[UnitOfWork], R]:
-    """A factory turning a unit of work into a repository of ``repository_class``."""
+def repository_for(uow: UnitOfWork, repository_class: Callable[[AsyncSession], R]) -> R:
+    """The ``repository_class`` repository of ``uow``; a provider callable for containers.
 
-    def make(uow: UnitOfWork) -> R:
-        return uow.repository(repository_class)
-
-    return make
+    Example:
+        ``products = providers.Factory(repository_for, repository_class=ProductRepository)``,
+        then ``container.products(uow)`` is the unit of work's ``ProductRepository``.
+    """
+    return uow.repository(repository_class)
 
 
 class DatabaseContainer(containers.DeclarativeContainer):

@@ -25,14 +25,18 @@ def connect_arguments(settings: DatabaseSettings) -> dict[str, Any]:
     """asyncpg ``connect()`` keyword arguments for these settings."""
     server_settings = {"application_name": settings.application_name}
     if settings.statement_timeout is not None:
-        # PostgreSQL reads a bare number as milliseconds.
-        server_settings["statement_timeout"] = str(round(settings.statement_timeout * 1000))
+        # PostgreSQL reads a bare number as milliseconds, and 0 as "no limit": never round to 0.
+        milliseconds = max(1, round(settings.statement_timeout * 1000))
+        server_settings["statement_timeout"] = str(milliseconds)
     arguments: dict[str, Any] = {
         "timeout": settings.connect_timeout,
         "server_settings": server_settings,
     }
     if settings.command_timeout is not None:
         arguments["command_timeout"] = settings.command_timeout
+    tls = settings.ssl_argument()
+    if tls is not None:
+        arguments["ssl"] = tls
     return arguments
 
 

@@ -6,6 +6,7 @@ database's own default, never to another database's value.
 
 Example:
     >>> import os
+import ssl
     >>> os.environ["DATABASE_URL"] = "postgresql://app:s3cret@db.internal/catalog"
     >>> settings = load_settings()
     >>> settings.databases["main"].safe_url
@@ -15,10 +16,11 @@ Example:
 from __future__ import annotations
 
 import os
+import ssl
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
@@ -43,6 +45,9 @@ _DRIVER = "postgresql+asyncpg"
 _POSTGRES_SCHEMES = {"postgresql", "postgres", "postgresql+asyncpg"}
 # libpq's sslmode values, all of which asyncpg's ``ssl`` argument understands as strings.
 _SSL_MODES = {"disable", "allow", "prefer", "require", "verify-ca", "verify-full"}
+# URL parameters passed on to asyncpg as they are, and the TLS ones turned into ``ssl``.
+_QUERY_KEPT = {"host", "port"}
+_QUERY_TLS = {"ssl", "sslmode", "sslrootcert", "sslcert", "sslkey"}
 _LAMBDA_MARKER = "AWS_LAMBDA_FUNCTION_NAME"
 
 
@@ -97,7 +102,8 @@ class DatabaseSettings(BaseModel):
             raise ValueError("URL: missing (set the URL, or HOST with PORT, USER, PASSWORD, NAME)")
         try:
             self.sqlalchemy_url()
-        except ValueError as exc:
+            self.ssl_argument()
+        except (ValueError, OSError) as exc:
             raise ValueError(f"URL: {exc}") from None
         if self.pool_class == "queue" and self.pool_size == 0:
             # SQLAlchemy reads a queue pool of size 0 as "unlimited connections".
@@ -137,7 +143,10 @@ class DatabaseSettings(BaseModel):
     def sqlalchemy_url(self) -> URL:
         """The ``postgresql+asyncpg`` URL, built with ``URL.create`` so any password works.
 
-        ``sslmode=`` (libpq's spelling) becomes asyncpg's ``ssl=``.
+        TLS parameters in the URL (``sslmode``, ``sslrootcert``, ``sslcert``, ``sslkey``, or
+        asyncpg's ``ssl``) are taken out of it and returned by :meth:`ssl_argument` instead;
+        ``host`` and ``port`` stay (Unix sockets, several hosts). Any other query parameter is
+        refused, as asyncpg would fail on it at the first connection.
 
         Raises:
             ValueError: the URL cannot be parsed or is not a PostgreSQL URL. The message
@@ -167,7 +176,47 @@ class DatabaseSettings(BaseModel):
             ),
             database=self.name if self.name is not None else base.database,
         )
-        return _translate_sslmode(url)
+        if url.host is not None and "@" in url.host:
+            raise ValueError("the host contains '@': percent-encode the password (%40)")
+        if url.port is not None and not 1 <= url.port <= 65535:
+            raise ValueError(f"port {url.port} is out of range 1-65535")
+        unknown = set(url.query) - _QUERY_KEPT - _QUERY_TLS
+        if unknown:
+            raise ValueError(
+                f"unsupported URL parameter(s) {sorted(unknown)}; allowed: "
+                f"{sorted(_QUERY_KEPT | _QUERY_TLS)} (use the DB__<NAME>__* settings instead)"
+            )
+        return url.difference_update_query(_QUERY_TLS)
+
+    def ssl_argument(self) -> str | ssl.SSLContext | None:
+        """asyncpg's ``ssl`` argument from the URL's TLS parameters (None: asyncpg's default).
+
+        A bare ``sslmode`` is passed through (asyncpg understands libpq's modes); with
+        certificate files an ``SSLContext`` is built, following libpq: a root certificate
+        means the server's certificate is verified, and ``verify-full`` checks the host name.
+        """
+        if self.url is None:
+            return None
+        query = {
+            key: _single(key, value)
+            for key, value in make_url(self.url.get_secret_value()).query.items()
+            if key in _QUERY_TLS
+        }
+        mode = query.get("sslmode", query.get("ssl"))
+        if mode is not None and mode not in _SSL_MODES:
+            raise ValueError(f"sslmode must be one of {sorted(_SSL_MODES)}, not {mode!r}")
+        root, cert, key = query.get("sslrootcert"), query.get("sslcert"), query.get("sslkey")
+        if root is None and cert is None:
+            return mode
+        if mode == "disable":
+            return mode
+        context = ssl.create_default_context(cafile=root)
+        context.check_hostname = mode == "verify-full"
+        if root is None:
+            context.verify_mode = ssl.CERT_NONE
+        if cert is not None:
+            context.load_cert_chain(cert, key)
+        return context
 
     @property
     def safe_url(self) -> str:
@@ -175,17 +224,10 @@ class DatabaseSettings(BaseModel):
         return self.sqlalchemy_url().render_as_string(hide_password=True)
 
 
-def _translate_sslmode(url: URL) -> URL:
-    query = dict(url.query)
-    mode = query.pop("sslmode", None)
-    if mode is None:
-        return url
-    if isinstance(mode, tuple):
-        raise ValueError("sslmode is given more than once")
-    if mode not in _SSL_MODES:
-        raise ValueError(f"sslmode must be one of {sorted(_SSL_MODES)}, not {mode!r}")
-    query.setdefault("ssl", mode)
-    return url.set(query=query)
+def _single(key: str, value: str | tuple[str, ...]) -> str:
+    if isinstance(value, tuple):
+        raise ValueError(f"{key} is given more than once")
+    return value
 
 
 class AsyncdalSettings(BaseSettings):
@@ -215,9 +257,17 @@ class AsyncdalSettings(BaseSettings):
     def _assemble(cls, data: Any) -> Any:
         if not isinstance(data, dict):
             return data
-        blocks: dict[str, dict[str, Any]] = {
-            str(name).lower(): dict(block) for name, block in (data.get("db") or {}).items()
-        }
+        raw = data.get("db") or {}
+        if not isinstance(raw, dict):
+            raise ValueError("DB: set DB__<NAME>__<FIELD> variables, not DB itself")
+        blocks: dict[str, dict[str, Any]] = {}
+        for name, block in raw.items():
+            if not isinstance(block, dict):
+                raise ValueError(
+                    f"DB__{str(name).upper()}: a database needs fields, "
+                    f"e.g. DB__{str(name).upper()}__URL"
+                )
+            blocks[str(name).lower()] = dict(block)
         shorthand = data.get("database_url")
         if shorthand:
             main = blocks.setdefault("main", {})
@@ -250,6 +300,8 @@ def _describe(error: Any) -> str:
     field, sep, rest = message.partition(": ")
     if sep and field.isupper() and name.startswith("DB__"):
         name, message = f"{name}__{field}", rest
+    elif sep and field.startswith("DB") and field.isupper() and " " not in field:
+        name, message = field, rest
     if name == "DB__MAIN__URL":
         name = "DB__MAIN__URL (or DATABASE_URL)"
     if error["type"] == "extra_forbidden":
@@ -269,6 +321,12 @@ def load_settings(**overrides: Any) -> AsyncdalSettings:
     """
     try:
         return AsyncdalSettings(**overrides)
+    except SettingsError:
+        # pydantic-settings could not even parse a value: DB=... or DB__<NAME>=<not JSON>.
+        raise ConfigurationError(
+            "invalid database settings:\n  DB: set DB__<NAME>__<FIELD> variables "
+            "(e.g. DB__MAIN__URL), not DB or DB__<NAME> themselves"
+        ) from None
     except ValidationError as exc:
         lines = sorted({_describe(error) for error in exc.errors(include_input=False)})
         raise ConfigurationError("invalid database settings:\n  " + "\n  ".join(lines)) from None

@@ -18,8 +18,8 @@ Real database with per-test rollback: in ``conftest.py``::
         return Base.metadata          # tables created in a throwaway database
 
 then a test takes ``rollback_database`` (a ``Database`` whose every session runs inside one
-transaction that is rolled back after the test; run such tests in the session's event loop). ``TEST_DATABASE_URL`` names the server
-(default ``postgresql://postgres@127.0.0.1:5432/postgres``).
+transaction that is rolled back after the test; run such tests in the session's event loop).
+``TEST_DATABASE_URL`` names the server (default ``postgresql://postgres@127.0.0.1:5432/postgres``).
 """
 
 from __future__ import annotations

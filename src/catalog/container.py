@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from dependency_injector import providers
 
-from asyncdal.container import DatabaseContainer, repository_factory
+from asyncdal.container import DatabaseContainer, repository_for
 from catalog.repositories import ProductRepository
 
 __all__ = ["CatalogContainer"]
@@ -19,7 +17,9 @@ class CatalogContainer(DatabaseContainer):
         >>> container = CatalogContainer()
         >>> await container.init_resources()
         >>> async with await container.unit_of_work() as uow:
-        ...     products = container.products(uow)
+        ...     products = container.products(uow)    # a ProductRepository
     """
 
-    products: providers.Provider[Any] = providers.Object(repository_factory(ProductRepository))
+    products: providers.Factory[ProductRepository] = providers.Factory(
+        repository_for, repository_class=ProductRepository
+    )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Response, status
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Response, status
 from sqlalchemy.exc import IntegrityError
 
 from asyncdal.fastapi import repository_provider
@@ -22,6 +22,8 @@ ReadProducts = Annotated[
 ]
 
 _UNIQUE_VIOLATION = "23505"
+# Ids are BIGINT: anything outside is a 422 here rather than a database error.
+ProductId = Annotated[int, Path(ge=1, le=2**63 - 1)]
 
 
 def _not_found(product_id: int) -> HTTPException:
@@ -35,7 +37,7 @@ def _conflict_or_raise(error: IntegrityError) -> HTTPException:
 
 
 @router.get("/{product_id}", response_model=ProductRead)
-async def get_product(product_id: int, products: ReadProducts) -> Product:
+async def get_product(product_id: ProductId, products: ReadProducts) -> Product:
     """One product."""
     product = await products.get(product_id)
     if product is None:
@@ -78,7 +80,7 @@ async def create_product(body: ProductCreate, products: Products) -> Product:
 
 
 @router.patch("/{product_id}", response_model=ProductRead)
-async def update_product(product_id: int, body: ProductUpdate, products: Products) -> Product:
+async def update_product(product_id: ProductId, body: ProductUpdate, products: Products) -> Product:
     """Change some fields of a product."""
     try:
         product = await products.update(product_id, **body.model_dump(exclude_unset=True))
@@ -90,7 +92,7 @@ async def update_product(product_id: int, body: ProductUpdate, products: Product
 
 
 @router.delete("/{product_id}", status_code=status.HTTP_204_NO_CONTENT)
-async def delete_product(product_id: int, products: Products) -> Response:
+async def delete_product(product_id: ProductId, products: Products) -> Response:
     """Delete a product."""
     if not await products.delete(product_id):
         raise _not_found(product_id)

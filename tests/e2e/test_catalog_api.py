@@ -27,6 +27,11 @@ async def test_missing_product_is_404(client: AsyncClient) -> None:
     assert (await client.get("/products/999999")).status_code == 404
 
 
+async def test_ids_outside_bigint_are_422(client: AsyncClient) -> None:
+    for product_id in ("99999999999999999999", "0", "-1", "abc"):
+        assert (await client.get(f"/products/{product_id}")).status_code == 422, product_id
+
+
 async def test_duplicate_sku_is_409_and_first_row_is_kept(client: AsyncClient) -> None:
     await create(client, "DUP", "First")
     response = await client.post("/products", json={"sku": "DUP", "name": "Second", "price": "1"})

@@ -30,7 +30,7 @@ async def test_resource_warms_up_serves_units_of_work_and_disposes(
     assert await backends(name) == 2  # warmed up to the pool size
 
     async with await container.unit_of_work() as uow:
-        products = container.products()(uow)
+        products = container.products(uow)
         assert isinstance(products, ProductRepository)
         assert await uow.session.scalar(text("SELECT 1")) == 1
     async with await container.read_only_unit_of_work() as uow:

@@ -42,7 +42,7 @@ EXPECTED = {
         "DatabaseContainer",
         "container_lifespan",
         "open_databases",
-        "repository_factory",
+        "repository_for",
     ],
     "asyncdal.testing": [
         "DEFAULT_TEST_DATABASE_URL",

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy.engine import make_url
 
-from asyncdal import ConfigurationError, DatabaseSettings, load_settings
+from asyncdal import ConfigurationError, DatabaseSettings, connect_arguments, load_settings
 
 SECRET = "p@ss:/%#?w"
 
@@ -127,9 +127,42 @@ def test_postgres_schemes_become_asyncpg() -> None:
 
 
 def test_sslmode_is_translated_to_asyncpg_ssl() -> None:
-    url = DatabaseSettings(url="postgresql://u@h/n?sslmode=require").sqlalchemy_url()
-    assert "sslmode" not in url.query
-    assert url.query["ssl"] == "require"
+    settings = DatabaseSettings(url="postgresql://u@h/n?sslmode=require")
+    assert "sslmode" not in settings.sqlalchemy_url().query
+    assert connect_arguments(settings)["ssl"] == "require"
+    assert "ssl" not in connect_arguments(DatabaseSettings(url="postgresql://u@h/n"))
+
+
+def test_certificate_parameters_build_an_ssl_context() -> None:
+    import ssl
+
+    import certifi
+
+    full = DatabaseSettings(
+        url=f"postgresql://u@h/n?sslmode=verify-full&sslrootcert={certifi.where()}"
+    )
+    context = full.ssl_argument()
+    assert isinstance(context, ssl.SSLContext)
+    assert context.check_hostname is True
+    assert context.verify_mode == ssl.CERT_REQUIRED
+    assert set(full.sqlalchemy_url().query) == set()
+    ca_only = DatabaseSettings(
+        url=f"postgresql://u@h/n?sslmode=verify-ca&sslrootcert={certifi.where()}"
+    )
+    context = ca_only.ssl_argument()
+    assert isinstance(context, ssl.SSLContext)
+    assert context.check_hostname is False
+    assert context.verify_mode == ssl.CERT_REQUIRED
+
+
+def test_unix_socket_host_parameter_is_kept() -> None:
+    url = DatabaseSettings(url="postgresql://u@/n?host=/run/postgresql").sqlalchemy_url()
+    assert url.query["host"] == "/run/postgresql"
+
+
+def test_tiny_statement_timeout_never_becomes_no_limit() -> None:
+    settings = DatabaseSettings(url="postgresql://u@h/n", statement_timeout=0.0001)
+    assert connect_arguments(settings)["server_settings"]["statement_timeout"] == "1"
 
 
 def test_password_never_shown_in_repr_str_or_safe_url() -> None:
@@ -147,6 +180,12 @@ def test_password_never_shown_in_repr_str_or_safe_url() -> None:
         ({"DATABASE_URL": "not a url at all"}, "DB__MAIN__URL"),
         ({"DATABASE_URL": "mysql://u:pw@h/n"}, "DB__MAIN__URL"),
         ({"DATABASE_URL": "postgresql://u@h/n?sslmode=sometimes"}, "DB__MAIN__URL"),
+        ({"DATABASE_URL": "postgresql://u@h/n?sslrootcert=/no/such/file"}, "DB__MAIN__URL"),
+        ({"DATABASE_URL": "postgresql://u@h/n?application_name=x"}, "DB__MAIN__URL"),
+        ({"DATABASE_URL": "postgresql://u@h:99999/n"}, "DB__MAIN__URL"),
+        ({"DATABASE_URL": "postgresql://u@h/n", "DB__SCHEMA": "public"}, "DB__SCHEMA"),
+        ({"DATABASE_URL": "postgresql://u@h/n", "DB": "catalog"}, "DB__<NAME>__<FIELD>"),
+        ({"DATABASE_URL": "postgresql://u:p@ss@h/n"}, "DB__MAIN__URL"),
         (
             {"DATABASE_URL": "postgresql://u@h/n", "DB__MAIN__POOL_SIZE": "-1"},
             "DB__MAIN__POOL_SIZE",
@@ -186,8 +225,14 @@ def test_errors_never_show_the_password(monkeypatch: pytest.MonkeyPatch) -> None
     )
     assert "p@ss" not in message
     assert "DB__MAIN__POOL_SIZE" in message
+    monkeypatch.delenv("DB__MAIN__POOL_SIZE")
     broken = error_of(monkeypatch, DATABASE_URL="postgresql://u:hunter2@h:notaport/n")
     assert "hunter2" not in broken
+    in_query = error_of(monkeypatch, DATABASE_URL="postgresql://u@h/n?password=hunter2")
+    assert "hunter2" not in in_query
+    unencoded = error_of(monkeypatch, DATABASE_URL="postgresql://u:hun@ter2@h/n")
+    assert "ter2" not in unencoded
+    assert "percent-encode" in unencoded
 
 
 def test_null_pool_defaults_on_lambda(monkeypatch: pytest.MonkeyPatch) -> None:
