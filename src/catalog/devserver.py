@@ -41,10 +41,12 @@ def data_dir(environ: Mapping[str, str] | None = None) -> Path:
 
 
 def database_configured(environ: Mapping[str, str] | None = None) -> bool:
-    """True when the environment or ``.env`` (in the current folder) names the main database."""
+    """True when the environment or ``.env`` (in the current folder) says where the main
+    database is (``DATABASE_URL``, ``DB__MAIN__URL`` or ``DB__MAIN__HOST``); other settings,
+    such as a pool size, still go with the embedded server."""
     names = {**dotenv_values(".env"), **(environ if environ is not None else os.environ)}
     return any(
-        value and (key.upper() == "DATABASE_URL" or key.upper().startswith("DB__MAIN__"))
+        value and key.upper() in {"DATABASE_URL", "DB__MAIN__URL", "DB__MAIN__HOST"}
         for key, value in names.items()
     )
 
