@@ -38,11 +38,13 @@ import pytest
 import pytest_asyncio
 from sqlalchemy import MetaData, inspect
 from sqlalchemy.engine import URL, make_url
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from asyncdal.database import Database
-from asyncdal.errors import InvalidQueryError, ReadOnlyError
+from asyncdal.errors import InvalidQueryError, ReadOnlyError, UnitOfWorkError
 from asyncdal.repository import Repository
 from asyncdal.settings import DatabaseSettings
+from asyncdal.uow import UnitOfWork
 
 __all__ = [
     "DEFAULT_TEST_DATABASE_URL",
@@ -194,8 +196,15 @@ class InMemoryRepository(Generic[ModelT]):
         ]
 
 
-class FakeUnitOfWork:
+def _no_session() -> AsyncSession:
+    raise UnitOfWorkError("a FakeUnitOfWork has no session; use its repositories")
+
+
+class FakeUnitOfWork(UnitOfWork):
     """A unit of work for unit tests: records commits and rollbacks, hands out fakes.
+
+    It is a :class:`~asyncdal.uow.UnitOfWork`, so code typed against ``UnitOfWork`` accepts
+    it; it has no session, and ``repository(cls)`` returns the fake registered for ``cls``.
 
     Args:
         repositories: the fake to return for each repository class.
@@ -205,8 +214,8 @@ class FakeUnitOfWork:
     def __init__(
         self, repositories: Mapping[Any, Any] | None = None, *, read_only: bool = False
     ) -> None:
+        super().__init__(None, _no_session, read_only=read_only)
         self.repositories = dict(repositories or {})
-        self.read_only = read_only
         self.committed = False
         self.commits = 0
         self.rollbacks = 0
@@ -227,7 +236,13 @@ class FakeUnitOfWork:
     async def rollback(self) -> None:
         self.rollbacks += 1
 
+    @property
+    def session(self) -> AsyncSession:
+        """Always raises: a fake unit of work has no session."""
+        return _no_session()
+
     async def __aenter__(self) -> Self:
+        self._open = True
         return self
 
     async def __aexit__(
@@ -236,6 +251,7 @@ class FakeUnitOfWork:
         exc: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
+        self._open = False
         if exc_type is not None or not self.committed:
             self.rollbacks += 1
 

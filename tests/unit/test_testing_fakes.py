@@ -65,3 +65,21 @@ async def test_fake_unit_of_work_records_commits_and_rollbacks() -> None:
         await FakeUnitOfWork(read_only=True).commit()
     with pytest.raises(KeyError, match="no fake"):
         FakeUnitOfWork().repository(ProductRepository)
+
+
+async def test_fake_unit_of_work_stands_in_for_the_real_type() -> None:
+    from asyncdal import UnitOfWork, UnitOfWorkError
+
+    async def rename(uow: UnitOfWork, product_id: int, name: str) -> None:
+        async with uow:
+            await uow.repository(ProductRepository).update(product_id, name=name)
+            await uow.commit()
+
+    products = InMemoryRepository.like(ProductRepository)
+    await products.add(product("A", "old"))
+    fake = FakeUnitOfWork({ProductRepository: products})
+    await rename(fake, 1, "new")
+    assert fake.committed
+    assert (await products.get(1)).name == "new"  # type: ignore[union-attr]
+    with pytest.raises(UnitOfWorkError, match="no session"):
+        _ = fake.session
