@@ -71,7 +71,9 @@ class UnitOfWork:
         self.read_only = read_only
         self._session_factory = session_factory
         self._session: AsyncSession | None = None
-        self._root: UnitOfWork = self
+        # The unit of work this one joined; None for an owner (no self-reference: keeping
+        # units of work out of reference cycles spares the garbage collector under load).
+        self._joined_to: UnitOfWork | None = None
         self._repositories: dict[type[Any], Any] = {}
         self._task: asyncio.Task[Any] | None = None
         self._shadowed: UnitOfWork | None = None
@@ -80,6 +82,10 @@ class UnitOfWork:
         self._entered = False
         self._sealed = False
         self._failed_inside = False
+
+    @property
+    def _root(self) -> UnitOfWork:
+        return self if self._joined_to is None else self._joined_to
 
     @property
     def session(self) -> AsyncSession:
@@ -96,7 +102,7 @@ class UnitOfWork:
     @property
     def joined(self) -> bool:
         """True when this unit of work joined an outer one instead of opening its own."""
-        return self._root is not self
+        return self._joined_to is not None
 
     def repository(self, repository_class: Callable[[AsyncSession], R]) -> R:
         """The repository of this class bound to this unit of work's session (one per class).
@@ -153,7 +159,7 @@ class UnitOfWork:
                 raise UnitOfWorkError(
                     "cannot open a writable unit of work inside a read-only one in the same task"
                 )
-            self._root = outer._root
+            self._joined_to = outer._root
         else:
             self._session = self._session_factory()
         self._task = asyncio.current_task()

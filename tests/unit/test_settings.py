@@ -64,7 +64,7 @@ def test_names_are_case_insensitive_and_each_database_is_separate(
     assert set(databases) == {"main", "reference"}
     assert databases["main"].effective_pool_size == 7
     assert databases["reference"].effective_pool_size == 2
-    assert databases["reference"].effective_max_overflow == 10
+    assert databases["reference"].effective_max_overflow == 0
     assert databases["reference"].sqlalchemy_url().host == "ref-host"
 
 
