@@ -40,6 +40,27 @@ _OPERATORS: dict[str, Callable[[InstrumentedAttribute[Any], Any], ColumnElement[
 }
 
 
+def check_page(limit: int | None, offset: int, *, default: int, maximum: int) -> int:
+    """The page size to use for ``limit``; shared by the in-memory fake.
+
+    Raises:
+        InvalidQueryError: ``limit`` outside 1..``maximum`` or a negative ``offset``.
+    """
+    page = default if limit is None else limit
+    if not 1 <= page <= maximum:
+        raise InvalidQueryError(f"limit must be between 1 and {maximum}")
+    if offset < 0:
+        raise InvalidQueryError("offset must not be negative")
+    return page
+
+
+def check_allowed(name: str, allowed: frozenset[str], purpose: str) -> None:
+    """Refuse a column that is not whitelisted for ``purpose`` (sort, filter)."""
+    if name not in allowed:
+        choices = ", ".join(sorted(allowed)) or "none"
+        raise InvalidQueryError(f"cannot {purpose} by {name!r}; allowed: {choices}")
+
+
 class Repository(Generic[ModelT]):
     """Async CRUD for one mapped class, bound to one ``AsyncSession``.
 
@@ -114,11 +135,7 @@ class Repository(Generic[ModelT]):
         Raises:
             InvalidQueryError: a column, operator, limit or offset that is not allowed.
         """
-        page = self.default_page_size if limit is None else limit
-        if not 1 <= page <= self.max_page_size:
-            raise InvalidQueryError(f"limit must be between 1 and {self.max_page_size}")
-        if offset < 0:
-            raise InvalidQueryError("offset must not be negative")
+        page = check_page(limit, offset, default=self.default_page_size, maximum=self.max_page_size)
         statement = self._filtered(select(self.model), filters)
         statement = statement.order_by(*self._ordering(order_by)).limit(page).offset(offset)
         return list(await self.session.scalars(statement))
@@ -181,9 +198,7 @@ class Repository(Generic[ModelT]):
         return await self.get(obj_or_ident)
 
     def _column(self, name: str, allowed: frozenset[str], purpose: str) -> Any:
-        if name not in allowed:
-            choices = ", ".join(sorted(allowed)) or "none"
-            raise InvalidQueryError(f"cannot {purpose} by {name!r}; allowed: {choices}")
+        check_allowed(name, allowed, purpose)
         return getattr(self.model, name)
 
     def _filtered(self, statement: Select[Any], filters: Mapping[str, Any] | None) -> Select[Any]:

@@ -42,7 +42,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from asyncdal.database import Database
 from asyncdal.errors import InvalidQueryError, ReadOnlyError, UnitOfWorkError
-from asyncdal.repository import Repository
+from asyncdal.repository import Repository, check_allowed, check_page
 from asyncdal.settings import DatabaseSettings
 from asyncdal.uow import UnitOfWork
 
@@ -126,11 +126,7 @@ class InMemoryRepository(Generic[ModelT]):
         limit: int | None = None,
         offset: int = 0,
     ) -> builtins.list[ModelT]:
-        page = self.default_page_size if limit is None else limit
-        if not 1 <= page <= self.max_page_size:
-            raise InvalidQueryError(f"limit must be between 1 and {self.max_page_size}")
-        if offset < 0:
-            raise InvalidQueryError("offset must not be negative")
+        page = check_page(limit, offset, default=self.default_page_size, maximum=self.max_page_size)
         rows: builtins.list[ModelT] = sorted(
             self._matching(filters), key=lambda row: getattr(row, self._key)
         )
@@ -176,9 +172,7 @@ class InMemoryRepository(Generic[ModelT]):
         return self._rows.get(obj_or_ident)
 
     def _check(self, name: str, allowed: frozenset[str], purpose: str) -> None:
-        if name not in allowed:
-            choices = ", ".join(sorted(allowed)) or "none"
-            raise InvalidQueryError(f"cannot {purpose} by {name!r}; allowed: {choices}")
+        check_allowed(name, allowed, purpose)
 
     def _matching(self, filters: Mapping[str, Any] | None) -> builtins.list[ModelT]:
         tests: builtins.list[tuple[str, Callable[[Any, Any], bool], Any]] = []
