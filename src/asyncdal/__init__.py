@@ -16,6 +16,7 @@ from asyncdal.errors import (
     UnitOfWorkError,
     UnknownDatabaseError,
 )
+from asyncdal.health import DatabaseHealth, HealthReport, check_database, check_health
 from asyncdal.repository import Repository
 from asyncdal.settings import (
     DEFAULT_MAX_OVERFLOW,
@@ -34,8 +35,10 @@ __all__ = [
     "AsyncdalSettings",
     "ConfigurationError",
     "Database",
+    "DatabaseHealth",
     "DatabaseSettings",
     "Databases",
+    "HealthReport",
     "InvalidQueryError",
     "PoolKind",
     "ReadOnlyError",
@@ -43,6 +46,8 @@ __all__ = [
     "UnitOfWork",
     "UnitOfWorkError",
     "UnknownDatabaseError",
+    "check_database",
+    "check_health",
     "connect_arguments",
     "create_engine",
     "current_unit_of_work",

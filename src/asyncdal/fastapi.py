@@ -26,19 +26,21 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager, suppress
 from typing import Any, TypeVar
 
-from fastapi import FastAPI, Request
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from asyncdal.database import Database, Databases
 from asyncdal.errors import InvalidQueryError, UnitOfWorkError
+from asyncdal.health import check_health
 from asyncdal.uow import UnitOfWork
 
 __all__ = [
     "TransactionMiddleware",
     "databases_lifespan",
     "get_databases",
+    "health_router",
     "read_only_unit_of_work_provider",
     "repository_provider",
     "session_provider",
@@ -282,6 +284,27 @@ async def _send_commit_failure(send: Send, body: bytes) -> None:
 
 async def _invalid_query(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse({"detail": str(exc)}, status_code=422)
+
+
+def health_router(*, answer_within: float = 2.0) -> APIRouter:
+    """``GET /health/live`` (the process answers; no database call) and ``GET /health/ready``
+    (every database: status, latency, pool usage; 503 when a required one is down).
+
+    Args:
+        answer_within: seconds each database gets to answer ``SELECT 1``.
+    """
+    router = APIRouter(prefix="/health", tags=["health"])
+
+    @router.get("/live")
+    async def live() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @router.get("/ready")
+    async def ready(request: Request) -> JSONResponse:
+        report = await check_health(get_databases(request), answer_within=answer_within)
+        return JSONResponse(report.as_dict(), status_code=200 if report.ready else 503)
+
+    return router
 
 
 def setup(app: FastAPI) -> None:

@@ -96,6 +96,8 @@ class DatabaseSettings(BaseModel):
     """Server-side limit in seconds for one statement (PostgreSQL's ``statement_timeout``)."""
     application_name: str = "asyncdal"
     """Shown in ``pg_stat_activity.application_name``."""
+    optional: bool = False
+    """When down, readiness reports ``degraded`` instead of failing."""
 
     # Model-level messages start with "FIELD: " so that load_settings can name the variable.
     @model_validator(mode="after")

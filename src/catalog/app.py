@@ -9,7 +9,7 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from asyncdal.container import container_lifespan
-from asyncdal.fastapi import setup
+from asyncdal.fastapi import health_router, setup
 from catalog.container import CatalogContainer
 from catalog.routes import router
 
@@ -33,4 +33,5 @@ def create_app(container: CatalogContainer | None = None) -> FastAPI:
     app.state.container = container
     setup(app)
     app.include_router(router)
+    app.include_router(health_router())
     return app

@@ -112,3 +112,10 @@ async def test_openapi_lists_the_products_api(client: AsyncClient) -> None:
     paths = (await client.get("/openapi.json")).json()["paths"]
     assert {"/products", "/products/{product_id}"} <= set(paths)
     assert (await client.get("/docs")).status_code == 200
+
+
+async def test_health_endpoints(client: AsyncClient) -> None:
+    assert (await client.get("/health/live")).json() == {"status": "ok"}
+    response = await client.get("/health/ready")
+    assert response.status_code == 200
+    assert response.json()["databases"]["main"]["status"] == "ok"

@@ -1,0 +1,118 @@
+"""Health of each named database: reachable or not, round-trip latency, and pool usage.
+
+A database marked optional (``DB__<NAME>__OPTIONAL=true``) that is down makes the whole report
+``degraded`` instead of ``down``, so readiness does not fail for it. Reports never contain a
+password, a URL or a stack trace: errors are named by their class only.
+
+Example:
+    >>> report = await check_health(databases)
+    >>> report.status, report.ready
+    ('ok', True)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+from sqlalchemy import text
+
+from asyncdal.database import Database, Databases
+
+__all__ = ["DatabaseHealth", "HealthReport", "check_database", "check_health"]
+
+Status = Literal["ok", "degraded", "down"]
+
+
+@dataclass(frozen=True, slots=True)
+class DatabaseHealth:
+    """One database's health.
+
+    Attributes:
+        name: the database's name in the registry.
+        status: ``ok`` or ``down``.
+        optional: whether readiness tolerates it being down.
+        latency_ms: round trip of ``SELECT 1`` including checkout, when it answered.
+        pool: size, checked_out, overflow and idle of a queue pool (empty for a null pool).
+        error: the class name of the failure, when down.
+    """
+
+    name: str
+    status: Status
+    optional: bool
+    latency_ms: float | None
+    pool: dict[str, int]
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class HealthReport:
+    """Health of every database: ``ok``, ``degraded`` (an optional one is down) or ``down``."""
+
+    status: Status
+    databases: tuple[DatabaseHealth, ...]
+
+    @property
+    def ready(self) -> bool:
+        """True unless a required database is down."""
+        return self.status != "down"
+
+    def as_dict(self) -> dict[str, Any]:
+        """A JSON-ready form, with databases by name."""
+        return {
+            "status": self.status,
+            "databases": {
+                health.name: {key: value for key, value in asdict(health).items() if key != "name"}
+                for health in self.databases
+            },
+        }
+
+
+def _pool_usage(database: Database) -> dict[str, int]:
+    pool: Any = database.engine.pool
+    if not hasattr(pool, "checkedout"):
+        return {}
+    return {
+        "size": pool.size(),
+        "checked_out": pool.checkedout(),
+        "overflow": max(0, pool.overflow()),
+        "idle": pool.checkedin(),
+    }
+
+
+async def check_database(database: Database, *, answer_within: float = 2.0) -> DatabaseHealth:
+    """Run ``SELECT 1`` on ``database`` within ``answer_within`` seconds and report."""
+    started = time.perf_counter()
+    error: str | None = None
+    try:
+        async with asyncio.timeout(answer_within), database.engine.connect() as connection:
+            await connection.execute(text("SELECT 1"))
+    except TimeoutError:
+        error = "TimeoutError"
+    except Exception as exc:  # any failure means "down"; only its class is reported
+        error = type(exc.__cause__ or exc).__name__
+    latency = round((time.perf_counter() - started) * 1000, 2)
+    return DatabaseHealth(
+        name=database.name,
+        status="down" if error else "ok",
+        optional=database.settings.optional,
+        latency_ms=None if error else latency,
+        pool=_pool_usage(database),
+        error=error,
+    )
+
+
+async def check_health(databases: Databases, *, answer_within: float = 2.0) -> HealthReport:
+    """Check every database concurrently."""
+    results = await asyncio.gather(
+        *(check_database(database, answer_within=answer_within) for database in databases.values())
+    )
+    down = [result for result in results if result.status == "down"]
+    status: Status = "ok"
+    if any(not result.optional for result in down):
+        status = "down"
+    elif down:
+        status = "degraded"
+    return HealthReport(status=status, databases=tuple(results))
