@@ -22,8 +22,9 @@ run: install
 test: install
 	$(BIN)/pytest
 
-## ruff and mypy --strict.
+## ruff, mypy --strict, and the architecture check on the catalog.
 lint: install
+	$(BIN)/asyncdal check src/catalog migrations
 	$(BIN)/ruff check src tests migrations bench
 	$(BIN)/ruff format --check src tests migrations bench
 	$(BIN)/mypy

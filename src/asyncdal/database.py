@@ -194,6 +194,23 @@ class Database:
         """A read-write unit of work (joins one already open in this task)."""
         return UnitOfWork(self, self._bound().sessions)
 
+    def background_unit_of_work(self) -> UnitOfWork:
+        """The door for background work: a unit of work that never joins another.
+
+        For FastAPI ``BackgroundTasks``, ``asyncio`` tasks and scripts: it always opens its own
+        session (never the request's), on the same engine and settings, and returns its
+        connection when the task ends or is cancelled.
+
+        Example:
+            >>> async def send_receipt(db: Database, order_id: int) -> None:
+            ...     async with db.background_unit_of_work() as uow:
+            ...         ...
+            ...         await uow.commit()
+            >>> tasks.add_task(send_receipt, db, order.id)          # in a request handler
+            >>> await asyncio.gather(*(refresh(db, i) for i in ids))  # one session per task
+        """
+        return UnitOfWork(self, self._bound().sessions, join=False)
+
     def read_only_unit_of_work(self, *, snapshot: bool = False) -> UnitOfWork:
         """A unit of work for code that only reads; it never commits and refuses writes.
 

@@ -52,8 +52,10 @@ def current_unit_of_work(database: object) -> UnitOfWork | None:
 class UnitOfWork:
     """One session and one transaction on one database.
 
-    Get one from ``Database.unit_of_work()`` or ``Database.read_only_unit_of_work()`` rather
-    than constructing it. ``session`` is the real SQLAlchemy ``AsyncSession``.
+    Get one from ``Database.unit_of_work()``, ``read_only_unit_of_work()`` or
+    ``background_unit_of_work()`` rather than constructing it. With ``join=False`` it never
+    joins an open unit of work: it always has a session and a transaction of its own.
+    ``session`` is the real SQLAlchemy ``AsyncSession``.
 
     Attributes:
         database: the owner (a :class:`~asyncdal.database.Database`).
@@ -66,9 +68,11 @@ class UnitOfWork:
         session_factory: Callable[[], AsyncSession],
         *,
         read_only: bool = False,
+        join: bool = True,
     ) -> None:
         self.database = database
         self.read_only = read_only
+        self._join = join
         self._session_factory = session_factory
         self._session: AsyncSession | None = None
         # The unit of work this one joined; None for an owner (no self-reference: keeping
@@ -153,7 +157,7 @@ class UnitOfWork:
         if self._entered:
             raise UnitOfWorkError("a unit of work can be entered only once; make a new one")
         self._entered = True
-        outer = current_unit_of_work(self.database)
+        outer = current_unit_of_work(self.database) if self._join else None
         if outer is not None:
             if outer.read_only and not self.read_only:
                 raise UnitOfWorkError(

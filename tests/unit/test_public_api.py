@@ -49,6 +49,7 @@ EXPECTED = {
         "open_databases",
         "repository_for",
     ],
+    "asyncdal.check": ["Finding", "check_paths", "check_source"],
     "asyncdal.testing": [
         "DEFAULT_TEST_DATABASE_URL",
         "FakeUnitOfWork",
