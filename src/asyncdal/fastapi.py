@@ -192,8 +192,9 @@ class TransactionMiddleware:
     Status 400 or above: roll back. Units of work on several databases commit one after the
     other: there is no atomic commit across databases, and the 500 says which ones committed.
 
-    Writes made while a streaming response sends its body come after this commit and are
-    rolled back; do them before returning the response.
+    Once settled, the sessions are closed, so their connections go back to the pool before
+    the body is sent and before background tasks run. Writes made while a streaming response
+    sends its body come after this commit and are rolled back; do them before returning.
     """
 
     def __init__(self, app: ASGIApp) -> None:
@@ -228,6 +229,10 @@ class TransactionMiddleware:
                 else:
                     for uow in pending:
                         await uow.rollback()
+                # Settled: give the connections back before the body is sent and before any
+                # background task runs, instead of after both.
+                for uow in pending:
+                    await uow.session.close()
             await send(message)
 
         # An unhandled exception propagates as usual; the dependencies' teardown closes (and so

@@ -170,6 +170,10 @@ def build_app(db: Database) -> FastAPI:
 async def background_insert(db: Database, child_id: int) -> None:
     async with db.unit_of_work() as uow:
         assert not uow.joined
+        await uow.session.execute(text("SELECT 1"))
+        # Only this task's connection is out: the request's (read-only ones included) went
+        # back to the pool when its response started.
+        assert db.engine.pool.checkedout() == 1  # type: ignore[attr-defined]
         await uow.session.execute(
             text("INSERT INTO children (id, tag) VALUES (:id, 'bg')"), {"id": child_id}
         )
