@@ -7,7 +7,7 @@ pool for servers or AWS Lambda, units of work, typed repositories, and FastAPI i
 """
 
 from asyncdal.database import Database, Databases
-from asyncdal.engine import connect_arguments, create_engine
+from asyncdal.engine import connect_arguments, create_engine, statement_timeout_ms
 from asyncdal.errors import (
     AsyncdalError,
     ConfigurationError,
@@ -52,4 +52,5 @@ __all__ = [
     "create_engine",
     "current_unit_of_work",
     "load_settings",
+    "statement_timeout_ms",
 ]

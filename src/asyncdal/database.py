@@ -30,7 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, a
 from sqlalchemy.orm import ORMExecuteState, Session
 from sqlalchemy.sql.elements import TextClause
 
-from asyncdal.engine import create_engine
+from asyncdal.engine import create_engine, statement_timeout_ms
 from asyncdal.errors import ReadOnlyError, UnitOfWorkError, UnknownDatabaseError
 from asyncdal.settings import AsyncdalSettings, DatabaseSettings
 from asyncdal.uow import UnitOfWork
@@ -120,12 +120,36 @@ class Database:
         self._last = bound
         return bound
 
+    def _session_classes(self) -> tuple[type[Session], type[Session]]:
+        """The read-write and read-only session classes for this database's settings."""
+        timeout = statement_timeout_ms(self.settings)
+        if not self.settings.pgbouncer or timeout is None:
+            return Session, _ReadOnlySession
+
+        # Behind a transaction-mode pooler a session-level setting would leak to other
+        # clients' transactions, so the timeout is set in each transaction instead.
+        def set_timeout(session: Session, transaction: Any, connection: Any) -> None:
+            connection.exec_driver_sql(f"SET LOCAL statement_timeout = {timeout}")
+
+        classes = (
+            type("PoolerSession", (Session,), {}),
+            type("PoolerReadOnlySession", (_ReadOnlySession,), {}),
+        )
+        for session_class in classes:
+            event.listen(session_class, "after_begin", set_timeout)
+        return classes
+
     def _build(self, loop: asyncio.AbstractEventLoop) -> _LoopEngine:
         engine = create_engine(self.settings, **self._engine_options)
+        writer, reader = self._session_classes()
         # expire_on_commit=False: objects stay readable after commit without a lazy load,
         # which async code cannot do implicitly.
-        sessions = async_sessionmaker(engine, expire_on_commit=False)
-        autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
+        sessions = async_sessionmaker(engine, expire_on_commit=False, sync_session_class=writer)
+        if self.settings.pgbouncer:
+            # In a transaction, so that SET LOCAL statement_timeout applies to the reads too.
+            quick_reads = engine.execution_options(postgresql_readonly=True)
+        else:
+            quick_reads = engine.execution_options(isolation_level="AUTOCOMMIT")
         snapshot = engine.execution_options(
             isolation_level="REPEATABLE READ", postgresql_readonly=True
         )
@@ -134,10 +158,10 @@ class Database:
             engine=engine,
             sessions=sessions,
             autocommit_reads=async_sessionmaker(
-                autocommit, expire_on_commit=False, sync_session_class=_ReadOnlySession
+                quick_reads, expire_on_commit=False, sync_session_class=reader
             ),
             snapshot_reads=async_sessionmaker(
-                snapshot, expire_on_commit=False, sync_session_class=_ReadOnlySession
+                snapshot, expire_on_commit=False, sync_session_class=reader
             ),
         )
 

@@ -11,6 +11,7 @@ Example:
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
@@ -18,20 +19,42 @@ from sqlalchemy.pool import AsyncAdaptedQueuePool, NullPool
 
 from asyncdal.settings import DatabaseSettings
 
-__all__ = ["connect_arguments", "create_engine"]
+__all__ = ["connect_arguments", "create_engine", "statement_timeout_ms"]
+
+
+def statement_timeout_ms(settings: DatabaseSettings) -> int | None:
+    """``statement_timeout`` in milliseconds, never 0 (which PostgreSQL reads as "no limit")."""
+    if settings.statement_timeout is None:
+        return None
+    return max(1, round(settings.statement_timeout * 1000))
+
+
+def _unique_statement_name() -> str:
+    return f"__asyncdal_{uuid.uuid4().hex}__"
 
 
 def connect_arguments(settings: DatabaseSettings) -> dict[str, Any]:
-    """asyncpg ``connect()`` keyword arguments for these settings."""
+    """asyncpg ``connect()`` keyword arguments for these settings.
+
+    In pooler mode (``settings.pgbouncer``) asyncpg's and SQLAlchemy's statement caches are
+    off and every prepared statement gets a unique name, as a transaction-mode pooler hands
+    each transaction a different server connection; ``statement_timeout`` is then not a
+    startup parameter (PgBouncer refuses those) but set per transaction by the ``Database``.
+    """
     server_settings = {"application_name": settings.application_name}
-    if settings.statement_timeout is not None:
-        # PostgreSQL reads a bare number as milliseconds, and 0 as "no limit": never round to 0.
-        milliseconds = max(1, round(settings.statement_timeout * 1000))
-        server_settings["statement_timeout"] = str(milliseconds)
+    timeout = statement_timeout_ms(settings)
+    if timeout is not None and not settings.pgbouncer:
+        server_settings["statement_timeout"] = str(timeout)
     arguments: dict[str, Any] = {
         "timeout": settings.connect_timeout,
         "server_settings": server_settings,
     }
+    if settings.pgbouncer:
+        arguments.update(
+            statement_cache_size=0,
+            prepared_statement_cache_size=0,
+            prepared_statement_name_func=_unique_statement_name,
+        )
     if settings.command_timeout is not None:
         arguments["command_timeout"] = settings.command_timeout
     tls = settings.ssl_argument()

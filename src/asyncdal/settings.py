@@ -98,6 +98,9 @@ class DatabaseSettings(BaseModel):
     """Shown in ``pg_stat_activity.application_name``."""
     optional: bool = False
     """When down, readiness reports ``degraded`` instead of failing."""
+    pgbouncer: bool = False
+    """A transaction-mode pooler (PgBouncer, Supavisor, RDS Proxy) is in front: no statement
+    caches, unique prepared-statement names, and ``statement_timeout`` set per transaction."""
 
     # Model-level messages start with "FIELD: " so that load_settings can name the variable.
     @model_validator(mode="after")

@@ -31,6 +31,7 @@ EXPECTED = {
         "create_engine",
         "current_unit_of_work",
         "load_settings",
+        "statement_timeout_ms",
     ],
     "asyncdal.fastapi": [
         "TransactionMiddleware",

@@ -1,0 +1,203 @@
+"""Pooler mode against a real PgBouncer 1.18 in transaction mode, started by the test as the
+``postgres`` OS user on a spare port in front of the test server."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from asgi_lifespan import LifespanManager
+from dependency_injector import providers
+from httpx import ASGITransport, AsyncClient
+from sqlalchemy import exc, text
+from sqlalchemy.engine import URL
+
+from asyncdal import AsyncdalSettings, Database, DatabaseSettings
+from catalog.app import create_app
+from catalog.container import CatalogContainer
+from tests.conftest import database_settings, plain
+
+PGBOUNCER = shutil.which("pgbouncer") or "/usr/sbin/pgbouncer"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def pgbouncer(server_url: str) -> Iterator[int]:
+    """A PgBouncer in transaction mode with a server pool of 5; yields its port."""
+    if not Path(PGBOUNCER).exists():
+        pytest.fail("pgbouncer is not installed (apt-get install pgbouncer)")
+    from sqlalchemy.engine import make_url
+
+    server = make_url(server_url)
+    folder = Path(tempfile.mkdtemp(prefix="pgbouncer-"))
+    postgres = pwd.getpwnam("postgres")
+    port = free_port()
+    (folder / "userlist.txt").write_text(f'"{server.username or "postgres"}" ""\n')
+    (folder / "pgbouncer.ini").write_text(
+        f"""[databases]
+* = host={server.host or "127.0.0.1"} port={server.port or 5432}
+
+[pgbouncer]
+listen_addr = 127.0.0.1
+listen_port = {port}
+unix_socket_dir =
+auth_type = trust
+auth_file = {folder}/userlist.txt
+pool_mode = transaction
+default_pool_size = 5
+max_client_conn = 1000
+ignore_startup_parameters = extra_float_digits
+logfile = {folder}/pgbouncer.log
+pidfile = {folder}/pgbouncer.pid
+"""
+    )
+    os.chown(folder, postgres.pw_uid, postgres.pw_gid)
+    for child in folder.iterdir():
+        os.chown(child, postgres.pw_uid, postgres.pw_gid)
+    process = subprocess.Popen(
+        [PGBOUNCER, str(folder / "pgbouncer.ini")],
+        user=postgres.pw_uid,
+        group=postgres.pw_gid,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        for _ in range(200):
+            if process.poll() is not None:
+                log = (
+                    (folder / "pgbouncer.log").read_text()
+                    if (folder / "pgbouncer.log").exists()
+                    else ""
+                )
+                pytest.fail(f"pgbouncer exited with {process.returncode}: {log[-2000:]}")
+            with socket.socket() as probe:
+                if probe.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            time.sleep(0.05)  # poll interval; the loop bounds the wait
+        else:
+            pytest.fail("pgbouncer did not start listening within 10 s")
+        yield port
+    finally:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def through(url: URL, port: int) -> URL:
+    return url.set(host="127.0.0.1", port=port)
+
+
+def catalog_settings_via(catalog_url: URL, port: int, **overrides: object) -> AsyncdalSettings:
+    return database_settings(through(catalog_url, port), **overrides)
+
+
+async def storm(settings: AsyncdalSettings, requests: int = 200) -> list[int | str]:
+    """``requests`` concurrent catalog calls, writes and reads mixed; status codes or errors."""
+    container = CatalogContainer()
+    container.settings.override(providers.Object(settings))
+    app = create_app(container)
+    outcomes: list[int | str] = []
+    async with (
+        LifespanManager(app) as manager,
+        AsyncClient(transport=ASGITransport(app=manager.app), base_url="http://c") as client,
+    ):
+
+        async def one(i: int) -> int | str:
+            try:
+                if i % 4 == 0:
+                    body = {"sku": f"PGB-{i}", "name": f"n{i}", "price": "1.00"}
+                    return (await client.post("/products", json=body)).status_code
+                if i % 4 == 1:
+                    return (await client.get("/products", params={"sort": "-price"})).status_code
+                response = await client.get(f"/products/{1 + i % 3}")
+                return response.status_code
+            except exc.DBAPIError as error:
+                return str(error.orig)
+
+        outcomes = await asyncio.gather(*(one(i) for i in range(requests)))
+    return outcomes
+
+
+async def seed(catalog_url: URL) -> None:
+    db = Database("seed", database_settings(catalog_url).databases["main"])
+    try:
+        async with db.unit_of_work() as uow:
+            await uow.session.execute(
+                text(
+                    "INSERT INTO products (sku, name, price) VALUES "
+                    "('S1','a',1), ('S2','b',2), ('S3','c',3)"
+                )
+            )
+            await uow.commit()
+    finally:
+        await db.dispose()
+
+
+async def test_pooler_mode_serves_200_concurrent_requests_without_errors(
+    pgbouncer: int, catalog_settings: AsyncdalSettings, catalog_url: URL
+) -> None:
+    await seed(catalog_url)
+    outcomes = await storm(catalog_settings_via(catalog_url, pgbouncer, pgbouncer=True))
+    assert all(isinstance(outcome, int) and outcome in (200, 201) for outcome in outcomes), [
+        outcome for outcome in outcomes if outcome not in (200, 201)
+    ][:5]
+
+
+async def test_without_pooler_mode_the_prepared_statement_error_appears(
+    pgbouncer: int, catalog_settings: AsyncdalSettings, catalog_url: URL
+) -> None:
+    """Negative control: the positive test above exercises the real problem."""
+    await seed(catalog_url)
+    outcomes = await storm(catalog_settings_via(catalog_url, pgbouncer))
+    errors = [outcome for outcome in outcomes if isinstance(outcome, str)]
+    assert any("prepared statement" in error for error in errors), outcomes[:10]
+
+
+@pytest.mark.parametrize("read_only", [False, True])
+async def test_statement_timeout_applies_through_the_pooler(
+    pgbouncer: int, test_database_url: URL, read_only: bool
+) -> None:
+    settings = DatabaseSettings(
+        url=plain(through(test_database_url, pgbouncer)), pgbouncer=True, statement_timeout=0.2
+    )
+    db = Database("main", settings)
+    try:
+        uow = db.read_only_unit_of_work() if read_only else db.unit_of_work()
+        async with uow:
+            assert await uow.session.scalar(text("SHOW statement_timeout")) == "200ms"
+            with pytest.raises(exc.DBAPIError, match="statement timeout"):
+                await uow.session.execute(text("SELECT pg_sleep(2)"))
+    finally:
+        await db.dispose()
+
+
+def test_pooler_mode_turns_off_caches_and_startup_timeout() -> None:
+    from asyncdal import connect_arguments
+
+    arguments = connect_arguments(
+        DatabaseSettings(url="postgresql://u@h/n", pgbouncer=True, statement_timeout=1)
+    )
+    assert arguments["statement_cache_size"] == 0
+    assert arguments["prepared_statement_cache_size"] == 0
+    names = {arguments["prepared_statement_name_func"]() for _ in range(3)}
+    assert len(names) == 3
+    assert "statement_timeout" not in arguments["server_settings"]
