@@ -28,8 +28,17 @@ import builtins
 import itertools
 import operator
 import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
 from types import TracebackType
 from typing import Any, Generic, Self, TypeVar, cast
 
@@ -56,6 +65,7 @@ __all__ = [
     "create_test_database",
     "drop_test_database",
     "rollback_database",
+    "run_pgbouncer",
 ]
 
 ModelT = TypeVar("ModelT")
@@ -248,6 +258,77 @@ class FakeUnitOfWork(UnitOfWork):
         self._open = False
         if exc_type is not None or not self.committed:
             self.rollbacks += 1
+
+
+@contextmanager
+def run_pgbouncer(
+    server_url: str, *, pool_size: int = 5, os_user: str = "postgres"
+) -> Iterator[int]:
+    """Run a PgBouncer in ``pool_mode = transaction`` in front of ``server_url``; yield its port.
+
+    It listens on a spare 127.0.0.1 port, trusts every user listed (the URL's), runs as
+    ``os_user`` (it refuses to run as root), and is stopped and cleaned up on exit.
+
+    Args:
+        server_url: the PostgreSQL server behind it (trust or no authentication).
+        pool_size: PgBouncer's ``default_pool_size``: server connections per user and database.
+        os_user: the account to run it as when this process is root.
+
+    Raises:
+        RuntimeError: pgbouncer is not installed, or did not start within 10 s.
+    """
+    binary = shutil.which("pgbouncer") or "/usr/sbin/pgbouncer"
+    if not os.path.exists(binary):
+        raise RuntimeError("pgbouncer is not installed (apt-get install pgbouncer)")
+    server = make_url(server_url)
+    folder = Path(tempfile.mkdtemp(prefix="pgbouncer-"))
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = int(sock.getsockname()[1])
+    (folder / "userlist.txt").write_text(f'"{server.username or "postgres"}" ""\n')
+    (folder / "pgbouncer.ini").write_text(
+        "[databases]\n"
+        f"* = host={server.host or '127.0.0.1'} port={server.port or 5432}\n"
+        "[pgbouncer]\n"
+        f"listen_addr = 127.0.0.1\nlisten_port = {port}\nunix_socket_dir =\n"
+        f"auth_type = trust\nauth_file = {folder}/userlist.txt\n"
+        f"pool_mode = transaction\ndefault_pool_size = {pool_size}\nmax_client_conn = 1000\n"
+        "ignore_startup_parameters = extra_float_digits\n"
+        f"logfile = {folder}/pgbouncer.log\npidfile = {folder}/pgbouncer.pid\n"
+    )
+    account = pwd.getpwnam(os_user) if os.geteuid() == 0 else None
+    if account is not None:
+        for path in (folder, *folder.iterdir()):
+            os.chown(path, account.pw_uid, account.pw_gid)
+    process = subprocess.Popen(  # noqa: S603 - our own binary and config file, no shell
+        [binary, str(folder / "pgbouncer.ini")],
+        user=account.pw_uid if account else None,
+        group=account.pw_gid if account else None,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            if process.poll() is not None:
+                log = folder / "pgbouncer.log"
+                tail = log.read_text()[-2000:] if log.exists() else ""
+                raise RuntimeError(f"pgbouncer exited with {process.returncode}: {tail}")
+            with socket.socket() as probe:
+                if probe.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            if time.monotonic() > deadline:
+                raise RuntimeError("pgbouncer did not start listening within 10 s")
+            time.sleep(0.05)  # poll interval; the deadline bounds the wait
+        yield port
+    finally:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _server_dsn(url: URL) -> str:

@@ -4,16 +4,7 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import pwd
-import shutil
-import signal
-import socket
-import subprocess
-import tempfile
-import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from asgi_lifespan import LifespanManager
@@ -27,79 +18,14 @@ from catalog.app import create_app
 from catalog.container import CatalogContainer
 from tests.conftest import database_settings, plain
 
-PGBOUNCER = shutil.which("pgbouncer") or "/usr/sbin/pgbouncer"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
 
 @pytest.fixture(scope="module")
 def pgbouncer(server_url: str) -> Iterator[int]:
     """A PgBouncer in transaction mode with a server pool of 5; yields its port."""
-    if not Path(PGBOUNCER).exists():
-        pytest.fail("pgbouncer is not installed (apt-get install pgbouncer)")
-    from sqlalchemy.engine import make_url
+    from asyncdal.testing import run_pgbouncer
 
-    server = make_url(server_url)
-    folder = Path(tempfile.mkdtemp(prefix="pgbouncer-"))
-    postgres = pwd.getpwnam("postgres")
-    port = free_port()
-    (folder / "userlist.txt").write_text(f'"{server.username or "postgres"}" ""\n')
-    (folder / "pgbouncer.ini").write_text(
-        f"""[databases]
-* = host={server.host or "127.0.0.1"} port={server.port or 5432}
-
-[pgbouncer]
-listen_addr = 127.0.0.1
-listen_port = {port}
-unix_socket_dir =
-auth_type = trust
-auth_file = {folder}/userlist.txt
-pool_mode = transaction
-default_pool_size = 5
-max_client_conn = 1000
-ignore_startup_parameters = extra_float_digits
-logfile = {folder}/pgbouncer.log
-pidfile = {folder}/pgbouncer.pid
-"""
-    )
-    os.chown(folder, postgres.pw_uid, postgres.pw_gid)
-    for child in folder.iterdir():
-        os.chown(child, postgres.pw_uid, postgres.pw_gid)
-    process = subprocess.Popen(
-        [PGBOUNCER, str(folder / "pgbouncer.ini")],
-        user=postgres.pw_uid,
-        group=postgres.pw_gid,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.STDOUT,
-    )
-    try:
-        for _ in range(200):
-            if process.poll() is not None:
-                log = (
-                    (folder / "pgbouncer.log").read_text()
-                    if (folder / "pgbouncer.log").exists()
-                    else ""
-                )
-                pytest.fail(f"pgbouncer exited with {process.returncode}: {log[-2000:]}")
-            with socket.socket() as probe:
-                if probe.connect_ex(("127.0.0.1", port)) == 0:
-                    break
-            time.sleep(0.05)  # poll interval; the loop bounds the wait
-        else:
-            pytest.fail("pgbouncer did not start listening within 10 s")
+    with run_pgbouncer(server_url, pool_size=5) as port:
         yield port
-    finally:
-        process.send_signal(signal.SIGINT)
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        shutil.rmtree(folder, ignore_errors=True)
 
 
 def through(url: URL, port: int) -> URL:

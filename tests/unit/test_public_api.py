@@ -61,6 +61,7 @@ EXPECTED = {
         "create_test_database",
         "drop_test_database",
         "rollback_database",
+        "run_pgbouncer",
     ],
 }
 
