@@ -1,7 +1,8 @@
-"""``python -m bench [http|data]``: throughput of raw asyncpg vs plain SQLAlchemy vs asyncdal.
+"""``python -m bench [http|data|pooler]``: raw asyncpg vs plain SQLAlchemy vs asyncdal.
 
 ``http`` loads ``GET /products/{id}`` of three uvicorn-served apps with wrk; ``data`` runs the
-same read in-process without HTTP, including asyncdal's three read paths. No argument runs both.
+same read in-process without HTTP, including asyncdal's three read paths; ``pooler`` measures
+pooler mode directly and through a PgBouncer it starts. No argument runs all three.
 Everything runs against a fresh ``bench_<random>`` database on the server, migrated with the
 repository's Alembic migrations, seeded, and dropped at the end, also on errors and Ctrl-C.
 
@@ -25,6 +26,7 @@ import asyncpg
 from bench.data import DataSettings, run_data
 from bench.database import ROOT, safe_url, throwaway_database
 from bench.http import HttpSettings, run_http
+from bench.pooler import run_pooler
 from bench.runner import install_sigterm_handler, run
 
 __all__ = ["main"]
@@ -80,7 +82,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "part",
         nargs="?",
-        choices=["http", "data", "all"],
+        choices=["http", "data", "pooler", "all"],
         default="all",
         help="which benchmark to run",
     )
@@ -206,6 +208,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 run(run_http(url, http_settings))
             if args.part in ("data", "all"):
                 run(run_data(url, data_settings))
+            if args.part in ("pooler", "all"):
+                run(run_pooler(url, data_settings))
     except KeyboardInterrupt:
         print("\ninterrupted: servers stopped, throwaway database dropped", file=sys.stderr)
         return 130
