@@ -127,3 +127,26 @@ def test_pooler_mode_turns_off_caches_and_startup_timeout() -> None:
     names = {arguments["prepared_statement_name_func"]() for _ in range(3)}
     assert len(names) == 3
     assert "statement_timeout" not in arguments["server_settings"]
+
+
+async def test_each_named_database_has_its_own_mode(pgbouncer: int, test_database_url: URL) -> None:
+    from asyncdal import Databases, connect_arguments
+
+    direct = Database("main", DatabaseSettings(url=plain(test_database_url)))
+    pooled = Database(
+        "reference",
+        DatabaseSettings(url=plain(through(test_database_url, pgbouncer)), pgbouncer=True),
+    )
+    databases = Databases({"main": direct, "reference": pooled})
+    assert "statement_cache_size" not in connect_arguments(direct.settings)
+    assert connect_arguments(pooled.settings)["statement_cache_size"] == 0
+
+    async def query(db: Database, value: int) -> int:
+        async with db.read_only_unit_of_work() as uow:
+            return int(await uow.session.scalar(text("SELECT :v + 0"), {"v": value}) or 0)
+
+    async with databases:
+        results = await asyncio.gather(
+            *(query(databases[name], i) for i in range(60) for name in ("main", "reference"))
+        )
+    assert sorted(results) == sorted([i for i in range(60) for _ in range(2)])
