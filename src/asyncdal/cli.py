@@ -2,16 +2,25 @@
 
 ``asyncdal check [paths]``: the architecture check (see :mod:`asyncdal.check`); exit code 1
 when anything is found, 2 when a path is missing or a file does not parse.
+
+``asyncdal health``: the same report as ``GET /health/ready``, as JSON, for the databases the
+settings (environment, ``.env``) name; exit code 1 when not ready, 2 on bad settings.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from asyncdal.check import check_paths
+from asyncdal.database import Databases
+from asyncdal.errors import ConfigurationError
+from asyncdal.health import HealthReport, check_health
+from asyncdal.settings import load_settings
 
 __all__ = ["main"]
 
@@ -34,6 +43,24 @@ def _check(arguments: argparse.Namespace) -> int:
     return 0
 
 
+def _health(arguments: argparse.Namespace) -> int:
+    try:
+        databases = Databases.from_settings(load_settings())
+    except ConfigurationError as error:
+        print(f"asyncdal health: {error}", file=sys.stderr)
+        return 2
+
+    async def report() -> HealthReport:
+        try:
+            return await check_health(databases, answer_within=arguments.answer_within)
+        finally:
+            await databases.dispose()
+
+    result = asyncio.run(report())
+    print(json.dumps(result.as_dict(), indent=2))
+    return 0 if result.ready else 1
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code."""
     parser = argparse.ArgumentParser(prog="asyncdal", description=__doc__.splitlines()[0])
@@ -43,6 +70,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     check.add_argument("paths", nargs="*", type=Path, default=[Path()], help="files or folders")
     check.set_defaults(run=_check)
+    health = commands.add_parser(
+        "health", help="check every configured database, like /health/ready"
+    )
+    health.add_argument(
+        "--answer-within", type=float, default=2.0, help="seconds each database gets to answer"
+    )
+    health.set_defaults(run=_health)
     arguments = parser.parse_args(argv)
     code: int = arguments.run(arguments)
     return code
