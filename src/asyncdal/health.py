@@ -87,8 +87,8 @@ async def check_database(database: Database, *, answer_within: float = 2.0) -> D
     started = time.perf_counter()
     error: str | None = None
     try:
-        async with asyncio.timeout(answer_within), database.engine.connect() as connection:
-            await connection.execute(text("SELECT 1"))
+        async with asyncio.timeout(answer_within):
+            await _select_one(database)
     except TimeoutError:
         error = "TimeoutError"
     except Exception as exc:  # any failure means "down"; only its class is reported
@@ -102,6 +102,11 @@ async def check_database(database: Database, *, answer_within: float = 2.0) -> D
         pool=_pool_usage(database),
         error=error,
     )
+
+
+async def _select_one(database: Database) -> None:
+    async with database.engine.connect() as connection:
+        await connection.execute(text("SELECT 1"))
 
 
 async def check_health(databases: Databases, *, answer_within: float = 2.0) -> HealthReport:

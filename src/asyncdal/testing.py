@@ -37,7 +37,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Generic, Self, TypeVar, cast
@@ -59,6 +59,7 @@ __all__ = [
     "DEFAULT_TEST_DATABASE_URL",
     "FakeUnitOfWork",
     "InMemoryRepository",
+    "ThrowawayCluster",
     "asyncdal_database",
     "asyncdal_metadata",
     "asyncdal_test_url",
@@ -66,6 +67,7 @@ __all__ = [
     "drop_test_database",
     "rollback_database",
     "run_pgbouncer",
+    "throwaway_cluster",
 ]
 
 ModelT = TypeVar("ModelT")
@@ -328,6 +330,81 @@ def run_pgbouncer(
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+class ThrowawayCluster:
+    """A PostgreSQL cluster of the test's own, to stop and start at will (see
+    :func:`throwaway_cluster`).
+
+    Attributes:
+        url: ``postgresql://postgres@127.0.0.1:<port>/postgres`` (trust authentication).
+    """
+
+    def __init__(self, bindir: Path, data: Path, port: int, account: pwd.struct_passwd | None):
+        self._bindir = bindir
+        self._data = data
+        self._account = account
+        self.port = port
+        self.url = f"postgresql://postgres@127.0.0.1:{port}/postgres"
+
+    def _run(self, program: str, *arguments: str) -> None:
+        subprocess.run(  # noqa: S603 - the server's own binaries, no shell
+            [str(self._bindir / program), *arguments],
+            check=True,
+            capture_output=True,
+            user=self._account.pw_uid if self._account else None,
+            group=self._account.pw_gid if self._account else None,
+        )
+
+    def start(self) -> None:
+        """Start the server and wait until it accepts connections."""
+        options = f"-p {self.port} -k {self._data} -c listen_addresses=127.0.0.1"
+        log = str(self._data / "server.log")
+        self._run("pg_ctl", "-D", str(self._data), "-o", options, "-l", log, "-w", "start")
+
+    def stop(self) -> None:
+        """Stop the server (fast shutdown: sessions are ended) and wait for it."""
+        self._run("pg_ctl", "-D", str(self._data), "-m", "fast", "-w", "stop")
+
+    def restart(self) -> None:
+        """Stop and start again."""
+        self.stop()
+        self.start()
+
+
+@contextmanager
+def throwaway_cluster(os_user: str = "postgres") -> Iterator[ThrowawayCluster]:
+    """Create, start and finally remove a PostgreSQL cluster on a spare port.
+
+    It runs as ``os_user`` when this process is root (PostgreSQL refuses root). The server
+    binaries are Debian's (``/usr/lib/postgresql/<version>/bin``).
+
+    Raises:
+        RuntimeError: no PostgreSQL server binaries are installed.
+    """
+    candidates = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
+    if not candidates:
+        raise RuntimeError("no PostgreSQL server binaries in /usr/lib/postgresql/*/bin")
+    bindir = candidates[-1].parent
+    account = pwd.getpwnam(os_user) if os.geteuid() == 0 else None
+    folder = Path(tempfile.mkdtemp(prefix="pgcluster-"))
+    data = folder / "data"
+    data.mkdir()
+    if account is not None:
+        for path in (folder, data):
+            os.chown(path, account.pw_uid, account.pw_gid)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = int(sock.getsockname()[1])
+    cluster = ThrowawayCluster(bindir, data, port, account)
+    try:
+        cluster._run("initdb", "-D", str(data), "-A", "trust", "-U", "postgres", "--no-sync")
+        cluster.start()
+        yield cluster
+    finally:
+        with suppress(subprocess.CalledProcessError):
+            cluster._run("pg_ctl", "-D", str(data), "-m", "immediate", "-w", "stop")
         shutil.rmtree(folder, ignore_errors=True)
 
 

@@ -55,6 +55,7 @@ EXPECTED = {
         "DEFAULT_TEST_DATABASE_URL",
         "FakeUnitOfWork",
         "InMemoryRepository",
+        "ThrowawayCluster",
         "asyncdal_database",
         "asyncdal_metadata",
         "asyncdal_test_url",
@@ -62,6 +63,7 @@ EXPECTED = {
         "drop_test_database",
         "rollback_database",
         "run_pgbouncer",
+        "throwaway_cluster",
     ],
 }
 
