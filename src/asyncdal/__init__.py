@@ -7,7 +7,12 @@ pool for servers or AWS Lambda, units of work, typed repositories, and FastAPI i
 """
 
 from asyncdal.database import Database, Databases
-from asyncdal.engine import connect_arguments, create_engine, statement_timeout_ms
+from asyncdal.engine import (
+    TimedQueuePool,
+    connect_arguments,
+    create_engine,
+    statement_timeout_ms,
+)
 from asyncdal.errors import (
     AsyncdalError,
     ConfigurationError,
@@ -43,6 +48,7 @@ __all__ = [
     "PoolKind",
     "ReadOnlyError",
     "Repository",
+    "TimedQueuePool",
     "UnitOfWork",
     "UnitOfWorkError",
     "UnknownDatabaseError",

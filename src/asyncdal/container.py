@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from dependency_injector import containers, providers
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -28,22 +28,35 @@ from asyncdal.database import Databases
 from asyncdal.settings import AsyncdalSettings, load_settings
 from asyncdal.uow import UnitOfWork
 
+if TYPE_CHECKING:
+    from asyncdal.metrics import DatabaseMetrics
+
 __all__ = ["DatabaseContainer", "container_lifespan", "open_databases", "repository_for"]
 
 R = TypeVar("R")
 
 
 async def open_databases(
-    settings: AsyncdalSettings, warm_up: bool = True
+    settings: AsyncdalSettings, warm_up: bool = True, metrics: DatabaseMetrics | None = None
 ) -> AsyncIterator[Databases]:
-    """Resource initializer: build the databases from settings, warm up, dispose at shutdown."""
+    """Resource initializer: build the databases from settings, instrument them with
+    ``metrics``, warm up, and dispose at shutdown."""
     databases = Databases.from_settings(settings)
+    if metrics is not None:
+        for database in databases.values():
+            metrics.instrument(database)
     try:
         if warm_up:
             await databases.warm_up()
         yield databases
     finally:
         await databases.dispose()
+
+
+def _new_metrics() -> DatabaseMetrics:
+    from asyncdal.metrics import DatabaseMetrics  # prometheus-client is an optional extra
+
+    return DatabaseMetrics()
 
 
 def _unit_of_work(databases: Databases, database: str = "main") -> UnitOfWork:
@@ -73,8 +86,9 @@ class DatabaseContainer(containers.DeclarativeContainer):
 
     settings: providers.Provider[AsyncdalSettings] = providers.Singleton(load_settings)
     warm_up: providers.Provider[bool] = providers.Object(True)
+    metrics: providers.Provider[Any] = providers.Singleton(_new_metrics)
     databases: providers.Resource[Databases] = providers.Resource(
-        open_databases, settings=settings, warm_up=warm_up
+        open_databases, settings=settings, warm_up=warm_up, metrics=metrics
     )
     unit_of_work: providers.Provider[Any] = providers.Factory(_unit_of_work, databases)
     read_only_unit_of_work: providers.Provider[Any] = providers.Factory(
@@ -87,7 +101,8 @@ def container_lifespan(
 ) -> Callable[[Any], AbstractAsyncContextManager[dict[str, Any]]]:
     """An ASGI lifespan that initializes the container's resources and shuts them down.
 
-    It yields ``{"databases": ...}`` as lifespan state, where ``asyncdal.fastapi`` looks.
+    It yields ``{"databases": ..., "metrics": ...}`` as lifespan state, where
+    ``asyncdal.fastapi`` looks.
     """
 
     @asynccontextmanager
@@ -95,7 +110,7 @@ def container_lifespan(
         await _maybe_await(container.init_resources())
         try:
             databases = await container.databases()  # type: ignore[misc]
-            yield {"databases": databases}
+            yield {"databases": databases, "metrics": container.metrics()}
         finally:
             await _maybe_await(container.shutdown_resources())
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from types import TracebackType
@@ -98,6 +98,7 @@ class Database:
         self._by_loop: dict[asyncio.AbstractEventLoop, _LoopEngine] = {}
         self._last: _LoopEngine | None = None
         self._pinned: _LoopEngine | None = None
+        self._engine_hooks: list[Callable[[AsyncEngine], None]] = []
 
     def _bound(self) -> _LoopEngine:
         loop = asyncio.get_running_loop()
@@ -117,6 +118,8 @@ class Database:
         if bound is None:
             self._forget_closed_loops()
             bound = self._by_loop[loop] = self._build(loop)
+            for hook in self._engine_hooks:
+                hook(bound.engine)
         self._last = bound
         return bound
 
@@ -199,6 +202,19 @@ class Database:
     def _forget_closed_loops(self) -> None:
         for loop in [loop for loop in self._by_loop if loop.is_closed()]:
             _abandon(self._by_loop.pop(loop).engine)
+
+    def add_engine_hook(self, hook: Callable[[AsyncEngine], None]) -> None:
+        """Call ``hook`` with every engine of this database: those built and those to come.
+
+        Engines are built per event loop; instrumentation (metrics, tracing) attaches here.
+        """
+        self._engine_hooks.append(hook)
+        for bound in self._by_loop.values():
+            hook(bound.engine)
+
+    def engines(self) -> list[AsyncEngine]:
+        """Every engine this database has built so far (one per event loop that used it)."""
+        return [bound.engine for bound in self._by_loop.values()]
 
     @property
     def engine(self) -> AsyncEngine:

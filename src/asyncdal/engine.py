@@ -11,15 +11,53 @@ Example:
 
 from __future__ import annotations
 
+import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
+from sqlalchemy import exc
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
-from sqlalchemy.pool import AsyncAdaptedQueuePool, NullPool
+from sqlalchemy.pool import AsyncAdaptedQueuePool, NullPool, PoolProxiedConnection
 
 from asyncdal.settings import DatabaseSettings
 
-__all__ = ["connect_arguments", "create_engine", "statement_timeout_ms"]
+__all__ = ["TimedQueuePool", "connect_arguments", "create_engine", "statement_timeout_ms"]
+
+
+class TimedQueuePool(AsyncAdaptedQueuePool):
+    """``AsyncAdaptedQueuePool`` that reports how long each checkout took to its listeners.
+
+    SQLAlchemy's pool events fire only once a connection is out, so the wait for one (the
+    number that tells a saturated pool from slow queries) is timed here. Listeners get the
+    seconds waited and whether the checkout timed out; with none, nothing is timed.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.wait_listeners: list[Callable[[float, bool], None]] = []
+
+    def recreate(self) -> TimedQueuePool:
+        fresh = super().recreate()
+        assert isinstance(fresh, TimedQueuePool)
+        fresh.wait_listeners = self.wait_listeners
+        return fresh
+
+    def connect(self) -> PoolProxiedConnection:
+        if not self.wait_listeners:
+            return super().connect()
+        started = time.perf_counter()
+        try:
+            connection = super().connect()
+        except exc.TimeoutError:
+            self._tell(time.perf_counter() - started, timed_out=True)
+            raise
+        self._tell(time.perf_counter() - started, timed_out=False)
+        return connection
+
+    def _tell(self, seconds: float, *, timed_out: bool) -> None:
+        for listener in self.wait_listeners:
+            listener(seconds, timed_out)
 
 
 def statement_timeout_ms(settings: DatabaseSettings) -> int | None:
@@ -78,7 +116,7 @@ def create_engine(settings: DatabaseSettings, **engine_options: Any) -> AsyncEng
         options["poolclass"] = NullPool
     else:
         options.update(
-            poolclass=AsyncAdaptedQueuePool,
+            poolclass=TimedQueuePool,
             pool_size=settings.effective_pool_size,
             max_overflow=settings.effective_max_overflow,
             pool_timeout=settings.pool_timeout,

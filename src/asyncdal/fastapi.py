@@ -24,10 +24,10 @@ import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager, suppress
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from fastapi import APIRouter, FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -41,12 +41,16 @@ __all__ = [
     "databases_lifespan",
     "get_databases",
     "health_router",
+    "metrics_router",
     "read_only_unit_of_work_provider",
     "repository_provider",
     "session_provider",
     "setup",
     "unit_of_work_provider",
 ]
+
+if TYPE_CHECKING:
+    from asyncdal.metrics import DatabaseMetrics
 
 logger = logging.getLogger("asyncdal.fastapi")
 
@@ -59,15 +63,20 @@ Lifespan = Callable[[FastAPI], Any]
 
 
 def databases_lifespan(
-    build: Callable[[], Databases | Awaitable[Databases]], *, warm_up: bool = True
+    build: Callable[[], Databases | Awaitable[Databases]],
+    *,
+    warm_up: bool = True,
+    metrics: DatabaseMetrics | None = None,
 ) -> Lifespan:
     """A FastAPI lifespan that builds the databases, warms them up, and disposes them.
 
-    The registry is put in the lifespan state, where :func:`get_databases` finds it.
+    The registry (and the metrics) go in the lifespan state, where :func:`get_databases` and
+    :func:`metrics_router` find them.
 
     Args:
         build: returns (or returns an awaitable of) the :class:`Databases` to serve.
         warm_up: open and check the pools at startup (turn off on AWS Lambda).
+        metrics: instrument every database with these metrics.
     """
 
     @asynccontextmanager
@@ -75,9 +84,12 @@ def databases_lifespan(
         built = build()
         databases = await built if inspect.isawaitable(built) else built
         try:
+            if metrics is not None:
+                for database in databases.values():
+                    metrics.instrument(database)
             if warm_up:
                 await databases.warm_up()
-            yield {_STATE_KEY: databases}
+            yield {_STATE_KEY: databases, "metrics": metrics}
         finally:
             await databases.dispose()
 
@@ -308,6 +320,23 @@ def health_router(*, answer_within: float = 2.0) -> APIRouter:
     async def ready(request: Request) -> JSONResponse:
         report = await check_health(get_databases(request), answer_within=answer_within)
         return JSONResponse(report.as_dict(), status_code=200 if report.ready else 503)
+
+    return router
+
+
+def metrics_router() -> APIRouter:
+    """``GET /metrics``: the app's :class:`~asyncdal.metrics.DatabaseMetrics` in Prometheus
+    text format (from the lifespan state's ``metrics``)."""
+    from asyncdal.metrics import CONTENT_TYPE  # prometheus-client is an optional extra
+
+    router = APIRouter(tags=["metrics"])
+
+    @router.get("/metrics", include_in_schema=False)
+    async def metrics(request: Request) -> Response:
+        collected = getattr(request.state, "metrics", None)
+        if collected is None:
+            raise UnitOfWorkError("no metrics in the app's lifespan state")
+        return Response(collected.render(), media_type=CONTENT_TYPE)
 
     return router
 

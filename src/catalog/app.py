@@ -9,7 +9,7 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from asyncdal.container import container_lifespan
-from asyncdal.fastapi import health_router, setup
+from asyncdal.fastapi import health_router, metrics_router, setup
 from catalog.container import CatalogContainer
 from catalog.routes import router
 
@@ -34,4 +34,5 @@ def create_app(container: CatalogContainer | None = None) -> FastAPI:
     setup(app)
     app.include_router(router)
     app.include_router(health_router())
+    app.include_router(metrics_router())
     return app

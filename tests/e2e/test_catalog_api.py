@@ -119,3 +119,19 @@ async def test_health_endpoints(client: AsyncClient) -> None:
     response = await client.get("/health/ready")
     assert response.status_code == 200
     assert response.json()["databases"]["main"]["status"] == "ok"
+
+
+async def test_metrics_endpoint(client: AsyncClient) -> None:
+    await create(client, "MET")
+    response = await client.get("/metrics")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain")
+    body = response.text
+    for name in (
+        "asyncdal_connection_wait_seconds_count",
+        'asyncdal_query_seconds_count{database="main",node="primary",statement="insert"}',
+        "asyncdal_pool_size",
+        "asyncdal_pool_checked_out",
+        "asyncdal_connections_opened_total",
+    ):
+        assert name in body, name

@@ -22,6 +22,7 @@ EXPECTED = {
         "PoolKind",
         "ReadOnlyError",
         "Repository",
+        "TimedQueuePool",
         "UnitOfWork",
         "UnitOfWorkError",
         "UnknownDatabaseError",
@@ -38,6 +39,7 @@ EXPECTED = {
         "databases_lifespan",
         "get_databases",
         "health_router",
+        "metrics_router",
         "read_only_unit_of_work_provider",
         "repository_provider",
         "session_provider",
@@ -51,6 +53,7 @@ EXPECTED = {
         "repository_for",
     ],
     "asyncdal.check": ["Finding", "check_paths", "check_source"],
+    "asyncdal.metrics": ["CONTENT_TYPE", "DatabaseMetrics"],
     "asyncdal.testing": [
         "DEFAULT_TEST_DATABASE_URL",
         "FakeUnitOfWork",

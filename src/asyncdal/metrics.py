@@ -1,0 +1,182 @@
+"""Prometheus metrics from SQLAlchemy's pool and engine events.
+
+One :class:`DatabaseMetrics` per app (its lifespan or container makes it; nothing is created at
+import), holding its own ``CollectorRegistry``. ``instrument(database)`` attaches listeners to
+every engine of the database, those built later (per event loop) included.
+
+Metric names (labels ``database`` and ``node``; ``node`` is ``primary`` until replicas exist):
+
+- ``asyncdal_connection_wait_seconds`` (histogram): time to check a connection out of the pool.
+- ``asyncdal_query_seconds`` (histogram, also ``statement``: select, insert, update, delete,
+  other): time from sending a statement to its result.
+- ``asyncdal_pool_size``, ``asyncdal_pool_checked_out``, ``asyncdal_pool_overflow``,
+  ``asyncdal_pool_idle`` (gauges, read at scrape time).
+- ``asyncdal_pool_checkout_timeouts_total``, ``asyncdal_connections_opened_total``,
+  ``asyncdal_connections_invalidated_total`` (counters).
+
+Example:
+    >>> metrics = DatabaseMetrics()
+    >>> for database in databases.values():
+    ...     metrics.instrument(database)
+    >>> text = metrics.render()          # Prometheus text format, for GET /metrics
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+from sqlalchemy import event
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from asyncdal.database import Database
+from asyncdal.engine import TimedQueuePool
+
+__all__ = ["CONTENT_TYPE", "DatabaseMetrics"]
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+_NODE = "primary"
+_STATEMENT_KINDS = ("select", "insert", "update", "delete")
+_QUERY_START = "asyncdal_query_started"
+_WAIT_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+_QUERY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+
+
+def statement_kind(statement: str) -> str:
+    """``select``, ``insert``, ``update``, ``delete`` or ``other``, from the first keyword."""
+    head = statement.lstrip(" \t\r\n(").split(None, 1)
+    word = head[0].lower() if head else ""
+    if word == "with":
+        lowered = statement.lower()
+        return next((kind for kind in _STATEMENT_KINDS[1:] if f"{kind} " in lowered), "select")
+    return word if word in _STATEMENT_KINDS else "other"
+
+
+class _PoolCollector(Collector):
+    """Pool gauges, read from the pools when Prometheus scrapes."""
+
+    def __init__(self, databases: list[Database]) -> None:
+        self._databases = databases
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        families = {
+            "size": GaugeMetricFamily(
+                "asyncdal_pool_size", "Connections the pool keeps", labels=["database", "node"]
+            ),
+            "checked_out": GaugeMetricFamily(
+                "asyncdal_pool_checked_out", "Connections in use", labels=["database", "node"]
+            ),
+            "overflow": GaugeMetricFamily(
+                "asyncdal_pool_overflow",
+                "Connections beyond the pool size",
+                labels=["database", "node"],
+            ),
+            "idle": GaugeMetricFamily(
+                "asyncdal_pool_idle", "Connections idle in the pool", labels=["database", "node"]
+            ),
+        }
+        for database in self._databases:
+            for engine in database.engines():
+                pool: Any = engine.pool
+                if not isinstance(pool, TimedQueuePool):
+                    continue
+                labels = [database.name, _NODE]
+                families["size"].add_metric(labels, pool.size())
+                families["checked_out"].add_metric(labels, pool.checkedout())
+                families["overflow"].add_metric(labels, max(0, pool.overflow()))
+                families["idle"].add_metric(labels, pool.checkedin())
+        yield from families.values()
+
+
+class DatabaseMetrics:
+    """The metrics of a set of databases, in a registry of their own.
+
+    Args:
+        registry: where to register; a new ``CollectorRegistry`` when omitted.
+    """
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        labels = ["database", "node"]
+        self.connection_wait = Histogram(
+            "asyncdal_connection_wait_seconds",
+            "Time to check a connection out of the pool",
+            labels,
+            registry=self.registry,
+            buckets=_WAIT_BUCKETS,
+        )
+        self.query_duration = Histogram(
+            "asyncdal_query_seconds",
+            "Time from sending a statement to its result",
+            [*labels, "statement"],
+            registry=self.registry,
+            buckets=_QUERY_BUCKETS,
+        )
+        self.checkout_timeouts = Counter(
+            "asyncdal_pool_checkout_timeouts",
+            "Checkouts that gave up after the pool timeout",
+            labels,
+            registry=self.registry,
+        )
+        self.connects = Counter(
+            "asyncdal_connections_opened", "Connections opened", labels, registry=self.registry
+        )
+        self.invalidations = Counter(
+            "asyncdal_connections_invalidated",
+            "Connections invalidated (found broken)",
+            labels,
+            registry=self.registry,
+        )
+        self._databases: list[Database] = []
+        self.registry.register(_PoolCollector(self._databases))
+
+    def instrument(self, database: Database) -> None:
+        """Collect metrics for ``database`` (all its engines, present and future)."""
+        self._databases.append(database)
+        database.add_engine_hook(lambda engine: self._attach(database.name, engine))
+
+    def render(self) -> bytes:
+        """All metrics in Prometheus text format (serve with :data:`CONTENT_TYPE`)."""
+        return generate_latest(self.registry)
+
+    def _attach(self, name: str, engine: AsyncEngine) -> None:
+        wait = self.connection_wait.labels(name, _NODE)
+        timeouts = self.checkout_timeouts.labels(name, _NODE)
+        connects = self.connects.labels(name, _NODE)
+        invalidations = self.invalidations.labels(name, _NODE)
+        queries = {
+            kind: self.query_duration.labels(name, _NODE, kind)
+            for kind in (*_STATEMENT_KINDS, "other")
+        }
+        pool = engine.sync_engine.pool
+        if isinstance(pool, TimedQueuePool):
+
+            def waited(seconds: float, timed_out: bool) -> None:
+                wait.observe(seconds)
+                if timed_out:
+                    timeouts.inc()
+
+            pool.wait_listeners.append(waited)
+
+        def connected(dbapi_connection: Any, record: Any) -> None:
+            connects.inc()
+
+        def invalidated(dbapi_connection: Any, record: Any, exception: Any) -> None:
+            invalidations.inc()
+
+        def before(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+            conn.info[_QUERY_START] = time.perf_counter()
+
+        def after(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+            started = conn.info.pop(_QUERY_START, None)
+            if started is not None:
+                queries[statement_kind(statement)].observe(time.perf_counter() - started)
+
+        event.listen(pool, "connect", connected)
+        event.listen(pool, "invalidate", invalidated)
+        event.listen(engine.sync_engine, "before_cursor_execute", before)
+        event.listen(engine.sync_engine, "after_cursor_execute", after)

@@ -1,0 +1,85 @@
+"""Metrics from pool and engine events, against the real server."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy import exc, text
+
+from asyncdal import Database
+from asyncdal.metrics import DatabaseMetrics, statement_kind
+
+
+def samples(metrics: DatabaseMetrics) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    parsed = text_string_to_metric_families(metrics.render().decode())
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in parsed
+        for sample in family.samples
+    }
+
+
+def value(metrics: DatabaseMetrics, name: str, **labels: str) -> float:
+    wanted = tuple(sorted({"database": "main", "node": "primary", **labels}.items()))
+    return samples(metrics).get((name, wanted), 0.0)
+
+
+async def test_slow_query_shows_in_the_execution_histogram(
+    make_database: Callable[..., Database],
+) -> None:
+    metrics = DatabaseMetrics()
+    db = make_database()
+    metrics.instrument(db)
+    try:
+        async with db.read_only_unit_of_work() as uow:
+            await uow.session.execute(text("SELECT pg_sleep(0.2)"))
+    finally:
+        await db.dispose()
+    count = value(metrics, "asyncdal_query_seconds_count", statement="select")
+    total = value(metrics, "asyncdal_query_seconds_sum", statement="select")
+    assert count == 1
+    assert 0.19 <= total < 1.0
+    assert value(metrics, "asyncdal_connections_opened_total") == 1
+
+
+async def test_waiting_for_a_saturated_pool_shows_in_the_wait_histogram(
+    make_database: Callable[..., Database],
+) -> None:
+    metrics = DatabaseMetrics()
+    db = make_database(pool_size=1, pool_timeout=0.2)
+    metrics.instrument(db)
+    try:
+        holder = await db.engine.connect()
+        await holder.exec_driver_sql("SELECT 1")
+        assert value(metrics, "asyncdal_pool_checked_out") == 1
+        assert value(metrics, "asyncdal_pool_size") == 1
+
+        async def release_later() -> None:
+            await asyncio.sleep(0.1)
+            await holder.close()
+
+        releaser = asyncio.create_task(release_later())
+        async with db.engine.connect() as waiter:  # waits ~0.1 s for the holder
+            await waiter.exec_driver_sql("SELECT 1")
+        await releaser
+        held = await db.engine.connect()
+        with pytest.raises(exc.TimeoutError):
+            await db.engine.connect()  # times out after 0.2 s
+        await held.close()
+    finally:
+        await db.dispose()
+    assert value(metrics, "asyncdal_connection_wait_seconds_count") == 4
+    assert value(metrics, "asyncdal_connection_wait_seconds_sum") >= 0.28
+    assert value(metrics, "asyncdal_pool_checkout_timeouts_total") == 1
+
+
+def test_statement_kinds() -> None:
+    assert statement_kind("SELECT 1") == "select"
+    assert statement_kind("  (select 1)") == "select"
+    assert statement_kind("INSERT INTO t VALUES (1)") == "insert"
+    assert statement_kind("WITH x AS (DELETE FROM t RETURNING id) SELECT 1") == "delete"
+    assert statement_kind("with x as (select 1) select * from x") == "select"
+    assert statement_kind("SET LOCAL statement_timeout = 5") == "other"
