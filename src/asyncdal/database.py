@@ -32,6 +32,7 @@ from sqlalchemy.sql.elements import TextClause
 
 from asyncdal.engine import create_engine, statement_timeout_ms
 from asyncdal.errors import ReadOnlyError, UnitOfWorkError, UnknownDatabaseError
+from asyncdal.querylog import attach_query_log
 from asyncdal.settings import AsyncdalSettings, DatabaseSettings
 from asyncdal.uow import UnitOfWork
 
@@ -144,6 +145,7 @@ class Database:
 
     def _build(self, loop: asyncio.AbstractEventLoop) -> _LoopEngine:
         engine = create_engine(self.settings, **self._engine_options)
+        attach_query_log(engine, self.name, self.settings.slow_query_seconds)
         writer, reader = self._session_classes()
         # expire_on_commit=False: objects stay readable after commit without a lazy load,
         # which async code cannot do implicitly.

@@ -98,6 +98,8 @@ class DatabaseSettings(BaseModel):
     """Shown in ``pg_stat_activity.application_name``."""
     optional: bool = False
     """When down, readiness reports ``degraded`` instead of failing."""
+    slow_query_seconds: float | None = Field(default=None, gt=0)
+    """Log statements that take at least this long (without their parameter values)."""
     pgbouncer: bool = False
     """A transaction-mode pooler (PgBouncer, Supavisor, RDS Proxy) is in front: no statement
     caches, unique prepared-statement names, and ``statement_timeout`` set per transaction."""

@@ -54,6 +54,11 @@ EXPECTED = {
     ],
     "asyncdal.check": ["Finding", "check_paths", "check_source"],
     "asyncdal.metrics": ["CONTENT_TYPE", "DatabaseMetrics"],
+    "asyncdal.querylog": [
+        "EXHAUSTION_THRESHOLD",
+        "EXHAUSTION_WARNING_INTERVAL",
+        "attach_query_log",
+    ],
     "asyncdal.testing": [
         "DEFAULT_TEST_DATABASE_URL",
         "FakeUnitOfWork",

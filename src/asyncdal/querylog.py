@@ -1,0 +1,88 @@
+"""Logs from engine and pool events: slow statements, and a pool close to exhaustion.
+
+- A statement slower than ``DB__<NAME>__SLOW_QUERY_SECONDS`` is logged as a warning on the
+  ``asyncdal.slow_query`` logger with its SQL text (placeholders only: parameter values are
+  never logged), its duration, the database and the node.
+- When the connections checked out reach 90% of a queue pool's capacity (size + overflow), a
+  warning goes to ``asyncdal.pool``, at most once per :data:`EXHAUSTION_WARNING_INTERVAL`
+  seconds per pool, so a saturated pool does not flood the log.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from asyncdal.engine import TimedQueuePool
+
+__all__ = ["EXHAUSTION_THRESHOLD", "EXHAUSTION_WARNING_INTERVAL", "attach_query_log"]
+
+EXHAUSTION_THRESHOLD = 0.9
+EXHAUSTION_WARNING_INTERVAL = 60.0
+_STARTED = "asyncdal_slow_query_started"
+
+slow_query_logger = logging.getLogger("asyncdal.slow_query")
+pool_logger = logging.getLogger("asyncdal.pool")
+
+
+def attach_query_log(
+    engine: AsyncEngine, database: str, slow_query_seconds: float | None, node: str = "primary"
+) -> None:
+    """Attach the slow-statement log (when a threshold is set) and the exhaustion warning."""
+    sync_engine = engine.sync_engine
+    if slow_query_seconds is not None:
+        threshold = slow_query_seconds
+
+        def before(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+            conn.info[_STARTED] = time.perf_counter()
+
+        def after(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+            started = conn.info.pop(_STARTED, None)
+            if started is None:
+                return
+            seconds = time.perf_counter() - started
+            if seconds >= threshold:
+                slow_query_logger.warning(
+                    "slow statement on %s/%s: %.1f ms: %s",
+                    database,
+                    node,
+                    seconds * 1000,
+                    statement,
+                    extra={
+                        "database": database,
+                        "node": node,
+                        "duration_ms": round(seconds * 1000, 1),
+                        "statement": statement,
+                    },
+                )
+
+        event.listen(sync_engine, "before_cursor_execute", before)
+        event.listen(sync_engine, "after_cursor_execute", after)
+
+    pool = sync_engine.pool
+    if isinstance(pool, TimedQueuePool):
+        capacity = pool.size() + max(0, pool._max_overflow)
+        last_warning = [float("-inf")]
+
+        def checked_out(dbapi_connection: Any, record: Any, proxy: Any) -> None:
+            in_use = pool.checkedout()
+            if in_use < EXHAUSTION_THRESHOLD * capacity:
+                return
+            now = time.monotonic()
+            if now - last_warning[0] < EXHAUSTION_WARNING_INTERVAL:
+                return
+            last_warning[0] = now
+            pool_logger.warning(
+                "pool of %s/%s nearly exhausted: %d of %d connections in use",
+                database,
+                node,
+                in_use,
+                capacity,
+                extra={"database": database, "node": node, "in_use": in_use, "capacity": capacity},
+            )
+
+        event.listen(pool, "checkout", checked_out)

@@ -1,0 +1,67 @@
+"""Slow-statement log without parameter values, and a rate-limited pool exhaustion warning."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+import pytest
+from sqlalchemy import text
+
+from asyncdal import Database
+
+
+async def test_slow_statement_is_logged_without_its_parameters(
+    make_database: Callable[..., Database], caplog: pytest.LogCaptureFixture
+) -> None:
+    db = make_database(slow_query_seconds=0.1)
+    caplog.set_level(logging.WARNING, logger="asyncdal.slow_query")
+    try:
+        async with db.read_only_unit_of_work() as uow:
+            await uow.session.execute(text("SELECT 1 WHERE :secret = 'x'"), {"secret": "hunter2"})
+            await uow.session.execute(
+                text("SELECT pg_sleep(0.2) WHERE :secret <> 'x'"), {"secret": "hunter2"}
+            )
+    finally:
+        await db.dispose()
+    records = [r for r in caplog.records if r.name == "asyncdal.slow_query"]
+    assert len(records) == 1
+    record = records[0]
+    assert "pg_sleep" in record.statement  # type: ignore[attr-defined]
+    assert record.duration_ms >= 190  # type: ignore[attr-defined]
+    assert (record.database, record.node) == ("main", "primary")  # type: ignore[attr-defined]
+    assert "hunter2" not in record.getMessage()
+
+
+async def test_fast_statements_and_no_threshold_log_nothing(
+    make_database: Callable[..., Database], caplog: pytest.LogCaptureFixture
+) -> None:
+    db = make_database()
+    caplog.set_level(logging.WARNING, logger="asyncdal.slow_query")
+    try:
+        async with db.read_only_unit_of_work() as uow:
+            await uow.session.execute(text("SELECT pg_sleep(0.05)"))
+    finally:
+        await db.dispose()
+    assert [r for r in caplog.records if r.name == "asyncdal.slow_query"] == []
+
+
+async def test_exhaustion_warning_once_per_interval_under_sustained_saturation(
+    make_database: Callable[..., Database], caplog: pytest.LogCaptureFixture
+) -> None:
+    db = make_database(pool_size=2)
+    caplog.set_level(logging.WARNING, logger="asyncdal.pool")
+    try:
+        first = await db.engine.connect()
+        await first.exec_driver_sql("SELECT 1")
+        assert [r for r in caplog.records if r.name == "asyncdal.pool"] == []  # 1 of 2: fine
+        for _ in range(20):  # saturated: 2 of 2 in use, checkout after checkout
+            second = await db.engine.connect()
+            await second.exec_driver_sql("SELECT 1")
+            await second.close()
+        await first.close()
+    finally:
+        await db.dispose()
+    warnings = [r for r in caplog.records if r.name == "asyncdal.pool"]
+    assert len(warnings) == 1
+    assert "2 of 2" in warnings[0].getMessage()
