@@ -79,7 +79,7 @@ class _LoopEngine:
     loop: asyncio.AbstractEventLoop
     engine: AsyncEngine
     sessions: async_sessionmaker[AsyncSession]
-    autocommit_reads: async_sessionmaker[AsyncSession]
+    quick_reads: async_sessionmaker[AsyncSession]
     snapshot_reads: async_sessionmaker[AsyncSession]
 
 
@@ -152,9 +152,9 @@ class Database:
         sessions = async_sessionmaker(engine, expire_on_commit=False, sync_session_class=writer)
         if self.settings.pgbouncer:
             # In a transaction, so that SET LOCAL statement_timeout applies to the reads too.
-            quick_reads = engine.execution_options(postgresql_readonly=True)
+            read_engine = engine.execution_options(postgresql_readonly=True)
         else:
-            quick_reads = engine.execution_options(isolation_level="AUTOCOMMIT")
+            read_engine = engine.execution_options(isolation_level="AUTOCOMMIT")
         snapshot = engine.execution_options(
             isolation_level="REPEATABLE READ", postgresql_readonly=True
         )
@@ -162,8 +162,8 @@ class Database:
             loop=loop,
             engine=engine,
             sessions=sessions,
-            autocommit_reads=async_sessionmaker(
-                quick_reads, expire_on_commit=False, sync_session_class=reader
+            quick_reads=async_sessionmaker(
+                read_engine, expire_on_commit=False, sync_session_class=reader
             ),
             snapshot_reads=async_sessionmaker(
                 snapshot, expire_on_commit=False, sync_session_class=reader
@@ -193,7 +193,7 @@ class Database:
         self._pinned = self._last = replace(
             original,
             sessions=bound_sessions,
-            autocommit_reads=read_only_sessions,
+            quick_reads=read_only_sessions,
             snapshot_reads=read_only_sessions,
         )
         try:
@@ -264,7 +264,7 @@ class Database:
                 writes.
         """
         bound = self._bound()
-        factory = bound.snapshot_reads if snapshot else bound.autocommit_reads
+        factory = bound.snapshot_reads if snapshot else bound.quick_reads
         return UnitOfWork(self, factory, read_only=True)
 
     async def warm_up(self) -> None:

@@ -67,6 +67,7 @@ __all__ = [
     "drop_test_database",
     "rollback_database",
     "run_pgbouncer",
+    "spare_port",
     "throwaway_cluster",
 ]
 
@@ -262,6 +263,13 @@ class FakeUnitOfWork(UnitOfWork):
             self.rollbacks += 1
 
 
+def spare_port() -> int:
+    """A local TCP port nothing listens on right now (bound by the OS, then released)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
 @contextmanager
 def run_pgbouncer(
     server_url: str, *, pool_size: int = 5, os_user: str = "postgres"
@@ -284,9 +292,7 @@ def run_pgbouncer(
         raise RuntimeError("pgbouncer is not installed (apt-get install pgbouncer)")
     server = make_url(server_url)
     folder = Path(tempfile.mkdtemp(prefix="pgbouncer-"))
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = int(sock.getsockname()[1])
+    port = spare_port()
     (folder / "userlist.txt").write_text(f'"{server.username or "postgres"}" ""\n')
     (folder / "pgbouncer.ini").write_text(
         "[databases]\n"
@@ -394,9 +400,7 @@ def throwaway_cluster(os_user: str = "postgres") -> Iterator[ThrowawayCluster]:
     if account is not None:
         for path in (folder, data):
             os.chown(path, account.pw_uid, account.pw_gid)
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = int(sock.getsockname()[1])
+    port = spare_port()
     cluster = ThrowawayCluster(bindir, data, port, account)
     try:
         cluster._run("initdb", "-D", str(data), "-A", "trust", "-U", "postgres", "--no-sync")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 from collections.abc import AsyncIterator, Callable
 
 from asgi_lifespan import LifespanManager
@@ -11,21 +10,15 @@ from httpx import ASGITransport, AsyncClient
 
 from asyncdal import Database, Databases, DatabaseSettings
 from asyncdal.fastapi import databases_lifespan, health_router, setup
+from asyncdal.testing import spare_port
 
 SECRET = "p@ss:/%#?w0rd"
-
-
-def closed_port() -> int:
-    """A local port nothing listens on (bound, then released)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def unreachable(name: str, *, optional: bool) -> Database:
     settings = DatabaseSettings(
         host="127.0.0.1",
-        port=closed_port(),
+        port=spare_port(),
         user="app",
         password=SECRET,
         name="nowhere",

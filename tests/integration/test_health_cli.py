@@ -5,12 +5,12 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import socket
 import sys
 from pathlib import Path
 
 from sqlalchemy.engine import URL
 
+from asyncdal.testing import spare_port
 from tests.conftest import plain
 
 ASYNCDAL = Path(sys.executable).parent / "asyncdal"
@@ -42,9 +42,7 @@ async def test_ready_exits_0_with_the_report(test_database_url: URL, tmp_path: P
 
 
 async def test_down_exits_1_without_secrets(test_database_url: URL, tmp_path: Path) -> None:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = spare_port()
     env = {
         "DATABASE_URL": plain(test_database_url),
         "DB__AUDIT__HOST": "127.0.0.1",

@@ -99,12 +99,6 @@ async def test_uncommitted_work_is_rolled_back(rollback_database: Database) -> N
         assert await uow.repository(ProductRepository).count(filters={"sku": "KEPT"}) == 1
 
 
-async def test_each_test_starts_from_an_empty_table(rollback_database: Database) -> None:
-    # KEPT was committed by the test above, inside that test's outer transaction only.
-    async with rollback_database.read_only_unit_of_work() as uow:
-        assert await uow.repository(ProductRepository).count() == 0
-
-
 def test_repository_whitelist_must_name_real_columns() -> None:
     from asyncdal import Repository
 

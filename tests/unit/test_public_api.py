@@ -71,6 +71,7 @@ EXPECTED = {
         "drop_test_database",
         "rollback_database",
         "run_pgbouncer",
+        "spare_port",
         "throwaway_cluster",
     ],
 }
