@@ -22,7 +22,15 @@ from asyncdal.errors import (
     UnknownDatabaseError,
 )
 from asyncdal.health import DatabaseHealth, HealthReport, check_database, check_health
+from asyncdal.logs import LoggingSettings, configure_logging
 from asyncdal.repository import Repository
+from asyncdal.requestid import (
+    REQUEST_ID_HEADER,
+    RequestIdFilter,
+    RequestIdMiddleware,
+    current_request_id,
+    request_id_scope,
+)
 from asyncdal.settings import (
     DEFAULT_MAX_OVERFLOW,
     DEFAULT_POOL_SIZE,
@@ -36,6 +44,7 @@ from asyncdal.uow import UnitOfWork, current_unit_of_work
 __all__ = [
     "DEFAULT_MAX_OVERFLOW",
     "DEFAULT_POOL_SIZE",
+    "REQUEST_ID_HEADER",
     "AsyncdalError",
     "AsyncdalSettings",
     "ConfigurationError",
@@ -45,18 +54,24 @@ __all__ = [
     "Databases",
     "HealthReport",
     "InvalidQueryError",
+    "LoggingSettings",
     "PoolKind",
     "ReadOnlyError",
     "Repository",
+    "RequestIdFilter",
+    "RequestIdMiddleware",
     "TimedQueuePool",
     "UnitOfWork",
     "UnitOfWorkError",
     "UnknownDatabaseError",
     "check_database",
     "check_health",
+    "configure_logging",
     "connect_arguments",
     "create_engine",
+    "current_request_id",
     "current_unit_of_work",
     "load_settings",
+    "request_id_scope",
     "statement_timeout_ms",
 ]

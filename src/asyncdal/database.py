@@ -32,7 +32,8 @@ from sqlalchemy.sql.elements import TextClause
 
 from asyncdal.engine import create_engine, statement_timeout_ms
 from asyncdal.errors import ReadOnlyError, UnitOfWorkError, UnknownDatabaseError
-from asyncdal.querylog import attach_query_log
+from asyncdal.querylog import attach_query_log, warming_up
+from asyncdal.requestid import tag_connections_with_request_id
 from asyncdal.settings import AsyncdalSettings, DatabaseSettings
 from asyncdal.uow import UnitOfWork
 
@@ -146,6 +147,8 @@ class Database:
     def _build(self, loop: asyncio.AbstractEventLoop) -> _LoopEngine:
         engine = create_engine(self.settings, **self._engine_options)
         attach_query_log(engine, self.name, self.settings.slow_query_seconds)
+        if self.settings.tag_requests:
+            tag_connections_with_request_id(engine, self.settings.application_name)
         writer, reader = self._session_classes()
         # expire_on_commit=False: objects stay readable after commit without a lazy load,
         # which async code cannot do implicitly.
@@ -279,7 +282,8 @@ class Database:
             async with engine.connect() as connection:
                 await connection.execute(text("SELECT 1"))
 
-        await asyncio.gather(*(check() for _ in range(count)))
+        with warming_up():
+            await asyncio.gather(*(check() for _ in range(count)))
 
     async def dispose(self) -> None:
         """Close every connection of this database. Calling it again is harmless.

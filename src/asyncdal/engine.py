@@ -17,7 +17,8 @@ from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import exc
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext import asyncio as sqlalchemy_asyncio
+from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.pool import AsyncAdaptedQueuePool, NullPool, PoolProxiedConnection
 
 from asyncdal.settings import DatabaseSettings
@@ -124,4 +125,6 @@ def create_engine(settings: DatabaseSettings, **engine_options: Any) -> AsyncEng
             pool_pre_ping=settings.pre_ping,
         )
     options.update(engine_options)
-    return create_async_engine(settings.sqlalchemy_url(), **options)
+    # Looked up at call time, not imported by name, so that instrumentation that wraps
+    # create_async_engine (OpenTelemetry's SQLAlchemyInstrumentor) sees our engines too.
+    return sqlalchemy_asyncio.create_async_engine(settings.sqlalchemy_url(), **options)

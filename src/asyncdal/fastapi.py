@@ -34,6 +34,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from asyncdal.database import Database, Databases
 from asyncdal.errors import InvalidQueryError, UnitOfWorkError
 from asyncdal.health import check_health
+from asyncdal.requestid import RequestIdMiddleware
 from asyncdal.uow import UnitOfWork
 
 __all__ = [
@@ -342,9 +343,12 @@ def metrics_router() -> APIRouter:
 
 
 def setup(app: FastAPI) -> None:
-    """Install :class:`TransactionMiddleware` and map asyncdal's errors to HTTP statuses.
+    """Install :class:`TransactionMiddleware` and
+    :class:`~asyncdal.requestid.RequestIdMiddleware`, and map asyncdal's errors to HTTP statuses.
 
     ``InvalidQueryError`` (a sort or filter on a column that is not whitelisted) becomes 422.
     """
     app.add_middleware(TransactionMiddleware)
+    # Added last, so it runs first: the commit and its log lines see the request id.
+    app.add_middleware(RequestIdMiddleware)
     app.add_exception_handler(InvalidQueryError, _invalid_query)

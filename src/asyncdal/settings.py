@@ -100,6 +100,9 @@ class DatabaseSettings(BaseModel):
     """When down, readiness reports ``degraded`` instead of failing."""
     slow_query_seconds: float | None = Field(default=None, gt=0)
     """Log statements that take at least this long (without their parameter values)."""
+    tag_requests: bool = True
+    """Under a request id, tag each checked-out connection's ``application_name`` with it (one
+    round trip per request), so ``pg_stat_activity`` shows which request runs a query."""
     pgbouncer: bool = False
     """A transaction-mode pooler (PgBouncer, Supavisor, RDS Proxy) is in front: no statement
     caches, unique prepared-statement names, and ``statement_timeout`` set per transaction."""

@@ -24,7 +24,7 @@ from alembic import command
 from alembic.config import Config
 from dotenv import dotenv_values
 
-from asyncdal import Database, load_settings
+from asyncdal import Database, configure_logging, load_settings
 from catalog.embedded import start_embedded_postgres
 from catalog.seed import seed_products
 
@@ -90,7 +90,7 @@ def main() -> None:
     The embedded server is stopped by an exit handler, which a process killed by a signal never
     runs: SIGTERM is therefore turned into a normal exit (code 143), like Ctrl-C.
     """
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    configure_logging()  # LOG_FORMAT=json for JSON lines
     signal.signal(signal.SIGTERM, _exit)
     prepare_database()
     # While serving, uvicorn handles SIGTERM (a graceful shutdown), then restores this handler
@@ -102,6 +102,8 @@ def main() -> None:
         factory=True,
         host=os.environ.get("HOST", "127.0.0.1"),
         port=int(os.environ.get("PORT", "8000")),
+        # uvicorn's own records then go through the root handler too (JSON with LOG_FORMAT=json).
+        log_config=None,
     )
     if terminated:
         raise SystemExit(128 + terminated[0])

@@ -65,3 +65,16 @@ async def test_exhaustion_warning_once_per_interval_under_sustained_saturation(
     warnings = [r for r in caplog.records if r.name == "asyncdal.pool"]
     assert len(warnings) == 1
     assert "2 of 2" in warnings[0].getMessage()
+
+
+async def test_warm_up_filling_the_pool_is_not_an_exhaustion_warning(
+    make_database: Callable[..., Database], caplog: pytest.LogCaptureFixture
+) -> None:
+    db = make_database(pool_size=4)
+    caplog.set_level(logging.WARNING, logger="asyncdal.pool")
+    try:
+        await db.warm_up()
+        assert db.engine.sync_engine.pool.checkedin() == 4  # type: ignore[attr-defined]
+    finally:
+        await db.dispose()
+    assert [r for r in caplog.records if r.name == "asyncdal.pool"] == []
