@@ -22,7 +22,9 @@ from asyncdal.errors import (
     UnknownDatabaseError,
 )
 from asyncdal.health import DatabaseHealth, HealthReport, check_database, check_health
+from asyncdal.replicas import ReplicaMonitor
 from asyncdal.repository import Repository
+from asyncdal.routing import ReplicaNode, format_lsn, parse_lsn, read_your_writes
 from asyncdal.settings import (
     DEFAULT_MAX_OVERFLOW,
     DEFAULT_POOL_SIZE,
@@ -47,6 +49,8 @@ __all__ = [
     "InvalidQueryError",
     "PoolKind",
     "ReadOnlyError",
+    "ReplicaMonitor",
+    "ReplicaNode",
     "Repository",
     "TimedQueuePool",
     "UnitOfWork",
@@ -57,6 +61,9 @@ __all__ = [
     "connect_arguments",
     "create_engine",
     "current_unit_of_work",
+    "format_lsn",
     "load_settings",
+    "parse_lsn",
+    "read_your_writes",
     "statement_timeout_ms",
 ]
