@@ -315,10 +315,10 @@ class Database:
         return self._node_names.get(id(engine), "primary")
 
     def replica_nodes(self) -> list[ReplicaNode]:
-        """The replicas as the running loop's background check last saw them (empty without
-        replicas)."""
-        router = self._bound().router
-        return [] if router is None else list(router.nodes)
+        """The replicas as the background check last saw them (empty without replicas or
+        before the first use)."""
+        bound = self._last or next(iter(self._by_loop.values()), None)
+        return [] if bound is None or bound.router is None else list(bound.router.nodes)
 
     def primary(self) -> _Override:
         """Send every statement of this database in the block to the primary (``with`` or
