@@ -30,6 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, a
 from sqlalchemy.orm import ORMExecuteState, Session
 from sqlalchemy.sql.elements import TextClause
 
+from asyncdal.budget import check_budget, enforce_budget
 from asyncdal.engine import connect_arguments, create_engine, statement_timeout_ms
 from asyncdal.errors import ReadOnlyError, UnitOfWorkError, UnknownDatabaseError
 from asyncdal.querylog import attach_query_log
@@ -502,8 +503,10 @@ class Databases(Mapping[str, Database]):
         True
     """
 
-    def __init__(self, databases: Mapping[str, Database]) -> None:
+    def __init__(self, databases: Mapping[str, Database], *, workers: int = 1) -> None:
         self._databases = dict(databases)
+        self.workers = workers
+        """Worker processes with pools like these (``WEB_CONCURRENCY``), for the budget."""
 
     @classmethod
     def from_settings(cls, settings: AsyncdalSettings, **engine_options: Any) -> Self:
@@ -512,7 +515,8 @@ class Databases(Mapping[str, Database]):
             {
                 name: Database(name, database_settings, **engine_options)
                 for name, database_settings in settings.databases.items()
-            }
+            },
+            workers=settings.web_concurrency,
         )
 
     def __getitem__(self, name: str) -> Database:
@@ -537,7 +541,15 @@ class Databases(Mapping[str, Database]):
         return self["main"]
 
     async def warm_up(self) -> None:
-        """Warm up every database concurrently."""
+        """Check the connection budget (see :mod:`asyncdal.budget`), then warm up every
+        database concurrently.
+
+        Raises:
+            ConfigurationError: a server is over budget and ``STRICT_BUDGET`` is on for a
+                database on it.
+        """
+        settings = {name: database.settings for name, database in self._databases.items()}
+        enforce_budget(await check_budget(settings, self.workers))
         await asyncio.gather(*(database.warm_up() for database in self._databases.values()))
 
     async def dispose(self) -> None:

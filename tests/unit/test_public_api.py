@@ -71,6 +71,13 @@ EXPECTED = {
         "route",
     ],
     "asyncdal.replicas": ["REPLICA_STATE_QUERY", "ReplicaMonitor"],
+    "asyncdal.budget": [
+        "BudgetLine",
+        "ServerBudget",
+        "check_budget",
+        "enforce_budget",
+        "format_budget",
+    ],
     "asyncdal.consistency": ["LSN_HEADER", "ReadYourWritesMiddleware", "use_primary"],
     "asyncdal.querylog": [
         "EXHAUSTION_THRESHOLD",
