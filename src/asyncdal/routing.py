@@ -66,6 +66,7 @@ _UNCOMMITTED_WRITE = "asyncdal.uncommitted_write"
 _NODE = "asyncdal.node"
 _USED = "asyncdal.node_used"
 _FAILED = "asyncdal.failed_nodes"
+_SERVED = "asyncdal.served"
 _PRIMARY_CONNECTION = "asyncdal.primary_connection"
 COMMIT_LSN = "asyncdal.commit_lsn"
 
@@ -306,18 +307,28 @@ class RoutingSession(Session):
         while True:
             self.info[_USED] = None
             try:
-                return run(*args, **kwargs)
+                result = run(*args, **kwargs)
             except Exception as error:
                 node: ReplicaNode | None = self.info.get(_USED)
                 if node is None or not _is_node_failure(error):
                     raise
+                flavor = self.info[_FLAVOR]
                 node.mark_down(type(error.__cause__ or error).__name__)
                 self.info[_FAILED] = frozenset({*self.info.get(_FAILED, ()), node})
                 self.info[_NODE] = None
                 attempts += 1
-                # Reads only: a read-write session may already hold work on that connection.
-                if self.info[_FLAVOR] == "plain" or attempts > len(self.info[_ROUTER].nodes):
+                # Reads of read-only units of work only: a read-write session keeps the broken
+                # connection in its transaction (its commit would fail), and a snapshot that
+                # already read from that node cannot continue on another.
+                if (
+                    flavor == "plain"
+                    or (flavor == "snapshot" and self.info.get(_SERVED) is node)
+                    or attempts > len(self.info[_ROUTER].nodes)
+                ):
                     raise
+            else:
+                self.info[_SERVED] = self.info[_USED]
+                return result
 
 
 def read_only_error(database: str, node: str) -> Exception:
