@@ -67,6 +67,7 @@ _NODE = "asyncdal.node"
 _USED = "asyncdal.node_used"
 _FAILED = "asyncdal.failed_nodes"
 _SERVED = "asyncdal.served"
+_ON_PRIMARY: Literal[False] = False  # the session's reads stay on the primary
 _PRIMARY_CONNECTION = "asyncdal.primary_connection"
 COMMIT_LSN = "asyncdal.commit_lsn"
 
@@ -283,13 +284,15 @@ class RoutingSession(Session):
         mode = router.mode()
         if mode == "primary" or (info.get(_WROTE) and mode != "replicas"):
             return router.primary[flavor]
-        node: ReplicaNode | None = info.get(_NODE)
-        if node is None or node in info.get(_FAILED, ()):
+        # One node per session, kept for its life (a snapshot must stay on one node); the
+        # primary, when no replica qualified, is kept as well.
+        node: ReplicaNode | Literal[False] | None = info.get(_NODE)
+        if node is None:
             node = router.pick(required_lsn(router.database), info.get(_FAILED, frozenset()))
-            if node is None:
-                info[_USED] = None
-                return router.primary[flavor]
-            info[_NODE] = node
+            info[_NODE] = node if node is not None else _ON_PRIMARY
+        if not node:
+            info[_USED] = None
+            return router.primary[flavor]
         info[_USED] = node
         return node.engines[flavor]
 

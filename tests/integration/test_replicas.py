@@ -221,3 +221,28 @@ async def test_stopped_replica_reads_keep_working_and_it_rejoins() -> None:
             await until(replica_serves)
         finally:
             await database.dispose()
+
+
+async def test_a_replica_down_at_startup_is_out_and_reads_use_the_primary(
+    make_database: Callable[..., Database], test_database_url: URL
+) -> None:
+    from asyncdal import check_database
+    from asyncdal.testing import spare_port
+
+    nowhere = plain(test_database_url.set(host="127.0.0.1", port=spare_port()))
+    database = make_database(replicas=[nowhere], replica_check_interval=0.2)
+    try:
+        await database.warm_up()  # a replica that is down is not fatal
+        (node,) = database.replica_nodes()
+        assert not node.healthy
+        assert node.error == "ConnectionRefusedError"
+        async with database.read_only_unit_of_work() as uow:
+            assert await uow.session.scalar(text("SELECT current_database()")) == (
+                test_database_url.database
+            )
+        health = await check_database(database)
+        assert health.status == "ok"
+        assert health.replicas["replica-1"]["status"] == "down"
+        assert nowhere.split("@")[-1] not in str(health)  # no URL in the report
+    finally:
+        await database.dispose()
