@@ -12,7 +12,8 @@
 The position belongs to one named database (``main`` unless told otherwise): positions of two
 servers cannot be compared.
 
-:func:`use_primary` is a dependency that sends all of a request's statements to the primary.
+:func:`use_primary` is a dependency that sends all of a request's statements to the primary;
+:func:`prefer_replicas` one that keeps a request's reads on replicas even after it wrote.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from typing import Any
 
 from asyncdal.routing import current_commit_lsns, format_lsn, parse_lsn, read_your_writes, route
 
-__all__ = ["LSN_HEADER", "ReadYourWritesMiddleware", "use_primary"]
+__all__ = ["LSN_HEADER", "ReadYourWritesMiddleware", "prefer_replicas", "use_primary"]
 
 LSN_HEADER = "X-DB-LSN"
 _HEADER_KEY = LSN_HEADER.lower().encode()
@@ -97,3 +98,14 @@ def use_primary(database: str = "main") -> Callable[[], AsyncIterator[None]]:
             yield
 
     return on_primary
+
+
+def prefer_replicas(database: str = "main") -> Callable[[], AsyncIterator[None]]:
+    """A FastAPI dependency that keeps the request's reads of ``database`` on replicas even
+    after its unit of work wrote (writes still go to the primary; ``X-DB-LSN`` still applies)."""
+
+    async def on_replicas() -> AsyncIterator[None]:
+        with route(database, "replicas"):
+            yield
+
+    return on_replicas

@@ -11,7 +11,7 @@ from httpx import ASGITransport, AsyncClient
 from sqlalchemy import text
 
 from asyncdal import Database, Databases, UnitOfWork
-from asyncdal.consistency import use_primary
+from asyncdal.consistency import prefer_replicas, use_primary
 from asyncdal.fastapi import (
     databases_lifespan,
     read_only_unit_of_work_provider,
@@ -40,6 +40,11 @@ def build(database: Database) -> FastAPI:
     async def add(item_id: int, uow: Writer) -> None:
         await uow.session.execute(text("INSERT INTO items VALUES (:id, 'api')"), {"id": item_id})
 
+    @app.post("/write-then-read/{item_id}", dependencies=[Depends(prefer_replicas())])
+    async def write_then_read(item_id: int, uow: Writer) -> int:
+        await uow.session.execute(text("INSERT INTO items VALUES (:id, 'api')"), {"id": item_id})
+        return int(await uow.session.scalar(text("SELECT inet_server_port()")))
+
     @app.get("/nothing")
     async def nothing() -> None:
         return None
@@ -59,6 +64,8 @@ async def test_use_primary_and_commit_position_header(
         assert (await client.get("/port")).json() == pair.replica.port
         assert (await client.get("/port/primary")).json() == pair.primary.port
         assert (await client.get("/port")).json() == pair.replica.port  # only that request
+        preferred = await client.post("/write-then-read/777002")
+        assert preferred.json() == pair.replica.port, preferred.text
         # A request that reads only answers without a position...
         assert "X-DB-LSN" not in (await client.get("/nothing")).headers
         # ...one that committed a write answers with its commit's position...

@@ -78,7 +78,12 @@ EXPECTED = {
         "enforce_budget",
         "format_budget",
     ],
-    "asyncdal.consistency": ["LSN_HEADER", "ReadYourWritesMiddleware", "use_primary"],
+    "asyncdal.consistency": [
+        "LSN_HEADER",
+        "ReadYourWritesMiddleware",
+        "prefer_replicas",
+        "use_primary",
+    ],
     "asyncdal.querylog": [
         "EXHAUSTION_THRESHOLD",
         "EXHAUSTION_WARNING_INTERVAL",
