@@ -2,15 +2,17 @@
 
 One :class:`ReplicaMonitor` per database and event loop runs as an asyncio task. Every
 ``DB__<NAME>__REPLICA_CHECK_INTERVAL`` seconds it asks each replica, in one round trip, for its
-replay position and lag; a replica that does not answer, or lags more than
-``DB__<NAME>__MAX_REPLICA_LAG`` seconds, is taken out of rotation, and put back when a check
-finds it well again. Requests never query positions themselves: they read the cached ones.
+replay position and lag. A replica that does not answer, or lags more than
+``DB__<NAME>__MAX_REPLICA_LAG`` seconds (the time since it was last seen caught up, or the age
+of the last transaction it replayed, whichever is less), is taken out of rotation, and put back
+when a check finds it well again. Requests never query positions: they read the cached ones.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from contextlib import suppress
 
 from sqlalchemy import text
@@ -22,19 +24,18 @@ __all__ = ["REPLICA_STATE_QUERY", "ReplicaMonitor"]
 
 logger = logging.getLogger("asyncdal.replicas")
 
-# On a standby: its replay position, and how far replay is behind (0 when it has replayed all
-# it received, so an idle primary does not look like lag). On a server that is not in recovery
-# (a primary named as a replica), its current position and no lag.
+# On a standby: its replay position, whether it has replayed all it received, and the age of
+# the last transaction it replayed. On a server that is not in recovery (a primary named as a
+# replica), its current position, caught up.
 REPLICA_STATE_QUERY = text(
     """
     SELECT
       CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn()
            ELSE pg_current_wal_lsn() END::text AS position,
-      CASE WHEN NOT pg_is_in_recovery()
-                OR pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn() THEN 0
-           ELSE COALESCE(EXTRACT(EPOCH FROM clock_timestamp() - pg_last_xact_replay_timestamp()),
-                         0)
-      END::float8 AS lag
+      (NOT pg_is_in_recovery()
+       OR pg_last_wal_receive_lsn() IS NOT DISTINCT FROM pg_last_wal_replay_lsn()) AS caught_up,
+      COALESCE(EXTRACT(EPOCH FROM clock_timestamp() - pg_last_xact_replay_timestamp()), 0)::float8
+        AS replayed_age
     """
 )
 
@@ -62,6 +63,7 @@ class ReplicaMonitor:
         self.interval = interval
         self.max_lag = max_lag
         self._task: asyncio.Task[None] | None = None
+        self._caught_up_at: dict[str, float] = {}
 
     def start(self) -> None:
         """Start checking in the running loop (again after :meth:`stop`)."""
@@ -87,6 +89,20 @@ class ReplicaMonitor:
             await self.check_now()
             await asyncio.sleep(self.interval)
 
+    def _lag(self, node: ReplicaNode, caught_up: bool, replayed_age: float) -> float:
+        """Seconds the replica's data is behind: 0 when it has replayed all it received.
+
+        When it is behind, the age of the last replayed transaction alone would overstate the
+        lag after a quiet spell (the last transaction may be hours old), so the lag is never
+        more than the time since a check last saw the replica caught up.
+        """
+        now = time.monotonic()
+        if caught_up:
+            self._caught_up_at[node.name] = now
+            return 0.0
+        since = self._caught_up_at.get(node.name)
+        return replayed_age if since is None else min(replayed_age, now - since)
+
     async def _check(self, node: ReplicaNode, engine: AsyncEngine) -> None:
         was_healthy = node.healthy
         try:
@@ -99,7 +115,7 @@ class ReplicaMonitor:
             node.lag_seconds = None
         else:
             node.replay_lsn = None if row.position is None else parse_lsn(row.position)
-            node.lag_seconds = float(row.lag)
+            node.lag_seconds = self._lag(node, bool(row.caught_up), float(row.replayed_age))
             if node.lag_seconds > self.max_lag:
                 node.mark_down(f"lag {node.lag_seconds:.1f}s > {self.max_lag:g}s")
             else:
