@@ -109,3 +109,18 @@ def test_read_your_writes_is_per_database() -> None:
     assert required_lsn("main") is None
     with read_your_writes(None):
         assert required_lsn("main") is None
+
+
+def test_lag_after_a_quiet_spell_counts_from_the_last_caught_up_check() -> None:
+    from asyncdal.replicas import ReplicaMonitor
+
+    replica = node("r")
+    monitor = ReplicaMonitor("main", [], interval=1.0, max_lag=30.0)
+    # Never seen caught up: the age of the last replayed transaction is all there is.
+    assert monitor._lag(replica, caught_up=False, replayed_age=500.0) == 500.0
+    # Caught up (its last transaction an hour old: the primary was quiet) means no lag...
+    assert monitor._lag(replica, caught_up=True, replayed_age=3600.0) == 0.0
+    # ...and when it then falls behind, the lag counts from that check, not from an hour ago.
+    assert monitor._lag(replica, caught_up=False, replayed_age=3600.0) < 1.0
+    # A recent replayed transaction bounds it too.
+    assert monitor._lag(replica, caught_up=False, replayed_age=0.0) == 0.0
