@@ -55,6 +55,7 @@ Mode = Literal["primary", "replicas"]
 # seen from here: the server refuses it on a READ ONLY connection.
 READ_ONLY_TEXT = re.compile(r"\s*(?:\(\s*)*(select|with|show|explain|values|table)\b", re.I)
 WRITE_WORD = re.compile(r"\b(insert|update|delete|merge|truncate|copy|call|do)\b", re.I)
+_LOCKING_READ = re.compile(r"\bfor\s+(update|share|no\s+key\s+update|key\s+share)\b", re.I)
 _LSN = re.compile(r"^\s*([0-9A-Fa-f]{1,8})/([0-9A-Fa-f]{1,8})\s*$")
 _READ_ONLY_SQLSTATE = "25006"
 
@@ -103,9 +104,13 @@ def is_write(clause: Any) -> bool:
         return clause._for_update_arg is not None
     if isinstance(clause, TextClause):
         read = READ_ONLY_TEXT.match(clause.text)
-        return read is None or (
-            read.group(1).lower() in {"with", "explain"}
-            and WRITE_WORD.search(clause.text) is not None
+        return (
+            read is None
+            or _LOCKING_READ.search(clause.text) is not None
+            or (
+                read.group(1).lower() in {"with", "explain"}
+                and WRITE_WORD.search(clause.text) is not None
+            )
         )
     return False
 

@@ -80,10 +80,12 @@ def test_statements_that_must_go_to_the_primary() -> None:
         text("UPDATE items SET id = 1"),
         text("WITH x AS (DELETE FROM items RETURNING *) SELECT * FROM x"),
         text("CALL refresh()"),
+        text("SELECT * FROM items WHERE id = 1 FOR UPDATE"),
+        text("select * from items for no key update skip locked"),
         None,
     ]
     reads: list[Any] = [select(items), text("SELECT 1"), text("  (SELECT 2)"), text("SHOW x")]
-    assert [is_write(statement) for statement in writes] == [True] * 7 + [False]
+    assert [is_write(statement) for statement in writes] == [True] * 9 + [False]
     assert [is_write(statement) for statement in reads] == [False] * 4
 
 
