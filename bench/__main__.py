@@ -1,8 +1,10 @@
-"""``python -m bench [http|data|pooler]``: raw asyncpg vs plain SQLAlchemy vs asyncdal.
+"""``python -m bench [http|data|pooler|replicas]``: raw asyncpg vs plain SQLAlchemy vs asyncdal.
 
 ``http`` loads ``GET /products/{id}`` of three uvicorn-served apps with wrk; ``data`` runs the
 same read in-process without HTTP, including asyncdal's three read paths; ``pooler`` measures
-pooler mode directly and through a PgBouncer it starts. No argument runs all three.
+pooler mode directly and through a PgBouncer it starts; ``replicas`` starts a primary + replica
+pair and measures reads on the primary alone vs spread over both, and the cost of routing. No
+argument runs all four.
 Everything runs against a fresh ``bench_<random>`` database on the server, migrated with the
 repository's Alembic migrations, seeded, and dropped at the end, also on errors and Ctrl-C.
 
@@ -27,6 +29,7 @@ from bench.data import DataSettings, run_data
 from bench.database import ROOT, safe_url, throwaway_database
 from bench.http import HttpSettings, run_http
 from bench.pooler import run_pooler
+from bench.replicas import run_replicas
 from bench.runner import install_sigterm_handler, run
 
 __all__ = ["main"]
@@ -34,7 +37,12 @@ __all__ = ["main"]
 DEFAULT_SERVER_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 # Failures worth one line rather than a traceback: no server, no wrk, a server that would not
 # start, a database error.
-_EXPECTED_FAILURES = (RuntimeError, OSError, asyncpg.PostgresError)
+_EXPECTED_FAILURES = (
+    RuntimeError,
+    OSError,
+    asyncpg.PostgresError,
+    subprocess.CalledProcessError,
+)
 
 
 def _env(name: str, default: str) -> str:
@@ -82,7 +90,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "part",
         nargs="?",
-        choices=["http", "data", "pooler", "all"],
+        choices=["http", "data", "pooler", "replicas", "all"],
         default="all",
         help="which benchmark to run",
     )
@@ -202,14 +210,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{os.cpu_count()} CPUs; server {safe_url(server_url)}"
     )
     try:
-        with throwaway_database(server_url, args.products) as url:
-            print(f"throwaway database {safe_url(url)}: migrated, {args.products} products")
-            if args.part in ("http", "all"):
-                run(run_http(url, http_settings))
-            if args.part in ("data", "all"):
-                run(run_data(url, data_settings))
-            if args.part in ("pooler", "all"):
-                run(run_pooler(url, data_settings))
+        if args.part != "replicas":
+            with throwaway_database(server_url, args.products) as url:
+                print(f"throwaway database {safe_url(url)}: migrated, {args.products} products")
+                if args.part in ("http", "all"):
+                    run(run_http(url, http_settings))
+                if args.part in ("data", "all"):
+                    run(run_data(url, data_settings))
+                if args.part in ("pooler", "all"):
+                    run(run_pooler(url, data_settings))
+        # The replica part brings its own primary + replica pair.
+        if args.part in ("replicas", "all"):
+            run_replicas(data_settings)
     except KeyboardInterrupt:
         print("\ninterrupted: servers stopped, throwaway database dropped", file=sys.stderr)
         return 130

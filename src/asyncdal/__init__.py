@@ -23,6 +23,7 @@ from asyncdal.errors import (
 )
 from asyncdal.health import DatabaseHealth, HealthReport, check_database, check_health
 from asyncdal.logs import LoggingSettings, configure_logging
+from asyncdal.replicas import ReplicaMonitor
 from asyncdal.repository import Repository
 from asyncdal.requestid import (
     REQUEST_ID_HEADER,
@@ -31,6 +32,7 @@ from asyncdal.requestid import (
     current_request_id,
     request_id_scope,
 )
+from asyncdal.routing import ReplicaNode, format_lsn, parse_lsn, read_your_writes
 from asyncdal.settings import (
     DEFAULT_MAX_OVERFLOW,
     DEFAULT_POOL_SIZE,
@@ -57,6 +59,8 @@ __all__ = [
     "LoggingSettings",
     "PoolKind",
     "ReadOnlyError",
+    "ReplicaMonitor",
+    "ReplicaNode",
     "Repository",
     "RequestIdFilter",
     "RequestIdMiddleware",
@@ -71,7 +75,10 @@ __all__ = [
     "create_engine",
     "current_request_id",
     "current_unit_of_work",
+    "format_lsn",
     "load_settings",
+    "parse_lsn",
+    "read_your_writes",
     "request_id_scope",
     "statement_timeout_ms",
 ]

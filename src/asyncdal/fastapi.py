@@ -31,6 +31,7 @@ from fastapi.responses import JSONResponse, Response
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from asyncdal.consistency import ReadYourWritesMiddleware
 from asyncdal.database import Database, Databases
 from asyncdal.errors import InvalidQueryError, UnitOfWorkError
 from asyncdal.health import check_health
@@ -347,8 +348,11 @@ def setup(app: FastAPI) -> None:
     :class:`~asyncdal.requestid.RequestIdMiddleware`, and map asyncdal's errors to HTTP statuses.
 
     ``InvalidQueryError`` (a sort or filter on a column that is not whitelisted) becomes 422.
+    :class:`~asyncdal.consistency.ReadYourWritesMiddleware` handles ``X-DB-LSN`` for ``main``.
     """
     app.add_middleware(TransactionMiddleware)
+    # Outside TransactionMiddleware, so it sees the response start after the commit.
+    app.add_middleware(ReadYourWritesMiddleware)
     # Added last, so it runs first: the commit and its log lines see the request id.
     app.add_middleware(RequestIdMiddleware)
     app.add_exception_handler(InvalidQueryError, _invalid_query)

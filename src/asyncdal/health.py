@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 from sqlalchemy import text
@@ -37,6 +37,9 @@ class DatabaseHealth:
         latency_ms: round trip of ``SELECT 1`` including checkout, when it answered.
         pool: size, checked_out, overflow and idle of a queue pool (empty for a null pool).
         error: the class name of the failure, when down.
+        replicas: each replica's ``status``, ``lag_seconds``, ``replay_lsn``, ``weight`` and
+            ``error``, by node name. A replica that is down does not make the database down:
+            its reads go to the other replicas, then the primary.
     """
 
     name: str
@@ -45,6 +48,7 @@ class DatabaseHealth:
     latency_ms: float | None
     pool: dict[str, int]
     error: str | None = None
+    replicas: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +105,7 @@ async def check_database(database: Database, *, answer_within: float = 2.0) -> D
         latency_ms=None if error else latency,
         pool=_pool_usage(database),
         error=error,
+        replicas={node.name: node.status() for node in database.replica_nodes()},
     )
 
 

@@ -4,13 +4,15 @@ One :class:`DatabaseMetrics` per app (its lifespan or container makes it; nothin
 import), holding its own ``CollectorRegistry``. ``instrument(database)`` attaches listeners to
 every engine of the database, those built later (per event loop) included.
 
-Metric names (labels ``database`` and ``node``; ``node`` is ``primary`` until replicas exist):
+Metric names (labels ``database`` and ``node``: ``primary`` or ``replica-<n>``):
 
 - ``asyncdal_connection_wait_seconds`` (histogram): time to check a connection out of the pool.
 - ``asyncdal_query_seconds`` (histogram, also ``statement``: select, insert, update, delete,
   other): time from sending a statement to its result.
 - ``asyncdal_pool_size``, ``asyncdal_pool_checked_out``, ``asyncdal_pool_overflow``,
   ``asyncdal_pool_idle`` (gauges, read at scrape time).
+- ``asyncdal_replica_lag_seconds`` and ``asyncdal_replica_up`` (gauges per replica, from the
+  background replica check).
 - ``asyncdal_pool_checkout_timeouts_total``, ``asyncdal_connections_opened_total``,
   ``asyncdal_connections_invalidated_total`` (counters).
 
@@ -39,7 +41,6 @@ from asyncdal.engine import TimedQueuePool
 __all__ = ["CONTENT_TYPE", "DatabaseMetrics"]
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
-_NODE = "primary"
 _STATEMENT_KINDS = ("select", "insert", "update", "delete")
 _QUERY_START = "asyncdal_query_started"
 _WAIT_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
@@ -84,12 +85,29 @@ class _PoolCollector(Collector):
                 pool: Any = engine.pool
                 if not isinstance(pool, TimedQueuePool):
                     continue
-                labels = [database.name, _NODE]
+                labels = [database.name, database.node_name(engine)]
                 families["size"].add_metric(labels, pool.size())
                 families["checked_out"].add_metric(labels, pool.checkedout())
                 families["overflow"].add_metric(labels, max(0, pool.overflow()))
                 families["idle"].add_metric(labels, pool.checkedin())
         yield from families.values()
+        lag = GaugeMetricFamily(
+            "asyncdal_replica_lag_seconds",
+            "Replay lag of each replica at its last background check",
+            labels=["database", "node"],
+        )
+        up = GaugeMetricFamily(
+            "asyncdal_replica_up",
+            "1 while a replica is in rotation, 0 while it is out (down or lagging)",
+            labels=["database", "node"],
+        )
+        for database in self._databases:
+            for node in database.replica_nodes():
+                if node.lag_seconds is not None:
+                    lag.add_metric([database.name, node.name], node.lag_seconds)
+                up.add_metric([database.name, node.name], 1 if node.healthy else 0)
+        yield lag
+        yield up
 
 
 class DatabaseMetrics:
@@ -137,19 +155,21 @@ class DatabaseMetrics:
     def instrument(self, database: Database) -> None:
         """Collect metrics for ``database`` (all its engines, present and future)."""
         self._databases.append(database)
-        database.add_engine_hook(lambda engine: self._attach(database.name, engine))
+        database.add_engine_hook(
+            lambda engine: self._attach(database.name, engine, database.node_name(engine))
+        )
 
     def render(self) -> bytes:
         """All metrics in Prometheus text format (serve with :data:`CONTENT_TYPE`)."""
         return generate_latest(self.registry)
 
-    def _attach(self, name: str, engine: AsyncEngine) -> None:
-        wait = self.connection_wait.labels(name, _NODE)
-        timeouts = self.checkout_timeouts.labels(name, _NODE)
-        connects = self.connects.labels(name, _NODE)
-        invalidations = self.invalidations.labels(name, _NODE)
+    def _attach(self, name: str, engine: AsyncEngine, node: str) -> None:
+        wait = self.connection_wait.labels(name, node)
+        timeouts = self.checkout_timeouts.labels(name, node)
+        connects = self.connects.labels(name, node)
+        invalidations = self.invalidations.labels(name, node)
         queries = {
-            kind: self.query_duration.labels(name, _NODE, kind)
+            kind: self.query_duration.labels(name, node, kind)
             for kind in (*_STATEMENT_KINDS, "other")
         }
         pool = engine.sync_engine.pool

@@ -28,6 +28,7 @@ from typing import Any, Self, TypeVar
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from asyncdal.errors import ReadOnlyError, UnitOfWorkError
+from asyncdal.routing import COMMIT_LSN
 
 __all__ = ["UnitOfWork", "current_unit_of_work"]
 
@@ -86,6 +87,10 @@ class UnitOfWork:
         self._entered = False
         self._sealed = False
         self._failed_inside = False
+        self.commit_lsn: str | None = None
+        """The primary's WAL position after the last commit that wrote (``0/16B3748``), on a
+        database with replicas; None otherwise. A replica that has replayed it shows the
+        commit (see ``asyncdal.routing.read_your_writes`` and the ``X-DB-LSN`` header)."""
 
     @property
     def _root(self) -> UnitOfWork:
@@ -147,6 +152,8 @@ class UnitOfWork:
                 "a joined unit of work failed inside this transaction; it was rolled back"
             )
         await self.session.commit()
+        # Set by asyncdal.routing when the transaction wrote on a database with replicas.
+        self.commit_lsn = self.session.info.pop(COMMIT_LSN, None)
 
     async def rollback(self) -> None:
         """Roll back everything not yet committed (the whole transaction, even when joined)."""

@@ -4,17 +4,24 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, HTTPException, Path, Query, Response, status
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, Response, status
 from sqlalchemy.exc import IntegrityError
 
-from asyncdal.fastapi import repository_provider
+from asyncdal.fastapi import get_databases, repository_provider
 from catalog.models import Product
-from catalog.repositories import ProductRepository
-from catalog.schemas import ProductCreate, ProductPage, ProductRead, ProductUpdate
+from catalog.repositories import CategoryRepository, ProductRepository
+from catalog.schemas import CategoryRead, ProductCreate, ProductPage, ProductRead, ProductUpdate
 
-__all__ = ["router"]
+__all__ = ["categories_router", "router"]
 
 router = APIRouter(prefix="/products", tags=["products"])
+categories_router = APIRouter(prefix="/categories", tags=["categories"])
+
+REFERENCE = "reference"
+Categories = Annotated[
+    CategoryRepository,
+    Depends(repository_provider(CategoryRepository, database=REFERENCE, read_only=True)),
+]
 
 Products = Annotated[ProductRepository, Depends(repository_provider(ProductRepository))]
 ReadProducts = Annotated[
@@ -36,18 +43,60 @@ def _conflict_or_raise(error: IntegrityError) -> HTTPException:
     raise error
 
 
+async def _category_names(request: Request, ids: set[int]) -> dict[int, str]:
+    """Names of the categories ``ids``, read from the reference database (no cross-database
+    join: the products were read from main, their categories are looked up here)."""
+    if not ids:
+        return {}
+    reference = get_databases(request)[REFERENCE]
+    async with reference.read_only_unit_of_work() as uow:
+        found = await uow.repository(CategoryRepository).get_many(sorted(ids))
+    return {category.id: category.name for category in found}
+
+
+async def _check_category(request: Request, category_id: int | None) -> None:
+    if category_id is not None and not await _category_names(request, {category_id}):
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT, f"category {category_id} does not exist"
+        )
+
+
+async def _shown(request: Request, items: list[Product]) -> list[ProductRead]:
+    names = await _category_names(
+        request, {item.category_id for item in items if item.category_id is not None}
+    )
+    shown = []
+    for item in items:
+        read = ProductRead.model_validate(item)
+        if item.category_id is not None:
+            read.category = names.get(item.category_id)
+        shown.append(read)
+    return shown
+
+
+@categories_router.get("", response_model=list[CategoryRead])
+async def list_categories(categories: Categories) -> list[CategoryRead]:
+    """Every category, by name."""
+    found = await categories.list(order_by="name", limit=categories.max_page_size)
+    return [CategoryRead.model_validate(category) for category in found]
+
+
 @router.get("/{product_id}", response_model=ProductRead)
-async def get_product(product_id: ProductId, products: ReadProducts) -> Product:
-    """One product."""
+async def get_product(
+    product_id: ProductId, products: ReadProducts, request: Request
+) -> ProductRead:
+    """One product, with its category's name."""
     product = await products.get(product_id)
     if product is None:
         raise _not_found(product_id)
-    return product
+    (shown,) = await _shown(request, [product])
+    return shown
 
 
 @router.get("", response_model=ProductPage)
 async def list_products(
     products: ReadProducts,
+    request: Request,
     limit: Annotated[int, Query(ge=1, le=ProductRepository.max_page_size)] = 50,
     offset: Annotated[int, Query(ge=0)] = 0,
     sort: Annotated[
@@ -63,7 +112,7 @@ async def list_products(
     items = await products.list(order_by=sort.split(","), limit=limit, offset=offset)
     total = await products.count()
     return ProductPage(
-        items=[ProductRead.model_validate(item) for item in items],
+        items=await _shown(request, items),
         total=total,
         limit=limit,
         offset=offset,
@@ -71,24 +120,31 @@ async def list_products(
 
 
 @router.post("", response_model=ProductRead, status_code=status.HTTP_201_CREATED)
-async def create_product(body: ProductCreate, products: Products) -> Product:
-    """Create a product; a duplicate sku is a 409."""
+async def create_product(body: ProductCreate, products: Products, request: Request) -> ProductRead:
+    """Create a product; a duplicate sku is a 409, an unknown category a 422."""
+    await _check_category(request, body.category_id)
     try:
-        return await products.add(Product(**body.model_dump()))
+        product = await products.add(Product(**body.model_dump()))
     except IntegrityError as error:
         raise _conflict_or_raise(error) from None
+    (shown,) = await _shown(request, [product])
+    return shown
 
 
 @router.patch("/{product_id}", response_model=ProductRead)
-async def update_product(product_id: ProductId, body: ProductUpdate, products: Products) -> Product:
-    """Change some fields of a product."""
+async def update_product(
+    product_id: ProductId, body: ProductUpdate, products: Products, request: Request
+) -> ProductRead:
+    """Change some fields of a product; an unknown category is a 422."""
+    await _check_category(request, body.category_id)
     try:
         product = await products.update(product_id, **body.model_dump(exclude_unset=True))
     except IntegrityError as error:
         raise _conflict_or_raise(error) from None
     if product is None:
         raise _not_found(product_id)
-    return product
+    (shown,) = await _shown(request, [product])
+    return shown
 
 
 @router.delete("/{product_id}", status_code=status.HTTP_204_NO_CONTENT)

@@ -26,7 +26,7 @@ import httpx
 import psutil
 import pytest
 
-from catalog.seed import DEMO_PRODUCTS
+from catalog.seed import DEMO_CATEGORIES, DEMO_PRODUCTS
 
 pytestmark = pytest.mark.e2e
 
@@ -187,6 +187,10 @@ def test_make_run_serves_seeded_products_from_embedded_postgres(devserver: DevSe
     assert Decimal(body["price"]) == price
     listing = httpx.get(f"{devserver.url}/products", timeout=5).json()
     assert [item["sku"] for item in listing["items"]] == [sku for sku, _, _ in DEMO_PRODUCTS]
+    # The reference database (a second database on the embedded server) is migrated and seeded.
+    categories = httpx.get(f"{devserver.url}/categories", timeout=5)
+    assert categories.status_code == 200, categories.text
+    assert [category["name"] for category in categories.json()] == list(DEMO_CATEGORIES)
     assert (devserver.pgdata / "PG_VERSION").exists(), "the data is not in CATALOG_DATA_DIR"
     traced = httpx.get(f"{devserver.url}/products/2", headers={"X-Request-ID": "e2e-77"})
     assert traced.headers["x-request-id"] == "e2e-77"

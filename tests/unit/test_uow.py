@@ -15,6 +15,7 @@ class RecordingSession:
 
     def __init__(self, calls: list[str]) -> None:
         self.calls = calls
+        self.info: dict[str, object] = {}
 
     async def commit(self) -> None:
         self.calls.append("commit")
