@@ -6,23 +6,30 @@ pool for servers or AWS Lambda, units of work, typed repositories, and FastAPI i
 (``asyncdal.testing``) in their own modules, which need their optional extras.
 """
 
+from asyncdal.breaker import BreakerState, CircuitBreaker, circuit_breaker
 from asyncdal.database import Database, Databases
 from asyncdal.engine import (
+    GuardedNullPool,
     TimedQueuePool,
     connect_arguments,
     create_engine,
+    server_timeouts,
     statement_timeout_ms,
 )
 from asyncdal.errors import (
     AsyncdalError,
+    CommitOutcomeUnknownError,
     ConfigurationError,
+    DatabaseUnavailableError,
     InvalidQueryError,
+    QueryTimeoutError,
     ReadOnlyError,
     UnitOfWorkError,
     UnknownDatabaseError,
 )
 from asyncdal.health import DatabaseHealth, HealthReport, check_database, check_health
 from asyncdal.repository import Repository
+from asyncdal.retry import RetryPolicy, run_in_transaction
 from asyncdal.settings import (
     DEFAULT_MAX_OVERFLOW,
     DEFAULT_POOL_SIZE,
@@ -38,25 +45,35 @@ __all__ = [
     "DEFAULT_POOL_SIZE",
     "AsyncdalError",
     "AsyncdalSettings",
+    "BreakerState",
+    "CircuitBreaker",
+    "CommitOutcomeUnknownError",
     "ConfigurationError",
     "Database",
     "DatabaseHealth",
     "DatabaseSettings",
+    "DatabaseUnavailableError",
     "Databases",
+    "GuardedNullPool",
     "HealthReport",
     "InvalidQueryError",
     "PoolKind",
+    "QueryTimeoutError",
     "ReadOnlyError",
     "Repository",
+    "RetryPolicy",
     "TimedQueuePool",
     "UnitOfWork",
     "UnitOfWorkError",
     "UnknownDatabaseError",
     "check_database",
     "check_health",
+    "circuit_breaker",
     "connect_arguments",
     "create_engine",
     "current_unit_of_work",
     "load_settings",
+    "run_in_transaction",
+    "server_timeouts",
     "statement_timeout_ms",
 ]

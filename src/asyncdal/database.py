@@ -19,24 +19,28 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Self, TypeVar
 
 from sqlalchemy import event, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.orm import ORMExecuteState, Session
 from sqlalchemy.sql.elements import TextClause
 
-from asyncdal.engine import create_engine, statement_timeout_ms
+from asyncdal.breaker import CircuitBreaker
+from asyncdal.engine import create_engine, server_timeouts
 from asyncdal.errors import ReadOnlyError, UnitOfWorkError, UnknownDatabaseError
 from asyncdal.querylog import attach_query_log
+from asyncdal.retry import RetryPolicy, retry_dropped_reads, run_in_transaction
 from asyncdal.settings import AsyncdalSettings, DatabaseSettings
 from asyncdal.uow import UnitOfWork
 
 __all__ = ["Database", "Databases"]
+
+T = TypeVar("T")
 
 
 class _ReadOnlySession(Session):
@@ -100,6 +104,12 @@ class Database:
         self._last: _LoopEngine | None = None
         self._pinned: _LoopEngine | None = None
         self._engine_hooks: list[Callable[[AsyncEngine], None]] = []
+        # One breaker per server, shared by the engines of every event loop.
+        self.breaker = CircuitBreaker(
+            name,
+            failure_threshold=settings.breaker_failure_threshold,
+            cool_down=settings.breaker_cool_down,
+        )
 
     def _bound(self) -> _LoopEngine:
         loop = asyncio.get_running_loop()
@@ -124,29 +134,32 @@ class Database:
         self._last = bound
         return bound
 
-    def _session_classes(self) -> tuple[type[Session], type[Session]]:
-        """The read-write and read-only session classes for this database's settings."""
-        timeout = statement_timeout_ms(self.settings)
-        if not self.settings.pgbouncer or timeout is None:
-            return Session, _ReadOnlySession
+    def _session_classes(self) -> tuple[type[Session], type[Session], type[Session]]:
+        """The read-write, read-only (snapshot) and quick-read session classes."""
+        timeouts = server_timeouts(self.settings)
+        writer: type[Session] = Session
+        reader: type[Session] = _ReadOnlySession
+        if self.settings.pgbouncer and timeouts:
+            # Behind a transaction-mode pooler a session-level setting would leak to other
+            # clients' transactions, so the timeouts are set in each transaction instead.
+            statements = [f"SET LOCAL {name} = {value}" for name, value in timeouts.items()]
 
-        # Behind a transaction-mode pooler a session-level setting would leak to other
-        # clients' transactions, so the timeout is set in each transaction instead.
-        def set_timeout(session: Session, transaction: Any, connection: Any) -> None:
-            connection.exec_driver_sql(f"SET LOCAL statement_timeout = {timeout}")
+            def set_timeouts(session: Session, transaction: Any, connection: Any) -> None:
+                for statement in statements:
+                    connection.exec_driver_sql(statement)
 
-        classes = (
-            type("PoolerSession", (Session,), {}),
-            type("PoolerReadOnlySession", (_ReadOnlySession,), {}),
-        )
-        for session_class in classes:
-            event.listen(session_class, "after_begin", set_timeout)
-        return classes
+            writer = type("PoolerSession", (Session,), {})
+            reader = type("PoolerReadOnlySession", (_ReadOnlySession,), {})
+            for session_class in (writer, reader):
+                event.listen(session_class, "after_begin", set_timeouts)
+        quick = type("QuickReadSession", (reader,), {})
+        retry_dropped_reads(quick, RetryPolicy.from_settings(self.settings))
+        return writer, reader, quick
 
     def _build(self, loop: asyncio.AbstractEventLoop) -> _LoopEngine:
-        engine = create_engine(self.settings, **self._engine_options)
+        engine = create_engine(self.settings, breaker=self.breaker, **self._engine_options)
         attach_query_log(engine, self.name, self.settings.slow_query_seconds)
-        writer, reader = self._session_classes()
+        writer, reader, quick = self._session_classes()
         # expire_on_commit=False: objects stay readable after commit without a lazy load,
         # which async code cannot do implicitly.
         sessions = async_sessionmaker(engine, expire_on_commit=False, sync_session_class=writer)
@@ -163,7 +176,7 @@ class Database:
             engine=engine,
             sessions=sessions,
             quick_reads=async_sessionmaker(
-                read_engine, expire_on_commit=False, sync_session_class=reader
+                read_engine, expire_on_commit=False, sync_session_class=quick
             ),
             snapshot_reads=async_sessionmaker(
                 snapshot, expire_on_commit=False, sync_session_class=reader
@@ -266,6 +279,30 @@ class Database:
         bound = self._bound()
         factory = bound.snapshot_reads if snapshot else bound.quick_reads
         return UnitOfWork(self, factory, read_only=True)
+
+    async def run_in_transaction(
+        self,
+        work: Callable[[UnitOfWork], Awaitable[T]],
+        *,
+        idempotent: bool,
+        isolation_level: str | None = None,
+    ) -> T:
+        """Run ``work(uow)`` in a fresh unit of work and commit it; when ``idempotent`` is
+        True, run it all again on a serialization failure (40001) or deadlock (40P01).
+
+        See :func:`asyncdal.retry.run_in_transaction`; ``idempotent`` has no default so that
+        every caller states whether ``work`` may run more than once.
+
+        Example:
+            >>> async def move_stock(uow: UnitOfWork) -> None:
+            ...     ...                                       # only database work in here
+            >>> await db.run_in_transaction(
+            ...     move_stock, idempotent=True, isolation_level="SERIALIZABLE"
+            ... )
+        """
+        return await run_in_transaction(
+            self, work, idempotent=idempotent, isolation_level=isolation_level
+        )
 
     async def warm_up(self) -> None:
         """Open the pool's connections and check each with ``SELECT 1``.

@@ -48,7 +48,8 @@ async def test_commit_then_close() -> None:
     db = Db()
     async with db.uow() as uow:
         await uow.commit()
-    assert db.calls == ["commit", "close"]
+    # Flushed before COMMIT, so that only a failure of COMMIT itself is "outcome unknown".
+    assert db.calls == ["flush", "commit", "close"]
 
 
 async def test_leaving_without_commit_closes_which_rolls_back() -> None:
@@ -76,7 +77,7 @@ async def test_nested_unit_of_work_joins_and_only_outer_commits() -> None:
         assert current_unit_of_work(db) is outer
         await outer.commit()
     assert db.sessions == 1
-    assert db.calls == ["flush", "commit", "close"]
+    assert db.calls == ["flush", "flush", "commit", "close"]  # inner flushes, outer commits
 
 
 async def test_failed_inner_unit_of_work_poisons_the_outer_commit() -> None:
