@@ -11,7 +11,9 @@ every engine asyncdal builds, one per server: a database's primary and each repl
   connect that timed out has used the budget and is not tried again.
 - The half-open probe checks the connection it got with a ping before the breaker closes.
 
-Successes are counted when a new connection opens (the pool's ``connect`` event).
+Successes are counted when a new connection opens (the pool's ``connect`` event). A pooled
+connection that asyncpg already knows to be closed (its backend was terminated, the server
+restarted) is replaced at checkout without a round trip.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import time
 from collections.abc import Callable
 from typing import Any, Self, cast
 
-from sqlalchemy import event
+from sqlalchemy import event, exc
 from sqlalchemy.engine import ExceptionContext
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.pool import Pool, PoolProxiedConnection
@@ -214,7 +216,17 @@ def attach_guard(engine: AsyncEngine, guard: ConnectionGuard) -> None:
             )
         return None
 
+    def found_closed(dbapi_connection: Any, record: Any, proxy: Any) -> None:
+        # A backend ended while the connection sat in the pool (pg_terminate_backend, a
+        # server restart) has told asyncpg so, and asyncpg marked it closed: replace it now,
+        # for free, instead of failing the first statement sent on it.
+        raw = getattr(dbapi_connection, "_connection", None)
+        is_closed = getattr(raw, "is_closed", None)
+        if is_closed is not None and is_closed():
+            raise exc.DisconnectionError("the pooled connection was closed by the server")
+
     event.listen(pool, "connect", opened)
+    event.listen(pool, "checkout", found_closed)
     event.listen(engine.sync_engine, "handle_error", handle_error)
 
 

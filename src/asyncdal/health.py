@@ -2,7 +2,8 @@
 
 A database marked optional (``DB__<NAME>__OPTIONAL=true``) that is down makes the whole report
 ``degraded`` instead of ``down``, so readiness does not fail for it. Reports never contain a
-password, a URL or a stack trace: errors are named by their class only.
+password, a URL or a stack trace: errors are named by their class only. Each database's circuit
+breaker state is reported too; while it is open the check fails at once instead of waiting.
 
 Example:
     >>> report = await check_health(databases)
@@ -37,6 +38,8 @@ class DatabaseHealth:
         latency_ms: round trip of ``SELECT 1`` including checkout, when it answered.
         pool: size, checked_out, overflow and idle of a queue pool (empty for a null pool).
         error: the class name of the failure, when down.
+        breaker: the circuit breaker: ``state`` (``closed``, ``open``, ``half_open``),
+            ``failures`` in a row, ``retry_after`` seconds until the next probe.
     """
 
     name: str
@@ -45,6 +48,7 @@ class DatabaseHealth:
     latency_ms: float | None
     pool: dict[str, int]
     error: str | None = None
+    breaker: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +105,7 @@ async def check_database(database: Database, *, answer_within: float = 2.0) -> D
         latency_ms=None if error else latency,
         pool=_pool_usage(database),
         error=error,
+        breaker=database.breaker.as_dict(),
     )
 
 
