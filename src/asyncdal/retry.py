@@ -161,9 +161,10 @@ def retry_dropped_reads(session_class: type[Session], policy: RetryPolicy) -> No
     def run(state: ORMExecuteState) -> Any:
         try:
             return state.invoke_statement()
-        except exc.DBAPIError as error:
-            if not is_connection_failure(error):
+        except exc.DBAPIError as failure:
+            if not is_connection_failure(failure):
                 raise
+            error = failure
 
         def leave_broken_transaction(retry_state: RetryCallState) -> None:
             # The broken connection is invalidated; leaving the failed (empty) transaction
@@ -172,6 +173,13 @@ def retry_dropped_reads(session_class: type[Session], policy: RetryPolicy) -> No
             _log_retry("read on a dropped connection", offset=1)(retry_state)
 
         state.session.rollback()
+        first = RetryCallState(None, None, (), {})
+        delay = policy.wait()(first)
+        logger.warning(
+            "read on a dropped connection failed (%s), attempt 1; retrying in %.3f s",
+            type(error.orig).__name__,
+            delay,
+        )
         retrying = Retrying(
             stop=stop_after_attempt(policy.attempts - 1),
             wait=policy.wait(),
@@ -182,7 +190,7 @@ def retry_dropped_reads(session_class: type[Session], policy: RetryPolicy) -> No
             sleep=_greenlet_sleep,
             reraise=True,
         )
-        _greenlet_sleep(policy.wait()(RetryCallState(retrying, None, (), {})))
+        _greenlet_sleep(delay)
         return retrying(state.invoke_statement)
 
     event.listen(session_class, "do_orm_execute", run)
