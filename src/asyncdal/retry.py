@@ -172,14 +172,6 @@ def retry_dropped_reads(session_class: type[Session], policy: RetryPolicy) -> No
             state.session.rollback()
             _log_retry("read on a dropped connection", offset=1)(retry_state)
 
-        state.session.rollback()
-        first = RetryCallState(None, None, (), {})
-        delay = policy.wait()(first)
-        logger.warning(
-            "read on a dropped connection failed (%s), attempt 1; retrying in %.3f s",
-            type(error.orig).__name__,
-            delay,
-        )
         retrying = Retrying(
             stop=stop_after_attempt(policy.attempts - 1),
             wait=policy.wait(),
@@ -189,6 +181,13 @@ def retry_dropped_reads(session_class: type[Session], policy: RetryPolicy) -> No
             before_sleep=leave_broken_transaction,
             sleep=_greenlet_sleep,
             reraise=True,
+        )
+        state.session.rollback()
+        delay = policy.wait()(RetryCallState(retrying, None, (), {}))
+        logger.warning(
+            "read on a dropped connection failed (%s), attempt 1; retrying in %.3f s",
+            type(error.orig).__name__,
+            delay,
         )
         _greenlet_sleep(delay)
         return retrying(state.invoke_statement)
