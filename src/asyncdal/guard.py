@@ -18,6 +18,7 @@ restarted) is replaced at checkout without a round trip.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from typing import Any, Self, cast
@@ -35,6 +36,7 @@ from tenacity import (
 )
 
 from asyncdal.breaker import CircuitBreaker
+from asyncdal.cancel import ServerCancel
 from asyncdal.errors import DatabaseUnavailableError, QueryTimeoutError
 from asyncdal.faults import is_connection_failure
 from asyncdal.retry import RetryPolicy, _greenlet_sleep, _log_retry
@@ -203,8 +205,15 @@ def attach_guard(engine: AsyncEngine, guard: ConnectionGuard) -> None:
     def opened(dbapi_connection: Any, record: Any) -> None:
         guard.breaker.record_success()
 
+    cancel = ServerCancel()
+
     def handle_error(context: ExceptionContext) -> BaseException | None:
         original = context.original_exception
+        abandoned = isinstance(original, TimeoutError | asyncio.CancelledError)
+        connection = context.connection
+        if abandoned and connection is not None and not connection.invalidated:
+            # The statement may still be running on the server: stop it there.
+            cancel.request(getattr(connection.connection, "dbapi_connection", None))
         if isinstance(original, TimeoutError) and not context.is_pre_ping:
             context.is_disconnect = True
             context.invalidate_pool_on_disconnect = False

@@ -85,6 +85,18 @@ def build_app(databases: dict[str, Database], *, metrics: DatabaseMetrics | None
         await uow.session.execute(text("SELECT pg_sleep(:s)"), {"s": seconds})
         return {"done": "yes"}
 
+    @app.get("/pid")
+    async def pid(uow: Reader) -> dict[str, object]:
+        settings = await uow.session.execute(
+            text(
+                "SELECT pg_backend_pid(), current_setting('lock_timeout'), "
+                "current_setting('idle_in_transaction_session_timeout'), "
+                "current_setting('statement_timeout')"
+            )
+        )
+        backend, lock, idle, statement = settings.one()
+        return {"pid": backend, "lock": lock, "idle": idle, "statement": statement}
+
     @app.get("/reference")
     async def reference(uow: ReferenceReader) -> dict[str, int]:
         value = await uow.session.scalar(text("SELECT 1"))
