@@ -40,7 +40,8 @@ class ServerCancel:
         try:
             from asyncpg import connect_utils
 
-            send = connect_utils._cancel(
+            send_cancel: Any = getattr(connect_utils, "_cancel")  # noqa: B009 - private, typed Any
+            send = send_cancel(
                 loop=raw._loop,
                 addr=raw._addr,
                 params=raw._params,
