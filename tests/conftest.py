@@ -106,7 +106,7 @@ async def catalog_settings(catalog_url: URL) -> AsyncdalSettings:
     """Settings for the catalog database, with the products table emptied first."""
     connection = await asyncpg.connect(plain(catalog_url.set(drivername="postgresql")))
     try:
-        await connection.execute("TRUNCATE products RESTART IDENTITY")
+        await connection.execute("TRUNCATE products, idempotency_keys RESTART IDENTITY")
     finally:
         await connection.close()
     return database_settings(catalog_url)

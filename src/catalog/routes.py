@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, HTTPException, Path, Query, Response, status
+from fastapi import APIRouter, Depends, Header, HTTPException, Path, Query, Response, status
+from fastapi.responses import JSONResponse
 from sqlalchemy.exc import IntegrityError
 
 from asyncdal.fastapi import repository_provider
+from catalog.idempotency import IdempotencyKeys, KeyReusedError, request_hash
 from catalog.models import Product
 from catalog.repositories import ProductRepository
 from catalog.schemas import ProductCreate, ProductPage, ProductRead, ProductUpdate
@@ -17,6 +19,16 @@ __all__ = ["router"]
 router = APIRouter(prefix="/products", tags=["products"])
 
 Products = Annotated[ProductRepository, Depends(repository_provider(ProductRepository))]
+Keys = Annotated[IdempotencyKeys, Depends(repository_provider(IdempotencyKeys))]
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        min_length=1,
+        max_length=200,
+        description="Retry-safe writes: a retry with the same key returns the first answer.",
+    ),
+]
 ReadProducts = Annotated[
     ProductRepository, Depends(repository_provider(ProductRepository, read_only=True))
 ]
@@ -71,12 +83,31 @@ async def list_products(
 
 
 @router.post("", response_model=ProductRead, status_code=status.HTTP_201_CREATED)
-async def create_product(body: ProductCreate, products: Products) -> Product:
-    """Create a product; a duplicate sku is a 409."""
+async def create_product(
+    body: ProductCreate, products: Products, keys: Keys, idempotency_key: IdempotencyKey = None
+) -> Product | JSONResponse:
+    """Create a product; a duplicate sku is a 409. With an ``Idempotency-Key`` header, a retry
+    with the same key and body returns the first answer instead of creating a second row."""
+    if idempotency_key is not None:
+        fingerprint = request_hash("POST", "/products", body.model_dump_json().encode())
+        try:
+            stored = await keys.claim(idempotency_key, fingerprint)
+        except KeyReusedError as error:
+            raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(error)) from None
+        if stored is not None and stored.status_code is not None:
+            return JSONResponse(
+                stored.response,
+                status_code=stored.status_code,
+                headers={"Idempotent-Replayed": "true"},
+            )
     try:
-        return await products.add(Product(**body.model_dump()))
+        product = await products.add(Product(**body.model_dump()))
     except IntegrityError as error:
         raise _conflict_or_raise(error) from None
+    if idempotency_key is not None:
+        answer = ProductRead.model_validate(product).model_dump(mode="json")
+        await keys.record(idempotency_key, status.HTTP_201_CREATED, answer)
+    return product
 
 
 @router.patch("/{product_id}", response_model=ProductRead)
