@@ -18,6 +18,7 @@ Example:
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from contextlib import asynccontextmanager
@@ -33,6 +34,7 @@ from sqlalchemy.sql.elements import TextClause
 from asyncdal.breaker import CircuitBreaker
 from asyncdal.engine import create_engine, server_timeouts
 from asyncdal.errors import ReadOnlyError, UnitOfWorkError, UnknownDatabaseError
+from asyncdal.faults import is_connection_failure
 from asyncdal.querylog import attach_query_log
 from asyncdal.retry import RetryPolicy, retry_dropped_reads, run_in_transaction
 from asyncdal.settings import AsyncdalSettings, DatabaseSettings
@@ -41,6 +43,8 @@ from asyncdal.uow import UnitOfWork
 __all__ = ["Database", "Databases"]
 
 T = TypeVar("T")
+
+logger = logging.getLogger("asyncdal.database")
 
 
 class _ReadOnlySession(Session):
@@ -344,6 +348,19 @@ class Database:
         )
 
 
+async def _warm_up(database: Database) -> None:
+    try:
+        await database.warm_up()
+    except Exception as error:
+        if not database.settings.optional or not is_connection_failure(error):
+            raise
+        logger.warning(
+            "optional database %r is unavailable at startup (%s); starting without it",
+            database.name,
+            type(error.__cause__ or error).__name__,
+        )
+
+
 def _abandon(engine: AsyncEngine) -> None:
     """Let go of an engine whose event loop is closed, closing its idle sockets directly.
 
@@ -408,8 +425,13 @@ class Databases(Mapping[str, Database]):
         return self["main"]
 
     async def warm_up(self) -> None:
-        """Warm up every database concurrently."""
-        await asyncio.gather(*(database.warm_up() for database in self._databases.values()))
+        """Warm up every database concurrently.
+
+        An optional database (``DB__<NAME>__OPTIONAL``) that cannot be reached is logged and
+        left cold, so the app still starts and serves what does not need it; a required one
+        that cannot be reached raises.
+        """
+        await asyncio.gather(*(_warm_up(database) for database in self._databases.values()))
 
     async def dispose(self) -> None:
         """Dispose every database; calling it again is harmless."""

@@ -41,9 +41,14 @@ async def create_table(dsn: str) -> None:
         await connection.close()
 
 
-def build_app(databases: dict[str, Database], *, metrics: DatabaseMetrics | None = None) -> FastAPI:
+def build_app(
+    databases: dict[str, Database],
+    *,
+    metrics: DatabaseMetrics | None = None,
+    warm_up: bool = False,
+) -> FastAPI:
     app = FastAPI(
-        lifespan=databases_lifespan(lambda: Databases(databases), warm_up=False, metrics=metrics)
+        lifespan=databases_lifespan(lambda: Databases(databases), warm_up=warm_up, metrics=metrics)
     )
     setup(app)
     app.include_router(health_router(answer_within=5))

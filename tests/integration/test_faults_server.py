@@ -181,3 +181,18 @@ async def test_reference_database_stopped_does_not_slow_main_endpoints(
         assert body["status"] == "degraded"
         assert body["databases"]["reference"]["breaker"]["state"] == "open"
         assert body["databases"]["main"]["breaker"]["state"] == "closed"
+
+
+async def test_app_starts_and_serves_main_while_an_optional_database_is_down(
+    cluster: ThrowawayCluster, test_database_url: URL
+) -> None:
+    main = Database("main", settings(plain(test_database_url)))
+    reference = Database("reference", settings(cluster.url, optional=True))
+    await asyncio.to_thread(cluster.stop)
+    try:
+        app = build_app({"main": main, "reference": reference}, warm_up=True)
+        async for client in serve(app):
+            assert (await client.get("/main-only")).status_code == 200
+            assert (await client.get("/reference")).status_code == 503
+    finally:
+        await asyncio.to_thread(cluster.start)
