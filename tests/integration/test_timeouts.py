@@ -39,6 +39,7 @@ async def test_pool_exhausted_is_a_503_with_retry_after_after_the_pool_timeout(
         assert response.headers["Retry-After"] == "1"
         assert "no database connection became free" in response.json()["detail"]
         assert 0.5 <= waited < 1.4
+        print(f"\npool exhausted: 503 after {waited:.3f} s (POOL_TIMEOUT 0.5 s)")
         assert (await holder).status_code == 200
         assert db.engine.pool.checkedout() == 0  # type: ignore[attr-defined]
 
@@ -49,7 +50,9 @@ async def test_statement_timeout_is_a_504_and_the_connection_stays_usable(
     db = make(test_database_url, statement_timeout=0.2)
     async for client in serve(build_app({"main": db})):
         pid = (await client.get("/pid")).json()["pid"]
+        started = time.perf_counter()
         response = await client.get("/slow?seconds=2")
+        print(f"\nstatement timeout: 504 after {time.perf_counter() - started:.3f} s (0.2 s)")
         assert response.status_code == 504
         assert "statement_timeout" in response.json()["detail"]
         after = await client.get("/pid")
@@ -77,6 +80,7 @@ async def test_lock_timeout_is_a_503_and_the_connection_stays_usable(
             assert response.headers["Retry-After"] == "1"
             assert "lock_timeout" in response.json()["detail"]
             assert waited < 1.5
+            print(f"\nlock timeout: 503 after {waited:.3f} s (LOCK_TIMEOUT 0.2 s)")
             assert (await client.get("/locked?seconds=0")).status_code == 200
             assert (await client.get("/pid")).json()["pid"] == pid
     finally:
