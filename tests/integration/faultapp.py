@@ -102,6 +102,10 @@ def build_app(
         backend, lock, idle, statement = settings.one()
         return {"pid": backend, "lock": lock, "idle": idle, "statement": statement}
 
+    @app.get("/broken")
+    async def broken(uow: Reader) -> None:
+        await uow.session.execute(text("SELECT * FROM no_such_table"))
+
     @app.get("/reference")
     async def reference(uow: ReferenceReader) -> dict[str, int]:
         value = await uow.session.scalar(text("SELECT 1"))

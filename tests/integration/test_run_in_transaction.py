@@ -113,3 +113,30 @@ async def test_refused_inside_an_open_unit_of_work(
         with pytest.raises(UnitOfWorkError, match="must own the transaction"):
             await db.run_in_transaction(work, idempotent=True)
     await db.dispose()
+
+
+async def test_deadlock_is_retried(
+    make_database: Callable[..., Database], accounts: asyncpg.Connection
+) -> None:
+    db = make_database(retry_attempts=3, retry_base_delay=0.01, retry_max_delay=0.05)
+    attempts = {"a": 0, "b": 0}
+    barrier = asyncio.Barrier(2)
+
+    def lock_in_order(name: str, first: int, second: int) -> Callable[[UnitOfWork], object]:
+        async def work(uow: UnitOfWork) -> None:
+            attempts[name] += 1
+            update = text("UPDATE rit_accounts SET balance = balance + 1 WHERE id = :id")
+            await uow.session.execute(update, {"id": first})
+            if attempts[name] == 1:
+                await barrier.wait()  # each holds one row and wants the other's
+            await uow.session.execute(update, {"id": second})
+
+        return work
+
+    await asyncio.gather(
+        db.run_in_transaction(lock_in_order("a", 1, 2), idempotent=True),
+        db.run_in_transaction(lock_in_order("b", 2, 1), idempotent=True),
+    )
+    assert sorted(attempts.values()) == [1, 2]
+    assert await accounts.fetchval("SELECT sum(balance) FROM rit_accounts") == 204
+    await db.dispose()

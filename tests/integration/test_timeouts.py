@@ -7,6 +7,8 @@ import time
 import uuid
 
 import asyncpg
+import pytest
+from sqlalchemy.exc import ProgrammingError
 from sqlalchemy.engine import URL
 
 from asyncdal import Database, DatabaseSettings
@@ -97,3 +99,11 @@ async def test_server_timeouts_come_from_the_settings(test_database_url: URL) ->
     async for client in serve(build_app({"main": db})):
         shown = (await client.get("/pid")).json()
     assert (shown["statement"], shown["lock"], shown["idle"]) == ("4s", "1500ms", "3s")
+
+
+async def test_other_database_errors_are_not_turned_into_503s(test_database_url: URL) -> None:
+    db = make(test_database_url)
+    async for client in serve(build_app({"main": db})):
+        with pytest.raises(ProgrammingError, match="no_such_table"):
+            await client.get("/broken")
+        assert (await client.get("/main-only")).status_code == 200
