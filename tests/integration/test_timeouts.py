@@ -8,8 +8,8 @@ import uuid
 
 import asyncpg
 import pytest
-from sqlalchemy.exc import ProgrammingError
 from sqlalchemy.engine import URL
+from sqlalchemy.exc import ProgrammingError
 
 from asyncdal import Database, DatabaseSettings
 from tests.conftest import plain
