@@ -143,6 +143,9 @@ class ConnectionGuard:
             if ping is not None and connection.dbapi_connection is not None:
                 ping(connection.dbapi_connection)
         except Exception as error:
+            # Abort rather than close politely: a server that did not answer the ping would
+            # not answer the goodbye either, and SQLAlchemy waits up to 2 s for it.
+            _terminate(connection.dbapi_connection)
             connection.invalidate(error)
             connection.close()
             self.breaker.record_failure(error)
@@ -240,13 +243,17 @@ def attach_guard(engine: AsyncEngine, guard: ConnectionGuard) -> None:
 
 
 def _abort(context: ExceptionContext) -> None:
-    """Abort the asyncpg connection under ``context`` (reaches through SQLAlchemy's adapter on
-    purpose; does nothing where it is not as expected)."""
+    """Abort the asyncpg connection under ``context``."""
     connection = context.connection
     if connection is None or connection.invalidated:
         return
-    adapted = getattr(connection.connection, "dbapi_connection", None)
-    raw = getattr(adapted, "_connection", None)
+    _terminate(getattr(connection.connection, "dbapi_connection", None))
+
+
+def _terminate(dbapi_connection: Any) -> None:
+    """Abort an asyncpg connection under SQLAlchemy's adapter at once (reaches through the
+    adapter on purpose; does nothing where it is not as expected)."""
+    raw = getattr(dbapi_connection, "_connection", None)
     terminate = getattr(raw, "terminate", None)
     if callable(terminate):
         terminate()

@@ -137,3 +137,31 @@ async def test_read_whose_answer_is_cut_is_retried_but_a_write_is_not(
     finally:
         await connection.close()
     assert saved == 0  # the connection died before COMMIT: rolled back, and not retried
+
+
+async def test_half_open_probe_on_a_pooled_connection_pings_it_first(
+    proxy: FaultProxy, test_database_url: URL
+) -> None:
+    db = through(proxy, test_database_url, breaker_cool_down=0.2)
+
+    async def after_cool_down() -> None:
+        while db.breaker.retry_after() > 0:
+            await asyncio.sleep(0.02)
+
+    async for client in serve(build_app({"main": db})):
+        assert (await client.get("/count")).status_code == 200  # one healthy pooled connection
+        proxy.blackhole()  # the pooled connection looks fine but will never answer
+        for _ in range(db.breaker.failure_threshold):
+            db.breaker.record_failure(OSError("simulated"))
+        await after_cool_down()
+        status, seconds, body = await timed(client, "GET", "/count")
+        # The probe pinged the pooled connection, which did not answer: open again.
+        assert status == 503
+        assert "the probe failed" in body["detail"]
+        assert seconds < COMMAND + 0.5
+        assert db.breaker.state == "open"
+
+        proxy.heal()
+        await after_cool_down()
+        assert (await client.get("/count")).status_code == 200
+        assert db.breaker.state == "closed"
