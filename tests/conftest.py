@@ -143,7 +143,7 @@ async def empty_tables(url: URL, *tables: str) -> None:
 @pytest.fixture
 async def catalog_settings(catalog_url: URL, catalog_reference_url: URL) -> AsyncdalSettings:
     """Settings for the catalog's main and reference databases, their tables emptied first."""
-    await empty_tables(catalog_url, "products")
+    await empty_tables(catalog_url, "products", "idempotency_keys")
     await empty_tables(catalog_reference_url, "categories")
     return database_settings(catalog_url, reference=catalog_reference_url)
 

@@ -19,23 +19,26 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from contextlib import AbstractAsyncContextManager, AbstractContextManager, asynccontextmanager
 from dataclasses import dataclass, replace
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Self, TypeVar
 
 from sqlalchemy import event, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.orm import ORMExecuteState, Session
 from sqlalchemy.sql.elements import TextClause
 
+from asyncdal.breaker import CircuitBreaker
 from asyncdal.budget import check_budget, enforce_budget
-from asyncdal.engine import connect_arguments, create_engine, statement_timeout_ms
+from asyncdal.engine import connect_arguments, create_engine, server_timeouts
 from asyncdal.errors import ReadOnlyError, UnitOfWorkError, UnknownDatabaseError
+from asyncdal.faults import is_connection_failure
 from asyncdal.querylog import attach_query_log, warming_up
 from asyncdal.replicas import ReplicaMonitor
 from asyncdal.requestid import tag_connections_with_request_id
+from asyncdal.retry import RetryPolicy, retry_dropped_reads, run_in_transaction
 from asyncdal.routing import (
     READ_ONLY_TEXT,
     WRITE_WORD,
@@ -51,6 +54,10 @@ from asyncdal.settings import AsyncdalSettings, DatabaseSettings
 from asyncdal.uow import UnitOfWork
 
 __all__ = ["Database", "Databases"]
+
+T = TypeVar("T")
+
+logger = logging.getLogger("asyncdal.database")
 
 
 class _ReadOnlySession(Session):
@@ -119,6 +126,14 @@ class Database:
         self._pinned: _LoopEngine | None = None
         self._engine_hooks: list[Callable[[AsyncEngine], None]] = []
         self._node_names: dict[int, str] = {}
+        # One breaker per server, shared by the engines of every event loop.
+        self.breaker = CircuitBreaker(
+            name,
+            failure_threshold=settings.breaker_failure_threshold,
+            cool_down=settings.breaker_cool_down,
+        )
+        # Each replica's own breaker, also shared across event loops.
+        self._replica_breakers: dict[int, CircuitBreaker] = {}
 
     def _bound(self) -> _LoopEngine:
         loop = asyncio.get_running_loop()
@@ -146,24 +161,27 @@ class Database:
         self._last = bound
         return bound
 
-    def _session_classes(self) -> tuple[type[Session], type[Session]]:
-        """The read-write and read-only session classes for this database's settings."""
-        timeout = statement_timeout_ms(self.settings)
-        if not self.settings.pgbouncer or timeout is None:
-            return Session, _ReadOnlySession
+    def _session_classes(self) -> tuple[type[Session], type[Session], type[Session]]:
+        """The read-write, read-only (snapshot) and quick-read session classes."""
+        timeouts = server_timeouts(self.settings)
+        writer: type[Session] = Session
+        reader: type[Session] = _ReadOnlySession
+        if self.settings.pgbouncer and timeouts:
+            # Behind a transaction-mode pooler a session-level setting would leak to other
+            # clients' transactions, so the timeouts are set in each transaction instead.
+            statements = [f"SET LOCAL {name} = {value}" for name, value in timeouts.items()]
 
-        # Behind a transaction-mode pooler a session-level setting would leak to other
-        # clients' transactions, so the timeout is set in each transaction instead.
-        def set_timeout(session: Session, transaction: Any, connection: Any) -> None:
-            connection.exec_driver_sql(f"SET LOCAL statement_timeout = {timeout}")
+            def set_timeouts(session: Session, transaction: Any, connection: Any) -> None:
+                for statement in statements:
+                    connection.exec_driver_sql(statement)
 
-        classes = (
-            type("PoolerSession", (Session,), {}),
-            type("PoolerReadOnlySession", (_ReadOnlySession,), {}),
-        )
-        for session_class in classes:
-            event.listen(session_class, "after_begin", set_timeout)
-        return classes
+            writer = type("PoolerSession", (Session,), {})
+            reader = type("PoolerReadOnlySession", (_ReadOnlySession,), {})
+            for session_class in (writer, reader):
+                event.listen(session_class, "after_begin", set_timeouts)
+        quick = type("QuickReadSession", (reader,), {})
+        retry_dropped_reads(quick, RetryPolicy.from_settings(self.settings))
+        return writer, reader, quick
 
     def _flavors(self, engine: AsyncEngine, *, replica: bool) -> dict[str, AsyncEngine]:
         """The engine as each kind of session uses it: plain (read-write units of work),
@@ -185,8 +203,18 @@ class Database:
             # Every transaction on a replica connection is READ ONLY, so a write that slips
             # past the routing fails loudly, even on a node that is not a standby.
             arguments["server_settings"]["default_transaction_read_only"] = "on"
-        engine = create_engine(settings, **{"connect_args": arguments, **self._engine_options})
         node = f"replica-{index}"
+        breaker = self._replica_breakers.get(index)
+        if breaker is None:
+            breaker = self._replica_breakers[index] = CircuitBreaker(
+                f"{self.name}/{node}",
+                node=node,
+                failure_threshold=settings.breaker_failure_threshold,
+                cool_down=settings.breaker_cool_down,
+            )
+        engine = create_engine(
+            settings, breaker=breaker, **{"connect_args": arguments, **self._engine_options}
+        )
         attach_query_log(engine, self.name, settings.slow_query_seconds, node=node)
         if settings.tag_requests:
             tag_connections_with_request_id(engine, settings.application_name)
@@ -195,12 +223,12 @@ class Database:
         return engine
 
     def _build(self, loop: asyncio.AbstractEventLoop) -> _LoopEngine:
-        engine = create_engine(self.settings, **self._engine_options)
+        engine = create_engine(self.settings, breaker=self.breaker, **self._engine_options)
         attach_query_log(engine, self.name, self.settings.slow_query_seconds)
         if self.settings.tag_requests:
             tag_connections_with_request_id(engine, self.settings.application_name)
         self._node_names[id(engine)] = "primary"
-        writer, reader = self._session_classes()
+        writer, reader, quick = self._session_classes()
         primary = self._flavors(engine, replica=False)
         router: Router | None = None
         monitor: ReplicaMonitor | None = None
@@ -233,6 +261,7 @@ class Database:
             )
             writer = type("RoutingWriteSession", (RoutingSession, writer), {})
             reader = type("RoutingReadOnlySession", (RoutingSession, reader), {})
+            quick = type("RoutingQuickReadSession", (RoutingSession, quick), {})
             track_commit_lsn(writer, engine.sync_engine)
             infos = {flavor: session_info(router, flavor) for flavor in infos}  # type: ignore[arg-type]
         # expire_on_commit=False: objects stay readable after commit without a lazy load,
@@ -246,7 +275,7 @@ class Database:
             quick_reads=async_sessionmaker(
                 primary["quick"],
                 expire_on_commit=False,
-                sync_session_class=reader,
+                sync_session_class=quick,
                 info=infos["quick"],
             ),
             snapshot_reads=async_sessionmaker(
@@ -326,6 +355,13 @@ class Database:
         bound = self._last or next(iter(self._by_loop.values()), None)
         return [] if bound is None or bound.router is None else list(bound.router.nodes)
 
+    def replica_breaker(self, node: str) -> CircuitBreaker | None:
+        """The circuit breaker of replica ``node`` (``replica-1``, ...), once its engine exists."""
+        for index, breaker in self._replica_breakers.items():
+            if f"replica-{index}" == node:
+                return breaker
+        return None
+
     def primary(self) -> _Override:
         """Send every statement of this database in the block to the primary (``with`` or
         ``async with``): for reads that must see the latest data.
@@ -391,6 +427,30 @@ class Database:
         bound = self._bound()
         factory = bound.snapshot_reads if snapshot else bound.quick_reads
         return UnitOfWork(self, factory, read_only=True)
+
+    async def run_in_transaction(
+        self,
+        work: Callable[[UnitOfWork], Awaitable[T]],
+        *,
+        idempotent: bool,
+        isolation_level: str | None = None,
+    ) -> T:
+        """Run ``work(uow)`` in a fresh unit of work and commit it; when ``idempotent`` is
+        True, run it all again on a serialization failure (40001) or deadlock (40P01).
+
+        See :func:`asyncdal.retry.run_in_transaction`; ``idempotent`` has no default so that
+        every caller states whether ``work`` may run more than once.
+
+        Example:
+            >>> async def move_stock(uow: UnitOfWork) -> None:
+            ...     ...                                       # only database work in here
+            >>> await db.run_in_transaction(
+            ...     move_stock, idempotent=True, isolation_level="SERIALIZABLE"
+            ... )
+        """
+        return await run_in_transaction(
+            self, work, idempotent=idempotent, isolation_level=isolation_level
+        )
 
     async def warm_up(self) -> None:
         """Open the pool's connections and check each with ``SELECT 1``.
@@ -480,6 +540,19 @@ class _Override(AbstractContextManager[None], AbstractAsyncContextManager[None])
         self._route.__exit__(*exc_info)
 
 
+async def _warm_up(database: Database) -> None:
+    try:
+        await database.warm_up()
+    except Exception as error:
+        if not database.settings.optional or not is_connection_failure(error):
+            raise
+        logger.warning(
+            "optional database %r is unavailable at startup (%s); starting without it",
+            database.name,
+            type(error.__cause__ or error).__name__,
+        )
+
+
 def _abandon(engine: AsyncEngine) -> None:
     """Let go of an engine whose event loop is closed, closing its idle sockets directly.
 
@@ -550,13 +623,17 @@ class Databases(Mapping[str, Database]):
         """Check the connection budget (see :mod:`asyncdal.budget`), then warm up every
         database concurrently.
 
+        An optional database (``DB__<NAME>__OPTIONAL``) that cannot be reached is logged and
+        left cold, so the app still starts and serves what does not need it; a required one
+        that cannot be reached raises.
+
         Raises:
             ConfigurationError: a server is over budget and ``STRICT_BUDGET`` is on for a
                 database on it.
         """
         settings = {name: database.settings for name, database in self._databases.items()}
         enforce_budget(await check_budget(settings, self.workers))
-        await asyncio.gather(*(database.warm_up() for database in self._databases.values()))
+        await asyncio.gather(*(_warm_up(database) for database in self._databases.values()))
 
     async def dispose(self) -> None:
         """Dispose every database; calling it again is harmless."""

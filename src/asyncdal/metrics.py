@@ -15,6 +15,9 @@ Metric names (labels ``database`` and ``node``: ``primary`` or ``replica-<n>``):
   background replica check).
 - ``asyncdal_pool_checkout_timeouts_total``, ``asyncdal_connections_opened_total``,
   ``asyncdal_connections_invalidated_total`` (counters).
+- ``asyncdal_breaker_state`` (gauge, also ``state``: 1 for the circuit breaker's current state,
+  0 for the others) and ``asyncdal_breaker_transitions_total`` (counter, also ``state``: the
+  state entered).
 
 Example:
     >>> metrics = DatabaseMetrics()
@@ -35,6 +38,7 @@ from prometheus_client.registry import Collector
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from asyncdal.breaker import BREAKER_STATES, BreakerState, CircuitBreaker, circuit_breaker
 from asyncdal.database import Database
 from asyncdal.engine import TimedQueuePool
 
@@ -80,6 +84,18 @@ class _PoolCollector(Collector):
                 "asyncdal_pool_idle", "Connections idle in the pool", labels=["database", "node"]
             ),
         }
+        breaker_state = GaugeMetricFamily(
+            "asyncdal_breaker_state",
+            "1 for the circuit breaker's current state, 0 for the others",
+            labels=["database", "node", "state"],
+        )
+        for database in self._databases:
+            for breaker in _breakers(database):
+                for state in BREAKER_STATES:
+                    breaker_state.add_metric(
+                        [database.name, breaker.node, state], float(breaker.state == state)
+                    )
+        yield breaker_state
         for database in self._databases:
             for engine in database.engines():
                 pool: Any = engine.pool
@@ -149,21 +165,42 @@ class DatabaseMetrics:
             labels,
             registry=self.registry,
         )
+        self.breaker_transitions = Counter(
+            "asyncdal_breaker_transitions",
+            "Circuit breaker state changes, by the state entered",
+            [*labels, "state"],
+            registry=self.registry,
+        )
         self._databases: list[Database] = []
+        self._watched: set[int] = set()
         self.registry.register(_PoolCollector(self._databases))
 
     def instrument(self, database: Database) -> None:
         """Collect metrics for ``database`` (all its engines, present and future)."""
         self._databases.append(database)
+        self._watch(database.name, database.breaker)
         database.add_engine_hook(
             lambda engine: self._attach(database.name, engine, database.node_name(engine))
         )
+
+    def _watch(self, name: str, breaker: CircuitBreaker) -> None:
+        if id(breaker) in self._watched:
+            return
+        self._watched.add(id(breaker))
+
+        def changed(breaker: CircuitBreaker, old: BreakerState, new: BreakerState) -> None:
+            self.breaker_transitions.labels(name, breaker.node, new).inc()
+
+        breaker.listeners.append(changed)
 
     def render(self) -> bytes:
         """All metrics in Prometheus text format (serve with :data:`CONTENT_TYPE`)."""
         return generate_latest(self.registry)
 
     def _attach(self, name: str, engine: AsyncEngine, node: str) -> None:
+        breaker = circuit_breaker(engine)
+        if breaker is not None:
+            self._watch(name, breaker)
         wait = self.connection_wait.labels(name, node)
         timeouts = self.checkout_timeouts.labels(name, node)
         connects = self.connects.labels(name, node)
@@ -200,3 +237,13 @@ class DatabaseMetrics:
         event.listen(pool, "invalidate", invalidated)
         event.listen(engine.sync_engine, "before_cursor_execute", before)
         event.listen(engine.sync_engine, "after_cursor_execute", after)
+
+
+def _breakers(database: Database) -> list[CircuitBreaker]:
+    """The database's breaker and those of its engines (one per server), each once."""
+    found = {id(database.breaker): database.breaker}
+    for engine in database.engines():
+        breaker = circuit_breaker(engine)
+        if breaker is not None:
+            found.setdefault(id(breaker), breaker)
+    return list(found.values())

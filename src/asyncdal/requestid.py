@@ -3,7 +3,7 @@
 :class:`RequestIdMiddleware` takes the id a client or proxy sent in ``X-Request-ID`` (or makes
 one), answers with it in the same header, and keeps it in a context variable for the request.
 :class:`RequestIdFilter` copies it into every log record as ``request_id``. While the id is set,
-each connection checked out of a pool is tagged with it through ``application_name``, so a slow
+each connection that runs a statement is tagged with it through ``application_name``, so a slow
 query seen in ``pg_stat_activity`` leads to its request and its log lines.
 
 Example:
@@ -22,7 +22,7 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import event, exc
+from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 if TYPE_CHECKING:
@@ -138,26 +138,31 @@ def _literal(text: str) -> str:
 
 
 def tag_connections_with_request_id(engine: AsyncEngine, application_name: str) -> None:
-    """On checkout under a request id, set the connection's ``application_name`` to
-    ``<application_name>:<request id>``.
+    """Before a connection's first statement under a request id, set its ``application_name``
+    to ``<application_name>:<request id>``; without one, put back the plain name.
 
-    It costs one round trip per checkout whose request id differs from the connection's last
-    one; ``bench`` measures it (``DB__<NAME>__TAG_REQUESTS=false`` turns it off). A connection
-    keeps the tag of the last request it served while idle in the pool.
+    It costs one round trip per request and connection (nothing while the id is unchanged);
+    ``bench`` measures it, and ``DB__<NAME>__TAG_REQUESTS=false`` turns it off. It runs before
+    the statement rather than at checkout, so checkouts that run nothing pay nothing and the
+    pool's own checks (pre-ping, the breaker's probe) come first.
     """
 
-    def checked_out(dbapi_connection: Any, record: Any, proxy: Any) -> None:
+    def before_statement(conn: Any, cursor: Any, *args: Any) -> None:
+        info = conn.info
         request_id = _current.get()
-        if request_id is None or record.info.get(_TAGGED) == request_id:
+        if info.get(_TAGGED) == request_id:
             return
-        statement = "SET application_name = " + _literal(
-            _application_name(application_name, request_id)
+        name = (
+            application_name
+            if request_id is None
+            else _application_name(application_name, request_id)
         )
+        tagger = conn.connection.dbapi_connection.cursor()
         try:
-            dbapi_connection.run_async(lambda connection: connection.execute(statement))
-        except Exception as error:
-            # The pool then discards this connection and checks out another one.
-            raise exc.DisconnectionError(f"tagging the connection failed: {error!r}") from error
-        record.info[_TAGGED] = request_id
+            # A failure here is a failure of this statement's connection, handled as one.
+            tagger.execute("SET application_name = " + _literal(name))
+        finally:
+            tagger.close()
+        info[_TAGGED] = request_id
 
-    event.listen(engine.sync_engine.pool, "checkout", checked_out)
+    event.listen(engine.sync_engine, "before_cursor_execute", before_statement)

@@ -102,6 +102,21 @@ class DatabaseSettings(BaseModel):
     """Client-side limit in seconds for one statement (asyncpg's ``command_timeout``)."""
     statement_timeout: float | None = Field(default=None, gt=0)
     """Server-side limit in seconds for one statement (PostgreSQL's ``statement_timeout``)."""
+    lock_timeout: float | None = Field(default=None, gt=0)
+    """Server-side limit in seconds to wait for a lock (PostgreSQL's ``lock_timeout``)."""
+    idle_in_transaction_session_timeout: float | None = Field(default=None, gt=0)
+    """Seconds after which the server ends a session left idle inside a transaction."""
+    retry_attempts: int = Field(default=3, ge=1)
+    """Attempts (the first included) for work that is safe to retry: opening a connection, a
+    read on the read-only path whose connection dropped, ``run_in_transaction``."""
+    retry_base_delay: float = Field(default=0.05, ge=0)
+    """Seconds of the first backoff; each further one doubles, with full jitter."""
+    retry_max_delay: float = Field(default=1.0, ge=0)
+    """Cap in seconds of one backoff."""
+    breaker_failure_threshold: int = Field(default=5, ge=1)
+    """Consecutive connection failures that open the circuit breaker."""
+    breaker_cool_down: float = Field(default=5.0, gt=0)
+    """Seconds the breaker stays open (failing fast) before it lets one probe through."""
     application_name: str = "asyncdal"
     """Shown in ``pg_stat_activity.application_name``."""
     optional: bool = False
@@ -155,6 +170,11 @@ class DatabaseSettings(BaseModel):
             self.ssl_argument()
         except (ValueError, OSError) as exc:
             raise ValueError(f"URL: {exc}") from None
+        if self.retry_max_delay < self.retry_base_delay:
+            raise ValueError(
+                f"RETRY_MAX_DELAY: {self.retry_max_delay} is below RETRY_BASE_DELAY "
+                f"({self.retry_base_delay})"
+            )
         if self.pool_class == "queue" and self.pool_size == 0:
             # SQLAlchemy reads a queue pool of size 0 as "unlimited connections".
             raise ValueError(

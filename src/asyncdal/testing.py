@@ -9,6 +9,9 @@ Fakes (no database):
     >>> uow.committed
     True
 
+``FaultProxy`` (from :mod:`asyncdal.faultproxy`) sits between an app and its server and can
+blackhole, reset or cut the link, for tests of failure behaviour.
+
 Real database with per-test rollback: in ``conftest.py``::
 
     pytest_plugins = ["asyncdal.testing"]
@@ -52,6 +55,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from asyncdal.database import Database
 from asyncdal.errors import InvalidQueryError, ReadOnlyError, UnitOfWorkError
+from asyncdal.faultproxy import FaultProxy
 from asyncdal.repository import Repository, check_allowed, check_page
 from asyncdal.settings import DatabaseSettings
 from asyncdal.uow import UnitOfWork
@@ -59,6 +63,7 @@ from asyncdal.uow import UnitOfWork
 __all__ = [
     "DEFAULT_TEST_DATABASE_URL",
     "FakeUnitOfWork",
+    "FaultProxy",
     "InMemoryRepository",
     "ReplicaPair",
     "ThrowawayCluster",

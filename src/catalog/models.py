@@ -4,20 +4,23 @@ from __future__ import annotations
 
 from datetime import datetime
 from decimal import Decimal
+from typing import Any
 
 from sqlalchemy import (
     BigInteger,
     CheckConstraint,
     DateTime,
     Identity,
+    Integer,
     MetaData,
     Numeric,
     String,
     func,
 )
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-__all__ = ["Base", "Category", "Product", "ReferenceBase"]
+__all__ = ["Base", "Category", "IdempotencyKey", "Product", "ReferenceBase"]
 
 
 # Deterministic constraint names, so migrations can refer to them.
@@ -72,3 +75,20 @@ class Product(Base):
     updated_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), server_default=func.now(), onupdate=func.now()
     )
+
+
+class IdempotencyKey(Base):
+    """The first answer to a request sent with an ``Idempotency-Key`` header.
+
+    Claimed (inserted) in the same transaction as the work it guards, so the key and the work
+    are committed together or not at all; a retry with the same key gets this answer back.
+    """
+
+    __tablename__ = "idempotency_keys"
+
+    key: Mapped[str] = mapped_column(String(200), primary_key=True)
+    request_hash: Mapped[str] = mapped_column(String(64))
+    """SHA-256 of the method, path and body: the same key with another request is refused."""
+    status_code: Mapped[int | None] = mapped_column(Integer)
+    response: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())

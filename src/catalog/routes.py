@@ -4,10 +4,22 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, Response, status
+from fastapi import (
+    APIRouter,
+    Depends,
+    Header,
+    HTTPException,
+    Path,
+    Query,
+    Request,
+    Response,
+    status,
+)
+from fastapi.responses import JSONResponse
 from sqlalchemy.exc import IntegrityError
 
 from asyncdal.fastapi import get_databases, repository_provider
+from catalog.idempotency import IdempotencyKeys, KeyReusedError, request_hash
 from catalog.models import Product
 from catalog.repositories import CategoryRepository, ProductRepository
 from catalog.schemas import CategoryRead, ProductCreate, ProductPage, ProductRead, ProductUpdate
@@ -24,6 +36,16 @@ Categories = Annotated[
 ]
 
 Products = Annotated[ProductRepository, Depends(repository_provider(ProductRepository))]
+Keys = Annotated[IdempotencyKeys, Depends(repository_provider(IdempotencyKeys))]
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        min_length=1,
+        max_length=200,
+        description="Retry-safe writes: a retry with the same key returns the first answer.",
+    ),
+]
 ReadProducts = Annotated[
     ProductRepository, Depends(repository_provider(ProductRepository, read_only=True))
 ]
@@ -120,14 +142,36 @@ async def list_products(
 
 
 @router.post("", response_model=ProductRead, status_code=status.HTTP_201_CREATED)
-async def create_product(body: ProductCreate, products: Products, request: Request) -> ProductRead:
-    """Create a product; a duplicate sku is a 409, an unknown category a 422."""
+async def create_product(
+    body: ProductCreate,
+    products: Products,
+    keys: Keys,
+    request: Request,
+    idempotency_key: IdempotencyKey = None,
+) -> ProductRead | JSONResponse:
+    """Create a product; a duplicate sku is a 409, an unknown category a 422. With an
+    ``Idempotency-Key`` header, a retry with the same key and body returns the first answer
+    instead of creating a second row."""
     await _check_category(request, body.category_id)
+    if idempotency_key is not None:
+        fingerprint = request_hash("POST", "/products", body.model_dump_json().encode())
+        try:
+            stored = await keys.claim(idempotency_key, fingerprint)
+        except KeyReusedError as error:
+            raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(error)) from None
+        if stored is not None and stored.status_code is not None:
+            return JSONResponse(
+                stored.response,
+                status_code=stored.status_code,
+                headers={"Idempotent-Replayed": "true"},
+            )
     try:
         product = await products.add(Product(**body.model_dump()))
     except IntegrityError as error:
         raise _conflict_or_raise(error) from None
     (shown,) = await _shown(request, [product])
+    if idempotency_key is not None:
+        await keys.record(idempotency_key, status.HTTP_201_CREATED, shown.model_dump(mode="json"))
     return shown
 
 

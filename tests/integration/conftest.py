@@ -71,7 +71,8 @@ async def backends(test_database_url: URL) -> AsyncIterator[BackendCounter]:
 
     async def count(application_name: str) -> int:
         value = await connection.fetchval(
-            "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1",
+            "SELECT count(*) FROM pg_stat_activity "
+            "WHERE (application_name = $1 OR application_name LIKE $1 || ':%')",
             application_name,
         )
         return int(value)

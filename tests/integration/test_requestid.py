@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable
 from typing import Annotated
@@ -80,20 +81,23 @@ async def test_the_request_id_is_in_pg_stat_activity_while_a_slow_query_runs(
     assert "trace-4711" in record.getMessage()
 
 
-async def test_a_connection_is_tagged_once_per_request_id(
-    make_database: Callable[..., Database], test_database_url: URL
+async def test_a_connection_is_tagged_per_request_and_untagged_without_one(
+    make_database: Callable[..., Database],
 ) -> None:
     db = make_database(pool_size=1)
+    base = db.settings.application_name
+
+    async def name_seen(request_id: str | None) -> str | None:
+        with request_id_scope(request_id) if request_id else contextlib.nullcontext():
+            async with db.read_only_unit_of_work() as uow:
+                return await uow.session.scalar(text("SELECT current_setting('application_name')"))
+
     try:
-        for request_id in ["first", "first", "second"]:
-            with request_id_scope(request_id):
-                async with db.read_only_unit_of_work() as uow:
-                    name = await uow.session.scalar(
-                        text("SELECT current_setting('application_name')")
-                    )
-            assert name == f"{db.settings.application_name}:{request_id}"
+        seen = [await name_seen(rid) for rid in ["first", "first", None, "second"]]
     finally:
         await db.dispose()
+    # Work without a request id (a cron job, a health check) is not shown as the last request.
+    assert seen == [f"{base}:first", f"{base}:first", base, f"{base}:second"]
 
 
 async def test_tagging_can_be_turned_off(make_database: Callable[..., Database]) -> None:
