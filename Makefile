@@ -32,6 +32,7 @@ lint: install
 ## Apply migrations to the configured database.
 migrate: install
 	$(BIN)/alembic upgrade head
+	$(BIN)/alembic -x database=reference upgrade head
 
 ## Throughput of raw asyncpg vs plain SQLAlchemy vs asyncdal, pooler and replica costs (needs wrk).
 bench: install

@@ -1,10 +1,16 @@
 """The connection budget: will every pool on a server fit in its connection limit?
 
-Per server (host and port), it adds up worker processes x (pool size + max overflow) over every
-engine pointing at it (each named database's primary and each replica), and compares the sum
-with what the server allows clients: ``max_connections - superuser_reserved_connections``
-(``- reserved_connections`` on PostgreSQL 16 and later). Worker processes come from
-``WEB_CONCURRENCY`` (default 1), the variable uvicorn and gunicorn read.
+Per server, it adds up worker processes x (pool size + max overflow) over every engine pointing
+at it (each named database's primary and each replica, and the replica check's own connection
+to each node of a database with replicas), and compares the sum with what the server allows
+clients: ``max_connections - superuser_reserved_connections`` (``- reserved_connections`` on
+PostgreSQL 16 and later). Worker processes come from ``WEB_CONCURRENCY`` (default 1), the
+variable uvicorn and gunicorn read.
+
+A server is identified by asking it (its port and the time its postmaster started), not by the
+host string of a URL: ``127.0.0.1``, ``localhost`` and a Unix socket folder naming the same
+server count as one. A ``null`` pool opens a connection per concurrent use, without bound: it is
+flagged ``unbounded`` and warned about, as the budget cannot cover it.
 
 Over budget is a warning on the ``asyncdal.budget`` logger, or a :class:`ConfigurationError`
 at startup when a database on that server has ``DB__<NAME>__STRICT_BUDGET=true``.
@@ -24,7 +30,14 @@ from asyncdal.engine import create_engine
 from asyncdal.errors import ConfigurationError
 from asyncdal.settings import DatabaseSettings
 
-__all__ = ["BudgetLine", "ServerBudget", "check_budget", "enforce_budget", "format_budget"]
+__all__ = [
+    "CHECK_POOL",
+    "BudgetLine",
+    "ServerBudget",
+    "check_budget",
+    "enforce_budget",
+    "format_budget",
+]
 
 logger = logging.getLogger("asyncdal.budget")
 
@@ -32,7 +45,11 @@ _LIMIT_QUERY = text(
     "SELECT current_setting('max_connections')::int"
     " - current_setting('superuser_reserved_connections')::int"
     " - COALESCE(NULLIF(current_setting('reserved_connections', true), ''), '0')::int"
+    " AS limit, current_setting('port') || '@' || pg_postmaster_start_time()::text AS identity"
 )
+
+CHECK_POOL = {"pool": "queue", "pool_size": 1, "max_overflow": 0}
+"""The pool of the replica check's own engine to each node (settings to update)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,8 +67,14 @@ class BudgetLine:
 
     @property
     def connections(self) -> int:
-        """The most connections this engine can hold open, over all workers."""
+        """The most connections this engine can hold open, over all workers (0 counted for
+        an unbounded null pool)."""
         return self.workers * (self.pool_size + self.max_overflow)
+
+    @property
+    def unbounded(self) -> bool:
+        """True for a null pool: one connection per concurrent use, with no upper bound."""
+        return self.pool == "null"
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +97,11 @@ class ServerBudget:
         return self.limit is not None and self.planned > self.limit
 
     @property
+    def unbounded(self) -> bool:
+        """True when an engine on this server has a null pool, which the budget cannot bound."""
+        return any(line.unbounded for line in self.lines)
+
+    @property
     def strict(self) -> bool:
         """True when a database on this server asked for a startup error when over."""
         return any(line.strict for line in self.lines)
@@ -86,7 +114,8 @@ def _server(settings: DatabaseSettings) -> str:
 
 
 def budget_lines(databases: Mapping[str, DatabaseSettings], workers: int) -> list[BudgetLine]:
-    """One line per engine the settings make: each database's primary and replicas."""
+    """One line per engine the settings make: each database's primary and replicas, and the
+    replica check's connection to each of those nodes when the database has replicas."""
     lines = []
     for name, settings in databases.items():
         nodes = [("primary", settings)] + [
@@ -94,26 +123,39 @@ def budget_lines(databases: Mapping[str, DatabaseSettings], workers: int) -> lis
             for index, replica in enumerate(settings.replica_settings(), 1)
         ]
         for node, node_settings in nodes:
-            lines.append(
-                BudgetLine(
-                    server=_server(node_settings),
-                    database=name,
-                    node=node,
-                    pool=node_settings.pool_class,
-                    pool_size=node_settings.effective_pool_size,
-                    max_overflow=node_settings.effective_max_overflow,
-                    workers=workers,
-                    strict=settings.strict_budget,
+            engines = [(node, node_settings)]
+            if settings.replicas:
+                engines.append((f"{node} check", node_settings.model_copy(update=CHECK_POOL)))
+            for label, engine_settings in engines:
+                lines.append(
+                    BudgetLine(
+                        server=_server(engine_settings),
+                        database=name,
+                        node=label,
+                        pool=engine_settings.pool_class,
+                        pool_size=engine_settings.effective_pool_size,
+                        max_overflow=engine_settings.effective_max_overflow,
+                        workers=workers,
+                        strict=settings.strict_budget,
+                    )
                 )
-            )
     return lines
 
 
-async def _limit(settings: DatabaseSettings) -> int:
+def _settings_of(databases: Mapping[str, DatabaseSettings], line: BudgetLine) -> DatabaseSettings:
+    node = line.node.removesuffix(" check")
+    if node == "primary":
+        return databases[line.database]
+    return databases[line.database].replica_settings()[int(node.split("-")[1]) - 1]
+
+
+async def _ask(settings: DatabaseSettings) -> tuple[int, str]:
+    """The server's connection limit for clients, and what identifies the server."""
     engine = create_engine(settings.model_copy(update={"pool": "null"}))
     try:
         async with asyncio.timeout(settings.connect_timeout), engine.connect() as connection:
-            return int((await connection.execute(_LIMIT_QUERY)).scalar_one())
+            row = (await connection.execute(_LIMIT_QUERY)).one()
+            return int(row.limit), str(row.identity)
     finally:
         await engine.dispose()
 
@@ -121,29 +163,35 @@ async def _limit(settings: DatabaseSettings) -> int:
 async def check_budget(
     databases: Mapping[str, DatabaseSettings], workers: int = 1
 ) -> list[ServerBudget]:
-    """Compute the budget of every server the settings name (one connection to each)."""
+    """Compute the budget of every server the settings name (one connection to each address;
+    addresses that reach the same server are merged into one)."""
     lines = budget_lines(databases, workers)
-    by_server: dict[str, list[BudgetLine]] = {}
+    by_address: dict[str, list[BudgetLine]] = {}
     for line in lines:
-        by_server.setdefault(line.server, []).append(line)
-    settings_of = {
-        line.server: (
-            databases[line.database]
-            if line.node == "primary"
-            else databases[line.database].replica_settings()[int(line.node.split("-")[1]) - 1]
-        )
-        for line in reversed(lines)
-    }
+        by_address.setdefault(line.server, []).append(line)
+    settings_of = {line.server: _settings_of(databases, line) for line in reversed(lines)}
 
-    async def one(server: str) -> ServerBudget:
+    async def ask(address: str) -> tuple[int | None, str | None, str]:
         try:
-            limit: int | None = await _limit(settings_of[server])
-            error = None
+            limit, identity = await _ask(settings_of[address])
         except Exception as exc:  # an unreachable server has no known limit; health says more
-            limit, error = None, type(exc.__cause__ or exc).__name__
-        return ServerBudget(server, tuple(by_server[server]), limit, error)
+            return None, type(exc.__cause__ or exc).__name__, address
+        return limit, None, identity
 
-    return list(await asyncio.gather(*(one(server) for server in by_server)))
+    answers = await asyncio.gather(*(ask(address) for address in by_address))
+    merged: dict[str, tuple[list[str], int | None, str | None]] = {}
+    for address, (limit, error, identity) in zip(by_address, answers, strict=True):
+        addresses, _, _ = merged.setdefault(identity, ([], limit, error))
+        addresses.append(address)
+    return [
+        ServerBudget(
+            " = ".join(addresses),
+            tuple(line for address in addresses for line in by_address[address]),
+            limit,
+            error,
+        )
+        for addresses, limit, error in merged.values()
+    ]
 
 
 def enforce_budget(budgets: list[ServerBudget]) -> None:
@@ -155,6 +203,16 @@ def enforce_budget(budgets: list[ServerBudget]) -> None:
     """
     strict_failures = []
     for budget in budgets:
+        for line in budget.lines:
+            if line.unbounded:
+                logger.warning(
+                    "connection budget on %s: %s/%s has a null pool, whose connections are "
+                    "not bounded (one per concurrent use); the budget does not cover it",
+                    budget.server,
+                    line.database,
+                    line.node,
+                    extra={"server": budget.server},
+                )
         if not budget.over:
             continue
         message = (
@@ -186,13 +244,15 @@ def format_budget(budgets: list[ServerBudget]) -> str:
                     str(line.pool_size),
                     str(line.max_overflow),
                     str(line.workers),
-                    str(line.connections),
+                    "unbounded" if line.unbounded else str(line.connections),
                 )
             )
         if budget.limit is None:
             verdict = f"limit unknown ({budget.error})"
         else:
             verdict = f"of {budget.limit} allowed: " + ("OVER BUDGET" if budget.over else "ok")
+        if budget.unbounded:
+            verdict += " (plus unbounded null pools)"
         rows.append((budget.server, "total", "", "", "", "", "", f"{budget.planned} {verdict}"))
     widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]) - 1)]
     return "\n".join(

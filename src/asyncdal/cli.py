@@ -57,6 +57,14 @@ def _health(arguments: argparse.Namespace) -> int:
 
     async def report() -> HealthReport:
         try:
+            # A replica is "unknown" until checked once: check them all first, in the same time.
+            await asyncio.gather(
+                *(
+                    database.check_replicas(arguments.answer_within)
+                    for database in databases.values()
+                ),
+                return_exceptions=True,
+            )
             return await check_health(databases, answer_within=arguments.answer_within)
         finally:
             await databases.dispose()

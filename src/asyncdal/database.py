@@ -31,7 +31,7 @@ from sqlalchemy.orm import ORMExecuteState, Session
 from sqlalchemy.sql.elements import TextClause
 
 from asyncdal.breaker import CircuitBreaker
-from asyncdal.budget import check_budget, enforce_budget
+from asyncdal.budget import CHECK_POOL, check_budget, enforce_budget
 from asyncdal.engine import connect_arguments, create_engine, server_timeouts
 from asyncdal.errors import ReadOnlyError, UnitOfWorkError, UnknownDatabaseError
 from asyncdal.faults import is_connection_failure
@@ -106,6 +106,12 @@ class _LoopEngine:
     router: Router | None = None
     monitor: ReplicaMonitor | None = None
     replica_engines: tuple[AsyncEngine, ...] = ()
+    check_engines: tuple[AsyncEngine, ...] = ()
+    """The replica check's own connections (primary, then each replica): not for requests."""
+
+    def all_engines(self) -> tuple[AsyncEngine, ...]:
+        """Every engine of this loop, the check's included (to dispose of them)."""
+        return (self.engine, *self.replica_engines, *self.check_engines)
 
 
 class Database:
@@ -222,6 +228,14 @@ class Database:
         self._node_names[id(engine)] = node
         return engine
 
+    def _check_engine(self, settings: DatabaseSettings) -> AsyncEngine:
+        """An engine of one connection for the replica check, apart from the request pool (so
+        a busy pool cannot make a healthy replica look down; counted in the budget)."""
+        # No connect retries and no breaker to speak of: the check itself says up or down each
+        # interval; either would only delay seeing a replica go or come back.
+        update = {**CHECK_POOL, "retry_attempts": 1, "breaker_failure_threshold": 1 << 30}
+        return create_engine(settings.model_copy(update=update))
+
     def _build(self, loop: asyncio.AbstractEventLoop) -> _LoopEngine:
         engine = create_engine(self.settings, breaker=self.breaker, **self._engine_options)
         attach_query_log(engine, self.name, self.settings.slow_query_seconds)
@@ -233,6 +247,7 @@ class Database:
         router: Router | None = None
         monitor: ReplicaMonitor | None = None
         replica_engines: list[AsyncEngine] = []
+        check_engines: list[AsyncEngine] = []
         infos: dict[str, dict[str, Any]] = {"plain": {}, "quick": {}, "snapshot": {}}
         if self.settings.replicas:
             nodes: list[tuple[ReplicaNode, AsyncEngine]] = []
@@ -247,15 +262,18 @@ class Database:
                     weight=weight,
                     engines={key: value.sync_engine for key, value in flavors.items()},  # type: ignore[misc]
                 )
-                nodes.append((node, flavors["quick"]))
+                check_engines.append(self._check_engine(settings))
+                nodes.append((node, check_engines[-1]))
             router = Router(
                 self.name,
                 {key: value.sync_engine for key, value in primary.items()},  # type: ignore[misc]
                 [node for node, _ in nodes],
             )
+            check_engines.insert(0, self._check_engine(self.settings))
             monitor = ReplicaMonitor(
                 self.name,
                 nodes,
+                primary=check_engines[0],
                 interval=self.settings.replica_check_interval,
                 max_lag=self.settings.max_replica_lag,
             )
@@ -287,6 +305,7 @@ class Database:
             router=router,
             monitor=monitor,
             replica_engines=tuple(replica_engines),
+            check_engines=tuple(check_engines),
         )
 
     @asynccontextmanager
@@ -323,7 +342,7 @@ class Database:
     def _forget_closed_loops(self) -> None:
         for loop in [loop for loop in self._by_loop if loop.is_closed()]:
             bound = self._by_loop.pop(loop)
-            for engine in (bound.engine, *bound.replica_engines):
+            for engine in bound.all_engines():
                 _abandon(engine)
 
     def add_engine_hook(self, hook: Callable[[AsyncEngine], None]) -> None:
@@ -354,6 +373,22 @@ class Database:
         before the first use)."""
         bound = self._last or next(iter(self._by_loop.values()), None)
         return [] if bound is None or bound.router is None else list(bound.router.nodes)
+
+    def replica_engines(self) -> dict[str, AsyncEngine]:
+        """Each replica's engine for the running event loop, by node name (``replica-1``...)."""
+        return {self.node_name(engine): engine for engine in self._bound().replica_engines}
+
+    async def check_replicas(self, answer_within: float | None = None) -> None:
+        """Check every replica now, as the background check does each interval (nothing
+        without replicas).
+
+        Args:
+            answer_within: seconds each node gets to answer (default: the check interval, at
+                least 1 s); a node that does not answer in time is out of rotation.
+        """
+        monitor = self._bound().monitor
+        if monitor is not None:
+            await monitor.check_now(answer_within)
 
     def replica_breaker(self, node: str) -> CircuitBreaker | None:
         """The circuit breaker of replica ``node`` (``replica-1``, ...), once its engine exists."""
@@ -495,7 +530,7 @@ class Database:
         running = asyncio.get_running_loop()
         by_loop, self._by_loop, self._last = self._by_loop, {}, self._pinned
         for loop, bound in by_loop.items():
-            engines = (bound.engine, *bound.replica_engines)
+            engines = bound.all_engines()
             if self._pinned is not None and loop is self._pinned.loop:
                 self._by_loop[loop] = bound
                 continue

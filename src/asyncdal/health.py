@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from asyncdal.database import Database, Databases
 from asyncdal.routing import ReplicaNode
@@ -39,9 +40,12 @@ class DatabaseHealth:
         latency_ms: round trip of ``SELECT 1`` including checkout, when it answered.
         pool: size, checked_out, overflow and idle of a queue pool (empty for a null pool).
         error: the class name of the failure, when down.
-        replicas: each replica's ``status``, ``lag_seconds``, ``replay_lsn``, ``weight``,
-            ``error`` and ``breaker``, by node name. A replica that is down does not make the
-            database down: its reads go to the other replicas, then the primary.
+        replicas: each replica's ``status`` (``ok``, ``down``, or ``unknown`` before its
+            first check), ``lag_seconds``, ``replay_lsn``, ``weight``, ``error`` and
+            ``breaker`` as the background check last saw them, and ``latency_ms`` (round trip
+            of ``SELECT 1`` now, None when it did not answer) and ``pool``, by node name. A
+            replica that is down does not make the database down: its reads go to the other
+            replicas, then the primary.
         breaker: the circuit breaker: ``state`` (``closed``, ``open``, ``half_open``),
             ``failures`` in a row, ``retry_after`` seconds until the next probe.
     """
@@ -79,8 +83,8 @@ class HealthReport:
         }
 
 
-def _pool_usage(database: Database) -> dict[str, int]:
-    pool: Any = database.engine.pool
+def _pool_usage(engine: AsyncEngine) -> dict[str, int]:
+    pool: Any = engine.pool
     if not hasattr(pool, "checkedout"):
         return {}
     return {
@@ -93,36 +97,56 @@ def _pool_usage(database: Database) -> dict[str, int]:
 
 async def check_database(database: Database, *, answer_within: float = 2.0) -> DatabaseHealth:
     """Run ``SELECT 1`` on ``database`` within ``answer_within`` seconds and report."""
-    started = time.perf_counter()
-    error: str | None = None
-    try:
-        async with asyncio.timeout(answer_within):
-            await _select_one(database)
-    except TimeoutError:
-        error = "TimeoutError"
-    except Exception as exc:  # any failure means "down"; only its class is reported
-        error = type(exc.__cause__ or exc).__name__
-    latency = round((time.perf_counter() - started) * 1000, 2)
+    engine = database.engine
+    replica_engines = database.replica_engines()
+    (latency, error), *replica_latencies = await asyncio.gather(
+        _round_trip(engine, answer_within),
+        *(_round_trip(replica, answer_within) for replica in replica_engines.values()),
+    )
+    latency_of = dict(zip(replica_engines, replica_latencies, strict=True))
     return DatabaseHealth(
         name=database.name,
         status="down" if error else "ok",
         optional=database.settings.optional,
-        latency_ms=None if error else latency,
-        pool=_pool_usage(database),
+        latency_ms=latency,
+        pool=_pool_usage(engine),
         error=error,
-        replicas={node.name: _replica_status(database, node) for node in database.replica_nodes()},
+        replicas={
+            node.name: _replica_status(
+                database, node, replica_engines.get(node.name), latency_of.get(node.name)
+            )
+            for node in database.replica_nodes()
+        },
         breaker=database.breaker.as_dict(),
     )
 
 
-def _replica_status(database: Database, node: ReplicaNode) -> dict[str, Any]:
+def _replica_status(
+    database: Database,
+    node: ReplicaNode,
+    engine: AsyncEngine | None,
+    latency: tuple[float | None, str | None] | None,
+) -> dict[str, Any]:
     breaker = database.replica_breaker(node.name)
-    return {**node.status(), "breaker": None if breaker is None else breaker.as_dict()}
+    return {
+        **node.status(),
+        "latency_ms": None if latency is None else latency[0],
+        "pool": {} if engine is None else _pool_usage(engine),
+        "breaker": None if breaker is None else breaker.as_dict(),
+    }
 
 
-async def _select_one(database: Database) -> None:
-    async with database.engine.connect() as connection:
-        await connection.execute(text("SELECT 1"))
+async def _round_trip(engine: AsyncEngine, answer_within: float) -> tuple[float | None, str | None]:
+    """Milliseconds for ``SELECT 1`` (checkout included), or None and the error's class."""
+    started = time.perf_counter()
+    try:
+        async with asyncio.timeout(answer_within), engine.connect() as connection:
+            await connection.execute(text("SELECT 1"))
+    except TimeoutError:
+        return None, "TimeoutError"
+    except Exception as exc:  # any failure means "down"; only its class is reported
+        return None, type(exc.__cause__ or exc).__name__
+    return round((time.perf_counter() - started) * 1000, 2), None
 
 
 async def check_health(databases: Databases, *, answer_within: float = 2.0) -> HealthReport:

@@ -3,25 +3,27 @@
 A database with ``DB__<NAME>__REPLICAS`` gets sessions of class :class:`RoutingSession`, whose
 ``get_bind`` (SQLAlchemy's documented hook for choosing an engine per statement) sends:
 
-- writes (a flush, INSERT/UPDATE/DELETE, ``SELECT ... FOR UPDATE``, a ``text()`` that is not
-  plainly a read) to the primary; the session then stays on the primary for the rest of its
-  life, so it reads its own writes;
-- reads to one replica per session, chosen round-robin by weight among the healthy replicas
-  whose replay position has reached the position the caller requires (see
-  :func:`read_your_writes`); when none qualifies, to the primary.
+- everything of a read-write unit of work (``unit_of_work()``, ``background_unit_of_work()``)
+  to the primary: its reads may feed its writes, so they must not be stale;
+- reads of read-only units of work to one replica per session, chosen round-robin by weight
+  among the healthy replicas whose replay position has reached the position the caller
+  requires (see :func:`read_your_writes`); when none qualifies, to the primary.
 
-A read that fails because its replica went away is retried once per remaining node, in
-read-only units of work only (a write is never retried here). Replica connections are
-``READ ONLY``; a write that slips through anyway fails with a :class:`ReadOnlyError`.
+A read that fails because its replica went away (the connection, not the statement) is retried
+once per remaining node, in read-only units of work only (a write is never retried here).
+Replica connections are ``READ ONLY``; a write that slips through anyway fails with a
+:class:`ReadOnlyError`.
 
 The overrides live in context variables, so they follow the request or task that set them:
 ``db.primary()`` (everything in the block on the primary), ``db.prefer_replicas()`` (reads on
-replicas even after a write or inside an outer ``primary()``), and :func:`read_your_writes`.
+replicas, also those of a read-write unit of work, even after a write or inside an outer
+``primary()``), and :func:`read_your_writes`.
 """
 
 from __future__ import annotations
 
 import itertools
+import logging
 import re
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, suppress
@@ -29,11 +31,13 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from sqlalchemy import exc
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import Session
 from sqlalchemy.sql import Select
 from sqlalchemy.sql.elements import TextClause
+
+from asyncdal.errors import QueryTimeoutError
+from asyncdal.faults import is_connection_failure
 
 __all__ = [
     "ReplicaNode",
@@ -62,7 +66,6 @@ _READ_ONLY_SQLSTATE = "25006"
 # Session.info keys.
 _ROUTER = "asyncdal.router"
 _FLAVOR = "asyncdal.flavor"
-_WROTE = "asyncdal.wrote"
 _UNCOMMITTED_WRITE = "asyncdal.uncommitted_write"
 _NODE = "asyncdal.node"
 _USED = "asyncdal.node_used"
@@ -75,6 +78,13 @@ COMMIT_LSN = "asyncdal.commit_lsn"
 _routes: ContextVar[Mapping[str, Mode] | None] = ContextVar("asyncdal_routes", default=None)
 _required: ContextVar[Mapping[str, int] | None] = ContextVar("asyncdal_required", default=None)
 _commits: ContextVar[dict[str, int] | None] = ContextVar("asyncdal_commits", default=None)
+# Databases whose commit position could not be read in this block (see current_commit_lsns):
+# the rest of the block reads them on the primary, the one node sure to show the commit.
+_unknown_positions: ContextVar[set[str] | None] = ContextVar(
+    "asyncdal_unknown_positions", default=None
+)
+
+logger = logging.getLogger("asyncdal.routing")
 
 
 def parse_lsn(text: str) -> int:
@@ -160,11 +170,14 @@ def current_commit_lsns() -> Iterator[dict[str, int]]:
     database name (the FastAPI middleware answers with them)."""
     collected: dict[str, int] = {}
     token = _commits.set(collected)
+    unknown = _unknown_positions.set(set())
     try:
         yield collected
     finally:
         with suppress(ValueError):
             _commits.reset(token)
+        with suppress(ValueError):
+            _unknown_positions.reset(unknown)
 
 
 @dataclass(eq=False)
@@ -176,7 +189,8 @@ class ReplicaNode:
         weight: its share of reads.
         engines: the sync engines of each session flavor (plain, quick, snapshot).
         healthy: in rotation (answers, and lags no more than the limit).
-        checked: at least one background check has finished.
+        checked: at least one background check has finished (until then its status is
+            ``unknown``).
         replay_lsn: the last replay position seen (a number; None when unknown).
         lag_seconds: the last replay lag seen.
         error: why it is out of rotation, when it is.
@@ -198,8 +212,9 @@ class ReplicaNode:
 
     def status(self) -> dict[str, Any]:
         """A JSON-ready summary (no URL, no password)."""
+        status = "down" if not self.healthy else "ok" if self.checked else "unknown"
         return {
-            "status": "ok" if self.healthy else "down",
+            "status": status,
             "lag_seconds": None if self.lag_seconds is None else round(self.lag_seconds, 3),
             "replay_lsn": None if self.replay_lsn is None else format_lsn(self.replay_lsn),
             "weight": self.weight,
@@ -245,21 +260,22 @@ class Router:
 
     def mode(self) -> Mode | None:
         """The override in force for this database in this context, if any."""
+        unknown = _unknown_positions.get()
+        if unknown is not None and self.database in unknown:
+            return "primary"
         routes = _routes.get()
         return None if routes is None else routes.get(self.database)
 
 
 def _is_node_failure(error: BaseException) -> bool:
-    """The node went away (refused, reset, shut down), as opposed to a bad statement."""
-    if isinstance(error, OSError | TimeoutError):
-        return True
-    if isinstance(error, exc.DBAPIError):
-        # InterfaceError: the client found its connection closed (e.g. the server restarted).
-        if error.connection_invalidated or isinstance(error, exc.InterfaceError):
-            return True
-        sqlstate = str(getattr(error.orig, "sqlstate", "") or "")
-        return sqlstate.startswith(("08", "57P"))
-    return False
+    """The node went away (refused, reset, shut down), as opposed to a bad or slow statement.
+
+    A statement that outlived ``COMMAND_TIMEOUT`` (or ``statement_timeout``) says nothing about
+    the node: running it again elsewhere would only repeat the wait, so it is not one.
+    """
+    if isinstance(error, QueryTimeoutError) or isinstance(error.__cause__, QueryTimeoutError):
+        return False
+    return is_connection_failure(error)
 
 
 class RoutingSession(Session):
@@ -284,10 +300,13 @@ class RoutingSession(Session):
         flavor: Flavor = info[_FLAVOR]
         if flavor == "plain" and (clause is None or is_write(clause)):
             # A flush (no clause), DML, FOR UPDATE or a text() that may write.
-            info[_WROTE] = info[_UNCOMMITTED_WRITE] = True
+            info[_UNCOMMITTED_WRITE] = True
             return router.primary[flavor]
         mode = router.mode()
-        if mode == "primary" or (info.get(_WROTE) and mode != "replicas"):
+        # A read-write unit of work reads on the primary too: what it reads it may write back
+        # (read-modify-write, an update of a row just inserted elsewhere, an advisory lock),
+        # so a stale replica would be wrong there. Only prefer_replicas() sends its reads away.
+        if mode == "primary" or (flavor == "plain" and mode != "replicas"):
             return router.primary[flavor]
         # One node per session, kept for its life (a snapshot must stay on one node); the
         # primary, when no replica qualified, is kept as well.
@@ -383,13 +402,28 @@ def track_commit_lsn(session_class: type[Session], primary: Engine) -> None:
         connection: Connection | None = session.info.pop(_PRIMARY_CONNECTION, None)
         if not session.info.pop(_UNCOMMITTED_WRITE, False) or connection is None:
             return
-        connection.execution_options(isolation_level="AUTOCOMMIT")
-        text = connection.exec_driver_sql("SELECT pg_current_wal_insert_lsn()::text").scalar()
-        position = parse_lsn(str(text))
+        database = session.info[_ROUTER].database
+        try:
+            connection.execution_options(isolation_level="AUTOCOMMIT")
+            text = connection.exec_driver_sql("SELECT pg_current_wal_insert_lsn()::text").scalar()
+            position = parse_lsn(str(text))
+        except Exception as error:
+            # The transaction is committed: failing here would report a saved write as lost.
+            # Without its position, the rest of the request reads this database on the primary.
+            logger.warning(
+                "database %r: committed, but its WAL position could not be read (%s); "
+                "the rest of this request reads from the primary",
+                database,
+                type(error.__cause__ or error).__name__,
+                extra={"database": database},
+            )
+            unknown = _unknown_positions.get()
+            if unknown is not None:
+                unknown.add(database)
+            return
         session.info[COMMIT_LSN] = format_lsn(position)
         collected = _commits.get()
         if collected is not None:
-            database = session.info[_ROUTER].database
             collected[database] = max(position, collected.get(database, 0))
 
     def forget(session: Session, *args: Any) -> None:

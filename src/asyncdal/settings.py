@@ -182,8 +182,11 @@ class DatabaseSettings(BaseModel):
             )
         for index, replica in enumerate(self.replicas):
             try:
-                self._replica_url(replica)
-            except ValueError as exc:
+                # Checked as the replica's engine will use it, like the primary's URL.
+                replica_settings = self._replica_settings(replica)
+                replica_settings.sqlalchemy_url()
+                replica_settings.ssl_argument()
+            except (ValueError, OSError) as exc:
                 raise ValueError(f"REPLICAS: replica {index + 1}: {exc}") from None
         if self.replica_weights is not None:
             if len(self.replica_weights) != len(self.replicas):
@@ -319,12 +322,20 @@ class DatabaseSettings(BaseModel):
             port=given.port if given.port is not None else own.port,
             database=given.database if given.database is not None else own.database,
         )
+        if self.url is not None and not _QUERY_TLS & set(given.query):
+            # A replica without TLS parameters of its own connects like the primary does:
+            # never silently without TLS when the primary requires it.
+            primary_tls = {
+                key: value
+                for key, value in make_url(self.url.get_secret_value()).query.items()
+                if key in _QUERY_TLS
+            }
+            full = full.update_query_dict(primary_tls)
         return SecretStr(full.render_as_string(hide_password=False))
 
-    def replica_settings(self) -> list[DatabaseSettings]:
-        """Settings of each replica: its URL, the replica pool sizes, and otherwise this
-        database's own settings (timeouts, pooler mode, application name)."""
+    def _replica_settings(self, replica: SecretStr) -> DatabaseSettings:
         update: dict[str, Any] = {
+            "url": self._replica_url(replica),
             "host": None,
             "port": None,
             "user": None,
@@ -337,10 +348,13 @@ class DatabaseSettings(BaseModel):
             update["pool_size"] = self.replica_pool_size
         if self.replica_max_overflow is not None:
             update["max_overflow"] = self.replica_max_overflow
-        return [
-            self.model_copy(update={**update, "url": self._replica_url(replica)})
-            for replica in self.replicas
-        ]
+        return self.model_copy(update=update)
+
+    def replica_settings(self) -> list[DatabaseSettings]:
+        """Settings of each replica: its URL (TLS parameters, when it has none, the primary's),
+        the replica pool sizes, and otherwise this database's own settings (timeouts, pooler
+        mode, application name)."""
+        return [self._replica_settings(replica) for replica in self.replicas]
 
     @property
     def weights(self) -> tuple[int, ...]:

@@ -6,12 +6,17 @@ settings point at their own database.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Any
+
 from fastapi import FastAPI
 
 from asyncdal.container import container_lifespan
+from asyncdal.errors import ConfigurationError
 from asyncdal.fastapi import health_router, metrics_router, setup
 from catalog.container import CatalogContainer
-from catalog.routes import categories_router, router
+from catalog.routes import REFERENCE, categories_router, router
 
 __all__ = ["create_app"]
 
@@ -28,7 +33,7 @@ def create_app(container: CatalogContainer | None = None) -> FastAPI:
         title="Catalog",
         summary="Products catalog: the asyncdal reference service.",
         version="0.1.0",
-        lifespan=container_lifespan(container),
+        lifespan=_needs_reference(container, container_lifespan(container)),
     )
     app.state.container = container
     setup(app)
@@ -37,3 +42,24 @@ def create_app(container: CatalogContainer | None = None) -> FastAPI:
     app.include_router(health_router())
     app.include_router(metrics_router())
     return app
+
+
+Lifespan = Callable[[Any], AbstractAsyncContextManager[dict[str, Any]]]
+
+
+def _needs_reference(container: CatalogContainer, lifespan: Lifespan) -> Lifespan:
+    """Refuse to start without the reference database, which categories live in: better than
+    a 500 on the first request that needs it."""
+
+    @asynccontextmanager
+    async def checked(app: Any) -> AsyncIterator[dict[str, Any]]:
+        if REFERENCE not in container.settings().databases:
+            raise ConfigurationError(
+                f"the catalog needs its {REFERENCE!r} database (categories live there): set "
+                f"DB__{REFERENCE.upper()}__URL, and migrate it with "
+                f"'alembic -x database={REFERENCE} upgrade head' (make migrate does both histories)"
+            )
+        async with lifespan(app) as state:
+            yield state
+
+    return checked

@@ -64,12 +64,14 @@ async def test_concurrent_retries_with_one_key_create_one_row(
 
 @pytest.fixture
 async def proxied_client(
-    catalog_settings: AsyncdalSettings, catalog_url: URL
+    catalog_settings: AsyncdalSettings, catalog_url: URL, catalog_reference_url: URL
 ) -> AsyncIterator[tuple[AsyncClient, FaultProxy]]:
     async with FaultProxy(catalog_url.host or "127.0.0.1", catalog_url.port or 5432) as proxy:
         container = CatalogContainer()
         container.settings.override(
-            providers.Object(database_settings(catalog_url.set(port=proxy.port)))
+            providers.Object(
+                database_settings(catalog_url.set(port=proxy.port), reference=catalog_reference_url)
+            )
         )
         app = create_app(container)
         async with (

@@ -8,11 +8,12 @@ import os
 import sys
 from pathlib import Path
 
+import asyncpg
 import pytest
-from sqlalchemy.engine import URL
+from sqlalchemy.engine import URL, make_url
 
 from asyncdal import ConfigurationError, Database, Databases, DatabaseSettings
-from asyncdal.budget import check_budget
+from asyncdal.budget import check_budget, enforce_budget, format_budget
 from tests.conftest import plain
 
 
@@ -34,16 +35,15 @@ def databases(url: URL, *, pool_size: int, workers: int, strict: bool = False) -
 
 async def test_over_budget_warns(test_database_url: URL, caplog: pytest.LogCaptureFixture) -> None:
     limit = await server_limit(test_database_url)
-    registry = databases(test_database_url, pool_size=1, workers=limit)  # limit x (1 + 2 + 2)
+    # limit x (1 + 2 + 2, and the replica check's connection to reference's primary and replica)
+    registry = databases(test_database_url, pool_size=1, workers=limit)
     budgets = await check_budget(
         {name: db.settings for name, db in registry.items()}, registry.workers
     )
-    assert [(budget.planned, budget.over) for budget in budgets] == [(limit * 5, True)]
+    assert [(budget.planned, budget.over) for budget in budgets] == [(limit * 7, True)]
     with caplog.at_level(logging.WARNING, logger="asyncdal.budget"):
-        from asyncdal.budget import enforce_budget
-
         enforce_budget(budgets)
-    assert f"may open {limit * 5} connections" in caplog.text
+    assert f"may open {limit * 7} connections" in caplog.text
     assert f"allows {limit}" in caplog.text
 
 
@@ -66,13 +66,15 @@ async def test_within_budget_starts_quietly(
 
 
 async def test_budget_command_prints_the_table(test_database_url: URL, tmp_path: Path) -> None:
+    limit = await server_limit(test_database_url)
+    # Over whatever the server's limit is: limit x (50 + 5 + two check connections).
     env = {k: v for k, v in os.environ.items() if not k.upper().startswith("DB__")}
     env.update(
         DATABASE_URL=plain(test_database_url),
         DB__MAIN__POOL_SIZE="50",
         DB__MAIN__REPLICAS=plain(test_database_url),
         DB__MAIN__REPLICA_POOL_SIZE="5",
-        WEB_CONCURRENCY="4",
+        WEB_CONCURRENCY=str(limit),
     )
     process = await asyncio.create_subprocess_exec(
         str(Path(sys.executable).parent / "asyncdal"),
@@ -87,5 +89,54 @@ async def test_budget_command_prints_the_table(test_database_url: URL, tmp_path:
     assert process.returncode == 1, err.decode()
     assert "main      primary" in text
     assert "replica-1" in text
-    assert "220 of" in text  # 4 x (50 + 5)
-    assert "OVER BUDGET" in text
+    assert "replica-1 check" in text
+    assert f"{limit * 57} of {limit} allowed: OVER BUDGET" in text
+
+
+async def unix_socket_folder(url: URL) -> str | None:
+    connection = await asyncpg.connect(plain(url.set(drivername="postgresql")))
+    try:
+        folders = str(await connection.fetchval("SHOW unix_socket_directories"))
+    finally:
+        await connection.close()
+    first = folders.split(",")[0].strip()
+    return first if first.startswith("/") and Path(first).is_dir() else None
+
+
+async def test_names_of_one_server_count_as_one_server(test_database_url: URL) -> None:
+    limit = await server_limit(test_database_url)
+    half = limit // 2 + 1
+    hosts = ["127.0.0.1", "localhost"]
+    urls = [test_database_url.set(host=host) for host in hosts]
+    folder = await unix_socket_folder(test_database_url)
+    if folder is not None:
+        hosts.append(folder)
+        user, port, name = (
+            test_database_url.username,
+            test_database_url.port,
+            test_database_url.database,
+        )
+        urls.append(make_url(f"postgresql://{user}@:{port}/{name}?host={folder}"))
+    settings = {
+        f"db{index}": DatabaseSettings(url=plain(url), pool_size=half)
+        for index, url in enumerate(urls)
+    }
+    (budget,) = await check_budget(settings)
+    # Each name alone is under the limit; the server carries them all.
+    assert budget.planned == half * len(hosts) > limit
+    assert budget.over
+    assert all(host in budget.server for host in hosts), budget.server
+
+
+async def test_a_null_pool_is_flagged_unbounded(
+    test_database_url: URL, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings = {"main": DatabaseSettings(url=plain(test_database_url), pool="null")}
+    (budget,) = await check_budget(settings)
+    assert budget.unbounded
+    assert not budget.over
+    with caplog.at_level(logging.WARNING, logger="asyncdal.budget"):
+        enforce_budget([budget])
+    assert "main/primary has a null pool" in caplog.text
+    table = format_budget([budget])
+    assert "unbounded" in table

@@ -150,13 +150,18 @@ def application_name() -> str:
 
 @pytest.fixture
 def handler_settings(
-    catalog_settings: AsyncdalSettings, catalog_url: URL, application_name: str
+    catalog_settings: AsyncdalSettings,
+    catalog_url: URL,
+    catalog_reference_url: URL,
+    application_name: str,
 ) -> AsyncdalSettings:
     """Settings for the (emptied) catalog database, with the test's application name.
 
     No pool is given: the handler must choose the null pool itself.
     """
-    return database_settings(catalog_url, application_name=application_name)
+    return database_settings(
+        catalog_url, reference=catalog_reference_url, application_name=application_name
+    )
 
 
 @pytest.fixture
@@ -247,7 +252,8 @@ async def test_handler_survives_terminated_backends_and_leaves_no_connection(
     """
     handler = create_handler(handler_settings)
     assert {name: db.pool_class for name, db in settings_of(handler).databases.items()} == {
-        "main": "null"
+        "main": "null",
+        "reference": "null",
     }
     assert settings_of(handler).databases["main"].application_name == application_name
     runtime = LambdaRuntime("lambda-runtime")
@@ -308,6 +314,7 @@ def fresh_default_handler() -> Iterator[None]:
 @pytest.mark.usefixtures("fresh_default_handler")
 async def test_module_entry_point_reads_settings_from_the_environment_at_first_invocation(
     catalog_url: URL,
+    catalog_reference_url: URL,
     admin: asyncpg.Connection,
     application_name: str,
     product: dict[str, Any],
@@ -322,6 +329,7 @@ async def test_module_entry_point_reads_settings_from_the_environment_at_first_i
     monkeypatch.setenv("AWS_LAMBDA_FUNCTION_NAME", "catalog")
     monkeypatch.setenv("DATABASE_URL", plain(catalog_url))
     monkeypatch.setenv("DB__MAIN__APPLICATION_NAME", application_name)
+    monkeypatch.setenv("DB__REFERENCE__URL", plain(catalog_reference_url))
     runtime = LambdaRuntime("lambda-runtime")
     runtimes.append(runtime)
 

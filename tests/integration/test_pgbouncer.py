@@ -32,8 +32,10 @@ def through(url: URL, port: int) -> URL:
     return url.set(host="127.0.0.1", port=port)
 
 
-def catalog_settings_via(catalog_url: URL, port: int, **overrides: object) -> AsyncdalSettings:
-    return database_settings(through(catalog_url, port), **overrides)
+def catalog_settings_via(
+    catalog_url: URL, reference_url: URL, port: int, **overrides: object
+) -> AsyncdalSettings:
+    return database_settings(through(catalog_url, port), reference=reference_url, **overrides)
 
 
 async def storm(settings: AsyncdalSettings, requests: int = 200) -> list[int | str]:
@@ -79,21 +81,29 @@ async def seed(catalog_url: URL) -> None:
 
 
 async def test_pooler_mode_serves_200_concurrent_requests_without_errors(
-    pgbouncer: int, catalog_settings: AsyncdalSettings, catalog_url: URL
+    pgbouncer: int,
+    catalog_settings: AsyncdalSettings,
+    catalog_url: URL,
+    catalog_reference_url: URL,
 ) -> None:
     await seed(catalog_url)
-    outcomes = await storm(catalog_settings_via(catalog_url, pgbouncer, pgbouncer=True))
+    outcomes = await storm(
+        catalog_settings_via(catalog_url, catalog_reference_url, pgbouncer, pgbouncer=True)
+    )
     assert all(isinstance(outcome, int) and outcome in (200, 201) for outcome in outcomes), [
         outcome for outcome in outcomes if outcome not in (200, 201)
     ][:5]
 
 
 async def test_without_pooler_mode_the_prepared_statement_error_appears(
-    pgbouncer: int, catalog_settings: AsyncdalSettings, catalog_url: URL
+    pgbouncer: int,
+    catalog_settings: AsyncdalSettings,
+    catalog_url: URL,
+    catalog_reference_url: URL,
 ) -> None:
     """Negative control: the positive test above exercises the real problem."""
     await seed(catalog_url)
-    outcomes = await storm(catalog_settings_via(catalog_url, pgbouncer))
+    outcomes = await storm(catalog_settings_via(catalog_url, catalog_reference_url, pgbouncer))
     errors = [outcome for outcome in outcomes if isinstance(outcome, str)]
     assert any("prepared statement" in error for error in errors), outcomes[:10]
 

@@ -48,7 +48,7 @@ def new_id() -> int:
     return uuid.uuid4().int % 1_000_000_000 + 1
 
 
-async def test_reads_go_to_the_replica_writes_to_the_primary_and_stick(
+async def test_read_only_reads_go_to_the_replica_and_a_read_write_unit_wholly_to_the_primary(
     routed: Callable[..., Database], asyncdal_replica_pair: ReplicaPair
 ) -> None:
     pair = asyncdal_replica_pair
@@ -56,16 +56,52 @@ async def test_reads_go_to_the_replica_writes_to_the_primary_and_stick(
     await database.warm_up()
     assert await served_by(database) == pair.replica.port
     async with database.unit_of_work() as uow:
-        # Reads before any write go to the replica...
-        assert await uow.session.scalar(PORT) == pair.replica.port
+        # A read-write unit of work reads on the primary from the start: what it reads may
+        # feed what it writes (read-modify-write, locks), so it must not be stale...
+        assert await uow.session.scalar(PORT) == pair.primary.port
+        assert await uow.session.scalar(text("SELECT pg_is_in_recovery()")) is False
         await uow.session.execute(
             text("INSERT INTO items VALUES (:id, 'sticky')"), {"id": new_id()}
         )
-        # ...and after a write the unit of work stays on the primary for good.
         assert await uow.session.scalar(PORT) == pair.primary.port
         await uow.commit()
         assert uow.commit_lsn is not None
         assert await uow.session.scalar(PORT) == pair.primary.port
+    async with database.background_unit_of_work() as uow:
+        assert await uow.session.scalar(PORT) == pair.primary.port
+    # ...unless it asks for replicas.
+    async with database.unit_of_work() as uow, database.prefer_replicas():
+        assert await uow.session.scalar(PORT) == pair.replica.port
+
+
+async def test_a_read_modify_write_sees_the_latest_data_while_replay_is_paused(
+    routed: Callable[..., Database], asyncdal_replica_pair: ReplicaPair, replica_database: URL
+) -> None:
+    pair = asyncdal_replica_pair
+    database = routed()
+    await database.warm_up()
+    item = new_id()
+    await pair.pause_replay()
+    try:
+        async with database.unit_of_work() as uow:
+            await uow.session.execute(text("INSERT INTO items VALUES (:id, 'a')"), {"id": item})
+            await uow.commit()
+        # A new unit of work (another request) reads the row to change it: on a stale replica
+        # it would not find it.
+        async with database.unit_of_work() as uow:
+            name = await uow.session.scalar(
+                text("SELECT name FROM items WHERE id = :id"), {"id": item}
+            )
+            assert name == "a"
+            await uow.session.execute(
+                text("UPDATE items SET name = :name WHERE id = :id"), {"id": item, "name": name * 2}
+            )
+            # An advisory lock taken in a unit of work is the primary's.
+            await uow.session.execute(text("SELECT pg_advisory_xact_lock(42)"))
+            await uow.commit()
+    finally:
+        await pair.resume_replay()
+    assert await primary_count(replica_database, f"id = {item} AND name = 'aa'") == 1
 
 
 async def test_select_for_update_goes_to_the_primary(
@@ -143,7 +179,8 @@ async def test_text_write_on_a_read_path_fails_and_writes_nothing(
     async with database.read_only_unit_of_work() as uow:
         with pytest.raises(ReadOnlyError, match="read-only replica connection"):
             await uow.session.execute(text("SELECT sneaky_write()"))
-    async with database.unit_of_work() as uow:
+    # A read-write unit of work that asked for replicas: its reads there are read-only too.
+    async with database.unit_of_work() as uow, database.prefer_replicas():
         with pytest.raises(ReadOnlyError, match=r"db\.primary\(\)"):
             await uow.session.execute(text("SELECT sneaky_write()"))
     assert await primary_count(replica_database) == before

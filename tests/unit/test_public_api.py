@@ -88,8 +88,9 @@ EXPECTED = {
         "required_lsn",
         "route",
     ],
-    "asyncdal.replicas": ["REPLICA_STATE_QUERY", "ReplicaMonitor"],
+    "asyncdal.replicas": ["PRIMARY_POSITION_QUERY", "REPLICA_STATE_QUERY", "ReplicaMonitor"],
     "asyncdal.budget": [
+        "CHECK_POOL",
         "BudgetLine",
         "ServerBudget",
         "check_budget",

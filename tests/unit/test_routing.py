@@ -113,16 +113,20 @@ def test_read_your_writes_is_per_database() -> None:
         assert required_lsn("main") is None
 
 
-def test_lag_after_a_quiet_spell_counts_from_the_last_caught_up_check() -> None:
+def test_lag_is_measured_against_the_primary_positions_read() -> None:
+    import time
+
     from asyncdal.replicas import ReplicaMonitor
 
-    replica = node("r")
     monitor = ReplicaMonitor("main", [], interval=1.0, max_lag=30.0)
-    # Never seen caught up: the age of the last replayed transaction is all there is.
-    assert monitor._lag(replica, caught_up=False, replayed_age=500.0) == 500.0
-    # Caught up (its last transaction an hour old: the primary was quiet) means no lag...
-    assert monitor._lag(replica, caught_up=True, replayed_age=3600.0) == 0.0
-    # ...and when it then falls behind, the lag counts from that check, not from an hour ago.
-    assert monitor._lag(replica, caught_up=False, replayed_age=3600.0) < 1.0
-    # A recent replayed transaction bounds it too.
-    assert monitor._lag(replica, caught_up=False, replayed_age=0.0) == 0.0
+    # No position of the primary read yet: nothing to be behind.
+    assert monitor._lag(0x100) == 0.0
+    now = time.monotonic()
+    monitor._positions.extend([(now - 10.0, 0x100), (now - 4.0, 0x200), (now - 1.0, 0x300)])
+    # Replayed the latest position: no lag, however old its last transaction.
+    assert monitor._lag(0x300) == 0.0
+    # Between two positions: behind since the newest one it has replayed was read.
+    assert 4.0 <= monitor._lag(0x250) < 5.0
+    # Behind the oldest kept (a replica whose stream broke): at least that far.
+    assert monitor._lag(0x50) >= 10.0
+    assert monitor._lag(None) >= 10.0
