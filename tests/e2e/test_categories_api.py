@@ -2,11 +2,24 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
+import re
+import sys
+from pathlib import Path
+
 import asyncpg
+import pytest
+from asgi_lifespan import LifespanManager
+from dependency_injector import providers
 from httpx import AsyncClient
 from sqlalchemy.engine import URL
 
-from tests.conftest import plain
+from asyncdal import ConfigurationError
+from asyncdal.testing import create_test_database, drop_test_database
+from catalog.app import create_app
+from catalog.container import CatalogContainer
+from tests.conftest import ROOT, database_settings, plain
 
 
 async def add_categories(reference_url: URL, *names: str) -> dict[str, int]:
@@ -62,3 +75,55 @@ async def test_unknown_category_is_422_and_nothing_is_saved(
     created = await client.post("/products", json={"sku": "X-2", "name": "x", "price": "1"})
     patched = await client.patch(f"/products/{created.json()['id']}", json={"category_id": 424242})
     assert patched.status_code == 422
+
+
+async def test_the_catalog_refuses_to_start_without_its_reference_database(
+    catalog_url: URL,
+) -> None:
+    container = CatalogContainer()
+    container.settings.override(providers.Object(database_settings(catalog_url)))
+    with pytest.raises(ConfigurationError, match="DB__REFERENCE__URL"):
+        async with LifespanManager(create_app(container)):
+            pass
+
+
+def migrate_recipe() -> list[list[str]]:
+    """``make migrate``'s commands, read from the Makefile, with this virtualenv's ``$(BIN)``
+    (running make itself would first run ``make install``)."""
+    makefile = (ROOT / "Makefile").read_text()
+    block = re.search(r"^migrate:.*\n((?:\t.+\n)+)", makefile, flags=re.MULTILINE)
+    assert block is not None, "no migrate target in the Makefile"
+    bin_dir = str(Path(sys.executable).parent)
+    return [line.strip().replace("$(BIN)", bin_dir).split() for line in block.group(1).splitlines()]
+
+
+async def tables_of(url: URL) -> set[str]:
+    connection = await asyncpg.connect(plain(url.set(drivername="postgresql")))
+    try:
+        rows = await connection.fetch("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
+    finally:
+        await connection.close()
+    return {row["tablename"] for row in rows}
+
+
+async def test_make_migrate_migrates_both_histories(server_url: str, tmp_path: Path) -> None:
+    main = await create_test_database(server_url, prefix="migrate_main")
+    reference = await create_test_database(server_url, prefix="migrate_ref")
+    try:
+        env = {k: v for k, v in os.environ.items() if not k.upper().startswith("DB__")}
+        env.update(DATABASE_URL=plain(main), DB__REFERENCE__URL=plain(reference))
+        for command in migrate_recipe():
+            process = await asyncio.create_subprocess_exec(
+                *command,
+                cwd=ROOT,
+                env=env,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+            )
+            _, err = await process.communicate()
+            assert process.returncode == 0, err.decode()[-2000:]
+        assert "products" in await tables_of(main)
+        assert "categories" in await tables_of(reference)
+    finally:
+        await drop_test_database(main)
+        await drop_test_database(reference)

@@ -87,6 +87,32 @@ async def test_x_db_lsn_reads_your_writes_while_replay_is_paused(
     assert (await replicated_client.get(path, headers={"X-DB-LSN": lsn})).status_code == 200
 
 
+async def test_patch_and_delete_without_x_db_lsn_work_while_replay_is_paused(
+    replicated_client: AsyncClient, asyncdal_replica_pair: ReplicaPair
+) -> None:
+    pair = asyncdal_replica_pair
+    await pair.pause_replay()
+    try:
+        created = await replicated_client.post(
+            "/products", json={"sku": "RW-1", "name": "Fresh", "price": "1.00"}
+        )
+        assert created.status_code == 201, created.text
+        path = f"/products/{created.json()['id']}"
+        # The replica has not seen the product; a plain read says so...
+        assert (await replicated_client.get(path)).status_code == 404
+        # ...but a write's own reads run on the primary: no header needed to change it.
+        changed = await replicated_client.patch(path, json={"name": "Changed"})
+        assert changed.status_code == 200, changed.text
+        assert changed.json()["name"] == "Changed"
+        deleted = await replicated_client.delete(path)
+        assert deleted.status_code == 204, deleted.text
+        assert (
+            await replicated_client.get(path, headers={"X-DB-LSN": deleted.headers["X-DB-LSN"]})
+        ).status_code == 404
+    finally:
+        await pair.resume_replay()
+
+
 async def test_a_bad_x_db_lsn_is_a_400(replicated_client: AsyncClient) -> None:
     response = await replicated_client.get("/products/1", headers={"X-DB-LSN": "yesterday"})
     assert response.status_code == 400
@@ -98,6 +124,10 @@ async def test_readiness_reports_the_replica(replicated_client: AsyncClient) -> 
     replica = body["databases"]["main"]["replicas"]["replica-1"]
     assert replica["status"] == "ok"
     assert replica["lag_seconds"] is not None
+    # Like the primary's entry: a round trip measured now, and the replica pool's usage.
+    assert isinstance(replica["latency_ms"], float)
+    assert replica["pool"]["size"] == 3
+    assert set(replica["pool"]) == {"size", "checked_out", "overflow", "idle"}
     metrics = (await replicated_client.get("/metrics")).text
     assert 'asyncdal_replica_lag_seconds{database="main",node="replica-1"}' in metrics
     assert 'asyncdal_pool_size{database="main",node="replica-1"} 3.0' in metrics

@@ -284,3 +284,62 @@ async def test_a_replica_down_at_startup_is_out_and_reads_use_the_primary(
         assert nowhere.split("@")[-1] not in str(health)  # no URL in the report
     finally:
         await database.dispose()
+
+
+async def test_a_statement_timeout_on_a_replica_is_not_a_node_failure(
+    routed: Callable[..., Database], asyncdal_replica_pair: ReplicaPair
+) -> None:
+    from asyncdal import QueryTimeoutError
+
+    database = routed(command_timeout=0.3)
+    await database.warm_up()
+    (node,) = database.replica_nodes()
+    started = asyncio.get_running_loop().time()
+    async with database.read_only_unit_of_work() as uow:
+        with pytest.raises(QueryTimeoutError):
+            await uow.session.execute(text("SELECT pg_sleep(2)"))
+    # One slow statement: the replica stays in rotation, and the statement was not run again
+    # on the primary (which would have doubled the wait).
+    assert asyncio.get_running_loop().time() - started < 0.3 * 2 + 0.25
+    assert node.healthy
+    assert node.error is None
+    assert await served_by(database) == asyncdal_replica_pair.replica.port
+
+
+async def test_a_commit_whose_position_cannot_be_read_is_still_committed(
+    asyncdal_replica_pair: ReplicaPair, replica_database: URL
+) -> None:
+    from asyncdal import DatabaseSettings
+    from asyncdal.faultproxy import FaultProxy
+    from asyncdal.routing import current_commit_lsns
+
+    pair = asyncdal_replica_pair
+    async with FaultProxy("127.0.0.1", pair.primary.port) as proxy:
+        database = Database(
+            "main",
+            DatabaseSettings(
+                url=proxy.url(database=replica_database.database or ""),
+                replicas=(f"postgresql://postgres@127.0.0.1:{pair.replica.port}",),
+                replica_check_interval=0.2,
+            ),
+        )
+        try:
+            await database.warm_up()
+            assert await served_by(database) == pair.replica.port
+            item = new_id()
+            # COMMIT goes through; the connection is cut as the commit position is read.
+            proxy.cut_answer_to(b"pg_current_wal_insert_lsn")
+            with current_commit_lsns() as committed:
+                async with database.unit_of_work() as uow:
+                    await uow.session.execute(
+                        text("INSERT INTO items VALUES (:id, 'kept')"), {"id": item}
+                    )
+                    await uow.commit()  # no error: the data is committed
+                assert uow.commit_lsn is None
+                assert committed == {}
+                # Without a position to wait for, the rest of the request reads the primary.
+                assert await served_by(database) == pair.primary.port
+            assert await primary_count(replica_database, f"id = {item}") == 1
+            assert await served_by(database) == pair.replica.port  # only that request
+        finally:
+            await database.dispose()

@@ -104,3 +104,39 @@ def test_bad_replica_settings_name_the_variable_and_hide_secrets(
         load_settings()
     assert expected in str(caught.value)
     assert URL_SECRET not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("replica", "complaint"),
+    [
+        ("postgresql://u:pa@ss@replica-host/db", "percent-encode the password"),
+        ("postgresql://u:hunter2secret@replica-host/db?foo=bar", "unsupported URL parameter"),
+        ("postgresql://u:hunter2secret@replica-host/db?sslmode=sometimes", "sslmode must be"),
+    ],
+)
+def test_a_bad_replica_url_is_refused_at_load_naming_the_variable(
+    monkeypatch: pytest.MonkeyPatch, replica: str, complaint: str
+) -> None:
+    monkeypatch.setenv("DB__MAIN__URL", "postgresql://app@primary/shop")
+    monkeypatch.setenv("DB__MAIN__REPLICAS", f"postgresql://r1,{replica}")
+    with pytest.raises(ConfigurationError) as caught:
+        load_settings()
+    message = str(caught.value)
+    assert "DB__MAIN__REPLICAS: replica 2:" in message
+    assert complaint in message
+    assert "pa@ss" not in message
+    assert "hunter2" not in message
+
+
+def test_replicas_inherit_the_primarys_tls_unless_they_set_their_own(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("DB__MAIN__URL", "postgresql://app@primary/shop?sslmode=verify-full")
+    monkeypatch.setenv(
+        "DB__MAIN__REPLICAS", "postgresql://r1,postgresql://r2?sslmode=require,postgresql://r3"
+    )
+    first, second, third = load_settings().databases["main"].replica_settings()
+    assert first.ssl_argument() == "verify-full"  # never silently without TLS
+    assert second.ssl_argument() == "require"  # its own
+    assert third.ssl_argument() == "verify-full"
+    assert "sslmode" not in first.sqlalchemy_url().query
