@@ -120,7 +120,11 @@ def sqlalchemy_app(url: str) -> FastAPI:
 
 
 def _catalog(url: str, **database: object) -> tuple[CatalogContainer, FastAPI]:
-    settings = load_settings(db={"main": {"url": url, **database}})
+    # The catalog refuses to start without its reference database. The benchmark's products
+    # have no category, so it is never queried: the same database, with a pool of one.
+    settings = load_settings(
+        db={"main": {"url": url, **database}, "reference": {"url": url, "pool_size": 1}}
+    )
     main = settings.databases["main"]
     # load_settings also reads .env; a pool setting from there would make (c) unlike (b).
     if (main.effective_pool_size, main.effective_max_overflow) != (

@@ -28,7 +28,10 @@ def assert_no_secret(where: str, text_seen: str) -> None:
 
 
 async def test_the_password_appears_nowhere(
-    catalog_url: URL, caplog: pytest.LogCaptureFixture, capfd: pytest.CaptureFixture[str]
+    catalog_url: URL,
+    catalog_reference_url: URL,
+    caplog: pytest.LogCaptureFixture,
+    capfd: pytest.CaptureFixture[str],
 ) -> None:
     caplog.set_level(logging.DEBUG)
     settings = load_settings(
@@ -41,6 +44,14 @@ async def test_the_password_appears_nowhere(
                 "password": SECRET,
                 "name": catalog_url.database,
                 "slow_query_seconds": 0.001,
+            },
+            # The catalog needs its reference database; the password goes there too.
+            "reference": {
+                "host": catalog_reference_url.host,
+                "port": catalog_reference_url.port,
+                "user": catalog_reference_url.username,
+                "password": SECRET,
+                "name": catalog_reference_url.database,
             },
             "ledger": {
                 "url": f"postgresql://app:{quote(SECRET, safe='')}@127.0.0.1:{spare_port()}/l",
