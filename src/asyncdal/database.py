@@ -409,9 +409,9 @@ class Database:
         return _Override(self.name, "primary")
 
     def prefer_replicas(self) -> _Override:
-        """Send the block's reads to replicas even after a write in the same unit of work and
-        inside an outer :meth:`primary` (a required ``X-DB-LSN`` position still applies).
-        Writes always go to the primary."""
+        """Send the block's reads to replicas, also those of a read-write unit of work (even
+        after its writes) and inside an outer :meth:`primary` (a required ``X-DB-LSN``
+        position still applies). Writes always go to the primary."""
         return _Override(self.name, "replicas")
 
     @property
@@ -429,7 +429,11 @@ class Database:
         return self._bound().sessions()
 
     def unit_of_work(self) -> UnitOfWork:
-        """A read-write unit of work (joins one already open in this task)."""
+        """A read-write unit of work (joins one already open in this task).
+
+        On a database with replicas it runs wholly on the primary, reads included (what it
+        reads it may write back); inside :meth:`prefer_replicas` its reads go to replicas.
+        """
         return UnitOfWork(self, self._bound().sessions)
 
     def background_unit_of_work(self) -> UnitOfWork:

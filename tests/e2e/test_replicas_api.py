@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 
+import asyncpg
 import pytest
 from alembic import command
 from asgi_lifespan import LifespanManager
@@ -13,6 +14,7 @@ from httpx import ASGITransport, AsyncClient
 from sqlalchemy.engine import URL
 
 from asyncdal import load_settings
+from asyncdal.faultproxy import FaultProxy
 from asyncdal.testing import ReplicaPair, create_test_database, drop_test_database
 from catalog.app import create_app
 from catalog.container import CatalogContainer
@@ -111,6 +113,45 @@ async def test_patch_and_delete_without_x_db_lsn_work_while_replay_is_paused(
         ).status_code == 404
     finally:
         await pair.resume_replay()
+
+
+async def test_a_write_whose_commit_position_is_lost_is_still_a_201(
+    asyncdal_replica_pair: ReplicaPair, replicated_catalog_url: URL, catalog_reference_url: URL
+) -> None:
+    pair = asyncdal_replica_pair
+    await empty_tables(replicated_catalog_url, "products")
+    async with FaultProxy("127.0.0.1", pair.primary.port) as proxy:
+        settings = load_settings(
+            db={
+                "main": {
+                    "url": plain(replicated_catalog_url.set(port=proxy.port)),
+                    "replicas": [f"postgresql://postgres@127.0.0.1:{pair.replica.port}"],
+                    "pool_size": 2,
+                },
+                "reference": {"url": plain(catalog_reference_url), "pool_size": 1},
+            }
+        )
+        container = CatalogContainer()
+        container.settings.override(providers.Object(settings))
+        app = create_app(container)
+        async with (
+            LifespanManager(app) as manager,
+            AsyncClient(transport=ASGITransport(app=manager.app), base_url="http://c") as client,
+        ):
+            # COMMIT goes through; the connection is cut as its position is read.
+            proxy.cut_answer_to(b"pg_current_wal_insert_lsn")
+            created = await client.post(
+                "/products", json={"sku": "LOST-LSN", "name": "Kept", "price": "1.00"}
+            )
+            assert created.status_code == 201, created.text
+            assert "X-DB-LSN" not in created.headers
+    connection = await asyncpg.connect(plain(replicated_catalog_url.set(drivername="postgresql")))
+    try:
+        assert (
+            await connection.fetchval("SELECT name FROM products WHERE sku = 'LOST-LSN'") == "Kept"
+        )
+    finally:
+        await connection.close()
 
 
 async def test_a_bad_x_db_lsn_is_a_400(replicated_client: AsyncClient) -> None:
