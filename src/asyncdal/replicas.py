@@ -8,8 +8,9 @@ finds it well again. Requests never query positions: they read the cached ones.
 
 The lag is measured against the primary, not against what the replica received: a replica
 whose replication stream broke has replayed all it received, yet falls further behind with
-every write on the primary. A replica's lag is the time since the newest primary position it
-has replayed was read (0 when it has replayed the latest one).
+every write on the primary. A replica's lag is about the time since the primary was where the
+replica's replay is now (see :meth:`ReplicaMonitor._lag`; 0 when it has replayed the latest
+position read).
 
 The check has a connection of its own to each node (one per worker, counted in the budget), so
 a busy request pool can neither delay it nor make it take a healthy replica out, and its
@@ -136,17 +137,29 @@ class ReplicaMonitor:
             self._positions.popleft()
 
     def _lag(self, replayed: int | None) -> float:
-        """Seconds the replica's data is behind the primary: the time since the newest
-        primary position it has replayed was read (0 when it has replayed the latest)."""
+        """Seconds the replica's data is behind the primary's (0 when it has replayed the
+        latest position read).
+
+        Its replay position lies between two positions the primary had at two checks: it
+        lacks what the primary had at the later one and has all it had at the earlier one,
+        so its lag is between the times since those; it is estimated in between, in
+        proportion to the WAL, so that a replica a few milliseconds behind a busy primary
+        is not taken for one a whole interval behind.
+        """
         if not self._positions:
             return 0.0
         if replayed is not None and replayed >= self._positions[-1][1]:
             return 0.0
         now = time.monotonic()
+        later: tuple[float, int] | None = None
         for read_at, position in reversed(self._positions):
             if replayed is not None and replayed >= position:
-                return now - read_at
-        # Behind even the oldest position kept: at least that far behind.
+                if later is None or later[1] <= position:
+                    return now - read_at
+                share = (replayed - position) / (later[1] - position)
+                return now - (read_at + share * (later[0] - read_at))
+            later = (read_at, position)
+        # Behind even the oldest position kept: at least that far.
         return now - self._positions[0][0]
 
     async def _check(self, node: ReplicaNode, engine: AsyncEngine, limit: float) -> None:

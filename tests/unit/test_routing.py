@@ -125,8 +125,11 @@ def test_lag_is_measured_against_the_primary_positions_read() -> None:
     monitor._positions.extend([(now - 10.0, 0x100), (now - 4.0, 0x200), (now - 1.0, 0x300)])
     # Replayed the latest position: no lag, however old its last transaction.
     assert monitor._lag(0x300) == 0.0
-    # Between two positions: behind since the newest one it has replayed was read.
-    assert 4.0 <= monitor._lag(0x250) < 5.0
+    # Between two positions: behind by more than the time since the later one was read, less
+    # than since the earlier one, in proportion to the WAL in between.
+    assert 2.4 <= monitor._lag(0x280) < 2.6
+    assert 1.0 <= monitor._lag(0x2FF) < 1.1
+    assert 4.0 <= monitor._lag(0x200) < 4.1
     # Behind the oldest kept (a replica whose stream broke): at least that far.
     assert monitor._lag(0x50) >= 10.0
     assert monitor._lag(None) >= 10.0
