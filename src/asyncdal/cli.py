@@ -5,6 +5,9 @@ when anything is found, 2 when a path is missing or a file does not parse.
 
 ``asyncdal health``: the same report as ``GET /health/ready``, as JSON, for the databases the
 settings (environment, ``.env``) name; exit code 1 when not ready, 2 on bad settings.
+
+``asyncdal outbox run|dead|requeue|counts``: the outbox worker and its operations (see
+:mod:`asyncdal.outbox.cli`).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from asyncdal.check import check_paths
 from asyncdal.database import Databases
 from asyncdal.errors import ConfigurationError
 from asyncdal.health import HealthReport, check_health
+from asyncdal.outbox.cli import add_outbox_commands
 from asyncdal.settings import load_settings
 
 __all__ = ["main"]
@@ -77,6 +81,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--answer-within", type=float, default=2.0, help="seconds each database gets to answer"
     )
     health.set_defaults(run=_health)
+    add_outbox_commands(commands)
     arguments = parser.parse_args(argv)
     code: int = arguments.run(arguments)
     return code

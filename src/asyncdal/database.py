@@ -218,6 +218,34 @@ class Database:
         """Every engine this database has built so far (one per event loop that used it)."""
         return [bound.engine for bound in self._by_loop.values()]
 
+    def with_settings(self, name: str | None = None, **changes: Any) -> Database:
+        """A new :class:`Database` like this one with some settings changed: a second pool.
+
+        The copy has its own engines (so its own pool), the same engine options and engine
+        hooks (so the same instrumentation), and everything else from this database's
+        settings. The caller owns it and disposes it.
+
+        Example:
+            >>> handlers_db = db.with_settings(f"{db.name}:handlers", pool_size=8)
+
+        Args:
+            name: its name (default: this database's).
+            **changes: :class:`~asyncdal.settings.DatabaseSettings` fields to override.
+
+        Raises:
+            pydantic.ValidationError: the changed settings are invalid.
+        """
+        fields = {
+            field: getattr(self.settings, field)
+            for field in self.settings.model_fields_set | set(changes)
+            if field not in changes
+        }
+        settings = DatabaseSettings.model_validate({**fields, **changes})
+        copy = Database(name or self.name, settings, **self._engine_options)
+        for hook in self._engine_hooks:
+            copy.add_engine_hook(hook)
+        return copy
+
     @property
     def engine(self) -> AsyncEngine:
         """The engine for the running event loop (built on first use in that loop)."""

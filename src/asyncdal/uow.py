@@ -23,11 +23,14 @@ from collections.abc import Callable
 from contextlib import suppress
 from contextvars import ContextVar, Token
 from types import TracebackType
-from typing import Any, Self, TypeVar
+from typing import TYPE_CHECKING, Any, Self, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from asyncdal.errors import ReadOnlyError, UnitOfWorkError
+
+if TYPE_CHECKING:
+    from asyncdal.outbox.writer import Outbox
 
 __all__ = ["UnitOfWork", "current_unit_of_work"]
 
@@ -107,6 +110,14 @@ class UnitOfWork:
     def joined(self) -> bool:
         """True when this unit of work joined an outer one instead of opening its own."""
         return self._joined_to is not None
+
+    @property
+    def outbox(self) -> Outbox:
+        """This unit of work's transactional outbox: ``await uow.outbox.add(type, payload)``."""
+        # Imported here: the outbox package imports the database module, which imports this.
+        from asyncdal.outbox.writer import Outbox
+
+        return Outbox(self)
 
     def repository(self, repository_class: Callable[[AsyncSession], R]) -> R:
         """The repository of this class bound to this unit of work's session (one per class).

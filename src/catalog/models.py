@@ -17,7 +17,9 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-__all__ = ["Base", "Product"]
+from asyncdal.outbox.table import outbox_tables
+
+__all__ = ["Base", "Product", "inbox", "outbox"]
 
 
 class Base(DeclarativeBase):
@@ -52,3 +54,7 @@ class Product(Base):
     updated_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), server_default=func.now(), onupdate=func.now()
     )
+
+
+# The outbox commits with the products, so its tables live in the same database and migrations.
+outbox, inbox = outbox_tables(Base.metadata)

@@ -7,7 +7,8 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Response, status
 from sqlalchemy.exc import IntegrityError
 
-from asyncdal.fastapi import repository_provider
+from asyncdal import UnitOfWork
+from asyncdal.fastapi import repository_provider, unit_of_work_provider
 from catalog.models import Product
 from catalog.repositories import ProductRepository
 from catalog.schemas import ProductCreate, ProductPage, ProductRead, ProductUpdate
@@ -16,7 +17,8 @@ __all__ = ["router"]
 
 router = APIRouter(prefix="/products", tags=["products"])
 
-Products = Annotated[ProductRepository, Depends(repository_provider(ProductRepository))]
+# Writes take the unit of work: the change and its outbox event commit together.
+Work = Annotated[UnitOfWork, Depends(unit_of_work_provider())]
 ReadProducts = Annotated[
     ProductRepository, Depends(repository_provider(ProductRepository, read_only=True))
 ]
@@ -70,30 +72,40 @@ async def list_products(
     )
 
 
+def _event_payload(product: Product) -> dict[str, object]:
+    return ProductRead.model_validate(product).model_dump(mode="json")
+
+
 @router.post("", response_model=ProductRead, status_code=status.HTTP_201_CREATED)
-async def create_product(body: ProductCreate, products: Products) -> Product:
-    """Create a product; a duplicate sku is a 409."""
+async def create_product(body: ProductCreate, uow: Work) -> Product:
+    """Create a product (and a ``product.created`` event); a duplicate sku is a 409."""
     try:
-        return await products.add(Product(**body.model_dump()))
+        product = await uow.repository(ProductRepository).add(Product(**body.model_dump()))
     except IntegrityError as error:
         raise _conflict_or_raise(error) from None
+    await uow.outbox.add("product.created", _event_payload(product), key=product.id)
+    return product
 
 
 @router.patch("/{product_id}", response_model=ProductRead)
-async def update_product(product_id: ProductId, body: ProductUpdate, products: Products) -> Product:
-    """Change some fields of a product."""
+async def update_product(product_id: ProductId, body: ProductUpdate, uow: Work) -> Product:
+    """Change some fields of a product (and emit ``product.updated``)."""
+    changes = body.model_dump(exclude_unset=True)
     try:
-        product = await products.update(product_id, **body.model_dump(exclude_unset=True))
+        product = await uow.repository(ProductRepository).update(product_id, **changes)
     except IntegrityError as error:
         raise _conflict_or_raise(error) from None
     if product is None:
         raise _not_found(product_id)
+    payload = {**_event_payload(product), "changed": sorted(changes)}
+    await uow.outbox.add("product.updated", payload, key=product.id)
     return product
 
 
 @router.delete("/{product_id}", status_code=status.HTTP_204_NO_CONTENT)
-async def delete_product(product_id: ProductId, products: Products) -> Response:
-    """Delete a product."""
-    if not await products.delete(product_id):
+async def delete_product(product_id: ProductId, uow: Work) -> Response:
+    """Delete a product (and emit ``product.deleted``)."""
+    if not await uow.repository(ProductRepository).delete(product_id):
         raise _not_found(product_id)
+    await uow.outbox.add("product.deleted", {"id": product_id}, key=product_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
