@@ -155,12 +155,16 @@ class WorkerProcesses:
     url: URL
     processes: list[subprocess.Popen[bytes]]
 
-    def start(self, mode: str = "record", **settings: Any) -> subprocess.Popen[bytes]:
+    def start(
+        self, mode: str = "record", *, fail_rate: float = 0.0, **settings: Any
+    ) -> subprocess.Popen[bytes]:
+        """Start ``asyncdal outbox run`` with the test handlers in ``mode``."""
         environment = {
             **os.environ,
             "DATABASE_URL": plain(self.url),
             "DB__MAIN__APPLICATION_NAME": "outbox-test-worker",
             "OUTBOX_TEST_MODE": mode,
+            "OUTBOX_TEST_FAIL_RATE": str(fail_rate),
             "PYTHONPATH": str(ROOT),
         }
         for name, value in {**FAST, **settings}.items():
