@@ -199,6 +199,13 @@ def add_outbox_commands(commands: Any) -> None:
         "--handlers", required=True, help="package.module:attribute naming the Handlers"
     )
     run.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
+    run.add_argument(
+        "--log-module",
+        dest="log_modules",
+        action="append",
+        default=[],
+        help="another logger to show at --log-level (repeatable), e.g. the handlers' module",
+    )
     run.set_defaults(run=_with_logging(_runner(_run_worker)))
     dead = action("dead", "list dead events (JSON lines)")
     dead.add_argument("--limit", type=int, default=100, help="at most this many (default 100)")
@@ -213,10 +220,12 @@ def add_outbox_commands(commands: Any) -> None:
 
 def _with_logging(run: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
     def configured(arguments: argparse.Namespace) -> int:
+        # The worker's own loggers at the asked-for level; libraries stay at WARNING.
         logging.basicConfig(
-            level=arguments.log_level.upper(),
-            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+            level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
         )
+        for name in ("asyncdal.outbox", *arguments.log_modules):
+            logging.getLogger(name).setLevel(arguments.log_level.upper())
         return run(arguments)
 
     return configured

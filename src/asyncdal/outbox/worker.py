@@ -142,7 +142,9 @@ class OutboxWorker:
         self._database = database.with_settings(
             f"{database.name}:outbox-worker",
             pool="queue",
-            pool_size=2,
+            # Two are held for the worker's life (claim/settle, LISTEN); the third, never
+            # opened unless one is replaced, keeps the pool's exhaustion warning quiet.
+            pool_size=3,
             max_overflow=0,
             application_name=f"{app}:outbox-worker"[:63],
         )
@@ -240,12 +242,12 @@ class OutboxWorker:
         assert self._connection is not None
         return self._connection
 
-    async def _disconnect(self) -> None:
+    async def _disconnect(self, *, broken: bool = False) -> None:
         holder, self._holder, self._connection = self._holder, None, None
         if holder is not None:
             with contextlib.suppress(Exception):
-                await holder.invalidate()
-            with contextlib.suppress(Exception):
+                if broken:
+                    await holder.invalidate()
                 await holder.close()
 
     async def _run_sql(self, call: Callable[[asyncpg.Connection], Awaitable[Any]]) -> Any:
@@ -256,7 +258,7 @@ class OutboxWorker:
             try:
                 return await call(connection)
             except (OSError, asyncpg.InterfaceError, asyncpg.PostgresConnectionError):
-                await self._disconnect()
+                await self._disconnect(broken=True)
                 raise
 
     @contextlib.asynccontextmanager
@@ -285,8 +287,6 @@ class OutboxWorker:
             await connection.add_listener(NOTIFY_CHANNEL, wake)
             yield
         finally:
-            with contextlib.suppress(Exception):
-                await holder.invalidate()
             with contextlib.suppress(Exception):
                 await holder.close()
 
