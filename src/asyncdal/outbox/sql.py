@@ -27,19 +27,19 @@ _ORDERED = (
     "AND (o.key IS NULL OR NOT EXISTS (SELECT 1 FROM {table} AS e WHERE e.key = o.key "
     "AND e.id < o.id AND e.status IN ('pending', 'leased')))"
 )
+# The ids go through ARRAY(...) so the UPDATE finds its rows by primary key: joined to a CTE
+# instead, the planner hashes the whole table (done rows included) on every claim.
 _CLAIM = """
-WITH picked AS (
+UPDATE {table} AS o
+SET status = 'leased', attempts = o.attempts + 1, lease_owner = $2, lease_token = $3,
+    lease_expires_at = now() + make_interval(secs => $4), updated_at = now()
+WHERE o.id = ANY(ARRAY(
     SELECT o.id FROM {table} AS o
     WHERE o.status = 'pending' AND o.available_at <= now() {types} {ordered}
     ORDER BY o.id
     LIMIT $1
     FOR UPDATE SKIP LOCKED
-)
-UPDATE {table} AS o
-SET status = 'leased', attempts = o.attempts + 1, lease_owner = $2, lease_token = $3,
-    lease_expires_at = now() + make_interval(secs => $4), updated_at = now()
-FROM picked
-WHERE o.id = picked.id
+))
 RETURNING o.id, o.event_type, o.key, o.payload::text, o.attempts, o.created_at
 """
 
@@ -59,6 +59,9 @@ CLAIM_ORDERED_TYPED = _claim(typed=True, ordered=True)
 
 # One UPDATE for a whole batch of outcomes; a row is changed only while it still carries the
 # token it was claimed with, so a worker whose lease was taken over changes nothing.
+# Only leased rows carry a token. The rows are found by primary key ("id = ANY($1)"): a
+# condition on status would let the planner pick the partial index of leased rows, whose
+# entries for rows settled since the last vacuum every settle would step through again.
 # refund: 1 gives back the attempt (a release at shutdown is not a failed attempt).
 SETTLE = f"""
 UPDATE {OUTBOX_TABLE} AS o
@@ -71,7 +74,7 @@ SET status = r.status,
     lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL, updated_at = now()
 FROM unnest($1::bigint[], $2::uuid[], $3::text[], $4::float8[], $5::text[], $6::int[])
      AS r(id, token, status, delay, error, refund)
-WHERE o.id = r.id AND o.lease_token = r.token AND o.status = 'leased'
+WHERE o.id = ANY($1::bigint[]) AND o.id = r.id AND o.lease_token = r.token
 """
 
 EXTEND = f"""

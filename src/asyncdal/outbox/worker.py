@@ -32,18 +32,18 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, cast
 
 import asyncpg
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from asyncdal.database import Database
 from asyncdal.outbox import sql
 from asyncdal.outbox.backoff import Backoff
+from asyncdal.outbox.connection import WorkerConnection
 from asyncdal.outbox.event import OutboxEvent
 from asyncdal.outbox.handlers import Handlers, HandlerSpec
 from asyncdal.outbox.metrics import OutboxMetrics
@@ -142,9 +142,9 @@ class OutboxWorker:
         self._database = database.with_settings(
             f"{database.name}:outbox-worker",
             pool="queue",
-            # Two are held for the worker's life (claim/settle, LISTEN); the third, never
+            # Three are held for the worker's life (claim, settle, LISTEN); the fourth, never
             # opened unless one is replaced, keeps the pool's exhaustion warning quiet.
-            pool_size=3,
+            pool_size=4,
             max_overflow=0,
             application_name=f"{app}:outbox-worker"[:63],
         )
@@ -165,9 +165,10 @@ class OutboxWorker:
             self._claim_sql = sql.CLAIM_ORDERED_TYPED if types is not None else sql.CLAIM_ORDERED
         else:
             self._claim_sql = sql.CLAIM_TYPED if types is not None else sql.CLAIM
-        # At most this many events leased and not yet settled: a batch waiting behind the
-        # running handlers keeps them busy without leasing more than can run in time.
-        self._max_in_flight = settings.batch_size + settings.concurrency
+        # Claims keep at most about a batch waiting behind the running handlers (so handlers
+        # never starve, and slow handlers do not hoard events other workers could run); this
+        # caps what is leased and not yet settled, finished outcomes included.
+        self._max_in_flight = 3 * settings.batch_size + settings.concurrency
         self._stopping = asyncio.Event()
         self._wake = asyncio.Event()
         self._settle_wake = asyncio.Event()
@@ -175,9 +176,10 @@ class OutboxWorker:
         self._outcomes = _Outcomes()
         self._tasks: set[asyncio.Task[None]] = set()
         self._semaphore = asyncio.Semaphore(settings.concurrency)
-        self._lock = asyncio.Lock()
-        self._connection: asyncpg.Connection | None = None
-        self._holder: AsyncConnection | None = None
+        self._claiming = WorkerConnection(self._database)
+        self._settling = WorkerConnection(self._database)
+        # Claimed events whose handler has not started yet: the claimer tops this up.
+        self._queued = 0
         self._threads: ThreadPoolExecutor | None = None
         self._started = asyncio.Event()
 
@@ -204,7 +206,6 @@ class OutboxWorker:
         )
         try:
             async with self._listening():
-                await self._connect()
                 await self._maintain_once()
                 side = [
                     asyncio.create_task(self._settler(), name="outbox-settler"),
@@ -225,41 +226,14 @@ class OutboxWorker:
                     await self._settle_or_release()
         finally:
             self._threads.shutdown(wait=False, cancel_futures=True)
-            await self._disconnect()
+            await self._claiming.close()
+            await self._settling.close()
             await self.handlers.aclose()
             await self._database.dispose()
             if self._owns_handler_database and self.handler_database is not None:
                 await self.handler_database.dispose()
         logger.info("outbox worker %s stopped: %s", self.owner, self.stats)
         return self.stats
-
-    async def _connect(self) -> asyncpg.Connection:
-        if self._connection is None or self._connection.is_closed():
-            await self._disconnect()
-            self._holder = await self._database.engine.connect()
-            raw = await self._holder.get_raw_connection()
-            self._connection = cast("asyncpg.Connection", raw.driver_connection)
-        assert self._connection is not None
-        return self._connection
-
-    async def _disconnect(self, *, broken: bool = False) -> None:
-        holder, self._holder, self._connection = self._holder, None, None
-        if holder is not None:
-            with contextlib.suppress(Exception):
-                if broken:
-                    await holder.invalidate()
-                await holder.close()
-
-    async def _run_sql(self, call: Callable[[asyncpg.Connection], Awaitable[Any]]) -> Any:
-        """Run ``call`` on the worker's connection (one statement at a time); a broken
-        connection is dropped and opened again at the next call."""
-        async with self._lock:
-            connection = await self._connect()
-            try:
-                return await call(connection)
-            except (OSError, asyncpg.InterfaceError, asyncpg.PostgresConnectionError):
-                await self._disconnect(broken=True)
-                raise
 
     @contextlib.asynccontextmanager
     async def _listening(self) -> AsyncIterator[None]:
@@ -299,7 +273,8 @@ class OutboxWorker:
             self._wake.clear()
             room = self._max_in_flight - len(self._in_flight)
             wanted = min(self.settings.batch_size, room)
-            if wanted < min(self.settings.batch_size, self.settings.concurrency):
+            enough_waiting = self._queued > self.settings.concurrency
+            if enough_waiting or wanted < min(self.settings.batch_size, self.settings.concurrency):
                 await self._wait(poll)
                 continue
             try:
@@ -321,11 +296,12 @@ class OutboxWorker:
         arguments: list[Any] = [limit, self.owner, token, self.settings.lease_seconds]
         if self._event_types is not None:
             arguments.append(self._event_types)
-        rows = await self._run_sql(lambda c: c.fetch(self._claim_sql, *arguments))
+        rows = await self._claiming.run(lambda c: c.fetch(self._claim_sql, *arguments))
         if not rows:
             return 0
         rows.sort(key=lambda row: row[0])
         self.stats.claimed += len(rows)
+        self._queued += len(rows)
         if self.metrics is not None:
             self.metrics.claimed.inc(len(rows))
         for row in rows:
@@ -342,6 +318,9 @@ class OutboxWorker:
         event = claim.event
         spec = self.handlers.for_type(event.event_type)
         async with self._semaphore:
+            self._queued -= 1
+            if self._queued <= self.settings.concurrency:
+                self._wake.set()  # room for another batch behind the running handlers
             started = time.perf_counter()
             try:
                 if spec is None:
@@ -425,7 +404,7 @@ class OutboxWorker:
             return
         self._outcomes = _Outcomes()
         try:
-            status = await self._run_sql(
+            status = await self._settling.run(
                 lambda c: c.execute(
                     sql.SETTLE,
                     outcomes.ids,
@@ -491,7 +470,7 @@ class OutboxWorker:
     async def _extend_leases(self) -> None:
         tokens = list({claim.token for claim in self._in_flight.values()})
         if tokens:
-            await self._run_sql(
+            await self._settling.run(
                 lambda c: c.execute(sql.EXTEND, tokens, self.settings.lease_seconds)
             )
 
@@ -504,7 +483,7 @@ class OutboxWorker:
                 logger.warning("outbox maintenance failed (%s)", error)
 
     async def _maintain_once(self) -> None:
-        status = await self._run_sql(
+        status = await self._claiming.run(
             lambda c: c.execute(sql.RECLAIM_EXPIRED, self.settings.max_attempts)
         )
         reclaimed = int(status.rsplit(" ", 1)[-1])
@@ -513,9 +492,11 @@ class OutboxWorker:
             self._wake.set()
         retention = self.settings.retention_seconds
         if retention is not None:
-            await self._run_sql(lambda c: c.execute(sql.DELETE_DONE, retention, _RETENTION_CHUNK))
+            await self._claiming.run(
+                lambda c: c.execute(sql.DELETE_DONE, retention, _RETENTION_CHUNK)
+            )
         if self.metrics is not None:
-            age = await self._run_sql(lambda c: c.fetchval(sql.OLDEST_PENDING_AGE))
+            age = await self._claiming.run(lambda c: c.fetchval(sql.OLDEST_PENDING_AGE))
             self.metrics.oldest_pending_age.set(float(age or 0.0))
 
     # -- shutdown ------------------------------------------------------------------------
