@@ -7,7 +7,9 @@ import asyncio
 import signal
 
 import asyncpg
+import httpx
 
+from asyncdal.testing import spare_port
 from tests.integration.outbox.conftest import (
     WorkerProcesses,
     insert_events,
@@ -130,8 +132,14 @@ async def test_sigterm_finishes_or_releases_everything(
         "SELECT 'test.event', jsonb_build_object('sleep', CASE WHEN n <= 20 THEN 0.2 ELSE 30 END) "
         "FROM generate_series(1, 40) AS n"
     )
-    worker = worker_processes.start(concurrency=10, shutdown_timeout=1.5)
+    port = spare_port()
+    worker = worker_processes.start(concurrency=10, shutdown_timeout=1.5, metrics_port=port)
     await wait_until(lambda: sql.fetchval("SELECT count(*) > 0 FROM handled"), timeout=30)
+    async with httpx.AsyncClient() as http:
+        scraped = (await http.get(f"http://127.0.0.1:{port}/metrics")).text
+    assert "asyncdal_outbox_claimed_total 40.0" in scraped
+    assert 'asyncdal_outbox_done_total{event_type="test.event"}' in scraped
+    assert "asyncdal_query_seconds_bucket" in scraped  # the database metrics, same registry
     worker.send_signal(signal.SIGTERM)
     assert await _exit_code(worker) == 0
 
