@@ -50,7 +50,7 @@ async def test_idle_worker_wakes_on_notify(database: Database, sql: asyncpg.Conn
             await uow.commit()
         sent = loop.time()
         handled = await asyncio.wait_for(got.get(), 5)
-    assert handled - sent < 1.0
+    assert handled - sent < 10.0  # far below the 30 s poll
 
 
 async def test_claims_only_the_types_it_handles(
@@ -271,14 +271,14 @@ async def test_heartbeat_keeps_a_long_handler_leased(
     await insert_events(sql, 1)
 
     async def long(payload: dict[str, Any]) -> None:
-        await asyncio.sleep(2.0)
+        await asyncio.sleep(2.5)
 
     handlers = Handlers({"test.event": long})
     async with running_worker(
-        database, handlers, lease_seconds=0.6, heartbeat_seconds=0.15
+        database, handlers, lease_seconds=1.0, heartbeat_seconds=0.2
     ) as worker:
         await wait_until(lambda: worker.stats.done == 1)
-    # Four lease lengths long, yet never reclaimed: one attempt.
+    # Two and a half lease lengths long, yet never reclaimed: one attempt.
     assert await sql.fetchval("SELECT attempts FROM asyncdal_outbox") == 1
     assert worker.stats.lost == 0
 
