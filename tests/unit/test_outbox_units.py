@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from asyncdal import ConfigurationError, Database, DatabaseSettings, UnitOfWork
+from asyncdal import ConfigurationError, Database, DatabaseSettings, ReadOnlyError, UnitOfWork
 from asyncdal.outbox import ANY_EVENT, Handlers, OutboxEvent, load_outbox_settings
 from asyncdal.outbox.backoff import Backoff
 
@@ -148,3 +148,15 @@ def test_with_settings_derives_a_second_pool() -> None:
     assert derived._engine_hooks == database._engine_hooks
     with pytest.raises(ValueError, match="POOL_SIZE"):
         database.with_settings(pool_size=0)
+
+
+async def test_fake_unit_of_work_records_outbox_events() -> None:
+    from asyncdal.testing import FakeUnitOfWork
+
+    uow = FakeUnitOfWork()
+    async with uow:
+        assert await uow.outbox.add("product.created", {"id": 7}, key=7) == 1
+        await uow.commit()
+    assert uow.fake_outbox.events == [("product.created", {"id": 7}, "7")]
+    with pytest.raises(ReadOnlyError):
+        FakeUnitOfWork(read_only=True).outbox  # noqa: B018

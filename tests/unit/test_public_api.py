@@ -79,6 +79,7 @@ EXPECTED = {
     ],
     "asyncdal.testing": [
         "DEFAULT_TEST_DATABASE_URL",
+        "FakeOutbox",
         "FakeUnitOfWork",
         "InMemoryRepository",
         "ThrowawayCluster",
