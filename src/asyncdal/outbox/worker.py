@@ -32,11 +32,10 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, cast
+from typing import Any
 
 import asyncpg
 
@@ -46,9 +45,9 @@ from asyncdal.outbox.backoff import Backoff
 from asyncdal.outbox.connection import WorkerConnection
 from asyncdal.outbox.event import OutboxEvent
 from asyncdal.outbox.handlers import Handlers, HandlerSpec
+from asyncdal.outbox.listener import Listener
 from asyncdal.outbox.metrics import OutboxMetrics
 from asyncdal.outbox.settings import OutboxSettings
-from asyncdal.outbox.table import NOTIFY_CHANNEL
 
 __all__ = ["OutboxWorker", "WorkerStats"]
 
@@ -176,6 +175,9 @@ class OutboxWorker:
         self._outcomes = _Outcomes()
         self._tasks: set[asyncio.Task[None]] = set()
         self._semaphore = asyncio.Semaphore(settings.concurrency)
+        self._listener = Listener(
+            self._database, self._wake.set, retry_seconds=min(1.0, settings.poll_interval)
+        )
         self._claiming = WorkerConnection(self._database)
         self._settling = WorkerConnection(self._database)
         # Claimed events whose handler has not started yet: the claimer tops this up.
@@ -205,25 +207,26 @@ class OutboxWorker:
             max_workers=self.settings.concurrency, thread_name_prefix="outbox-handler"
         )
         try:
-            async with self._listening():
-                await self._maintain_once()
-                side = [
-                    asyncio.create_task(self._settler(), name="outbox-settler"),
-                    asyncio.create_task(self._heartbeat(), name="outbox-heartbeat"),
-                    asyncio.create_task(self._maintenance(), name="outbox-maintenance"),
-                ]
+            await self._maintain_once()
+            side = [
+                asyncio.create_task(self._listener.run(), name="outbox-listener"),
+                asyncio.create_task(self._settler(), name="outbox-settler"),
+                asyncio.create_task(self._heartbeat(), name="outbox-heartbeat"),
+                asyncio.create_task(self._maintenance(), name="outbox-maintenance"),
+            ]
+            try:
+                await self._listener.ready.wait()
                 self._started.set()
                 logger.info("outbox worker %s started", self.owner, extra={"owner": self.owner})
-                try:
-                    await self._claimer()
-                    await self._drain()
-                finally:
-                    # A settle cut short puts its outcomes back, so the last settle below
-                    # writes them (or releases their leases) all the same.
-                    for task in side:
-                        task.cancel()
-                    await asyncio.gather(*side, return_exceptions=True)
-                    await self._settle_or_release()
+                await self._claimer()
+                await self._drain()
+            finally:
+                # A settle cut short puts its outcomes back, so the last settle below
+                # writes them (or releases their leases) all the same.
+                for task in side:
+                    task.cancel()
+                await asyncio.gather(*side, return_exceptions=True)
+                await self._settle_or_release()
         finally:
             self._threads.shutdown(wait=False, cancel_futures=True)
             await self._claiming.close()
@@ -234,35 +237,6 @@ class OutboxWorker:
                 await self.handler_database.dispose()
         logger.info("outbox worker %s stopped: %s", self.owner, self.stats)
         return self.stats
-
-    @contextlib.asynccontextmanager
-    async def _listening(self) -> AsyncIterator[None]:
-        """LISTEN on a connection of its own; behind a transaction pooler, poll only."""
-        if self._database.settings.pgbouncer:
-            logger.info(
-                "pooler mode: LISTEN is not possible; polling every %gs",
-                self.settings.poll_interval,
-            )
-            yield
-            return
-        try:
-            holder = await self._database.engine.connect()
-        except Exception:
-            logger.warning("cannot LISTEN; polling only", exc_info=True)
-            yield
-            return
-        try:
-            raw = await holder.get_raw_connection()
-            connection = cast("asyncpg.Connection", raw.driver_connection)
-
-            def wake(*_: Any) -> None:
-                self._wake.set()
-
-            await connection.add_listener(NOTIFY_CHANNEL, wake)
-            yield
-        finally:
-            with contextlib.suppress(Exception):
-                await holder.close()
 
     # -- claiming ------------------------------------------------------------------------
 

@@ -313,3 +313,35 @@ async def test_metrics_count_claims_done_and_delay(
     text_format = metrics.render().decode()
     assert 'asyncdal_outbox_handler_seconds_count{event_type="test.event"} 10.0' in text_format
     assert "asyncdal_outbox_delivery_delay_seconds_count 10.0" in text_format
+
+
+async def test_worker_survives_losing_its_connections(
+    database: Database, sql: asyncpg.Connection
+) -> None:
+    """Its backends terminated (as in a server restart), the worker listens again on a new
+    connection and claims on a new one: an event is handled long before the 30 s poll."""
+    got: asyncio.Queue[int] = asyncio.Queue()
+
+    async def handle(event: OutboxEvent) -> None:
+        got.put_nowait(event.id)
+
+    app = f"{database.settings.application_name}:outbox-worker"
+    async with running_worker(database, Handlers({"ping": handle}), poll_interval=30):
+        old = await sql.fetch("SELECT pid FROM pg_stat_activity WHERE application_name = $1", app)
+        assert len(old) >= 2
+        await sql.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1",
+            app,
+        )
+        await wait_until(
+            lambda: sql.fetchval(
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1 "
+                "AND query LIKE 'LISTEN%' AND NOT pid = ANY($2::int[])",
+                app,
+                [row[0] for row in old],
+            )
+        )
+        async with database.unit_of_work() as uow:
+            event_id = await uow.outbox.add("ping", {})
+            await uow.commit()
+        assert await asyncio.wait_for(got.get(), 10) == event_id
