@@ -1,8 +1,10 @@
-"""The RabbitMQ relay against the real broker (127.0.0.1:5672): events arrive in a real queue,
-and stay pending while the broker cannot be reached, then go out when it is back."""
+"""The RabbitMQ relay against real brokers: a node of the test's own for the outage (stopped
+and started again), the machine's shared one (127.0.0.1:5672) for a broker that refuses."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import os
 import uuid
@@ -16,7 +18,7 @@ from aio_pika.abc import AbstractQueue
 from asyncdal import Database
 from asyncdal.outbox import ANY_EVENT, Handlers, RabbitRelay
 from tests.integration.outbox.conftest import insert_events, running_worker, wait_until
-from tests.integration.outbox.tcp_proxy import TcpProxy
+from tests.integration.outbox.rabbitmq import throwaway_rabbitmq
 
 BROKER = os.environ.get("TEST_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672/")
 
@@ -49,16 +51,23 @@ async def _drain(queue: AbstractQueue, into: dict[str, aio_pika.abc.AbstractMess
 
 
 async def test_relay_publishes_with_confirms_and_survives_an_outage(
-    database: Database, sql: asyncpg.Connection, broker_queue: tuple[str, AbstractQueue]
+    database: Database, sql: asyncpg.Connection
 ) -> None:
-    exchange, queue = broker_queue
-    proxy = TcpProxy("127.0.0.1", 5672)
-    await proxy.start()
-    relay = RabbitRelay(f"amqp://guest:guest@127.0.0.1:{proxy.port}/", exchange)
-    received: dict[str, aio_pika.abc.AbstractMessage] = {}
-    await insert_events(sql, 20, event_type="product.created")
-    settings = {"backoff_initial": 0.05, "backoff_max": 0.2, "max_attempts": 1000}
-    try:
+    """On a RabbitMQ node of the test's own: events arrive in a real queue; with the broker
+    stopped they stay pending; when it is back they are delivered."""
+    exchange_name = "catalog.events"
+    with throwaway_rabbitmq() as node:
+        connection = await aio_pika.connect(node.url, timeout=10)
+        channel = await connection.channel()
+        exchange = await channel.declare_exchange(
+            exchange_name, aio_pika.ExchangeType.TOPIC, durable=True
+        )
+        queue = await channel.declare_queue("product-events", durable=True)
+        await queue.bind(exchange, "product.#")
+        relay = RabbitRelay(node.url, exchange_name)
+        received: dict[str, aio_pika.abc.AbstractMessage] = {}
+        await insert_events(sql, 20, event_type="product.created")
+        settings = {"backoff_initial": 0.05, "backoff_max": 0.2, "max_attempts": 1000}
         async with running_worker(database, Handlers({ANY_EVENT: relay}), **settings) as worker:
             await wait_until(lambda: _drain(queue, received) if len(received) < 20 else True)
             await wait_until(lambda: worker.stats.done == 20)
@@ -70,8 +79,11 @@ async def test_relay_publishes_with_confirms_and_survives_an_outage(
             assert message.content_type == "application/json"
             assert message.delivery_mode == aio_pika.DeliveryMode.PERSISTENT
             assert json.loads(message.body) == json.loads(first[0]["payload"])
+            with contextlib.suppress(Exception):
+                await connection.close()  # the test's own consumer goes down with the broker
 
-            await proxy.stop()  # the broker is out of reach from here on
+            await asyncio.to_thread(node.stop_app)
+            assert not node.accepts()
             await insert_events(sql, 10, event_type="product.updated")
             # Every new event has been tried and failed at least once, and none is done.
             await wait_until(
@@ -85,12 +97,20 @@ async def test_relay_publishes_with_confirms_and_survives_an_outage(
                 "SELECT DISTINCT status FROM asyncdal_outbox WHERE event_type = 'product.updated'"
             )
             assert {r[0] for r in statuses} <= {"pending", "leased"}
+            error = await sql.fetchval(
+                "SELECT last_error FROM asyncdal_outbox WHERE event_type = 'product.updated' "
+                "LIMIT 1"
+            )
+            assert "guest" not in error  # the broker's password is never written
 
-            await proxy.start()
+            await asyncio.to_thread(node.start_app)
             await wait_until(lambda: worker.stats.done == 30)
+        # The durable queue kept the first 20 (already read) and got the other 10.
+        connection = await aio_pika.connect(node.url, timeout=10)
+        async with connection:
+            channel = await connection.channel()
+            queue = await channel.declare_queue("product-events", durable=True)
             await wait_until(lambda: _drain(queue, received) if len(received) < 30 else True)
-    finally:
-        await proxy.stop()
     assert len(received) == 30
     assert await sql.fetchval("SELECT count(*) FROM asyncdal_outbox WHERE status = 'done'") == 30
 
