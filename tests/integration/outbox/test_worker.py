@@ -8,9 +8,11 @@ from typing import Any
 
 import asyncpg
 from sqlalchemy import text
+from sqlalchemy.engine import URL
 
-from asyncdal import Database, UnitOfWork
+from asyncdal import Database, DatabaseSettings, UnitOfWork
 from asyncdal.outbox import Handlers, OutboxEvent, OutboxMetrics, first_delivery
+from tests.conftest import plain
 from tests.integration.outbox.conftest import (
     insert_events,
     running_worker,
@@ -345,3 +347,36 @@ async def test_worker_survives_losing_its_connections(
             event_id = await uow.outbox.add("ping", {})
             await uow.commit()
         assert await asyncio.wait_for(got.get(), 10) == event_id
+
+
+async def test_worker_behind_a_transaction_pooler(
+    server_url: str, outbox_url: URL, sql: asyncpg.Connection
+) -> None:
+    """Through a real PgBouncer in transaction mode (pooler mode on): no LISTEN there, so the
+    worker polls; claims, settles and handler transactions all work."""
+    from asyncdal.testing import run_pgbouncer
+
+    await sql.execute("CREATE TABLE seen (event_id bigint PRIMARY KEY)")
+
+    async def record(event: OutboxEvent, uow: UnitOfWork) -> None:
+        await uow.session.execute(text("INSERT INTO seen VALUES (:id)"), {"id": event.id})
+
+    await insert_events(sql, 300)
+    with run_pgbouncer(server_url, pool_size=3) as port:
+        bounced = Database(
+            "main",
+            DatabaseSettings(
+                url=plain(outbox_url.set(host="127.0.0.1", port=port)), pgbouncer=True
+            ),
+        )
+        try:
+            handlers = Handlers({"test.event": record})
+            async with running_worker(bounced, handlers, batch_size=50) as worker:
+                await wait_until(lambda: worker.stats.done == 300)
+                # Added after the worker went idle: found by polling, as nothing listens.
+                await insert_events(sql, 5)
+                await wait_until(lambda: worker.stats.done == 305)
+        finally:
+            await bounced.dispose()
+    assert await sql.fetchval("SELECT count(*) FROM seen") == 305
+    assert await status_counts(sql) == {"done": 305}
