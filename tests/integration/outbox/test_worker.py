@@ -380,3 +380,21 @@ async def test_worker_behind_a_transaction_pooler(
             await bounced.dispose()
     assert await sql.fetchval("SELECT count(*) FROM seen") == 305
     assert await status_counts(sql) == {"done": 305}
+
+
+async def test_sync_handler_past_its_timeout_is_retried(
+    database: Database, sql: asyncpg.Connection
+) -> None:
+    import time
+
+    def slow_first_time(event: OutboxEvent) -> None:
+        if event.attempts == 1:
+            time.sleep(1.0)  # a thread cannot be cancelled: it runs on, abandoned
+
+    await insert_events(sql, 1)
+    handlers = Handlers({"test.event": slow_first_time})
+    async with running_worker(database, handlers, handler_timeout=0.2) as worker:
+        await wait_until(lambda: worker.stats.done == 1)
+    row = await sql.fetchrow("SELECT status, attempts, last_error FROM asyncdal_outbox")
+    assert (row["status"], row["attempts"]) == ("done", 2)
+    assert row["last_error"].startswith("TimeoutError")
