@@ -38,7 +38,7 @@ from asyncdal.faults import is_connection_failure
 from asyncdal.querylog import attach_query_log, warming_up
 from asyncdal.replicas import ReplicaMonitor
 from asyncdal.requestid import tag_connections_with_request_id
-from asyncdal.retry import RetryPolicy, retry_dropped_reads, run_in_transaction
+from asyncdal.retry import RetryListener, RetryPolicy, retry_dropped_reads, run_in_transaction
 from asyncdal.routing import (
     READ_ONLY_TEXT,
     WRITE_WORD,
@@ -134,6 +134,8 @@ class Database:
         )
         # Each replica's own breaker, also shared across event loops.
         self._replica_breakers: dict[int, CircuitBreaker] = {}
+        self.retry_listeners: list[RetryListener] = []
+        """Told ``(kind, node)`` before each retry of this database (see :meth:`note_retry`)."""
 
     def _bound(self) -> _LoopEngine:
         loop = asyncio.get_running_loop()
@@ -180,7 +182,7 @@ class Database:
             for session_class in (writer, reader):
                 event.listen(session_class, "after_begin", set_timeouts)
         quick = type("QuickReadSession", (reader,), {})
-        retry_dropped_reads(quick, RetryPolicy.from_settings(self.settings))
+        retry_dropped_reads(quick, RetryPolicy.from_settings(self.settings), self.note_retry)
         return writer, reader, quick
 
     def _flavors(self, engine: AsyncEngine, *, replica: bool) -> dict[str, AsyncEngine]:
@@ -213,7 +215,10 @@ class Database:
                 cool_down=settings.breaker_cool_down,
             )
         engine = create_engine(
-            settings, breaker=breaker, **{"connect_args": arguments, **self._engine_options}
+            settings,
+            breaker=breaker,
+            on_retry=self.note_retry,
+            **{"connect_args": arguments, **self._engine_options},
         )
         attach_query_log(engine, self.name, settings.slow_query_seconds, node=node)
         if settings.tag_requests:
@@ -223,7 +228,9 @@ class Database:
         return engine
 
     def _build(self, loop: asyncio.AbstractEventLoop) -> _LoopEngine:
-        engine = create_engine(self.settings, breaker=self.breaker, **self._engine_options)
+        engine = create_engine(
+            self.settings, breaker=self.breaker, on_retry=self.note_retry, **self._engine_options
+        )
         attach_query_log(engine, self.name, self.settings.slow_query_seconds)
         if self.settings.tag_requests:
             tag_connections_with_request_id(engine, self.settings.application_name)
@@ -252,6 +259,7 @@ class Database:
                 self.name,
                 {key: value.sync_engine for key, value in primary.items()},  # type: ignore[misc]
                 [node for node, _ in nodes],
+                on_retry=self.note_retry,
             )
             monitor = ReplicaMonitor(
                 self.name,
@@ -354,6 +362,12 @@ class Database:
         before the first use)."""
         bound = self._last or next(iter(self._by_loop.values()), None)
         return [] if bound is None or bound.router is None else list(bound.router.nodes)
+
+    def note_retry(self, kind: str, node: str) -> None:
+        """Tell :attr:`retry_listeners` that a ``kind`` retry (``connect``, ``read``,
+        ``transaction``) is about to happen on ``node``."""
+        for listener in self.retry_listeners:
+            listener(kind, node)
 
     def replica_breaker(self, node: str) -> CircuitBreaker | None:
         """The circuit breaker of replica ``node`` (``replica-1``, ...), once its engine exists."""
