@@ -37,7 +37,7 @@ lint: install
 migrate: install
 	$(BIN)/alembic upgrade head
 
-## Throughput of raw asyncpg vs plain SQLAlchemy vs asyncdal (needs wrk).
+## Throughput of raw asyncpg vs plain SQLAlchemy vs asyncdal, pooler and replica costs (needs wrk).
 bench: install
 	$(BIN)/python -m bench
 

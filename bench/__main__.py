@@ -1,10 +1,12 @@
-"""``python -m bench [http|data|pooler|outbox]``: raw asyncpg vs plain SQLAlchemy vs asyncdal.
+"""``python -m bench [http|data|pooler|outbox|replicas]``: raw asyncpg vs plain SQLAlchemy vs
+asyncdal.
 
 ``http`` loads ``GET /products/{id}`` of three uvicorn-served apps with wrk; ``data`` runs the
 same read in-process without HTTP, including asyncdal's three read paths; ``pooler`` measures
 pooler mode directly and through a PgBouncer it starts; ``outbox`` burns down a pre-filled
 outbox (raw asyncpg, the worker with a no-op handler and with a one-row write) and measures
-the LISTEN wake-up delay. No argument runs them all.
+the LISTEN wake-up delay; ``replicas`` starts a primary + replica pair and measures reads on
+the primary alone vs spread over both, and the cost of routing. No argument runs them all.
 Everything runs against a fresh ``bench_<random>`` database on the server, migrated with the
 repository's Alembic migrations, seeded, and dropped at the end, also on errors and Ctrl-C.
 
@@ -30,6 +32,7 @@ from bench.database import ROOT, safe_url, throwaway_database
 from bench.http import HttpSettings, run_http
 from bench.outbox import OutboxBenchSettings, run_outbox
 from bench.pooler import run_pooler
+from bench.replicas import run_replicas
 from bench.runner import install_sigterm_handler, run
 
 __all__ = ["main"]
@@ -37,7 +40,12 @@ __all__ = ["main"]
 DEFAULT_SERVER_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 # Failures worth one line rather than a traceback: no server, no wrk, a server that would not
 # start, a database error.
-_EXPECTED_FAILURES = (RuntimeError, OSError, asyncpg.PostgresError)
+_EXPECTED_FAILURES = (
+    RuntimeError,
+    OSError,
+    asyncpg.PostgresError,
+    subprocess.CalledProcessError,
+)
 
 
 def _env(name: str, default: str) -> str:
@@ -85,7 +93,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "part",
         nargs="?",
-        choices=["http", "data", "pooler", "outbox", "all"],
+        choices=["http", "data", "pooler", "outbox", "replicas", "all"],
         default="all",
         help="which benchmark to run",
     )
@@ -218,19 +226,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{os.cpu_count()} CPUs; server {safe_url(server_url)}"
     )
     try:
-        with throwaway_database(server_url, args.products) as url:
-            print(f"throwaway database {safe_url(url)}: migrated, {args.products} products")
-            if args.part in ("http", "all"):
-                run(run_http(url, http_settings))
-            if args.part in ("data", "all"):
-                run(run_data(url, data_settings))
-            if args.part in ("pooler", "all"):
-                run(run_pooler(url, data_settings))
-            if args.part in ("outbox", "all"):
-                outbox_settings = OutboxBenchSettings(
-                    rounds=args.outbox_rounds, events=args.outbox_events
-                )
-                run(run_outbox(url, outbox_settings))
+        if args.part != "replicas":
+            with throwaway_database(server_url, args.products) as url:
+                print(f"throwaway database {safe_url(url)}: migrated, {args.products} products")
+                if args.part in ("http", "all"):
+                    run(run_http(url, http_settings))
+                if args.part in ("data", "all"):
+                    run(run_data(url, data_settings))
+                if args.part in ("pooler", "all"):
+                    run(run_pooler(url, data_settings))
+                if args.part in ("outbox", "all"):
+                    outbox_settings = OutboxBenchSettings(
+                        rounds=args.outbox_rounds, events=args.outbox_events
+                    )
+                    run(run_outbox(url, outbox_settings))
+        # The replica part brings its own primary + replica pair.
+        if args.part in ("replicas", "all"):
+            run_replicas(data_settings)
     except KeyboardInterrupt:
         print("\ninterrupted: servers stopped, throwaway database dropped", file=sys.stderr)
         return 130

@@ -1,9 +1,11 @@
-"""The three apps under test; each serves ``GET /products/{product_id}`` with the same JSON.
+"""The apps under test; each serves ``GET /products/{product_id}`` with the same JSON.
 
 (a) ``asyncpg_app``: a raw asyncpg pool and one ``fetchrow``.
 (b) ``sqlalchemy_app``: the FastAPI docs pattern, ``create_async_engine`` with default settings,
     ``async_sessionmaker``, a yield dependency giving a session, and ``session.get``.
-(c) ``asyncdal_app``: the catalog service itself, built by ``catalog.app.create_app``.
+(c) ``asyncdal_app``: the catalog service itself, built by ``catalog.app.create_app``, with
+    metrics, request-id tagging, the slow-statement log and JSON logging on.
+(d) ``asyncdal_unobserved_app``: the same with all of those off, for the observability cost.
 
 All three are FastAPI apps whose route has ``response_model=ProductRead``, so the framework,
 validation and serialization are the same and only the data path differs. Pools and engines are
@@ -24,7 +26,7 @@ from fastapi import Depends, FastAPI, HTTPException, Request, status
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
 
-from asyncdal import DEFAULT_MAX_OVERFLOW, DEFAULT_POOL_SIZE, load_settings
+from asyncdal import DEFAULT_MAX_OVERFLOW, DEFAULT_POOL_SIZE, configure_logging, load_settings
 from catalog.app import create_app
 from catalog.container import CatalogContainer
 from catalog.models import Product
@@ -36,6 +38,7 @@ __all__ = [
     "ASYNCPG_MIN_SIZE",
     "PRODUCT_SQL",
     "asyncdal_app",
+    "asyncdal_unobserved_app",
     "asyncpg_app",
     "sqlalchemy_app",
     "sqlalchemy_url",
@@ -116,28 +119,43 @@ def sqlalchemy_app(url: str) -> FastAPI:
     return app
 
 
-def asyncdal_app(url: str) -> FastAPI:
-    """(c) The catalog's real app and endpoint, wired to ``url`` through its container."""
-    settings = load_settings(db={"main": {"url": url}})
+def _catalog(url: str, **database: object) -> tuple[CatalogContainer, FastAPI]:
+    settings = load_settings(db={"main": {"url": url, **database}})
     main = settings.databases["main"]
     # load_settings also reads .env; a pool setting from there would make (c) unlike (b).
     if (main.effective_pool_size, main.effective_max_overflow) != (
         DEFAULT_POOL_SIZE,
         DEFAULT_MAX_OVERFLOW,
-    ) or main.model_fields_set != {"url"}:
+    ) or main.model_fields_set != {"url", *database}:
         print(
             f"bench: warning: (c) does not run with asyncdal's default settings; it also sets "
-            f"{sorted(main.model_fields_set - {'url'})} (from .env?)",
+            f"{sorted(main.model_fields_set - {'url', *database})} (from .env?)",
             file=sys.stderr,
         )
     container = CatalogContainer()
     container.settings.override(providers.Object(settings))
-    return create_app(container)
+    return container, create_app(container)
+
+
+def asyncdal_app(url: str) -> FastAPI:
+    """(c) The catalog's real app and endpoint, observed as in production: Prometheus metrics,
+    the request id tagged onto connections, a slow-statement threshold, and JSON logs."""
+    configure_logging("json", level="INFO")
+    _, app = _catalog(url, slow_query_seconds=1.0)
+    return app
+
+
+def asyncdal_unobserved_app(url: str) -> FastAPI:
+    """(d) The same catalog with metrics, request-id tagging and the slow-statement log off."""
+    container, app = _catalog(url, tag_requests=False)
+    container.metrics.override(providers.Object(None))
+    return app
 
 
 APPS: dict[str, Callable[[str], FastAPI]] = {
     "asyncpg": asyncpg_app,
     "sqlalchemy": sqlalchemy_app,
     "asyncdal": asyncdal_app,
+    "asyncdal_unobserved": asyncdal_unobserved_app,
 }
 """The app factories by name, in the order every round runs them."""

@@ -1,7 +1,11 @@
 """Async Alembic environment: the same settings as the app, a null pool, never a second URL.
 
-``alembic upgrade head`` migrates the database named ``main``; ``-x database=NAME`` picks another
-named database. A caller that already holds a connection (tests, the dev server) passes it as
+``alembic upgrade head`` migrates the database named ``main`` (history in ``versions/``);
+``alembic -x database=reference upgrade head`` migrates the ``reference`` database, whose tables
+(``catalog.models.ReferenceBase``) have a history of their own in ``reference_versions/`` and
+their own version table. Any other ``-x database=NAME`` runs the main history on that database.
+
+A caller that already holds a connection (tests, the dev server) passes it as
 ``config.attributes["connection"]``; settings can be passed as ``config.attributes["settings"]``.
 """
 
@@ -9,18 +13,21 @@ from __future__ import annotations
 
 import asyncio
 from logging.config import fileConfig
+from pathlib import Path
 
 from alembic import context
+from alembic.script.revision import RevisionMap
 from sqlalchemy.engine import Connection
 
 from asyncdal import AsyncdalSettings, create_engine, load_settings
-from catalog.models import Base
+from catalog.models import Base, ReferenceBase
 
 config = context.config
 if config.config_file_name is not None and config.attributes.get("configure_logger", True):
     fileConfig(config.config_file_name, disable_existing_loggers=False)
 
-target_metadata = Base.metadata
+REFERENCE = "reference"
+REFERENCE_VERSIONS = Path(__file__).resolve().parent / "reference_versions"
 
 
 def _settings() -> AsyncdalSettings:
@@ -32,12 +39,28 @@ def _database_name() -> str:
     return context.get_x_argument(as_dictionary=True).get("database", "main")
 
 
+def _use_reference_history() -> None:
+    """Point this run at the reference history: its own folder, so ``head`` means its head."""
+    script = context.script
+    script.version_locations = [str(REFERENCE_VERSIONS)]
+    script.revision_map = RevisionMap(script._load_revisions)
+
+
+is_reference = _database_name() == REFERENCE
+if is_reference:
+    _use_reference_history()
+target_metadata = ReferenceBase.metadata if is_reference else Base.metadata
+# A table of its own, so the two histories never mix even in one database.
+version_table = "alembic_version_reference" if is_reference else "alembic_version"
+
+
 def run_migrations_offline() -> None:
     """Emit SQL to stdout instead of running it (``alembic upgrade head --sql``)."""
     database = _settings().databases[_database_name()]
     context.configure(
         url=database.sqlalchemy_url(),
         target_metadata=target_metadata,
+        version_table=version_table,
         literal_binds=True,
         dialect_opts={"paramstyle": "named"},
     )
@@ -46,7 +69,12 @@ def run_migrations_offline() -> None:
 
 
 def do_run_migrations(connection: Connection) -> None:
-    context.configure(connection=connection, target_metadata=target_metadata, compare_type=True)
+    context.configure(
+        connection=connection,
+        target_metadata=target_metadata,
+        version_table=version_table,
+        compare_type=True,
+    )
     with context.begin_transaction():
         context.run_migrations()
 

@@ -7,6 +7,7 @@ server fails the run: a green run that never reached a real database proves noth
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import os
 from collections.abc import AsyncIterator
@@ -82,10 +83,25 @@ def alembic_config(settings: AsyncdalSettings) -> Config:
     return config
 
 
-def database_settings(url: URL, **overrides: object) -> AsyncdalSettings:
-    """Settings with one ``main`` database at ``url``."""
+def database_settings(
+    url: URL, *, reference: URL | None = None, **overrides: object
+) -> AsyncdalSettings:
+    """Settings with a ``main`` database at ``url`` (and a ``reference`` one, when given)."""
     main = {"url": plain(url), "application_name": TEST_APPLICATION_NAME, **overrides}
-    return load_settings(db={"main": main})
+    databases: dict[str, object] = {"main": main}
+    if reference is not None:
+        databases["reference"] = {
+            "url": plain(reference),
+            "application_name": TEST_APPLICATION_NAME,
+        }
+    return load_settings(db=databases)
+
+
+def reference_alembic_config(settings: AsyncdalSettings) -> Config:
+    """Alembic's config for the reference history (``-x database=reference``)."""
+    config = alembic_config(settings)
+    config.cmd_opts = argparse.Namespace(x=["database=reference"])
+    return config
 
 
 @pytest.fixture(scope="session")
@@ -101,15 +117,35 @@ async def catalog_url(server_url: str) -> AsyncIterator[URL]:
         await drop_test_database(url)
 
 
-@pytest.fixture
-async def catalog_settings(catalog_url: URL) -> AsyncdalSettings:
-    """Settings for the catalog database, with the products table emptied first."""
-    connection = await asyncpg.connect(plain(catalog_url.set(drivername="postgresql")))
+@pytest.fixture(scope="session")
+async def catalog_reference_url(server_url: str) -> AsyncIterator[URL]:
+    """The catalog's reference database (a second database on the same server), migrated
+    with its own history; dropped after the session."""
+    from asyncdal.testing import create_test_database, drop_test_database
+
+    url = await create_test_database(server_url, prefix="catalog_reference")
     try:
-        await connection.execute("TRUNCATE products RESTART IDENTITY")
+        settings = database_settings(url, reference=url)
+        await asyncio.to_thread(command.upgrade, reference_alembic_config(settings), "head")
+        yield url
+    finally:
+        await drop_test_database(url)
+
+
+async def empty_tables(url: URL, *tables: str) -> None:
+    connection = await asyncpg.connect(plain(url.set(drivername="postgresql")))
+    try:
+        await connection.execute(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY")
     finally:
         await connection.close()
-    return database_settings(catalog_url)
+
+
+@pytest.fixture
+async def catalog_settings(catalog_url: URL, catalog_reference_url: URL) -> AsyncdalSettings:
+    """Settings for the catalog's main and reference databases, their tables emptied first."""
+    await empty_tables(catalog_url, "products", "idempotency_keys")
+    await empty_tables(catalog_reference_url, "categories")
+    return database_settings(catalog_url, reference=catalog_reference_url)
 
 
 @pytest.fixture

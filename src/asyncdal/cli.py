@@ -6,6 +6,10 @@ when anything is found, 2 when a path is missing or a file does not parse.
 ``asyncdal health``: the same report as ``GET /health/ready``, as JSON, for the databases the
 settings (environment, ``.env``) name; exit code 1 when not ready, 2 on bad settings.
 
+``asyncdal budget``: per server, the connections every engine's pool may open (worker processes
+from ``WEB_CONCURRENCY`` or ``--workers``) against the server's limit; exit code 1 when a
+server is over budget, 2 on bad settings.
+
 ``asyncdal outbox run|dead|requeue|counts``: the outbox worker and its operations (see
 :mod:`asyncdal.outbox.cli`).
 """
@@ -19,6 +23,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from asyncdal.budget import check_budget, format_budget
 from asyncdal.check import check_paths
 from asyncdal.database import Databases
 from asyncdal.errors import ConfigurationError
@@ -65,6 +70,18 @@ def _health(arguments: argparse.Namespace) -> int:
     return 0 if result.ready else 1
 
 
+def _budget(arguments: argparse.Namespace) -> int:
+    try:
+        settings = load_settings()
+    except ConfigurationError as error:
+        print(f"asyncdal budget: {error}", file=sys.stderr)
+        return 2
+    workers = arguments.workers or settings.web_concurrency
+    budgets = asyncio.run(check_budget(settings.databases, workers))
+    print(format_budget(budgets))
+    return 1 if any(budget.over for budget in budgets) else 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code."""
     parser = argparse.ArgumentParser(prog="asyncdal", description=__doc__.splitlines()[0])
@@ -81,6 +98,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--answer-within", type=float, default=2.0, help="seconds each database gets to answer"
     )
     health.set_defaults(run=_health)
+    budget = commands.add_parser(
+        "budget", help="connections the pools may open, per server, against its limit"
+    )
+    budget.add_argument(
+        "--workers", type=int, default=None, help="worker processes (default: WEB_CONCURRENCY)"
+    )
+    budget.set_defaults(run=_budget)
     add_outbox_commands(commands)
     arguments = parser.parse_args(argv)
     code: int = arguments.run(arguments)

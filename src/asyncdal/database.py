@@ -18,25 +18,46 @@ Example:
 from __future__ import annotations
 
 import asyncio
-import re
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
-from contextlib import asynccontextmanager
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from contextlib import AbstractAsyncContextManager, AbstractContextManager, asynccontextmanager
 from dataclasses import dataclass, replace
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Self, TypeVar
 
 from sqlalchemy import event, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.orm import ORMExecuteState, Session
 from sqlalchemy.sql.elements import TextClause
 
-from asyncdal.engine import create_engine, statement_timeout_ms
+from asyncdal.breaker import CircuitBreaker
+from asyncdal.budget import check_budget, enforce_budget
+from asyncdal.engine import connect_arguments, create_engine, server_timeouts
 from asyncdal.errors import ReadOnlyError, UnitOfWorkError, UnknownDatabaseError
-from asyncdal.querylog import attach_query_log
+from asyncdal.faults import is_connection_failure
+from asyncdal.querylog import attach_query_log, warming_up
+from asyncdal.replicas import ReplicaMonitor
+from asyncdal.requestid import tag_connections_with_request_id
+from asyncdal.retry import RetryListener, RetryPolicy, retry_dropped_reads, run_in_transaction
+from asyncdal.routing import (
+    READ_ONLY_TEXT,
+    WRITE_WORD,
+    ReplicaNode,
+    Router,
+    RoutingSession,
+    route,
+    session_info,
+    track_commit_lsn,
+    translate_read_only_errors,
+)
 from asyncdal.settings import AsyncdalSettings, DatabaseSettings
 from asyncdal.uow import UnitOfWork
 
 __all__ = ["Database", "Databases"]
+
+T = TypeVar("T")
+
+logger = logging.getLogger("asyncdal.database")
 
 
 class _ReadOnlySession(Session):
@@ -44,11 +65,12 @@ class _ReadOnlySession(Session):
     where a write would be permanent at once."""
 
 
-# Statements a raw text() may start with and still be a plain read. A WITH or EXPLAIN that
-# names a data-changing command is refused too. A SELECT of a function that writes cannot be
-# seen from here: use read_only_unit_of_work(snapshot=True) to have the server refuse it.
-_READ_ONLY_TEXT = re.compile(r"\s*(?:\(\s*)*(select|with|show|explain|values|table)\b", re.I)
-_WRITE_WORD = re.compile(r"\b(insert|update|delete|merge|truncate|copy|call|do)\b", re.I)
+# A raw text() must look like a plain read (see asyncdal.routing). A SELECT of a function that
+# writes cannot be seen from here: use read_only_unit_of_work(snapshot=True), or replicas,
+# whose connections are READ ONLY, to have the server refuse it.
+_READ_ONLY_TEXT = READ_ONLY_TEXT
+_WRITE_WORD = WRITE_WORD
+logger = logging.getLogger("asyncdal.database")
 
 
 @event.listens_for(_ReadOnlySession, "before_flush")
@@ -81,6 +103,9 @@ class _LoopEngine:
     sessions: async_sessionmaker[AsyncSession]
     quick_reads: async_sessionmaker[AsyncSession]
     snapshot_reads: async_sessionmaker[AsyncSession]
+    router: Router | None = None
+    monitor: ReplicaMonitor | None = None
+    replica_engines: tuple[AsyncEngine, ...] = ()
 
 
 class Database:
@@ -100,6 +125,17 @@ class Database:
         self._last: _LoopEngine | None = None
         self._pinned: _LoopEngine | None = None
         self._engine_hooks: list[Callable[[AsyncEngine], None]] = []
+        self._node_names: dict[int, str] = {}
+        # One breaker per server, shared by the engines of every event loop.
+        self.breaker = CircuitBreaker(
+            name,
+            failure_threshold=settings.breaker_failure_threshold,
+            cool_down=settings.breaker_cool_down,
+        )
+        # Each replica's own breaker, also shared across event loops.
+        self._replica_breakers: dict[int, CircuitBreaker] = {}
+        self.retry_listeners: list[RetryListener] = []
+        """Told ``(kind, node)`` before each retry of this database (see :meth:`note_retry`)."""
 
     def _bound(self) -> _LoopEngine:
         loop = asyncio.get_running_loop()
@@ -120,54 +156,145 @@ class Database:
             self._forget_closed_loops()
             bound = self._by_loop[loop] = self._build(loop)
             for hook in self._engine_hooks:
-                hook(bound.engine)
+                for engine in (bound.engine, *bound.replica_engines):
+                    hook(engine)
+            if bound.monitor is not None:
+                bound.monitor.start()
         self._last = bound
         return bound
 
-    def _session_classes(self) -> tuple[type[Session], type[Session]]:
-        """The read-write and read-only session classes for this database's settings."""
-        timeout = statement_timeout_ms(self.settings)
-        if not self.settings.pgbouncer or timeout is None:
-            return Session, _ReadOnlySession
+    def _session_classes(self) -> tuple[type[Session], type[Session], type[Session]]:
+        """The read-write, read-only (snapshot) and quick-read session classes."""
+        timeouts = server_timeouts(self.settings)
+        writer: type[Session] = Session
+        reader: type[Session] = _ReadOnlySession
+        if self.settings.pgbouncer and timeouts:
+            # Behind a transaction-mode pooler a session-level setting would leak to other
+            # clients' transactions, so the timeouts are set in each transaction instead.
+            statements = [f"SET LOCAL {name} = {value}" for name, value in timeouts.items()]
 
-        # Behind a transaction-mode pooler a session-level setting would leak to other
-        # clients' transactions, so the timeout is set in each transaction instead.
-        def set_timeout(session: Session, transaction: Any, connection: Any) -> None:
-            connection.exec_driver_sql(f"SET LOCAL statement_timeout = {timeout}")
+            def set_timeouts(session: Session, transaction: Any, connection: Any) -> None:
+                for statement in statements:
+                    connection.exec_driver_sql(statement)
 
-        classes = (
-            type("PoolerSession", (Session,), {}),
-            type("PoolerReadOnlySession", (_ReadOnlySession,), {}),
-        )
-        for session_class in classes:
-            event.listen(session_class, "after_begin", set_timeout)
-        return classes
+            writer = type("PoolerSession", (Session,), {})
+            reader = type("PoolerReadOnlySession", (_ReadOnlySession,), {})
+            for session_class in (writer, reader):
+                event.listen(session_class, "after_begin", set_timeouts)
+        quick = type("QuickReadSession", (reader,), {})
+        retry_dropped_reads(quick, RetryPolicy.from_settings(self.settings), self.note_retry)
+        return writer, reader, quick
 
-    def _build(self, loop: asyncio.AbstractEventLoop) -> _LoopEngine:
-        engine = create_engine(self.settings, **self._engine_options)
-        attach_query_log(engine, self.name, self.settings.slow_query_seconds)
-        writer, reader = self._session_classes()
-        # expire_on_commit=False: objects stay readable after commit without a lazy load,
-        # which async code cannot do implicitly.
-        sessions = async_sessionmaker(engine, expire_on_commit=False, sync_session_class=writer)
+    def _flavors(self, engine: AsyncEngine, *, replica: bool) -> dict[str, AsyncEngine]:
+        """The engine as each kind of session uses it: plain (read-write units of work),
+        quick (autocommit reads) and snapshot (``REPEATABLE READ, READ ONLY``)."""
+        plain = engine.execution_options(postgresql_readonly=True) if replica else engine
         if self.settings.pgbouncer:
             # In a transaction, so that SET LOCAL statement_timeout applies to the reads too.
-            read_engine = engine.execution_options(postgresql_readonly=True)
+            quick = engine.execution_options(postgresql_readonly=True)
         else:
-            read_engine = engine.execution_options(isolation_level="AUTOCOMMIT")
+            quick = engine.execution_options(isolation_level="AUTOCOMMIT")
         snapshot = engine.execution_options(
             isolation_level="REPEATABLE READ", postgresql_readonly=True
         )
+        return {"plain": plain, "quick": quick, "snapshot": snapshot}
+
+    def _replica_engine(self, index: int, settings: DatabaseSettings) -> AsyncEngine:
+        arguments = connect_arguments(settings)
+        if not settings.pgbouncer:
+            # Every transaction on a replica connection is READ ONLY, so a write that slips
+            # past the routing fails loudly, even on a node that is not a standby.
+            arguments["server_settings"]["default_transaction_read_only"] = "on"
+        node = f"replica-{index}"
+        breaker = self._replica_breakers.get(index)
+        if breaker is None:
+            breaker = self._replica_breakers[index] = CircuitBreaker(
+                f"{self.name}/{node}",
+                node=node,
+                failure_threshold=settings.breaker_failure_threshold,
+                cool_down=settings.breaker_cool_down,
+            )
+        engine = create_engine(
+            settings,
+            breaker=breaker,
+            on_retry=self.note_retry,
+            **{"connect_args": arguments, **self._engine_options},
+        )
+        attach_query_log(engine, self.name, settings.slow_query_seconds, node=node)
+        if settings.tag_requests:
+            tag_connections_with_request_id(engine, settings.application_name)
+        translate_read_only_errors(engine.sync_engine, self.name, node)
+        self._node_names[id(engine)] = node
+        return engine
+
+    def _build(self, loop: asyncio.AbstractEventLoop) -> _LoopEngine:
+        engine = create_engine(
+            self.settings, breaker=self.breaker, on_retry=self.note_retry, **self._engine_options
+        )
+        attach_query_log(engine, self.name, self.settings.slow_query_seconds)
+        if self.settings.tag_requests:
+            tag_connections_with_request_id(engine, self.settings.application_name)
+        self._node_names[id(engine)] = "primary"
+        writer, reader, quick = self._session_classes()
+        primary = self._flavors(engine, replica=False)
+        router: Router | None = None
+        monitor: ReplicaMonitor | None = None
+        replica_engines: list[AsyncEngine] = []
+        infos: dict[str, dict[str, Any]] = {"plain": {}, "quick": {}, "snapshot": {}}
+        if self.settings.replicas:
+            nodes: list[tuple[ReplicaNode, AsyncEngine]] = []
+            for index, (settings, weight) in enumerate(
+                zip(self.settings.replica_settings(), self.settings.weights, strict=True), 1
+            ):
+                replica = self._replica_engine(index, settings)
+                replica_engines.append(replica)
+                flavors = self._flavors(replica, replica=True)
+                node = ReplicaNode(
+                    name=f"replica-{index}",
+                    weight=weight,
+                    engines={key: value.sync_engine for key, value in flavors.items()},  # type: ignore[misc]
+                )
+                nodes.append((node, flavors["quick"]))
+            router = Router(
+                self.name,
+                {key: value.sync_engine for key, value in primary.items()},  # type: ignore[misc]
+                [node for node, _ in nodes],
+                on_retry=self.note_retry,
+            )
+            monitor = ReplicaMonitor(
+                self.name,
+                nodes,
+                interval=self.settings.replica_check_interval,
+                max_lag=self.settings.max_replica_lag,
+            )
+            writer = type("RoutingWriteSession", (RoutingSession, writer), {})
+            reader = type("RoutingReadOnlySession", (RoutingSession, reader), {})
+            quick = type("RoutingQuickReadSession", (RoutingSession, quick), {})
+            track_commit_lsn(writer, engine.sync_engine)
+            infos = {flavor: session_info(router, flavor) for flavor in infos}  # type: ignore[arg-type]
+        # expire_on_commit=False: objects stay readable after commit without a lazy load,
+        # which async code cannot do implicitly.
         return _LoopEngine(
             loop=loop,
             engine=engine,
-            sessions=sessions,
+            sessions=async_sessionmaker(
+                engine, expire_on_commit=False, sync_session_class=writer, info=infos["plain"]
+            ),
             quick_reads=async_sessionmaker(
-                read_engine, expire_on_commit=False, sync_session_class=reader
+                primary["quick"],
+                expire_on_commit=False,
+                sync_session_class=quick,
+                info=infos["quick"],
             ),
             snapshot_reads=async_sessionmaker(
-                snapshot, expire_on_commit=False, sync_session_class=reader
+                primary["snapshot"],
+                expire_on_commit=False,
+                sync_session_class=reader,
+                info=infos["snapshot"],
             ),
+            router=router,
+            monitor=monitor,
+            replica_engines=tuple(replica_engines),
         )
 
     @asynccontextmanager
@@ -203,7 +330,9 @@ class Database:
 
     def _forget_closed_loops(self) -> None:
         for loop in [loop for loop in self._by_loop if loop.is_closed()]:
-            _abandon(self._by_loop.pop(loop).engine)
+            bound = self._by_loop.pop(loop)
+            for engine in (bound.engine, *bound.replica_engines):
+                _abandon(engine)
 
     def add_engine_hook(self, hook: Callable[[AsyncEngine], None]) -> None:
         """Call ``hook`` with every engine of this database: those built and those to come.
@@ -212,11 +341,57 @@ class Database:
         """
         self._engine_hooks.append(hook)
         for bound in self._by_loop.values():
-            hook(bound.engine)
+            for engine in (bound.engine, *bound.replica_engines):
+                hook(engine)
 
     def engines(self) -> list[AsyncEngine]:
-        """Every engine this database has built so far (one per event loop that used it)."""
-        return [bound.engine for bound in self._by_loop.values()]
+        """Every engine this database has built so far (per event loop that used it: the
+        primary's, then each replica's)."""
+        return [
+            engine
+            for bound in self._by_loop.values()
+            for engine in (bound.engine, *bound.replica_engines)
+        ]
+
+    def node_name(self, engine: AsyncEngine) -> str:
+        """``primary`` or ``replica-<n>``: which node ``engine`` talks to."""
+        return self._node_names.get(id(engine), "primary")
+
+    def replica_nodes(self) -> list[ReplicaNode]:
+        """The replicas as the background check last saw them (empty without replicas or
+        before the first use)."""
+        bound = self._last or next(iter(self._by_loop.values()), None)
+        return [] if bound is None or bound.router is None else list(bound.router.nodes)
+
+    def note_retry(self, kind: str, node: str) -> None:
+        """Tell :attr:`retry_listeners` that a ``kind`` retry (``connect``, ``read``,
+        ``transaction``) is about to happen on ``node``."""
+        for listener in self.retry_listeners:
+            listener(kind, node)
+
+    def replica_breaker(self, node: str) -> CircuitBreaker | None:
+        """The circuit breaker of replica ``node`` (``replica-1``, ...), once its engine exists."""
+        for index, breaker in self._replica_breakers.items():
+            if f"replica-{index}" == node:
+                return breaker
+        return None
+
+    def primary(self) -> _Override:
+        """Send every statement of this database in the block to the primary (``with`` or
+        ``async with``): for reads that must see the latest data.
+
+        Example:
+            >>> async with db.primary():
+            ...     async with db.read_only_unit_of_work() as uow:
+            ...         ...                                 # served by the primary
+        """
+        return _Override(self.name, "primary")
+
+    def prefer_replicas(self) -> _Override:
+        """Send the block's reads to replicas even after a write in the same unit of work and
+        inside an outer :meth:`primary` (a required ``X-DB-LSN`` position still applies).
+        Writes always go to the primary."""
+        return _Override(self.name, "replicas")
 
     def with_settings(self, name: str | None = None, **changes: Any) -> Database:
         """A new :class:`Database` like this one with some settings changed: a second pool.
@@ -295,19 +470,63 @@ class Database:
         factory = bound.snapshot_reads if snapshot else bound.quick_reads
         return UnitOfWork(self, factory, read_only=True)
 
+    async def run_in_transaction(
+        self,
+        work: Callable[[UnitOfWork], Awaitable[T]],
+        *,
+        idempotent: bool,
+        isolation_level: str | None = None,
+    ) -> T:
+        """Run ``work(uow)`` in a fresh unit of work and commit it; when ``idempotent`` is
+        True, run it all again on a serialization failure (40001) or deadlock (40P01).
+
+        See :func:`asyncdal.retry.run_in_transaction`; ``idempotent`` has no default so that
+        every caller states whether ``work`` may run more than once.
+
+        Example:
+            >>> async def move_stock(uow: UnitOfWork) -> None:
+            ...     ...                                       # only database work in here
+            >>> await db.run_in_transaction(
+            ...     move_stock, idempotent=True, isolation_level="SERIALIZABLE"
+            ... )
+        """
+        return await run_in_transaction(
+            self, work, idempotent=idempotent, isolation_level=isolation_level
+        )
+
     async def warm_up(self) -> None:
         """Open the pool's connections and check each with ``SELECT 1``.
 
         For a ``null`` pool this opens and checks one connection. Calling it again is harmless.
+        Replicas are checked once (their state known before the first request) and their
+        pools opened; a replica that is down is logged, not fatal: reads go elsewhere.
         """
         count = max(1, self.settings.effective_pool_size)
-        engine = self.engine
+        bound = self._bound()
 
-        async def check() -> None:
+        async def check(engine: AsyncEngine) -> None:
             async with engine.connect() as connection:
                 await connection.execute(text("SELECT 1"))
 
-        await asyncio.gather(*(check() for _ in range(count)))
+        with warming_up():
+            await asyncio.gather(*(check(bound.engine) for _ in range(count)))
+            if bound.monitor is not None:
+                await bound.monitor.check_now()
+                for engine, settings in zip(
+                    bound.replica_engines, self.settings.replica_settings(), strict=True
+                ):
+                    size = max(1, settings.effective_pool_size)
+                    results = await asyncio.gather(
+                        *(check(engine) for _ in range(size)), return_exceptions=True
+                    )
+                    failures = [result for result in results if isinstance(result, BaseException)]
+                    if failures:
+                        logger.warning(
+                            "database %r: %s did not warm up (%s); reads go to the other nodes",
+                            self.name,
+                            self.node_name(engine),
+                            type(failures[0]).__name__,
+                        )
 
     async def dispose(self) -> None:
         """Close every connection of this database. Calling it again is harmless.
@@ -318,20 +537,61 @@ class Database:
         running = asyncio.get_running_loop()
         by_loop, self._by_loop, self._last = self._by_loop, {}, self._pinned
         for loop, bound in by_loop.items():
+            engines = (bound.engine, *bound.replica_engines)
             if self._pinned is not None and loop is self._pinned.loop:
                 self._by_loop[loop] = bound
-            elif loop is running:
-                await bound.engine.dispose()
+                continue
+            if loop is running:
+                if bound.monitor is not None:
+                    await bound.monitor.stop()
+                for engine in engines:
+                    await engine.dispose()
             elif loop.is_closed():
-                _abandon(bound.engine)
+                for engine in engines:
+                    _abandon(engine)
             else:
                 # Another live loop owns these connections; only it may close them.
-                bound.engine.sync_engine.dispose(close=False)
+                for engine in engines:
+                    engine.sync_engine.dispose(close=False)
+            for engine in engines:
+                self._node_names.pop(id(engine), None)
 
     def __repr__(self) -> str:
         return (
             f"Database(name={self.name!r}, url={self.settings.safe_url!r}, "
             f"pool={self.settings.pool_class!r})"
+        )
+
+
+class _Override(AbstractContextManager[None], AbstractAsyncContextManager[None]):
+    """A routing override usable with ``with`` and ``async with``."""
+
+    def __init__(self, database: str, mode: Any) -> None:
+        self._route = route(database, mode)
+
+    def __enter__(self) -> None:
+        self._route.__enter__()
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self._route.__exit__(*exc_info)
+
+    async def __aenter__(self) -> None:
+        self._route.__enter__()
+
+    async def __aexit__(self, *exc_info: Any) -> None:
+        self._route.__exit__(*exc_info)
+
+
+async def _warm_up(database: Database) -> None:
+    try:
+        await database.warm_up()
+    except Exception as error:
+        if not database.settings.optional or not is_connection_failure(error):
+            raise
+        logger.warning(
+            "optional database %r is unavailable at startup (%s); starting without it",
+            database.name,
+            type(error.__cause__ or error).__name__,
         )
 
 
@@ -364,8 +624,10 @@ class Databases(Mapping[str, Database]):
         True
     """
 
-    def __init__(self, databases: Mapping[str, Database]) -> None:
+    def __init__(self, databases: Mapping[str, Database], *, workers: int = 1) -> None:
         self._databases = dict(databases)
+        self.workers = workers
+        """Worker processes with pools like these (``WEB_CONCURRENCY``), for the budget."""
 
     @classmethod
     def from_settings(cls, settings: AsyncdalSettings, **engine_options: Any) -> Self:
@@ -374,7 +636,8 @@ class Databases(Mapping[str, Database]):
             {
                 name: Database(name, database_settings, **engine_options)
                 for name, database_settings in settings.databases.items()
-            }
+            },
+            workers=settings.web_concurrency,
         )
 
     def __getitem__(self, name: str) -> Database:
@@ -399,8 +662,20 @@ class Databases(Mapping[str, Database]):
         return self["main"]
 
     async def warm_up(self) -> None:
-        """Warm up every database concurrently."""
-        await asyncio.gather(*(database.warm_up() for database in self._databases.values()))
+        """Check the connection budget (see :mod:`asyncdal.budget`), then warm up every
+        database concurrently.
+
+        An optional database (``DB__<NAME>__OPTIONAL``) that cannot be reached is logged and
+        left cold, so the app still starts and serves what does not need it; a required one
+        that cannot be reached raises.
+
+        Raises:
+            ConfigurationError: a server is over budget and ``STRICT_BUDGET`` is on for a
+                database on it.
+        """
+        settings = {name: database.settings for name, database in self._databases.items()}
+        enforce_budget(await check_budget(settings, self.workers))
+        await asyncio.gather(*(_warm_up(database) for database in self._databases.values()))
 
     async def dispose(self) -> None:
         """Dispose every database; calling it again is harmless."""

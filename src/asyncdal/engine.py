@@ -17,15 +17,30 @@ from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import exc
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext import asyncio as sqlalchemy_asyncio
+from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.pool import AsyncAdaptedQueuePool, NullPool, PoolProxiedConnection
 
+from asyncdal.breaker import CircuitBreaker
+from asyncdal.guard import ConnectionGuard, GuardedPool, attach_guard
+from asyncdal.retry import RetryListener, RetryPolicy
 from asyncdal.settings import DatabaseSettings
 
-__all__ = ["TimedQueuePool", "connect_arguments", "create_engine", "statement_timeout_ms"]
+__all__ = [
+    "GuardedNullPool",
+    "TimedQueuePool",
+    "connect_arguments",
+    "create_engine",
+    "server_timeouts",
+    "statement_timeout_ms",
+]
 
 
-class TimedQueuePool(AsyncAdaptedQueuePool):
+class GuardedNullPool(GuardedPool, NullPool):
+    """``NullPool`` behind a :class:`~asyncdal.guard.ConnectionGuard` (breaker, connect retry)."""
+
+
+class TimedQueuePool(GuardedPool, AsyncAdaptedQueuePool):
     """``AsyncAdaptedQueuePool`` that reports how long each checkout took to its listeners.
 
     SQLAlchemy's pool events fire only once a connection is out, so the wait for one (the
@@ -67,6 +82,25 @@ def statement_timeout_ms(settings: DatabaseSettings) -> int | None:
     return max(1, round(settings.statement_timeout * 1000))
 
 
+def server_timeouts(settings: DatabaseSettings) -> dict[str, str]:
+    """The server-side timeouts set, as PostgreSQL settings in milliseconds.
+
+    ``statement_timeout``, ``lock_timeout`` and ``idle_in_transaction_session_timeout``; those
+    not configured are left out (the server's defaults apply).
+    """
+    values = {
+        "statement_timeout": settings.statement_timeout,
+        "lock_timeout": settings.lock_timeout,
+        "idle_in_transaction_session_timeout": settings.idle_in_transaction_session_timeout,
+    }
+    # Never 0, which PostgreSQL reads as "no limit".
+    return {
+        name: str(max(1, round(seconds * 1000)))
+        for name, seconds in values.items()
+        if seconds is not None
+    }
+
+
 def _unique_statement_name() -> str:
     return f"__asyncdal_{uuid.uuid4().hex}__"
 
@@ -76,13 +110,12 @@ def connect_arguments(settings: DatabaseSettings) -> dict[str, Any]:
 
     In pooler mode (``settings.pgbouncer``) asyncpg's and SQLAlchemy's statement caches are
     off and every prepared statement gets a unique name, as a transaction-mode pooler hands
-    each transaction a different server connection; ``statement_timeout`` is then not a
-    startup parameter (PgBouncer refuses those) but set per transaction by the ``Database``.
+    each transaction a different server connection; the server-side timeouts are then not
+    startup parameters (PgBouncer refuses those) but set per transaction by the ``Database``.
     """
     server_settings = {"application_name": settings.application_name}
-    timeout = statement_timeout_ms(settings)
-    if timeout is not None and not settings.pgbouncer:
-        server_settings["statement_timeout"] = str(timeout)
+    if not settings.pgbouncer:
+        server_settings.update(server_timeouts(settings))
     arguments: dict[str, Any] = {
         "timeout": settings.connect_timeout,
         "server_settings": server_settings,
@@ -101,11 +134,24 @@ def connect_arguments(settings: DatabaseSettings) -> dict[str, Any]:
     return arguments
 
 
-def create_engine(settings: DatabaseSettings, **engine_options: Any) -> AsyncEngine:
+def create_engine(
+    settings: DatabaseSettings,
+    *,
+    breaker: CircuitBreaker | None = None,
+    on_retry: RetryListener | None = None,
+    **engine_options: Any,
+) -> AsyncEngine:
     """Create an ``AsyncEngine`` whose pool and connections follow ``settings``.
 
+    Every checkout goes through a :class:`~asyncdal.guard.ConnectionGuard`: the circuit
+    breaker, and retries of opening a connection (``RETRY_*``, within ``CONNECT_TIMEOUT``).
+
     Args:
-        settings: one database's settings.
+        settings: one server's settings.
+        breaker: the server's circuit breaker; a new one from the settings when None. Give
+            each server (primary, each replica) its own, and the same one to every engine of
+            that server (one engine per event loop).
+        on_retry: told ``("connect", node)`` before each retry of opening a connection.
         **engine_options: extra ``create_async_engine`` arguments; they win over the settings.
 
     Returns:
@@ -113,7 +159,7 @@ def create_engine(settings: DatabaseSettings, **engine_options: Any) -> AsyncEng
     """
     options: dict[str, Any] = {"connect_args": connect_arguments(settings)}
     if settings.pool_class == "null":
-        options["poolclass"] = NullPool
+        options["poolclass"] = GuardedNullPool
     else:
         options.update(
             poolclass=TimedQueuePool,
@@ -124,4 +170,17 @@ def create_engine(settings: DatabaseSettings, **engine_options: Any) -> AsyncEng
             pool_pre_ping=settings.pre_ping,
         )
     options.update(engine_options)
-    return create_async_engine(settings.sqlalchemy_url(), **options)
+    # Looked up at call time, not imported by name, so that instrumentation that wraps
+    # create_async_engine (OpenTelemetry's SQLAlchemyInstrumentor) sees our engines too.
+    engine = sqlalchemy_asyncio.create_async_engine(settings.sqlalchemy_url(), **options)
+    if breaker is None:
+        breaker = CircuitBreaker(
+            settings.application_name,
+            failure_threshold=settings.breaker_failure_threshold,
+            cool_down=settings.breaker_cool_down,
+        )
+    guard = ConnectionGuard(
+        breaker, RetryPolicy.from_settings(settings), settings.connect_timeout, on_retry
+    )
+    attach_guard(engine, guard)
+    return engine

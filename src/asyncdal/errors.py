@@ -8,8 +8,11 @@ from __future__ import annotations
 
 __all__ = [
     "AsyncdalError",
+    "CommitOutcomeUnknownError",
     "ConfigurationError",
+    "DatabaseUnavailableError",
     "InvalidQueryError",
+    "QueryTimeoutError",
     "ReadOnlyError",
     "UnitOfWorkError",
     "UnknownDatabaseError",
@@ -47,3 +50,48 @@ class UnitOfWorkError(AsyncdalError, RuntimeError):
 
 class ReadOnlyError(UnitOfWorkError):
     """Something tried to write or commit through a read-only unit of work."""
+
+
+class DatabaseUnavailableError(AsyncdalError, ConnectionError):
+    """The database cannot be reached, or its circuit breaker is open and fails fast.
+
+    The FastAPI integration answers 503 with ``Retry-After``.
+
+    Attributes:
+        database: the name of the database (and node, e.g. ``main`` or ``main/replica-1``).
+        retry_after: seconds after which trying again makes sense (the breaker's cool-down
+            left), or None when unknown.
+    """
+
+    def __init__(self, message: str, *, database: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.database = database
+        self.retry_after = retry_after
+
+
+class CommitOutcomeUnknownError(AsyncdalError):
+    """The connection failed while COMMIT was in flight: the transaction may or may not have
+    been committed. Never retried automatically; the FastAPI integration answers 503 saying
+    so. Make such writes safe to repeat (an idempotency key) and let the client retry.
+
+    Attributes:
+        database: the name of the database.
+    """
+
+    def __init__(self, message: str, *, database: str) -> None:
+        super().__init__(message)
+        self.database = database
+
+
+class QueryTimeoutError(AsyncdalError, TimeoutError):
+    """A statement got no answer within ``COMMAND_TIMEOUT`` (asyncpg's client-side limit).
+
+    Its connection is discarded (its state is unknown). The FastAPI integration answers 504.
+
+    Attributes:
+        database: the name of the database.
+    """
+
+    def __init__(self, message: str, *, database: str) -> None:
+        super().__init__(message)
+        self.database = database

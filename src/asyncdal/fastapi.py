@@ -22,18 +22,29 @@ from __future__ import annotations
 import inspect
 import json
 import logging
+import math
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager, suppress
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse, Response
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from asyncdal.consistency import ReadYourWritesMiddleware
 from asyncdal.database import Database, Databases
-from asyncdal.errors import InvalidQueryError, UnitOfWorkError
+from asyncdal.errors import (
+    CommitOutcomeUnknownError,
+    DatabaseUnavailableError,
+    InvalidQueryError,
+    QueryTimeoutError,
+    UnitOfWorkError,
+)
+from asyncdal.faults import LOCK_NOT_AVAILABLE, QUERY_CANCELED, sqlstate
 from asyncdal.health import check_health
+from asyncdal.requestid import RequestIdMiddleware
 from asyncdal.uow import UnitOfWork
 
 __all__ = [
@@ -234,7 +245,7 @@ class TransactionMiddleware:
                     failure = await _commit_all(pending)
                     if failure is not None:
                         replaced = True
-                        await _send_commit_failure(send, failure)
+                        await _send_commit_failure(send, *failure)
                         # Stop the app here: its background tasks must not run for a
                         # response that failed.
                         raise _CommitFailedError
@@ -257,26 +268,42 @@ class _CommitFailedError(Exception):
     """Raised from ``send`` to stop the app once a failed commit has been answered."""
 
 
-async def _commit_all(units: list[UnitOfWork]) -> bytes | None:
-    """Commit each writable unit of work; on a failure roll back the rest and describe it."""
+async def _commit_all(units: list[UnitOfWork]) -> tuple[int, bytes] | None:
+    """Commit each writable unit of work; on a failure roll back the rest and describe it.
+
+    Returns None when all committed, else the status (503 when the outcome is unknown, 500
+    otherwise) and the JSON body to answer with.
+    """
     committed: list[str] = []
     for uow in units:
         if uow.read_only:
             continue
         try:
             await uow.commit()
-        except Exception:
-            logger.exception("commit failed on database %r; answering 500", _name(uow))
+        except Exception as error:
+            unknown = isinstance(error, CommitOutcomeUnknownError)
+            logger.exception(
+                "commit failed on database %r; answering %d", _name(uow), 503 if unknown else 500
+            )
             for other in units:
-                await other.rollback()
-            detail = "The transaction could not be committed; nothing was saved."
+                with suppress(Exception):  # a broken connection cannot roll back either
+                    await other.rollback()
+            if unknown:
+                detail = (
+                    f"The outcome of the transaction on database {_name(uow)!r} is unknown: "
+                    "the connection failed while it was being committed, so it may or may not "
+                    "have been saved. It was not retried; retry with the same Idempotency-Key."
+                )
+            elif committed:
+                detail = f"The transaction on database {_name(uow)!r} could not be committed;"
+            else:
+                detail = "The transaction could not be committed; nothing was saved."
             if committed:
                 # Databases commit one after the other; there is no atomic commit across them.
-                detail = (
-                    f"The transaction on database {_name(uow)!r} could not be committed; "
-                    f"the one(s) on {', '.join(map(repr, committed))} already were."
-                )
-            return json.dumps({"detail": detail}).encode()
+                detail += f" the one(s) on {', '.join(map(repr, committed))} already were."
+            return (503 if unknown else 500), json.dumps(
+                {"detail": detail, "outcome": "unknown" if unknown else "not_committed"}
+            ).encode()
         committed.append(_name(uow))
     return None
 
@@ -285,11 +312,11 @@ def _name(uow: UnitOfWork) -> str:
     return getattr(uow.database, "name", "?")
 
 
-async def _send_commit_failure(send: Send, body: bytes) -> None:
+async def _send_commit_failure(send: Send, status: int, body: bytes) -> None:
     await send(
         {
             "type": "http.response.start",
-            "status": 500,
+            "status": status,
             "headers": [
                 (b"content-type", b"application/json"),
                 (b"content-length", str(len(body)).encode()),
@@ -301,6 +328,56 @@ async def _send_commit_failure(send: Send, body: bytes) -> None:
 
 async def _invalid_query(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse({"detail": str(exc)}, status_code=422)
+
+
+def _unavailable(detail: str, status: int = 503, retry_after: float | None = 1.0) -> JSONResponse:
+    headers = {} if retry_after is None else {"Retry-After": str(max(1, math.ceil(retry_after)))}
+    return JSONResponse({"detail": detail}, status_code=status, headers=headers)
+
+
+async def _database_unavailable(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, DatabaseUnavailableError)
+    return _unavailable(str(exc), retry_after=exc.retry_after or 1.0)
+
+
+async def _pool_timeout(request: Request, exc: Exception) -> JSONResponse:
+    return _unavailable(
+        "The service is busy: no database connection became free within the pool timeout. "
+        "Try again shortly."
+    )
+
+
+async def _query_timeout(request: Request, exc: Exception) -> JSONResponse:
+    return _unavailable(str(exc), status=504, retry_after=None)
+
+
+async def _commit_outcome_unknown(request: Request, exc: Exception) -> JSONResponse:
+    return JSONResponse(
+        {"detail": f"The outcome is unknown: {exc}", "outcome": "unknown"}, status_code=503
+    )
+
+
+async def _database_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, sa_exc.DBAPIError)
+    state = sqlstate(exc)
+    if state == QUERY_CANCELED:
+        return _unavailable(
+            "The database statement took longer than its time limit (statement_timeout) and "
+            "was cancelled; nothing was saved.",
+            status=504,
+            retry_after=None,
+        )
+    if state == LOCK_NOT_AVAILABLE:
+        return _unavailable(
+            "A row or table this request needs is locked by other work (lock_timeout passed); "
+            "nothing was saved. Try again shortly."
+        )
+    if exc.connection_invalidated:
+        return _unavailable(
+            "The connection to the database was lost during the request; nothing was saved "
+            "unless the request said otherwise. Try again shortly."
+        )
+    raise exc
 
 
 def health_router(*, answer_within: float = 2.0) -> APIRouter:
@@ -342,9 +419,35 @@ def metrics_router() -> APIRouter:
 
 
 def setup(app: FastAPI) -> None:
-    """Install :class:`TransactionMiddleware` and map asyncdal's errors to HTTP statuses.
+    """Install :class:`TransactionMiddleware` and
+    :class:`~asyncdal.requestid.RequestIdMiddleware`, and map asyncdal's errors to HTTP statuses.
 
     ``InvalidQueryError`` (a sort or filter on a column that is not whitelisted) becomes 422.
+    :class:`~asyncdal.consistency.ReadYourWritesMiddleware` handles ``X-DB-LSN`` for ``main``.
+
+    Failures of the database become clear JSON answers instead of a 500 or a hang:
+
+    ==============================================  =====  =============================
+    error                                           HTTP   notes
+    ==============================================  =====  =============================
+    ``DatabaseUnavailableError`` (breaker open,     503    ``Retry-After``: the breaker's
+    server unreachable)                                    cool-down left
+    pool checkout past ``POOL_TIMEOUT``             503    ``Retry-After: 1``
+    lock timeout (55P03)                            503    ``Retry-After: 1``
+    connection lost during a statement              503    ``Retry-After: 1``
+    ``CommitOutcomeUnknownError``                   503    body ``"outcome": "unknown"``
+    statement timeout (57014)                       504
+    ``QueryTimeoutError`` (``COMMAND_TIMEOUT``)     504
+    ==============================================  =====  =============================
     """
     app.add_middleware(TransactionMiddleware)
+    # Outside TransactionMiddleware, so it sees the response start after the commit.
+    app.add_middleware(ReadYourWritesMiddleware)
+    # Added last, so it runs first: the commit and its log lines see the request id.
+    app.add_middleware(RequestIdMiddleware)
     app.add_exception_handler(InvalidQueryError, _invalid_query)
+    app.add_exception_handler(DatabaseUnavailableError, _database_unavailable)
+    app.add_exception_handler(sa_exc.TimeoutError, _pool_timeout)
+    app.add_exception_handler(QueryTimeoutError, _query_timeout)
+    app.add_exception_handler(CommitOutcomeUnknownError, _commit_outcome_unknown)
+    app.add_exception_handler(sa_exc.DBAPIError, _database_error)

@@ -2,7 +2,8 @@
 
 A database marked optional (``DB__<NAME>__OPTIONAL=true``) that is down makes the whole report
 ``degraded`` instead of ``down``, so readiness does not fail for it. Reports never contain a
-password, a URL or a stack trace: errors are named by their class only.
+password, a URL or a stack trace: errors are named by their class only. Each database's circuit
+breaker state is reported too; while it is open the check fails at once instead of waiting.
 
 Example:
     >>> report = await check_health(databases)
@@ -14,12 +15,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 from sqlalchemy import text
 
 from asyncdal.database import Database, Databases
+from asyncdal.routing import ReplicaNode
 
 __all__ = ["DatabaseHealth", "HealthReport", "check_database", "check_health"]
 
@@ -37,6 +39,11 @@ class DatabaseHealth:
         latency_ms: round trip of ``SELECT 1`` including checkout, when it answered.
         pool: size, checked_out, overflow and idle of a queue pool (empty for a null pool).
         error: the class name of the failure, when down.
+        replicas: each replica's ``status``, ``lag_seconds``, ``replay_lsn``, ``weight``,
+            ``error`` and ``breaker``, by node name. A replica that is down does not make the
+            database down: its reads go to the other replicas, then the primary.
+        breaker: the circuit breaker: ``state`` (``closed``, ``open``, ``half_open``),
+            ``failures`` in a row, ``retry_after`` seconds until the next probe.
     """
 
     name: str
@@ -45,6 +52,8 @@ class DatabaseHealth:
     latency_ms: float | None
     pool: dict[str, int]
     error: str | None = None
+    replicas: dict[str, dict[str, Any]] = field(default_factory=dict)
+    breaker: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,7 +110,14 @@ async def check_database(database: Database, *, answer_within: float = 2.0) -> D
         latency_ms=None if error else latency,
         pool=_pool_usage(database),
         error=error,
+        replicas={node.name: _replica_status(database, node) for node in database.replica_nodes()},
+        breaker=database.breaker.as_dict(),
     )
+
+
+def _replica_status(database: Database, node: ReplicaNode) -> dict[str, Any]:
+    breaker = database.replica_breaker(node.name)
+    return {**node.status(), "breaker": None if breaker is None else breaker.as_dict()}
 
 
 async def _select_one(database: Database) -> None:

@@ -2,7 +2,7 @@
 
 - A statement slower than ``DB__<NAME>__SLOW_QUERY_SECONDS`` is logged as a warning on the
   ``asyncdal.slow_query`` logger with its SQL text (placeholders only: parameter values are
-  never logged), its duration, the database and the node.
+  never logged), its duration, the database, the node and the request id.
 - When the connections checked out reach 90% of a queue pool's capacity (size + overflow), a
   warning goes to ``asyncdal.pool``, at most once per :data:`EXHAUSTION_WARNING_INTERVAL`
   seconds per pool, so a saturated pool does not flood the log.
@@ -12,21 +12,37 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from asyncdal.engine import TimedQueuePool
+from asyncdal.requestid import current_request_id
 
 __all__ = ["EXHAUSTION_THRESHOLD", "EXHAUSTION_WARNING_INTERVAL", "attach_query_log"]
 
 EXHAUSTION_THRESHOLD = 0.9
 EXHAUSTION_WARNING_INTERVAL = 60.0
 _STARTED = "asyncdal_slow_query_started"
+# Set while warm-up checks out the whole pool on purpose, which is not a sign of exhaustion.
+_warming_up: ContextVar[bool] = ContextVar("asyncdal_warming_up", default=False)
 
 slow_query_logger = logging.getLogger("asyncdal.slow_query")
 pool_logger = logging.getLogger("asyncdal.pool")
+
+
+@contextmanager
+def warming_up() -> Iterator[None]:
+    """No exhaustion warning for checkouts made in this block (a pool warm-up)."""
+    token = _warming_up.set(True)
+    try:
+        yield
+    finally:
+        _warming_up.reset(token)
 
 
 def attach_query_log(
@@ -46,17 +62,20 @@ def attach_query_log(
                 return
             seconds = time.perf_counter() - started
             if seconds >= threshold:
+                request_id = current_request_id()
                 slow_query_logger.warning(
-                    "slow statement on %s/%s: %.1f ms: %s",
+                    "slow statement on %s/%s: %.1f ms (request %s): %s",
                     database,
                     node,
                     seconds * 1000,
+                    request_id or "-",
                     statement,
                     extra={
                         "database": database,
                         "node": node,
                         "duration_ms": round(seconds * 1000, 1),
                         "statement": statement,
+                        "request_id": request_id,
                     },
                 )
 
@@ -70,7 +89,7 @@ def attach_query_log(
 
         def checked_out(dbapi_connection: Any, record: Any, proxy: Any) -> None:
             in_use = pool.checkedout()
-            if in_use < EXHAUSTION_THRESHOLD * capacity:
+            if in_use < EXHAUSTION_THRESHOLD * capacity or _warming_up.get():
                 return
             now = time.monotonic()
             if now - last_warning[0] < EXHAUSTION_WARNING_INTERVAL:

@@ -6,7 +6,6 @@ database's own default, never to another database's value.
 
 Example:
     >>> import os
-import ssl
     >>> os.environ["DATABASE_URL"] = "postgresql://app:s3cret@db.internal/catalog"
     >>> settings = load_settings()
     >>> settings.databases["main"].safe_url
@@ -15,12 +14,21 @@ import ssl
 
 from __future__ import annotations
 
+import json
 import os
 import ssl
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
@@ -94,15 +102,63 @@ class DatabaseSettings(BaseModel):
     """Client-side limit in seconds for one statement (asyncpg's ``command_timeout``)."""
     statement_timeout: float | None = Field(default=None, gt=0)
     """Server-side limit in seconds for one statement (PostgreSQL's ``statement_timeout``)."""
+    lock_timeout: float | None = Field(default=None, gt=0)
+    """Server-side limit in seconds to wait for a lock (PostgreSQL's ``lock_timeout``)."""
+    idle_in_transaction_session_timeout: float | None = Field(default=None, gt=0)
+    """Seconds after which the server ends a session left idle inside a transaction."""
+    retry_attempts: int = Field(default=3, ge=1)
+    """Attempts (the first included) for work that is safe to retry: opening a connection, a
+    read on the read-only path whose connection dropped, ``run_in_transaction``."""
+    retry_base_delay: float = Field(default=0.05, ge=0)
+    """Seconds of the first backoff; each further one doubles, with full jitter."""
+    retry_max_delay: float = Field(default=1.0, ge=0)
+    """Cap in seconds of one backoff."""
+    breaker_failure_threshold: int = Field(default=5, ge=1)
+    """Consecutive connection failures that open the circuit breaker."""
+    breaker_cool_down: float = Field(default=5.0, gt=0)
+    """Seconds the breaker stays open (failing fast) before it lets one probe through."""
     application_name: str = "asyncdal"
     """Shown in ``pg_stat_activity.application_name``."""
     optional: bool = False
     """When down, readiness reports ``degraded`` instead of failing."""
     slow_query_seconds: float | None = Field(default=None, gt=0)
     """Log statements that take at least this long (without their parameter values)."""
+    tag_requests: bool = True
+    """Under a request id, tag each checked-out connection's ``application_name`` with it (one
+    round trip per request), so ``pg_stat_activity`` shows which request runs a query."""
     pgbouncer: bool = False
     """A transaction-mode pooler (PgBouncer, Supavisor, RDS Proxy) is in front: no statement
     caches, unique prepared-statement names, and ``statement_timeout`` set per transaction."""
+    replicas: Annotated[tuple[SecretStr, ...], NoDecode] = ()
+    """Streaming replicas that serve reads: URLs, comma-separated or a JSON list. A part a
+    replica URL leaves out (user, password, database name, port) is this database's own."""
+    replica_weights: Annotated[tuple[int, ...] | None, NoDecode] = None
+    """Share of plain reads per replica, in the order of ``replicas`` (default: all 1)."""
+    replica_pool_size: int | None = Field(default=None, ge=1)
+    """Pool size of each replica's engine (default: this database's ``pool_size``)."""
+    replica_max_overflow: int | None = Field(default=None, ge=0)
+    """Overflow of each replica's engine (default: this database's ``max_overflow``)."""
+    max_replica_lag: float = Field(default=30.0, gt=0)
+    """Seconds of replay lag after which a replica is taken out of rotation."""
+    replica_check_interval: float = Field(default=2.0, gt=0)
+    """Seconds between background checks of each replica (health, lag, replay position)."""
+    strict_budget: bool = False
+    """Refuse to start when the pools of every engine on this database's server, times the
+    worker processes, exceed the server's connection limit (default: only warn)."""
+
+    @field_validator("replicas", "replica_weights", mode="before")
+    @classmethod
+    def _split_list(cls, value: Any) -> Any:
+        # Environment values arrive as text: a JSON list, or items separated by commas.
+        if not isinstance(value, str):
+            return value
+        text = value.strip()
+        if text.startswith("["):
+            try:
+                return json.loads(text)
+            except ValueError:
+                raise ValueError("not a valid JSON list") from None
+        return [item.strip() for item in text.split(",") if item.strip()]
 
     # Model-level messages start with "FIELD: " so that load_settings can name the variable.
     @model_validator(mode="after")
@@ -114,11 +170,29 @@ class DatabaseSettings(BaseModel):
             self.ssl_argument()
         except (ValueError, OSError) as exc:
             raise ValueError(f"URL: {exc}") from None
+        if self.retry_max_delay < self.retry_base_delay:
+            raise ValueError(
+                f"RETRY_MAX_DELAY: {self.retry_max_delay} is below RETRY_BASE_DELAY "
+                f"({self.retry_base_delay})"
+            )
         if self.pool_class == "queue" and self.pool_size == 0:
             # SQLAlchemy reads a queue pool of size 0 as "unlimited connections".
             raise ValueError(
                 "POOL_SIZE: must be at least 1 for a queue pool (POOL=null pools none)"
             )
+        for index, replica in enumerate(self.replicas):
+            try:
+                self._replica_url(replica)
+            except ValueError as exc:
+                raise ValueError(f"REPLICAS: replica {index + 1}: {exc}") from None
+        if self.replica_weights is not None:
+            if len(self.replica_weights) != len(self.replicas):
+                raise ValueError(
+                    f"REPLICA_WEIGHTS: {len(self.replica_weights)} weight(s) for "
+                    f"{len(self.replicas)} replica(s); give one per replica"
+                )
+            if any(weight < 1 for weight in self.replica_weights):
+                raise ValueError("REPLICA_WEIGHTS: every weight must be at least 1")
         if self.pool_class == "null":
             for field in ("pool_size", "max_overflow"):
                 if field in self.model_fields_set:
@@ -227,6 +301,54 @@ class DatabaseSettings(BaseModel):
             context.load_cert_chain(cert, key)
         return context
 
+    def _replica_url(self, replica: SecretStr) -> SecretStr:
+        """A replica's full URL: the parts it leaves out are this database's own."""
+        try:
+            given = make_url(replica.get_secret_value())
+        except (ArgumentError, ValueError):
+            raise ValueError(
+                "not a valid database URL (expected postgresql://user:password@host:port/name)"
+            ) from None
+        if given.drivername not in _POSTGRES_SCHEMES:
+            raise ValueError(f"unsupported scheme {given.drivername!r}: use postgresql://")
+        own = self.sqlalchemy_url()
+        full = given.set(
+            drivername=_DRIVER,
+            username=given.username if given.username is not None else own.username,
+            password=given.password if given.password is not None else own.password,
+            port=given.port if given.port is not None else own.port,
+            database=given.database if given.database is not None else own.database,
+        )
+        return SecretStr(full.render_as_string(hide_password=False))
+
+    def replica_settings(self) -> list[DatabaseSettings]:
+        """Settings of each replica: its URL, the replica pool sizes, and otherwise this
+        database's own settings (timeouts, pooler mode, application name)."""
+        update: dict[str, Any] = {
+            "host": None,
+            "port": None,
+            "user": None,
+            "password": None,
+            "name": None,
+            "replicas": (),
+            "replica_weights": None,
+        }
+        if self.replica_pool_size is not None:
+            update["pool_size"] = self.replica_pool_size
+        if self.replica_max_overflow is not None:
+            update["max_overflow"] = self.replica_max_overflow
+        return [
+            self.model_copy(update={**update, "url": self._replica_url(replica)})
+            for replica in self.replicas
+        ]
+
+    @property
+    def weights(self) -> tuple[int, ...]:
+        """The replica weights in force (1 each unless ``replica_weights`` says otherwise)."""
+        if self.replica_weights is not None:
+            return self.replica_weights
+        return tuple(1 for _ in self.replicas)
+
     @property
     def safe_url(self) -> str:
         """The URL with its password masked, fit for logs and health output."""
@@ -260,6 +382,9 @@ class AsyncdalSettings(BaseSettings):
     """Shorthand for ``DB__MAIN__URL``; ``DB__MAIN__URL`` wins when both are set."""
     db: dict[str, DatabaseSettings] = Field(default_factory=dict)
     """Settings of each named database, by lower-case name (``DB__<NAME>__<FIELD>``)."""
+    web_concurrency: int = Field(default=1, ge=1)
+    """Worker processes serving the app (``WEB_CONCURRENCY``, as uvicorn and gunicorn read
+    it); each has its own pools, which the connection budget multiplies by this."""
 
     @model_validator(mode="before")
     @classmethod

@@ -9,6 +9,9 @@ Fakes (no database):
     >>> uow.committed
     True
 
+``FaultProxy`` (from :mod:`asyncdal.faultproxy`) sits between an app and its server and can
+blackhole, reset or cut the link, for tests of failure behaviour.
+
 Real database with per-test rollback: in ``conftest.py``::
 
     pytest_plugins = ["asyncdal.testing"]
@@ -24,6 +27,7 @@ transaction that is rolled back after the test; run such tests in the session's 
 
 from __future__ import annotations
 
+import asyncio
 import builtins
 import itertools
 import operator
@@ -51,6 +55,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from asyncdal.database import Database
 from asyncdal.errors import InvalidQueryError, ReadOnlyError, UnitOfWorkError
+from asyncdal.faultproxy import FaultProxy
 from asyncdal.repository import Repository, check_allowed, check_page
 from asyncdal.settings import DatabaseSettings
 from asyncdal.uow import UnitOfWork
@@ -59,13 +64,17 @@ __all__ = [
     "DEFAULT_TEST_DATABASE_URL",
     "FakeOutbox",
     "FakeUnitOfWork",
+    "FaultProxy",
     "InMemoryRepository",
+    "ReplicaPair",
     "ThrowawayCluster",
     "asyncdal_database",
     "asyncdal_metadata",
+    "asyncdal_replica_pair",
     "asyncdal_test_url",
     "create_test_database",
     "drop_test_database",
+    "replica_pair",
     "rollback_database",
     "run_pgbouncer",
     "spare_port",
@@ -393,6 +402,18 @@ class ThrowawayCluster:
             group=self._account.pw_gid if self._account else None,
         )
 
+    def _psql(self, query: str) -> str:
+        result = subprocess.run(  # noqa: S603 - the server's own client, no shell
+            [
+                *(str(self._bindir / "psql"), "-h", "127.0.0.1", "-p", str(self.port)),
+                *("-U", "postgres", "-d", "postgres", "-Atc", query),
+            ],
+            check=True,
+            capture_output=True,
+            text=True,
+        )
+        return result.stdout.strip()
+
     def start(self) -> None:
         """Start the server and wait until it accepts connections."""
         options = f"-p {self.port} -k {self._data} -c listen_addresses=127.0.0.1"
@@ -409,6 +430,31 @@ class ThrowawayCluster:
         self.start()
 
 
+def _server_binaries() -> Path:
+    candidates = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
+    if not candidates:
+        raise RuntimeError("no PostgreSQL server binaries in /usr/lib/postgresql/*/bin")
+    return candidates[-1].parent
+
+
+def _owned_folder(prefix: str, account: pwd.struct_passwd | None, *subfolders: str) -> Path:
+    """A new temporary folder (and subfolders) owned by ``account``."""
+    folder = Path(tempfile.mkdtemp(prefix=prefix))
+    paths = [folder]
+    for name in subfolders:
+        (folder / name).mkdir(mode=0o700)
+        paths.append(folder / name)
+    if account is not None:
+        for path in paths:
+            os.chown(path, account.pw_uid, account.pw_gid)
+    return folder
+
+
+def _stop_quietly(cluster: ThrowawayCluster) -> None:
+    with suppress(subprocess.CalledProcessError):
+        cluster._run("pg_ctl", "-D", str(cluster._data), "-m", "immediate", "-w", "stop")
+
+
 @contextmanager
 def throwaway_cluster(os_user: str = "postgres") -> Iterator[ThrowawayCluster]:
     """Create, start and finally remove a PostgreSQL cluster on a spare port.
@@ -419,27 +465,119 @@ def throwaway_cluster(os_user: str = "postgres") -> Iterator[ThrowawayCluster]:
     Raises:
         RuntimeError: no PostgreSQL server binaries are installed.
     """
-    candidates = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
-    if not candidates:
-        raise RuntimeError("no PostgreSQL server binaries in /usr/lib/postgresql/*/bin")
-    bindir = candidates[-1].parent
+    bindir = _server_binaries()
     account = pwd.getpwnam(os_user) if os.geteuid() == 0 else None
-    folder = Path(tempfile.mkdtemp(prefix="pgcluster-"))
+    folder = _owned_folder("pgcluster-", account, "data")
     data = folder / "data"
-    data.mkdir()
-    if account is not None:
-        for path in (folder, data):
-            os.chown(path, account.pw_uid, account.pw_gid)
-    port = spare_port()
-    cluster = ThrowawayCluster(bindir, data, port, account)
+    cluster = ThrowawayCluster(bindir, data, spare_port(), account)
     try:
         cluster._run("initdb", "-D", str(data), "-A", "trust", "-U", "postgres", "--no-sync")
         cluster.start()
         yield cluster
     finally:
-        with suppress(subprocess.CalledProcessError):
-            cluster._run("pg_ctl", "-D", str(data), "-m", "immediate", "-w", "stop")
+        _stop_quietly(cluster)
         shutil.rmtree(folder, ignore_errors=True)
+
+
+class ReplicaPair:
+    """A primary and a streaming replica of it (see :func:`replica_pair`).
+
+    Attributes:
+        primary: the primary cluster (``primary.url``).
+        replica: the hot standby (``replica.url``), streaming from the primary.
+    """
+
+    def __init__(self, primary: ThrowawayCluster, replica: ThrowawayCluster) -> None:
+        self.primary = primary
+        self.replica = replica
+
+    async def _on_replica(self, query: str, *arguments: Any) -> Any:
+        connection = await asyncpg.connect(self.replica.url)
+        try:
+            return await connection.fetchval(query, *arguments)
+        finally:
+            await connection.close()
+
+    async def pause_replay(self) -> None:
+        """Pause WAL replay on the replica (``pg_wal_replay_pause()``) and wait until it is."""
+        await self._on_replica("SELECT pg_wal_replay_pause()")
+        await self._until("SELECT pg_get_wal_replay_pause_state() = 'paused'")
+
+    async def resume_replay(self) -> None:
+        """Resume WAL replay on the replica."""
+        await self._on_replica("SELECT pg_wal_replay_resume()")
+
+    async def wait_for_replay(self, lsn: str, within: float = 10.0) -> None:
+        """Wait until the replica has replayed the primary's position ``lsn``."""
+        await self._until("SELECT pg_last_wal_replay_lsn() >= $1::text::pg_lsn", lsn, within=within)
+
+    async def caught_up(self, within: float = 10.0) -> None:
+        """Wait until the replica has replayed everything the primary has written so far."""
+        connection = await asyncpg.connect(self.primary.url)
+        try:
+            position = await connection.fetchval("SELECT pg_current_wal_insert_lsn()::text")
+        finally:
+            await connection.close()
+        await self.wait_for_replay(str(position), within=within)
+
+    async def _until(self, query: str, *arguments: Any, within: float = 10.0) -> None:
+        deadline = time.monotonic() + within
+        while not await self._on_replica(query, *arguments):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"replica: not true within {within:g}s: {query}")
+            await asyncio.sleep(0.02)
+
+
+@contextmanager
+def replica_pair(os_user: str = "postgres") -> Iterator[ReplicaPair]:
+    """A real primary and a streaming hot-standby replica, on spare ports in a temporary folder.
+
+    The primary is made by ``initdb``, the replica by ``pg_basebackup -R`` from it; both run as
+    ``os_user`` when this process is root. Both are stopped and the folder removed on the way
+    out, also when the block fails.
+
+    Raises:
+        RuntimeError: no PostgreSQL server binaries are installed.
+        subprocess.CalledProcessError: a server tool failed (its output is in the error).
+    """
+    bindir = _server_binaries()
+    account = pwd.getpwnam(os_user) if os.geteuid() == 0 else None
+    folder = _owned_folder("pgpair-", account, "primary", "replica")
+    primary = ThrowawayCluster(bindir, folder / "primary", spare_port(), account)
+    replica = ThrowawayCluster(bindir, folder / "replica", spare_port(), account)
+    try:
+        primary._run(
+            "initdb", "-D", str(folder / "primary"), "-A", "trust", "-U", "postgres", "--no-sync"
+        )
+        primary.start()
+        primary._run(
+            "pg_basebackup",
+            "-h", "127.0.0.1",
+            "-p", str(primary.port),
+            "-U", "postgres",
+            "-D", str(folder / "replica"),
+            "-R",
+            "-X", "stream",
+            "--no-sync",
+        )  # fmt: skip
+        replica.start()
+        pair = ReplicaPair(primary, replica)
+        _wait_for_streaming(primary)
+        yield pair
+    finally:
+        _stop_quietly(replica)
+        _stop_quietly(primary)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _wait_for_streaming(primary: ThrowawayCluster, timeout: float = 30.0) -> None:
+    # psql, not asyncpg: the caller may be inside a running event loop.
+    query = "SELECT count(*) FROM pg_stat_replication WHERE state = 'streaming'"
+    deadline = time.monotonic() + timeout
+    while primary._psql(query) == "0":
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the replica did not start streaming within {timeout:g}s")
+        time.sleep(0.05)  # poll interval; the deadline bounds the wait
 
 
 def _server_dsn(url: URL) -> str:
@@ -473,6 +611,13 @@ async def drop_test_database(url: URL) -> None:
 def asyncdal_test_url() -> str:
     """The server tests create their databases on (``TEST_DATABASE_URL``)."""
     return os.environ.get("TEST_DATABASE_URL", DEFAULT_TEST_DATABASE_URL)
+
+
+@pytest.fixture(scope="session")
+def asyncdal_replica_pair() -> Iterator[ReplicaPair]:
+    """A primary and a streaming replica for the whole test session (see :func:`replica_pair`)."""
+    with replica_pair() as pair:
+        yield pair
 
 
 @pytest.fixture(scope="session")

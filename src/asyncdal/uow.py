@@ -27,7 +27,9 @@ from typing import TYPE_CHECKING, Any, Self, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from asyncdal.errors import ReadOnlyError, UnitOfWorkError
+from asyncdal.errors import CommitOutcomeUnknownError, ReadOnlyError, UnitOfWorkError
+from asyncdal.faults import is_connection_failure
+from asyncdal.routing import COMMIT_LSN
 
 if TYPE_CHECKING:
     from asyncdal.outbox.writer import Outbox
@@ -89,6 +91,10 @@ class UnitOfWork:
         self._entered = False
         self._sealed = False
         self._failed_inside = False
+        self.commit_lsn: str | None = None
+        """The primary's WAL position after the last commit that wrote (``0/16B3748``), on a
+        database with replicas; None otherwise. A replica that has replayed it shows the
+        commit (see ``asyncdal.routing.read_your_writes`` and the ``X-DB-LSN`` header)."""
 
     @property
     def _root(self) -> UnitOfWork:
@@ -146,6 +152,8 @@ class UnitOfWork:
         Raises:
             ReadOnlyError: on a read-only unit of work.
             UnitOfWorkError: when a joined unit of work failed earlier in this transaction.
+            CommitOutcomeUnknownError: the connection failed during COMMIT, so nobody knows
+                whether it was committed; never retried.
         """
         if self.read_only:
             raise ReadOnlyError("a read-only unit of work cannot commit")
@@ -157,7 +165,23 @@ class UnitOfWork:
             raise UnitOfWorkError(
                 "a joined unit of work failed inside this transaction; it was rolled back"
             )
-        await self.session.commit()
+        session = self.session
+        # Flush first: a failure while flushing leaves nothing committed (a known outcome);
+        # only a failure of COMMIT itself leaves the outcome unknown.
+        await session.flush()
+        try:
+            await session.commit()
+        except Exception as error:
+            if not is_connection_failure(error):
+                raise
+            name = getattr(self.database, "name", "?")
+            raise CommitOutcomeUnknownError(
+                f"the connection to {name!r} failed during COMMIT ({type(error).__name__}): "
+                "the transaction may or may not have been committed; it was not retried",
+                database=name,
+            ) from error
+        # Set by asyncdal.routing when the transaction wrote on a database with replicas.
+        self.commit_lsn = session.info.pop(COMMIT_LSN, None)
 
     async def rollback(self) -> None:
         """Roll back everything not yet committed (the whole transaction, even when joined)."""

@@ -11,7 +11,7 @@ from fastapi import FastAPI
 from asyncdal.container import container_lifespan
 from asyncdal.fastapi import health_router, metrics_router, setup
 from catalog.container import CatalogContainer
-from catalog.routes import router
+from catalog.routes import categories_router, router
 
 __all__ = ["create_app"]
 
@@ -33,6 +33,7 @@ def create_app(container: CatalogContainer | None = None) -> FastAPI:
     app.state.container = container
     setup(app)
     app.include_router(router)
+    app.include_router(categories_router)
     app.include_router(health_router())
     app.include_router(metrics_router())
     return app

@@ -11,11 +11,12 @@ Run it as ``python -m catalog.devserver``; ``HOST`` and ``PORT`` change where it
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import logging
 import os
 import signal
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from types import FrameType
 
@@ -24,11 +25,11 @@ from alembic import command
 from alembic.config import Config
 from dotenv import dotenv_values
 
-from asyncdal import Database, load_settings
+from asyncdal import AsyncdalSettings, Database, configure_logging, load_settings
 from catalog.embedded import start_embedded_postgres
-from catalog.seed import seed_products
+from catalog.seed import seed_categories, seed_products
 
-__all__ = ["data_dir", "database_configured", "main", "prepare_database"]
+__all__ = ["data_dir", "database_configured", "main", "prepare_database", "reference_configured"]
 
 logger = logging.getLogger("catalog.devserver")
 ROOT = Path(__file__).resolve().parents[2]
@@ -59,23 +60,52 @@ def prepare_database() -> None:
         url = start_embedded_postgres(pgdata)
         # This process is the entry point: the app it serves reads its settings from here.
         os.environ["DATABASE_URL"] = url.render_as_string(hide_password=False)
+        if not reference_configured():
+            # The reference database: a second database on the same embedded server.
+            reference = start_embedded_postgres(pgdata, database="catalog_reference")
+            os.environ["DB__REFERENCE__URL"] = reference.render_as_string(hide_password=False)
         logger.info("embedded PostgreSQL started (data in %s)", pgdata)
     settings = load_settings()
-    config = Config(str(ROOT / "alembic.ini"))
-    config.attributes["settings"] = settings
-    # alembic.ini's logging setup would raise the root level to WARNING, hiding this log.
-    config.attributes["configure_logger"] = False
-    command.upgrade(config, "head")
+    command.upgrade(_alembic_config(settings), "head")
+    if "reference" in settings.databases:
+        command.upgrade(_alembic_config(settings, database="reference"), "head")
     if embedded:
         database = Database("main", settings.databases["main"].model_copy(update={"pool": "null"}))
         added = asyncio.run(_seed(database))
         if added:
             logger.info("seeded %d demo products", added)
+        if "reference" in settings.databases:
+            reference_database = Database(
+                "reference",
+                settings.databases["reference"].model_copy(update={"pool": "null"}),
+            )
+            asyncio.run(_seed(reference_database, seed_categories))
 
 
-async def _seed(database: Database) -> int:
+def reference_configured(environ: Mapping[str, str] | None = None) -> bool:
+    """True when the environment or ``.env`` says where the reference database is."""
+    names = {**dotenv_values(".env"), **(environ if environ is not None else os.environ)}
+    return any(
+        value and key.upper() in {"DB__REFERENCE__URL", "DB__REFERENCE__HOST"}
+        for key, value in names.items()
+    )
+
+
+def _alembic_config(settings: AsyncdalSettings, database: str | None = None) -> Config:
+    config = Config(str(ROOT / "alembic.ini"))
+    config.attributes["settings"] = settings
+    # alembic.ini's logging setup would raise the root level to WARNING, hiding this log.
+    config.attributes["configure_logger"] = False
+    if database is not None:
+        config.cmd_opts = argparse.Namespace(x=[f"database={database}"])
+    return config
+
+
+async def _seed(
+    database: Database, seed: Callable[[Database], Awaitable[int]] = seed_products
+) -> int:
     try:
-        return await seed_products(database)
+        return await seed(database)
     finally:
         await database.dispose()
 
@@ -90,7 +120,7 @@ def main() -> None:
     The embedded server is stopped by an exit handler, which a process killed by a signal never
     runs: SIGTERM is therefore turned into a normal exit (code 143), like Ctrl-C.
     """
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    configure_logging()  # LOG_FORMAT=json for JSON lines
     signal.signal(signal.SIGTERM, _exit)
     prepare_database()
     # While serving, uvicorn handles SIGTERM (a graceful shutdown), then restores this handler
@@ -102,6 +132,8 @@ def main() -> None:
         factory=True,
         host=os.environ.get("HOST", "127.0.0.1"),
         port=int(os.environ.get("PORT", "8000")),
+        # uvicorn's own records then go through the root handler too (JSON with LOG_FORMAT=json).
+        log_config=None,
     )
     if terminated:
         raise SystemExit(128 + terminated[0])

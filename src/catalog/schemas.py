@@ -8,11 +8,12 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-__all__ = ["ProductCreate", "ProductPage", "ProductRead", "ProductUpdate"]
+__all__ = ["CategoryRead", "ProductCreate", "ProductPage", "ProductRead", "ProductUpdate"]
 
 Sku = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._-]+$")]
 Name = Annotated[str, Field(min_length=1, max_length=200)]
 Price = Annotated[Decimal, Field(ge=0, max_digits=12, decimal_places=2)]
+CategoryId = Annotated[int, Field(ge=1, le=2**63 - 1)]
 
 
 class ProductCreate(BaseModel):
@@ -23,6 +24,7 @@ class ProductCreate(BaseModel):
     sku: Sku
     name: Name
     price: Price
+    category_id: CategoryId | None = None
 
 
 class ProductUpdate(BaseModel):
@@ -33,6 +35,7 @@ class ProductUpdate(BaseModel):
     sku: Sku | None = None
     name: Name | None = None
     price: Price | None = None
+    category_id: CategoryId | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -53,6 +56,9 @@ class ProductRead(BaseModel):
     sku: str
     name: str
     price: Decimal
+    category_id: int | None = None
+    category: str | None = None
+    """The category's name, from the reference database."""
     created_at: datetime
     updated_at: datetime
 
@@ -64,3 +70,12 @@ class ProductPage(BaseModel):
     total: int
     limit: int
     offset: int
+
+
+class CategoryRead(BaseModel):
+    """A category as the API shows it."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    name: str

@@ -8,6 +8,7 @@ must exit by itself and stop the PostgreSQL it started.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -25,7 +26,7 @@ import httpx
 import psutil
 import pytest
 
-from catalog.seed import DEMO_PRODUCTS
+from catalog.seed import DEMO_CATEGORIES, DEMO_PRODUCTS
 
 pytestmark = pytest.mark.e2e
 
@@ -67,6 +68,7 @@ def devserver_environment(data_dir: Path, port: int) -> dict[str, str]:
         HOST="127.0.0.1",
         PORT=str(port),
         PYTHONUNBUFFERED="1",
+        LOG_FORMAT="json",
     )
     return environ
 
@@ -185,7 +187,13 @@ def test_make_run_serves_seeded_products_from_embedded_postgres(devserver: DevSe
     assert Decimal(body["price"]) == price
     listing = httpx.get(f"{devserver.url}/products", timeout=5).json()
     assert [item["sku"] for item in listing["items"]] == [sku for sku, _, _ in DEMO_PRODUCTS]
+    # The reference database (a second database on the embedded server) is migrated and seeded.
+    categories = httpx.get(f"{devserver.url}/categories", timeout=5)
+    assert categories.status_code == 200, categories.text
+    assert [category["name"] for category in categories.json()] == list(DEMO_CATEGORIES)
     assert (devserver.pgdata / "PG_VERSION").exists(), "the data is not in CATALOG_DATA_DIR"
+    traced = httpx.get(f"{devserver.url}/products/2", headers={"X-Request-ID": "e2e-77"})
+    assert traced.headers["x-request-id"] == "e2e-77"
     postmasters = [
         process
         for process in postgres_processes(devserver.pgdata)
@@ -204,3 +212,10 @@ def test_make_run_serves_seeded_products_from_embedded_postgres(devserver: DevSe
         f"{[process.info for process in left]}\n{devserver.output()}"
     )
     assert not (devserver.pgdata / "postmaster.pid").exists(), "PostgreSQL was not shut down"
+    # LOG_FORMAT=json: the server's records are JSON lines, the access log line of the traced
+    # request carries its request id.
+    records = [json.loads(line) for line in devserver.output().splitlines() if line[:1] == "{"]
+    assert any(r["logger"] == "catalog.devserver" for r in records), devserver.output()
+    traced_lines = [r for r in records if r.get("request_id") == "e2e-77"]
+    assert traced_lines, devserver.output()
+    assert "/products/2" in traced_lines[0]["message"]

@@ -12,6 +12,7 @@ from sqlalchemy import MetaData
 from sqlalchemy.engine import URL
 
 from asyncdal import Database, DatabaseSettings
+from asyncdal.testing import ReplicaPair, create_test_database, drop_test_database
 from catalog.models import Base
 from tests.conftest import plain
 
@@ -70,7 +71,8 @@ async def backends(test_database_url: URL) -> AsyncIterator[BackendCounter]:
 
     async def count(application_name: str) -> int:
         value = await connection.fetchval(
-            "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1",
+            "SELECT count(*) FROM pg_stat_activity "
+            "WHERE (application_name = $1 OR application_name LIKE $1 || ':%')",
             application_name,
         )
         return int(value)
@@ -79,3 +81,51 @@ async def backends(test_database_url: URL) -> AsyncIterator[BackendCounter]:
         yield count
     finally:
         await connection.close()
+
+
+@pytest.fixture(scope="session")
+async def replica_database(asyncdal_replica_pair: ReplicaPair) -> AsyncIterator[URL]:
+    """A throwaway database on the session's primary + replica pair, with a table ``items``
+    and a function ``sneaky_write()`` that writes although it is called by a SELECT."""
+    url = await create_test_database(asyncdal_replica_pair.primary.url, prefix="replicas")
+    connection = await asyncpg.connect(plain(url.set(drivername="postgresql")))
+    try:
+        await connection.execute(
+            "CREATE TABLE items (id int PRIMARY KEY, name text NOT NULL);"
+            "CREATE FUNCTION sneaky_write() RETURNS int LANGUAGE sql AS "
+            "'INSERT INTO items VALUES (-1, ''sneaky'') RETURNING 1'"
+        )
+    finally:
+        await connection.close()
+    await asyncdal_replica_pair.caught_up()
+    try:
+        yield url
+    finally:
+        await drop_test_database(url)
+
+
+@pytest.fixture
+async def routed(
+    asyncdal_replica_pair: ReplicaPair, replica_database: URL
+) -> AsyncIterator[Callable[..., Database]]:
+    """Build Databases on ``replica_database`` with the pair's replica; disposed after."""
+    made: list[Database] = []
+    replica = f"postgresql://postgres@127.0.0.1:{asyncdal_replica_pair.replica.port}"
+
+    def make(**settings: object) -> Database:
+        options: dict[str, object] = {
+            "url": plain(replica_database),
+            "replicas": [replica],
+            "replica_check_interval": 0.2,
+            "application_name": f"it-{uuid.uuid4().hex[:10]}",
+            **settings,
+        }
+        database = Database("main", DatabaseSettings.model_validate(options))
+        made.append(database)
+        return database
+
+    try:
+        yield make
+    finally:
+        for database in made:
+            await database.dispose()

@@ -191,7 +191,9 @@ def runtimes() -> Iterator[list[LambdaRuntime]]:
 
 async def app_backends(admin: asyncpg.Connection, application_name: str) -> int:
     count = await admin.fetchval(
-        "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1", application_name
+        "SELECT count(*) FROM pg_stat_activity "
+        "WHERE (application_name = $1 OR application_name LIKE $1 || ':%')",
+        application_name,
     )
     return int(count)
 
@@ -206,7 +208,8 @@ async def assert_no_backend_left(admin: asyncpg.Connection, application_name: st
 async def terminate_backends(admin: asyncpg.Connection, application_name: str) -> None:
     """What a long freeze does to a container's connections: every one of them is gone."""
     await admin.execute(
-        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1",
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+        "WHERE (application_name = $1 OR application_name LIKE $1 || ':%')",
         application_name,
     )
 

@@ -9,12 +9,12 @@ import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import inspect
+from sqlalchemy import MetaData, inspect
 from sqlalchemy.engine import URL
 
 from asyncdal import Database
-from catalog.models import Base
-from tests.conftest import alembic_config, database_settings
+from catalog.models import Base, ReferenceBase
+from tests.conftest import alembic_config, database_settings, reference_alembic_config
 
 
 @pytest.fixture
@@ -37,13 +37,18 @@ async def tables(url: URL) -> set[str]:
         await db.dispose()
 
 
-async def differences(url: URL) -> list[object]:
+async def differences(
+    url: URL, metadata: MetaData = Base.metadata, version_table: str = "alembic_version"
+) -> list[object]:
     db = Database("main", database_settings(url).databases["main"])
     try:
         async with db.engine.connect() as connection:
             return await connection.run_sync(
                 lambda sync: compare_metadata(
-                    MigrationContext.configure(sync, opts={"compare_type": True}), Base.metadata
+                    MigrationContext.configure(
+                        sync, opts={"compare_type": True, "version_table": version_table}
+                    ),
+                    metadata,
                 )
             )
     finally:
@@ -93,3 +98,41 @@ async def test_alembic_command_reads_the_apps_settings(empty_url: URL) -> None:
     output, _ = await process.communicate()
     assert process.returncode == 0, output.decode()
     assert "products" in await tables(empty_url)
+
+
+async def test_reference_history_is_its_own(empty_url: URL) -> None:
+    """The reference database's tables come from their own history and version table, even
+    when it shares a database with main."""
+    settings = database_settings(empty_url, reference=empty_url)
+    await asyncio.to_thread(command.upgrade, reference_alembic_config(settings), "head")
+    assert await tables(empty_url) == {"categories", "alembic_version_reference"}
+    assert await differences(empty_url, ReferenceBase.metadata, "alembic_version_reference") == []
+    await asyncio.to_thread(command.upgrade, alembic_config(settings), "head")
+    assert {"products", "alembic_version"} <= await tables(empty_url)
+    await asyncio.to_thread(command.downgrade, reference_alembic_config(settings), "base")
+    assert "categories" not in await tables(empty_url)
+    assert "products" in await tables(empty_url)
+
+
+async def test_alembic_command_migrates_the_reference_database(empty_url: URL) -> None:
+    """`alembic -x database=reference upgrade head`, as the README shows."""
+    import os
+    import sys
+    from pathlib import Path
+
+    from tests.conftest import ROOT, plain
+
+    alembic = Path(sys.executable).parent / "alembic"
+    env = {k: v for k, v in os.environ.items() if not k.upper().startswith("DB__")}
+    env.pop("DATABASE_URL", None)
+    env["DB__REFERENCE__URL"] = plain(empty_url)
+    process = await asyncio.create_subprocess_exec(
+        *(str(alembic), "-x", "database=reference", "upgrade", "head"),
+        cwd=ROOT,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    output, _ = await process.communicate()
+    assert process.returncode == 0, output.decode()
+    assert await tables(empty_url) == {"categories", "alembic_version_reference"}

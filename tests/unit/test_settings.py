@@ -84,6 +84,13 @@ def test_every_field_is_read_from_the_environment(monkeypatch: pytest.MonkeyPatc
         "CONNECT_TIMEOUT": "1.5",
         "COMMAND_TIMEOUT": "9",
         "STATEMENT_TIMEOUT": "0.25",
+        "LOCK_TIMEOUT": "0.5",
+        "IDLE_IN_TRANSACTION_SESSION_TIMEOUT": "30",
+        "RETRY_ATTEMPTS": "5",
+        "RETRY_BASE_DELAY": "0.1",
+        "RETRY_MAX_DELAY": "2",
+        "BREAKER_FAILURE_THRESHOLD": "7",
+        "BREAKER_COOL_DOWN": "12",
         "APPLICATION_NAME": "shop",
     }
     for field, value in env.items():
@@ -99,6 +106,9 @@ def test_every_field_is_read_from_the_environment(monkeypatch: pytest.MonkeyPatc
     )
     assert (main.pool_timeout, main.pool_recycle, main.pre_ping) == (2.5, 60, True)
     assert (main.connect_timeout, main.command_timeout, main.statement_timeout) == (1.5, 9, 0.25)
+    assert (main.lock_timeout, main.idle_in_transaction_session_timeout) == (0.5, 30)
+    assert (main.retry_attempts, main.retry_base_delay, main.retry_max_delay) == (5, 0.1, 2)
+    assert (main.breaker_failure_threshold, main.breaker_cool_down) == (7, 12)
     assert main.application_name == "shop"
 
 
@@ -209,6 +219,30 @@ def test_password_never_shown_in_repr_str_or_safe_url() -> None:
         (
             {"DATABASE_URL": "postgresql://u@h/n", "DB__REFERENCE__POOL_SIZE": "3"},
             "DB__REFERENCE__URL",
+        ),
+        (
+            {"DATABASE_URL": "postgresql://u@h/n", "DB__MAIN__RETRY_ATTEMPTS": "0"},
+            "DB__MAIN__RETRY_ATTEMPTS",
+        ),
+        (
+            {
+                "DATABASE_URL": "postgresql://u@h/n",
+                "DB__MAIN__RETRY_BASE_DELAY": "2",
+                "DB__MAIN__RETRY_MAX_DELAY": "1",
+            },
+            "DB__MAIN__RETRY_MAX_DELAY",
+        ),
+        (
+            {"DATABASE_URL": "postgresql://u@h/n", "DB__MAIN__BREAKER_FAILURE_THRESHOLD": "0"},
+            "DB__MAIN__BREAKER_FAILURE_THRESHOLD",
+        ),
+        (
+            {"DATABASE_URL": "postgresql://u@h/n", "DB__MAIN__BREAKER_COOL_DOWN": "0"},
+            "DB__MAIN__BREAKER_COOL_DOWN",
+        ),
+        (
+            {"DATABASE_URL": "postgresql://u@h/n", "DB__MAIN__LOCK_TIMEOUT": "-1"},
+            "DB__MAIN__LOCK_TIMEOUT",
         ),
     ],
 )

@@ -15,6 +15,7 @@ class RecordingSession:
 
     def __init__(self, calls: list[str]) -> None:
         self.calls = calls
+        self.info: dict[str, object] = {}
 
     async def commit(self) -> None:
         self.calls.append("commit")
@@ -48,7 +49,8 @@ async def test_commit_then_close() -> None:
     db = Db()
     async with db.uow() as uow:
         await uow.commit()
-    assert db.calls == ["commit", "close"]
+    # Flushed before COMMIT, so that only a failure of COMMIT itself is "outcome unknown".
+    assert db.calls == ["flush", "commit", "close"]
 
 
 async def test_leaving_without_commit_closes_which_rolls_back() -> None:
@@ -76,7 +78,7 @@ async def test_nested_unit_of_work_joins_and_only_outer_commits() -> None:
         assert current_unit_of_work(db) is outer
         await outer.commit()
     assert db.sessions == 1
-    assert db.calls == ["flush", "commit", "close"]
+    assert db.calls == ["flush", "flush", "commit", "close"]  # inner flushes, outer commits
 
 
 async def test_failed_inner_unit_of_work_poisons_the_outer_commit() -> None:
@@ -164,3 +166,36 @@ async def test_repository_is_cached_per_unit_of_work() -> None:
             assert inner.repository(Repo) is first
     async with db.uow() as another:
         assert another.repository(Repo) is not first
+
+
+class FailingCommitSession(RecordingSession):
+    def __init__(self, calls: list[str], error: Exception) -> None:
+        super().__init__(calls)
+        self.error = error
+
+    async def commit(self) -> None:
+        self.calls.append("commit")
+        raise self.error
+
+
+async def test_connection_lost_during_commit_is_outcome_unknown() -> None:
+    from asyncdal import CommitOutcomeUnknownError
+
+    calls: list[str] = []
+    lost = ConnectionResetError("reset by peer")
+    uow = UnitOfWork(Db(), lambda: FailingCommitSession(calls, lost))  # type: ignore[arg-type, return-value]
+    async with uow:
+        with pytest.raises(CommitOutcomeUnknownError, match="may or may not") as raised:
+            await uow.commit()
+    assert raised.value.__cause__ is lost
+    assert calls == ["flush", "commit", "close"]  # tried once, never again
+
+
+async def test_other_commit_failures_propagate_unchanged() -> None:
+    calls: list[str] = []
+    refused = ValueError("deferred constraint violated")
+    uow = UnitOfWork(Db(), lambda: FailingCommitSession(calls, refused))  # type: ignore[arg-type, return-value]
+    async with uow:
+        with pytest.raises(ValueError, match="deferred") as raised:
+            await uow.commit()
+    assert raised.value is refused

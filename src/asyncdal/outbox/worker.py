@@ -149,6 +149,9 @@ class OutboxWorker:
             pool_size=4,
             max_overflow=0,
             application_name=f"{app}:outbox-worker"[:63],
+            # Claims and settles write: the worker never reads from a replica.
+            replicas=(),
+            replica_weights=None,
         )
         self._owns_handler_database = handler_database is None and handlers.needs_database
         if handler_database is None and handlers.needs_database:

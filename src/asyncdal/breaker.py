@@ -1,0 +1,166 @@
+"""A circuit breaker per database server: fail fast while the server is unreachable.
+
+``closed`` (normal): connection-class failures are counted, any success resets the count;
+``failure_threshold`` failures in a row open it. ``open``: every checkout fails at once with
+:class:`~asyncdal.errors.DatabaseUnavailableError` instead of waiting for the connect timeout.
+After ``cool_down`` seconds the next checkout goes through as the one probe (``half_open``);
+the others keep failing fast. The probe's success closes the breaker, its failure opens it
+again for another cool-down. A probe that never reports (its task was cancelled) is replaced
+by another after a further cool-down.
+
+Each engine's pool carries one (see :func:`circuit_breaker`), so a database's primary and each
+of its replicas have their own. It is plain synchronous code without locks: asyncio runs one
+callback at a time, and SQLAlchemy calls it from inside its greenlets on the same thread.
+
+Example:
+    >>> breaker = CircuitBreaker("main", failure_threshold=5, cool_down=5.0)
+    >>> breaker.before_connect()             # raises DatabaseUnavailableError while open
+    >>> breaker.state
+    'closed'
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any, Literal
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from asyncdal.errors import DatabaseUnavailableError
+
+__all__ = ["BREAKER_STATES", "BreakerState", "CircuitBreaker", "circuit_breaker"]
+
+BreakerState = Literal["closed", "open", "half_open"]
+BREAKER_STATES: tuple[BreakerState, ...] = ("closed", "open", "half_open")
+
+StateListener = Callable[["CircuitBreaker", BreakerState, BreakerState], None]
+
+
+class CircuitBreaker:
+    """Counts connection failures of one server and fails fast while it is unreachable.
+
+    Args:
+        name: what it guards, for messages and metrics (``main``, ``main/replica-1``).
+        failure_threshold: consecutive connection failures that open it.
+        cool_down: seconds it stays open before one probe is let through.
+        node: the server's role (``primary``, or a replica's name), a metrics label.
+        clock: monotonic seconds; replaced by tests.
+
+    Attributes:
+        listeners: called with ``(breaker, old_state, new_state)`` on every change.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        failure_threshold: int,
+        cool_down: float,
+        node: str = "primary",
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if failure_threshold < 1:
+            raise ValueError("failure_threshold must be at least 1")
+        if cool_down <= 0:
+            raise ValueError("cool_down must be positive")
+        self.name = name
+        self.node = node
+        self.failure_threshold = failure_threshold
+        self.cool_down = cool_down
+        self.listeners: list[StateListener] = []
+        self._clock = clock
+        self._state: BreakerState = "closed"
+        self._failures = 0
+        self._opened_at = 0.0
+        self._probe_started: float | None = None
+        self.last_error: str | None = None
+        """Class name of the last connection failure counted (never its message)."""
+
+    @property
+    def state(self) -> BreakerState:
+        """``closed``, ``open`` or ``half_open``."""
+        return self._state
+
+    @property
+    def failures(self) -> int:
+        """Connection failures in a row so far."""
+        return self._failures
+
+    def retry_after(self) -> float:
+        """Seconds until a probe may go through (0 when closed or probing)."""
+        if self._state != "open":
+            return 0.0
+        return max(0.0, self._opened_at + self.cool_down - self._clock())
+
+    def before_connect(self) -> None:
+        """Let a checkout through, or raise at once while open.
+
+        Raises:
+            DatabaseUnavailableError: the breaker is open and cooling down, or a probe is
+                already in flight.
+        """
+        if self._state == "closed":
+            return
+        now = self._clock()
+        if self._state == "open":
+            if now - self._opened_at < self.cool_down:
+                raise self._unavailable(self._opened_at + self.cool_down - now)
+            self._change("half_open")
+            self._probe_started = now
+            return
+        # half_open: one probe at a time, unless the last one never reported back.
+        if self._probe_started is not None and now - self._probe_started < self.cool_down:
+            raise self._unavailable(self._probe_started + self.cool_down - now)
+        self._probe_started = now
+
+    def record_success(self) -> None:
+        """A connection opened or a statement ran: the server answers."""
+        self._failures = 0
+        if self._state != "closed":
+            self._probe_started = None
+            self._change("closed")
+
+    def record_failure(self, error: BaseException | None = None) -> None:
+        """A connection-class failure (see :func:`asyncdal.faults.is_connection_failure`)."""
+        if error is not None:
+            self.last_error = type(error).__name__
+        self._failures += 1
+        if self._state == "half_open" or (
+            self._state == "closed" and self._failures >= self.failure_threshold
+        ):
+            self._opened_at = self._clock()
+            self._probe_started = None
+            self._change("open")
+
+    def as_dict(self) -> dict[str, Any]:
+        """State for health reports: ``state``, ``failures``, ``retry_after`` (seconds)."""
+        return {
+            "state": self._state,
+            "failures": self._failures,
+            "retry_after": round(self.retry_after(), 3),
+        }
+
+    def _unavailable(self, wait: float) -> DatabaseUnavailableError:
+        return DatabaseUnavailableError(
+            f"database {self.name!r} is unavailable: its circuit breaker is {self._state} after "
+            f"{self._failures} connection failure(s) ({self.last_error or 'unknown'}); "
+            f"failing fast, next try in {max(0.0, wait):.1f} s",
+            database=self.name,
+            retry_after=max(0.0, wait),
+        )
+
+    def _change(self, state: BreakerState) -> None:
+        old, self._state = self._state, state
+        for listener in self.listeners:
+            listener(self, old, state)
+
+    def __repr__(self) -> str:
+        return f"<CircuitBreaker {self.name!r} {self._state} failures={self._failures}>"
+
+
+def circuit_breaker(engine: AsyncEngine) -> CircuitBreaker | None:
+    """The breaker guarding ``engine``'s connections (None for engines asyncdal did not build)."""
+    guard = getattr(engine.sync_engine.pool, "guard", None)
+    breaker = getattr(guard, "breaker", None)
+    return breaker if isinstance(breaker, CircuitBreaker) else None

@@ -1,0 +1,100 @@
+"""POST /products with Idempotency-Key, and a connection cut while COMMIT is in flight."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import asyncpg
+import pytest
+from asgi_lifespan import LifespanManager
+from dependency_injector import providers
+from httpx import ASGITransport, AsyncClient
+from sqlalchemy.engine import URL
+
+from asyncdal import AsyncdalSettings
+from asyncdal.testing import FaultProxy
+from catalog.app import create_app
+from catalog.container import CatalogContainer
+from tests.conftest import database_settings, plain
+
+KETTLE = {"sku": "KETTLE-1", "name": "Kettle", "price": "24.50"}
+
+
+async def rows_with_sku(url: URL, sku: str) -> int:
+    connection = await asyncpg.connect(plain(url.set(drivername="postgresql")))
+    try:
+        return int(await connection.fetchval("SELECT count(*) FROM products WHERE sku = $1", sku))
+    finally:
+        await connection.close()
+
+
+async def test_same_key_returns_the_first_answer_and_creates_one_row(
+    client: AsyncClient, catalog_url: URL
+) -> None:
+    headers = {"Idempotency-Key": "order-42"}
+    first = await client.post("/products", json=KETTLE, headers=headers)
+    again = await client.post("/products", json=KETTLE, headers=headers)
+    assert first.status_code == again.status_code == 201
+    assert again.json() == first.json()
+    assert again.headers["Idempotent-Replayed"] == "true"
+    assert await rows_with_sku(catalog_url, "KETTLE-1") == 1
+
+
+async def test_same_key_with_another_body_is_refused(client: AsyncClient) -> None:
+    headers = {"Idempotency-Key": "order-43"}
+    assert (await client.post("/products", json=KETTLE, headers=headers)).status_code == 201
+    other = {**KETTLE, "sku": "KETTLE-2"}
+    response = await client.post("/products", json=other, headers=headers)
+    assert response.status_code == 422
+    assert "different request" in response.json()["detail"]
+
+
+async def test_concurrent_retries_with_one_key_create_one_row(
+    client: AsyncClient, catalog_url: URL
+) -> None:
+    headers = {"Idempotency-Key": "order-44"}
+    answers = await asyncio.gather(
+        *(client.post("/products", json=KETTLE, headers=headers) for _ in range(5))
+    )
+    assert {answer.status_code for answer in answers} == {201}
+    assert len({answer.json()["id"] for answer in answers}) == 1
+    assert await rows_with_sku(catalog_url, "KETTLE-1") == 1
+
+
+@pytest.fixture
+async def proxied_client(
+    catalog_settings: AsyncdalSettings, catalog_url: URL
+) -> AsyncIterator[tuple[AsyncClient, FaultProxy]]:
+    async with FaultProxy(catalog_url.host or "127.0.0.1", catalog_url.port or 5432) as proxy:
+        container = CatalogContainer()
+        container.settings.override(
+            providers.Object(database_settings(catalog_url.set(port=proxy.port)))
+        )
+        app = create_app(container)
+        async with (
+            LifespanManager(app) as manager,
+            AsyncClient(transport=ASGITransport(app=manager.app), base_url="http://c") as http,
+        ):
+            yield http, proxy
+
+
+async def test_connection_cut_during_commit_is_not_retried_and_the_key_makes_retry_safe(
+    proxied_client: tuple[AsyncClient, FaultProxy], catalog_url: URL
+) -> None:
+    client, proxy = proxied_client
+    headers = {"Idempotency-Key": "order-45"}
+    proxy.cut_answer_to(b"COMMIT")
+    cut = await client.post("/products", json=KETTLE, headers=headers)
+    assert cut.status_code == 503
+    assert cut.json()["outcome"] == "unknown"
+    assert "may or may not have been saved" in cut.json()["detail"]
+    assert "not retried" in cut.json()["detail"]
+    # The server got COMMIT before the answer was cut: the row is there, exactly once.
+    assert await rows_with_sku(catalog_url, "KETTLE-1") == 1
+
+    proxy.heal()
+    retry = await client.post("/products", json=KETTLE, headers=headers)
+    assert retry.status_code == 201
+    assert retry.headers["Idempotent-Replayed"] == "true"
+    assert await rows_with_sku(catalog_url, "KETTLE-1") == 1

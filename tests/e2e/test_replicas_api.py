@@ -1,0 +1,103 @@
+"""The catalog on a primary with a streaming replica: X-DB-LSN gives read-your-writes."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+from alembic import command
+from asgi_lifespan import LifespanManager
+from dependency_injector import providers
+from httpx import ASGITransport, AsyncClient
+from sqlalchemy.engine import URL
+
+from asyncdal import load_settings
+from asyncdal.testing import ReplicaPair, create_test_database, drop_test_database
+from catalog.app import create_app
+from catalog.container import CatalogContainer
+from tests.conftest import alembic_config, database_settings, empty_tables, plain
+
+
+@pytest.fixture(scope="session")
+async def replicated_catalog_url(asyncdal_replica_pair: ReplicaPair) -> AsyncIterator[URL]:
+    """A migrated catalog database on the pair's primary, replicated to its replica."""
+    url = await create_test_database(asyncdal_replica_pair.primary.url, prefix="catalog_rep")
+    try:
+        await asyncio.to_thread(command.upgrade, alembic_config(database_settings(url)), "head")
+        yield url
+    finally:
+        await drop_test_database(url)
+
+
+@pytest.fixture
+async def replicated_client(
+    asyncdal_replica_pair: ReplicaPair, replicated_catalog_url: URL, catalog_reference_url: URL
+) -> AsyncIterator[AsyncClient]:
+    await empty_tables(replicated_catalog_url, "products")
+    await asyncdal_replica_pair.caught_up()
+    replica = f"postgresql://postgres@127.0.0.1:{asyncdal_replica_pair.replica.port}"
+    settings = load_settings(
+        db={
+            "main": {
+                "url": plain(replicated_catalog_url),
+                "replicas": [replica],
+                "replica_check_interval": 0.2,
+                "pool_size": 3,
+            },
+            # The reference database on another server than main.
+            "reference": {"url": plain(catalog_reference_url), "pool_size": 2},
+        }
+    )
+    container = CatalogContainer()
+    container.settings.override(providers.Object(settings))
+    app = create_app(container)
+    async with (
+        LifespanManager(app) as manager,
+        AsyncClient(transport=ASGITransport(app=manager.app), base_url="http://catalog") as http,
+    ):
+        yield http
+
+
+async def test_x_db_lsn_reads_your_writes_while_replay_is_paused(
+    replicated_client: AsyncClient, asyncdal_replica_pair: ReplicaPair
+) -> None:
+    pair = asyncdal_replica_pair
+    await pair.pause_replay()
+    try:
+        created = await replicated_client.post(
+            "/products", json={"sku": "LSN-1", "name": "Fresh", "price": "1.00"}
+        )
+        assert created.status_code == 201, created.text
+        lsn = created.headers["X-DB-LSN"]
+        path = f"/products/{created.json()['id']}"
+        # With the position: served where the write is visible (the primary).
+        with_header = await replicated_client.get(path, headers={"X-DB-LSN": lsn})
+        assert with_header.status_code == 200, with_header.text
+        assert with_header.headers["X-DB-LSN"] == lsn
+        # Without it: the paused replica serves the read, and it has not seen the write.
+        assert (await replicated_client.get(path)).status_code == 404
+    finally:
+        await pair.resume_replay()
+    await pair.wait_for_replay(lsn)
+    deadline = asyncio.get_running_loop().time() + 10
+    while (await replicated_client.get(path)).status_code != 200:
+        assert asyncio.get_running_loop().time() < deadline, "replica never showed the write"
+        await asyncio.sleep(0.05)
+    assert (await replicated_client.get(path, headers={"X-DB-LSN": lsn})).status_code == 200
+
+
+async def test_a_bad_x_db_lsn_is_a_400(replicated_client: AsyncClient) -> None:
+    response = await replicated_client.get("/products/1", headers={"X-DB-LSN": "yesterday"})
+    assert response.status_code == 400
+    assert "X-DB-LSN" in response.json()["detail"]
+
+
+async def test_readiness_reports_the_replica(replicated_client: AsyncClient) -> None:
+    body = (await replicated_client.get("/health/ready")).json()
+    replica = body["databases"]["main"]["replicas"]["replica-1"]
+    assert replica["status"] == "ok"
+    assert replica["lag_seconds"] is not None
+    metrics = (await replicated_client.get("/metrics")).text
+    assert 'asyncdal_replica_lag_seconds{database="main",node="replica-1"}' in metrics
+    assert 'asyncdal_pool_size{database="main",node="replica-1"} 3.0' in metrics

@@ -1,0 +1,128 @@
+"""Routing logic without a server: WAL positions, weighted rotation, health and positions."""
+
+from __future__ import annotations
+
+import collections
+from typing import Any
+
+import pytest
+from sqlalchemy import column, delete, insert, select, table, text, update
+
+from asyncdal.routing import (
+    ReplicaNode,
+    Router,
+    format_lsn,
+    is_write,
+    parse_lsn,
+    read_your_writes,
+    required_lsn,
+    route,
+)
+
+items = table("items", column("id"))
+
+
+def node(name: str, weight: int = 1, lsn: int | None = 100) -> ReplicaNode:
+    return ReplicaNode(name=name, weight=weight, engines={}, replay_lsn=lsn)
+
+
+def router(*nodes: ReplicaNode) -> Router:
+    return Router("main", {}, list(nodes))
+
+
+def picks(chooser: Router, count: int, required: int | None = None) -> list[str | None]:
+    chosen = [chooser.pick(required, frozenset()) for _ in range(count)]
+    return [None if choice is None else choice.name for choice in chosen]
+
+
+def test_lsn_round_trip_and_order() -> None:
+    assert parse_lsn("0/16B3748") == 0x16B3748
+    assert parse_lsn("16/B374D848") == (0x16 << 32) | 0xB374D848
+    assert format_lsn(parse_lsn("16/B374D848")) == "16/B374D848"
+    assert parse_lsn("1/0") > parse_lsn("0/FFFFFFFF")
+
+
+@pytest.mark.parametrize("bad", ["", "yesterday", "0-1", "1/2/3", "123456789/0", "0/ 1"])
+def test_bad_lsn_is_refused(bad: str) -> None:
+    with pytest.raises(ValueError, match="not a WAL position"):
+        parse_lsn(bad)
+
+
+def test_weighted_round_robin() -> None:
+    counts = collections.Counter(picks(router(node("a", 3), node("b", 1)), 400))
+    assert counts == {"a": 300, "b": 100}
+
+
+def test_unhealthy_and_excluded_nodes_are_skipped_and_none_means_primary() -> None:
+    a, b = node("a"), node("b")
+    chooser = router(a, b)
+    a.mark_down("ConnectionRefusedError")
+    assert set(picks(chooser, 10)) == {"b"}
+    assert chooser.pick(None, frozenset({b})) is None
+    b.mark_down("lag 40.0s > 30s")
+    assert set(picks(chooser, 4)) == {None}
+    assert router().pick(None, frozenset()) is None
+
+
+def test_required_position_picks_a_node_that_has_it_else_the_primary() -> None:
+    behind, ahead, unknown = node("behind", lsn=50), node("ahead", lsn=200), node("x", lsn=None)
+    chooser = router(behind, ahead, unknown)
+    assert set(picks(chooser, 6, required=150)) == {"ahead"}
+    assert set(picks(chooser, 3, required=500)) == {None}
+
+
+def test_statements_that_must_go_to_the_primary() -> None:
+    writes: list[Any] = [
+        insert(items),
+        update(items).values(id=1),
+        delete(items),
+        select(items).with_for_update(),
+        text("UPDATE items SET id = 1"),
+        text("WITH x AS (DELETE FROM items RETURNING *) SELECT * FROM x"),
+        text("CALL refresh()"),
+        text("SELECT * FROM items WHERE id = 1 FOR UPDATE"),
+        text("select * from items for no key update skip locked"),
+        None,
+    ]
+    reads: list[Any] = [select(items), text("SELECT 1"), text("  (SELECT 2)"), text("SHOW x")]
+    assert [is_write(statement) for statement in writes] == [True] * 9 + [False]
+    assert [is_write(statement) for statement in reads] == [False] * 4
+
+
+def test_overrides_nest_and_are_per_database() -> None:
+    chooser = router(node("a"))
+    assert chooser.mode() is None
+    with route("main", "primary"):
+        assert chooser.mode() == "primary"
+        with route("main", "replicas"):
+            assert chooser.mode() == "replicas"
+        with route("reference", "replicas"):
+            assert chooser.mode() == "primary"
+        assert chooser.mode() == "primary"
+    assert chooser.mode() is None
+
+
+def test_read_your_writes_is_per_database() -> None:
+    with read_your_writes("0/100"):
+        assert required_lsn("main") == 0x100
+        assert required_lsn("reference") is None
+        with read_your_writes(0x200, database="reference"):
+            assert required_lsn("reference") == 0x200
+    assert required_lsn("main") is None
+    with read_your_writes(None):
+        assert required_lsn("main") is None
+
+
+def test_lag_after_a_quiet_spell_counts_from_the_last_caught_up_check() -> None:
+    from asyncdal.replicas import ReplicaMonitor
+
+    replica = node("r")
+    monitor = ReplicaMonitor("main", [], interval=1.0, max_lag=30.0)
+    # Never seen caught up: the age of the last replayed transaction is all there is.
+    assert monitor._lag(replica, caught_up=False, replayed_age=500.0) == 500.0
+    # Caught up (its last transaction an hour old: the primary was quiet) means no lag...
+    assert monitor._lag(replica, caught_up=True, replayed_age=3600.0) == 0.0
+    # ...and when it then falls behind, the lag counts from that check, not from an hour ago.
+    assert monitor._lag(replica, caught_up=False, replayed_age=3600.0) < 1.0
+    # A recent replayed transaction bounds it too.
+    assert monitor._lag(replica, caught_up=False, replayed_age=0.0) == 0.0
