@@ -101,3 +101,23 @@ async def test_catalog_writes_emit_product_events(client: AsyncClient, catalog_u
     assert events[1][2]["changed"] == ["price"]
     assert events[2][2] == {"id": created["id"]}
     assert [kind for kind, _, _ in events[3:]] == ["product.created"]
+
+
+async def test_idempotent_replay_emits_no_second_event(
+    client: AsyncClient, catalog_url: URL
+) -> None:
+    connection = await asyncpg.connect(plain(catalog_url.set(drivername="postgresql")))
+    try:
+        before = await connection.fetchval("SELECT coalesce(max(id), 0) FROM asyncdal_outbox")
+        body = {"sku": "OB-IDEM", "name": "once", "price": "1.00"}
+        headers = {"Idempotency-Key": "outbox-idem-1"}
+        first = await client.post("/products", json=body, headers=headers)
+        again = await client.post("/products", json=body, headers=headers)
+        assert (first.status_code, again.status_code) == (201, 201)
+        assert again.headers.get("Idempotent-Replayed") == "true"
+        rows = await connection.fetch(
+            "SELECT event_type, key FROM asyncdal_outbox WHERE id > $1", before
+        )
+    finally:
+        await connection.close()
+    assert [tuple(row) for row in rows] == [("product.created", str(first.json()["id"]))]
