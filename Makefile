@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: install run test lint bench migrate clean
+.PHONY: install run worker test lint bench migrate clean
 
 $(INSTALLED): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,6 +17,10 @@ install: $(INSTALLED)
 ## Serve the catalog on http://127.0.0.1:8000 (embedded PostgreSQL unless DATABASE_URL is set).
 run: install
 	$(BIN)/python -m catalog.devserver
+
+## Run the catalog's outbox worker (same database settings as make run; OUTBOX__* settings).
+worker: install
+	$(BIN)/python -m catalog.worker
 
 ## Run the whole suite against TEST_DATABASE_URL (default: 127.0.0.1:5432, else embedded).
 test: install

@@ -1,10 +1,12 @@
-"""``python -m bench [http|data|pooler|replicas]``: raw asyncpg vs plain SQLAlchemy vs asyncdal.
+"""``python -m bench [http|data|pooler|outbox|replicas]``: raw asyncpg vs plain SQLAlchemy vs
+asyncdal.
 
 ``http`` loads ``GET /products/{id}`` of three uvicorn-served apps with wrk; ``data`` runs the
 same read in-process without HTTP, including asyncdal's three read paths; ``pooler`` measures
-pooler mode directly and through a PgBouncer it starts; ``replicas`` starts a primary + replica
-pair and measures reads on the primary alone vs spread over both, and the cost of routing. No
-argument runs all four.
+pooler mode directly and through a PgBouncer it starts; ``outbox`` burns down a pre-filled
+outbox (raw asyncpg, the worker with a no-op handler and with a one-row write) and measures
+the LISTEN wake-up delay; ``replicas`` starts a primary + replica pair and measures reads on
+the primary alone vs spread over both, and the cost of routing. No argument runs them all.
 Everything runs against a fresh ``bench_<random>`` database on the server, migrated with the
 repository's Alembic migrations, seeded, and dropped at the end, also on errors and Ctrl-C.
 
@@ -28,6 +30,7 @@ import asyncpg
 from bench.data import DataSettings, run_data
 from bench.database import ROOT, safe_url, throwaway_database
 from bench.http import HttpSettings, run_http
+from bench.outbox import OutboxBenchSettings, run_outbox
 from bench.pooler import run_pooler
 from bench.replicas import run_replicas
 from bench.runner import install_sigterm_handler, run
@@ -90,7 +93,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "part",
         nargs="?",
-        choices=["http", "data", "pooler", "replicas", "all"],
+        choices=["http", "data", "pooler", "outbox", "replicas", "all"],
         default="all",
         help="which benchmark to run",
     )
@@ -157,6 +160,19 @@ def _parser() -> argparse.ArgumentParser:
         default=_env("DATA_WARMUP", "1"),
         help="unreported seconds per path before round 1 [env BENCH_DATA_WARMUP]",
     )
+    outbox = parser.add_argument_group("outbox part")
+    outbox.add_argument(
+        "--outbox-events",
+        type=_positive_int,
+        default=_env("OUTBOX_EVENTS", "20000"),
+        help="events pre-filled per path per round [env BENCH_OUTBOX_EVENTS]",
+    )
+    outbox.add_argument(
+        "--outbox-rounds",
+        type=_positive_int,
+        default=_env("OUTBOX_ROUNDS", "3"),
+        help="interleaved outbox rounds [env BENCH_OUTBOX_ROUNDS]",
+    )
     return parser
 
 
@@ -219,6 +235,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                     run(run_data(url, data_settings))
                 if args.part in ("pooler", "all"):
                     run(run_pooler(url, data_settings))
+                if args.part in ("outbox", "all"):
+                    outbox_settings = OutboxBenchSettings(
+                        rounds=args.outbox_rounds, events=args.outbox_events
+                    )
+                    run(run_outbox(url, outbox_settings))
         # The replica part brings its own primary + replica pair.
         if args.part in ("replicas", "all"):
             run_replicas(data_settings)

@@ -9,6 +9,9 @@ settings (environment, ``.env``) name; exit code 1 when not ready, 2 on bad sett
 ``asyncdal budget``: per server, the connections every engine's pool may open (worker processes
 from ``WEB_CONCURRENCY`` or ``--workers``) against the server's limit; exit code 1 when a
 server is over budget, 2 on bad settings.
+
+``asyncdal outbox run|dead|requeue|counts``: the outbox worker and its operations (see
+:mod:`asyncdal.outbox.cli`).
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from asyncdal.check import check_paths
 from asyncdal.database import Databases
 from asyncdal.errors import ConfigurationError
 from asyncdal.health import HealthReport, check_health
+from asyncdal.outbox.cli import add_outbox_commands
 from asyncdal.settings import load_settings
 
 __all__ = ["main"]
@@ -109,6 +113,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--workers", type=int, default=None, help="worker processes (default: WEB_CONCURRENCY)"
     )
     budget.set_defaults(run=_budget)
+    add_outbox_commands(commands)
     arguments = parser.parse_args(argv)
     code: int = arguments.run(arguments)
     return code

@@ -38,7 +38,7 @@ from asyncdal.faults import is_connection_failure
 from asyncdal.querylog import attach_query_log, warming_up
 from asyncdal.replicas import ReplicaMonitor
 from asyncdal.requestid import tag_connections_with_request_id
-from asyncdal.retry import RetryPolicy, retry_dropped_reads, run_in_transaction
+from asyncdal.retry import RetryListener, RetryPolicy, retry_dropped_reads, run_in_transaction
 from asyncdal.routing import (
     READ_ONLY_TEXT,
     WRITE_WORD,
@@ -140,6 +140,8 @@ class Database:
         )
         # Each replica's own breaker, also shared across event loops.
         self._replica_breakers: dict[int, CircuitBreaker] = {}
+        self.retry_listeners: list[RetryListener] = []
+        """Told ``(kind, node)`` before each retry of this database (see :meth:`note_retry`)."""
 
     def _bound(self) -> _LoopEngine:
         loop = asyncio.get_running_loop()
@@ -186,7 +188,7 @@ class Database:
             for session_class in (writer, reader):
                 event.listen(session_class, "after_begin", set_timeouts)
         quick = type("QuickReadSession", (reader,), {})
-        retry_dropped_reads(quick, RetryPolicy.from_settings(self.settings))
+        retry_dropped_reads(quick, RetryPolicy.from_settings(self.settings), self.note_retry)
         return writer, reader, quick
 
     def _flavors(self, engine: AsyncEngine, *, replica: bool) -> dict[str, AsyncEngine]:
@@ -219,7 +221,10 @@ class Database:
                 cool_down=settings.breaker_cool_down,
             )
         engine = create_engine(
-            settings, breaker=breaker, **{"connect_args": arguments, **self._engine_options}
+            settings,
+            breaker=breaker,
+            on_retry=self.note_retry,
+            **{"connect_args": arguments, **self._engine_options},
         )
         attach_query_log(engine, self.name, settings.slow_query_seconds, node=node)
         if settings.tag_requests:
@@ -237,7 +242,9 @@ class Database:
         return create_engine(settings.model_copy(update=update))
 
     def _build(self, loop: asyncio.AbstractEventLoop) -> _LoopEngine:
-        engine = create_engine(self.settings, breaker=self.breaker, **self._engine_options)
+        engine = create_engine(
+            self.settings, breaker=self.breaker, on_retry=self.note_retry, **self._engine_options
+        )
         attach_query_log(engine, self.name, self.settings.slow_query_seconds)
         if self.settings.tag_requests:
             tag_connections_with_request_id(engine, self.settings.application_name)
@@ -268,6 +275,7 @@ class Database:
                 self.name,
                 {key: value.sync_engine for key, value in primary.items()},  # type: ignore[misc]
                 [node for node, _ in nodes],
+                on_retry=self.note_retry,
             )
             check_engines.insert(0, self._check_engine(self.settings))
             monitor = ReplicaMonitor(
@@ -390,6 +398,12 @@ class Database:
         if monitor is not None:
             await monitor.check_now(answer_within)
 
+    def note_retry(self, kind: str, node: str) -> None:
+        """Tell :attr:`retry_listeners` that a ``kind`` retry (``connect``, ``read``,
+        ``transaction``) is about to happen on ``node``."""
+        for listener in self.retry_listeners:
+            listener(kind, node)
+
     def replica_breaker(self, node: str) -> CircuitBreaker | None:
         """The circuit breaker of replica ``node`` (``replica-1``, ...), once its engine exists."""
         for index, breaker in self._replica_breakers.items():
@@ -413,6 +427,34 @@ class Database:
         after its writes) and inside an outer :meth:`primary` (a required ``X-DB-LSN``
         position still applies). Writes always go to the primary."""
         return _Override(self.name, "replicas")
+
+    def with_settings(self, name: str | None = None, **changes: Any) -> Database:
+        """A new :class:`Database` like this one with some settings changed: a second pool.
+
+        The copy has its own engines (so its own pool), the same engine options and engine
+        hooks (so the same instrumentation), and everything else from this database's
+        settings. The caller owns it and disposes it.
+
+        Example:
+            >>> handlers_db = db.with_settings(f"{db.name}:handlers", pool_size=8)
+
+        Args:
+            name: its name (default: this database's).
+            **changes: :class:`~asyncdal.settings.DatabaseSettings` fields to override.
+
+        Raises:
+            pydantic.ValidationError: the changed settings are invalid.
+        """
+        fields = {
+            field: getattr(self.settings, field)
+            for field in self.settings.model_fields_set | set(changes)
+            if field not in changes
+        }
+        settings = DatabaseSettings.model_validate({**fields, **changes})
+        copy = Database(name or self.name, settings, **self._engine_options)
+        for hook in self._engine_hooks:
+            copy.add_engine_hook(hook)
+        return copy
 
     @property
     def engine(self) -> AsyncEngine:

@@ -23,7 +23,7 @@ from sqlalchemy.pool import AsyncAdaptedQueuePool, NullPool, PoolProxiedConnecti
 
 from asyncdal.breaker import CircuitBreaker
 from asyncdal.guard import ConnectionGuard, GuardedPool, attach_guard
-from asyncdal.retry import RetryPolicy
+from asyncdal.retry import RetryListener, RetryPolicy
 from asyncdal.settings import DatabaseSettings
 
 __all__ = [
@@ -138,6 +138,7 @@ def create_engine(
     settings: DatabaseSettings,
     *,
     breaker: CircuitBreaker | None = None,
+    on_retry: RetryListener | None = None,
     **engine_options: Any,
 ) -> AsyncEngine:
     """Create an ``AsyncEngine`` whose pool and connections follow ``settings``.
@@ -150,6 +151,7 @@ def create_engine(
         breaker: the server's circuit breaker; a new one from the settings when None. Give
             each server (primary, each replica) its own, and the same one to every engine of
             that server (one engine per event loop).
+        on_retry: told ``("connect", node)`` before each retry of opening a connection.
         **engine_options: extra ``create_async_engine`` arguments; they win over the settings.
 
     Returns:
@@ -177,6 +179,8 @@ def create_engine(
             failure_threshold=settings.breaker_failure_threshold,
             cool_down=settings.breaker_cool_down,
         )
-    guard = ConnectionGuard(breaker, RetryPolicy.from_settings(settings), settings.connect_timeout)
+    guard = ConnectionGuard(
+        breaker, RetryPolicy.from_settings(settings), settings.connect_timeout, on_retry
+    )
     attach_guard(engine, guard)
     return engine

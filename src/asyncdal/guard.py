@@ -39,7 +39,7 @@ from asyncdal.breaker import CircuitBreaker
 from asyncdal.cancel import ServerCancel
 from asyncdal.errors import DatabaseUnavailableError, QueryTimeoutError
 from asyncdal.faults import is_connection_failure
-from asyncdal.retry import RetryPolicy, _greenlet_sleep, _log_retry
+from asyncdal.retry import RetryListener, RetryPolicy, _greenlet_sleep, _log_retry
 
 __all__ = ["ConnectionGuard", "GuardedPool", "attach_guard"]
 
@@ -56,10 +56,18 @@ class ConnectionGuard:
         breaker: the server's circuit breaker.
         policy: attempts and backoff for opening a connection.
         budget: seconds all attempts together may take (the connect timeout).
+        on_retry: told ``("connect", node)`` before each retry (metrics count them).
     """
 
-    def __init__(self, breaker: CircuitBreaker, policy: RetryPolicy, budget: float) -> None:
+    def __init__(
+        self,
+        breaker: CircuitBreaker,
+        policy: RetryPolicy,
+        budget: float,
+        on_retry: RetryListener | None = None,
+    ) -> None:
         self.breaker = breaker
+        self.on_retry = on_retry
         self.policy = policy
         self.budget = budget
         self._retrying = Retrying(
@@ -119,6 +127,8 @@ class ConnectionGuard:
     def _log(self, state: RetryCallState, offset: int = 0) -> None:
         # tenacity's attempts start after the first try, which ran outside it.
         _log_retry(f"opening a connection to {self.breaker.name!r}", offset)(state)
+        if self.on_retry is not None:
+            self.on_retry("connect", self.breaker.node)
 
     def _attempt(
         self, take: Callable[[], PoolProxiedConnection], pool: Pool

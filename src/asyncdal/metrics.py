@@ -165,6 +165,13 @@ class DatabaseMetrics:
             labels,
             registry=self.registry,
         )
+        self.retries = Counter(
+            "asyncdal_retries",
+            "Retries, by kind: connect (opening a connection), read (a read on a dropped "
+            "connection or a failed replica), transaction (run_in_transaction on a conflict)",
+            [*labels, "kind"],
+            registry=self.registry,
+        )
         self.breaker_transitions = Counter(
             "asyncdal_breaker_transitions",
             "Circuit breaker state changes, by the state entered",
@@ -179,6 +186,10 @@ class DatabaseMetrics:
         """Collect metrics for ``database`` (all its engines, present and future)."""
         self._databases.append(database)
         self._watch(database.name, database.breaker)
+        retries = self.retries
+        database.retry_listeners.append(
+            lambda kind, node: retries.labels(database.name, node, kind).inc()
+        )
         database.add_engine_hook(
             lambda engine: self._attach(database.name, engine, database.node_name(engine))
         )

@@ -129,8 +129,12 @@ class RequestIdFilter(logging.Filter):
 
 
 def _application_name(base: str, request_id: str) -> str:
-    name = f"{base}:{request_id}" if base else request_id
-    return name.encode()[:_APPLICATION_NAME_BYTES].decode(errors="ignore")
+    # PostgreSQL keeps 63 bytes: shorten the base name rather than the request id, which is
+    # what a reader of pg_stat_activity looks for (a 55-character traceparent fits whole).
+    room = _APPLICATION_NAME_BYTES - len(request_id.encode()) - 1
+    if room <= 0:
+        return request_id.encode()[:_APPLICATION_NAME_BYTES].decode(errors="ignore")
+    return f"{base.encode()[:room].decode(errors='ignore')}:{request_id}"
 
 
 def _literal(text: str) -> str:

@@ -39,6 +39,7 @@ from tenacity import (
 
 from asyncdal.errors import UnitOfWorkError
 from asyncdal.faults import is_conflict, is_connection_failure
+from asyncdal.routing import node_used
 from asyncdal.settings import DatabaseSettings
 from asyncdal.uow import UnitOfWork, current_unit_of_work
 
@@ -50,6 +51,10 @@ __all__ = ["RetryPolicy", "retry_dropped_reads", "run_in_transaction"]
 logger = logging.getLogger("asyncdal.retry")
 
 T = TypeVar("T")
+
+
+RetryListener = Callable[[str, str], None]
+"""Told ``(kind, node)`` before each retry; kinds: ``connect``, ``read``, ``transaction``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,18 +142,26 @@ async def run_in_transaction(
 
     if not idempotent:
         return await attempt()
+    log = _log_retry(f"unit of work on {database.name!r}")
+
+    def before_sleep(state: RetryCallState) -> None:
+        log(state)
+        database.note_retry("transaction", "primary")
+
     retrying = AsyncRetrying(
         stop=stop_after_attempt(chosen.attempts),
         wait=chosen.wait(),
         retry=retry_if_exception(is_conflict),
-        before_sleep=_log_retry(f"unit of work on {database.name!r}"),
+        before_sleep=before_sleep,
         sleep=asyncio.sleep,
         reraise=True,
     )
     return await retrying(attempt)
 
 
-def retry_dropped_reads(session_class: type[Session], policy: RetryPolicy) -> None:
+def retry_dropped_reads(
+    session_class: type[Session], policy: RetryPolicy, on_retry: RetryListener | None = None
+) -> None:
     """Re-run a read whose connection dropped, on a new connection (autocommit reads only).
 
     Attach it to the session class of the default read-only path: each statement there runs
@@ -171,6 +184,8 @@ def retry_dropped_reads(session_class: type[Session], policy: RetryPolicy) -> No
             # makes the next try check out a new one.
             state.session.rollback()
             _log_retry("read on a dropped connection", offset=1)(retry_state)
+            if on_retry is not None:
+                on_retry("read", node_used(state.session))
 
         retrying = Retrying(
             stop=stop_after_attempt(policy.attempts - 1),
@@ -184,6 +199,8 @@ def retry_dropped_reads(session_class: type[Session], policy: RetryPolicy) -> No
         )
         state.session.rollback()
         delay = policy.wait()(RetryCallState(retrying, None, (), {}))
+        if on_retry is not None:
+            on_retry("read", node_used(state.session))
         logger.warning(
             "read on a dropped connection failed (%s), attempt 1; retrying in %.3f s",
             type(error.orig).__name__,

@@ -235,6 +235,8 @@ class Router:
     database: str
     primary: dict[Flavor, Engine]
     nodes: list[ReplicaNode]
+    on_retry: Callable[[str, str], None] | None = None
+    """Told ``("read", node)`` when a read moves on to another node (metrics count it)."""
     _order: list[ReplicaNode] = field(init=False)
     _turn: Iterator[int] = field(init=False)
 
@@ -353,9 +355,17 @@ class RoutingSession(Session):
                     or attempts > len(self.info[_ROUTER].nodes)
                 ):
                     raise
+                if self.info[_ROUTER].on_retry is not None:
+                    self.info[_ROUTER].on_retry("read", node.name)
             else:
                 self.info[_SERVED] = self.info[_USED]
                 return result
+
+
+def node_used(session: Session) -> str:
+    """The node (``primary`` or a replica's name) of the session's latest statement."""
+    node: ReplicaNode | None = session.info.get(_USED)
+    return "primary" if node is None else node.name
 
 
 def read_only_error(database: str, node: str) -> Exception:

@@ -62,6 +62,7 @@ from asyncdal.uow import UnitOfWork
 
 __all__ = [
     "DEFAULT_TEST_DATABASE_URL",
+    "FakeOutbox",
     "FakeUnitOfWork",
     "FaultProxy",
     "InMemoryRepository",
@@ -216,6 +217,27 @@ def _no_session() -> AsyncSession:
     raise UnitOfWorkError("a FakeUnitOfWork has no session; use its repositories")
 
 
+class FakeOutbox:
+    """``uow.outbox`` of a :class:`FakeUnitOfWork`: keeps the events added, in order.
+
+    Attributes:
+        events: ``(event_type, payload, key)`` of each ``add``, keys as strings like the real
+            outbox stores them.
+    """
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, dict[str, Any], str | None]] = []
+
+    async def add(
+        self, event_type: str, payload: Mapping[str, Any], *, key: str | int | None = None
+    ) -> int:
+        """Record the event; returns its position (1, 2, ...) as its id."""
+        if not event_type:
+            raise ValueError("event_type must not be empty")
+        self.events.append((event_type, dict(payload), None if key is None else str(key)))
+        return len(self.events)
+
+
 class FakeUnitOfWork(UnitOfWork):
     """A unit of work for unit tests: records commits and rollbacks, hands out fakes.
 
@@ -235,6 +257,14 @@ class FakeUnitOfWork(UnitOfWork):
         self.committed = False
         self.commits = 0
         self.rollbacks = 0
+        self.fake_outbox = FakeOutbox()
+
+    @property
+    def outbox(self) -> Any:
+        """A :class:`FakeOutbox` (``uow.outbox.events`` lists what was added)."""
+        if self.read_only:
+            raise ReadOnlyError("a read-only unit of work cannot add outbox events")
+        return self.fake_outbox
 
     def repository(self, repository_class: Callable[..., R]) -> R:
         """The fake registered for ``repository_class``."""

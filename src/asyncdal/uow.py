@@ -23,13 +23,16 @@ from collections.abc import Callable
 from contextlib import suppress
 from contextvars import ContextVar, Token
 from types import TracebackType
-from typing import Any, Self, TypeVar
+from typing import TYPE_CHECKING, Any, Self, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from asyncdal.errors import CommitOutcomeUnknownError, ReadOnlyError, UnitOfWorkError
 from asyncdal.faults import is_connection_failure
 from asyncdal.routing import COMMIT_LSN
+
+if TYPE_CHECKING:
+    from asyncdal.outbox.writer import Outbox
 
 __all__ = ["UnitOfWork", "current_unit_of_work"]
 
@@ -113,6 +116,14 @@ class UnitOfWork:
     def joined(self) -> bool:
         """True when this unit of work joined an outer one instead of opening its own."""
         return self._joined_to is not None
+
+    @property
+    def outbox(self) -> Outbox:
+        """This unit of work's transactional outbox: ``await uow.outbox.add(type, payload)``."""
+        # Imported here: the outbox package imports the database module, which imports this.
+        from asyncdal.outbox.writer import Outbox
+
+        return Outbox(self)
 
     def repository(self, repository_class: Callable[[AsyncSession], R]) -> R:
         """The repository of this class bound to this unit of work's session (one per class).

@@ -20,7 +20,9 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-__all__ = ["Base", "Category", "IdempotencyKey", "Product", "ReferenceBase"]
+from asyncdal.outbox.table import outbox_tables
+
+__all__ = ["Base", "Category", "IdempotencyKey", "Product", "ReferenceBase", "inbox", "outbox"]
 
 
 # Deterministic constraint names, so migrations can refer to them.
@@ -92,3 +94,7 @@ class IdempotencyKey(Base):
     status_code: Mapped[int | None] = mapped_column(Integer)
     response: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+# The outbox commits with the products, so its tables live in the same database and migrations.
+outbox, inbox = outbox_tables(Base.metadata)

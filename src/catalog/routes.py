@@ -18,7 +18,8 @@ from fastapi import (
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import IntegrityError
 
-from asyncdal.fastapi import get_databases, repository_provider
+from asyncdal import UnitOfWork
+from asyncdal.fastapi import get_databases, repository_provider, unit_of_work_provider
 from catalog.idempotency import IdempotencyKeys, KeyReusedError, request_hash
 from catalog.models import Product
 from catalog.repositories import CategoryRepository, ProductRepository
@@ -36,6 +37,9 @@ Categories = Annotated[
 ]
 
 Products = Annotated[ProductRepository, Depends(repository_provider(ProductRepository))]
+# The request's unit of work (the one the repositories joined): its outbox events commit with
+# the products or not at all.
+Work = Annotated[UnitOfWork, Depends(unit_of_work_provider())]
 Keys = Annotated[IdempotencyKeys, Depends(repository_provider(IdempotencyKeys))]
 IdempotencyKey = Annotated[
     str | None,
@@ -146,12 +150,13 @@ async def create_product(
     body: ProductCreate,
     products: Products,
     keys: Keys,
+    uow: Work,
     request: Request,
     idempotency_key: IdempotencyKey = None,
 ) -> ProductRead | JSONResponse:
-    """Create a product; a duplicate sku is a 409, an unknown category a 422. With an
-    ``Idempotency-Key`` header, a retry with the same key and body returns the first answer
-    instead of creating a second row."""
+    """Create a product (and a ``product.created`` event); a duplicate sku is a 409, an
+    unknown category a 422. With an ``Idempotency-Key`` header, a retry with the same key and
+    body returns the first answer instead of creating a second row (and a second event)."""
     await _check_category(request, body.category_id)
     if idempotency_key is not None:
         fingerprint = request_hash("POST", "/products", body.model_dump_json().encode())
@@ -170,6 +175,7 @@ async def create_product(
     except IntegrityError as error:
         raise _conflict_or_raise(error) from None
     (shown,) = await _shown(request, [product])
+    await uow.outbox.add("product.created", shown.model_dump(mode="json"), key=product.id)
     if idempotency_key is not None:
         await keys.record(idempotency_key, status.HTTP_201_CREATED, shown.model_dump(mode="json"))
     return shown
@@ -177,23 +183,28 @@ async def create_product(
 
 @router.patch("/{product_id}", response_model=ProductRead)
 async def update_product(
-    product_id: ProductId, body: ProductUpdate, products: Products, request: Request
+    product_id: ProductId, body: ProductUpdate, products: Products, uow: Work, request: Request
 ) -> ProductRead:
-    """Change some fields of a product; an unknown category is a 422."""
+    """Change some fields of a product (and emit ``product.updated``); an unknown category is
+    a 422."""
     await _check_category(request, body.category_id)
+    changes = body.model_dump(exclude_unset=True)
     try:
-        product = await products.update(product_id, **body.model_dump(exclude_unset=True))
+        product = await products.update(product_id, **changes)
     except IntegrityError as error:
         raise _conflict_or_raise(error) from None
     if product is None:
         raise _not_found(product_id)
     (shown,) = await _shown(request, [product])
+    payload = {**shown.model_dump(mode="json"), "changed": sorted(changes)}
+    await uow.outbox.add("product.updated", payload, key=product.id)
     return shown
 
 
 @router.delete("/{product_id}", status_code=status.HTTP_204_NO_CONTENT)
-async def delete_product(product_id: ProductId, products: Products) -> Response:
-    """Delete a product."""
+async def delete_product(product_id: ProductId, products: Products, uow: Work) -> Response:
+    """Delete a product (and emit ``product.deleted``)."""
     if not await products.delete(product_id):
         raise _not_found(product_id)
+    await uow.outbox.add("product.deleted", {"id": product_id}, key=product_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
 
@@ -47,24 +48,42 @@ async def test_fast_statements_and_no_threshold_log_nothing(
 
 
 async def test_exhaustion_warning_once_per_interval_under_sustained_saturation(
-    make_database: Callable[..., Database], caplog: pytest.LogCaptureFixture
+    make_database: Callable[..., Database],
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    from asyncdal import querylog
+
+    interval = 0.3
+    monkeypatch.setattr(querylog, "EXHAUSTION_WARNING_INTERVAL", interval)
     db = make_database(pool_size=2)
     caplog.set_level(logging.WARNING, logger="asyncdal.pool")
-    try:
-        first = await db.engine.connect()
-        await first.exec_driver_sql("SELECT 1")
-        assert [r for r in caplog.records if r.name == "asyncdal.pool"] == []  # 1 of 2: fine
-        for _ in range(20):  # saturated: 2 of 2 in use, checkout after checkout
+
+    def warnings() -> list[logging.LogRecord]:
+        return [r for r in caplog.records if r.name == "asyncdal.pool"]
+
+    async def saturated_checkouts(count: int) -> None:
+        for _ in range(count):  # 2 of 2 in use, checkout after checkout
             second = await db.engine.connect()
             await second.exec_driver_sql("SELECT 1")
             await second.close()
+
+    try:
+        first = await db.engine.connect()
+        await first.exec_driver_sql("SELECT 1")
+        assert warnings() == []  # 1 of 2: fine
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        await saturated_checkouts(20)
+        assert len(warnings()) == 1, "one warning per interval, not one per checkout"
+        # Still saturated once the interval has passed: one more warning, not twenty.
+        await asyncio.sleep(max(0.0, started + interval + 0.05 - loop.time()))
+        await saturated_checkouts(20)
         await first.close()
     finally:
         await db.dispose()
-    warnings = [r for r in caplog.records if r.name == "asyncdal.pool"]
-    assert len(warnings) == 1
-    assert "2 of 2" in warnings[0].getMessage()
+    assert len(warnings()) == 2
+    assert "2 of 2" in warnings()[0].getMessage()
 
 
 async def test_warm_up_filling_the_pool_is_not_an_exhaustion_warning(

@@ -71,3 +71,14 @@ def test_filter_adds_the_id_only_when_set() -> None:
     with request_id_scope("req-1"):
         assert RequestIdFilter().filter(record)
     assert record.request_id == "req-1"
+
+
+def test_the_application_name_keeps_the_whole_request_id_where_it_fits() -> None:
+    from asyncdal.requestid import _application_name
+
+    traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    assert _application_name("catalog", "r-1") == "catalog:r-1"
+    tagged = _application_name("a-rather-long-application-name", traceparent)
+    assert tagged.endswith(":" + traceparent)
+    assert len(tagged.encode()) == 63
+    assert _application_name("app", "x" * 100) == "x" * 63

@@ -1,0 +1,87 @@
+"""``asyncdal outbox dead | requeue | counts`` against a real database."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import asyncpg
+import pytest
+from sqlalchemy.engine import URL
+
+from asyncdal.cli import main
+from tests.conftest import plain
+from tests.integration.outbox.conftest import insert_events, status_counts
+
+
+@pytest.fixture
+def cli_env(outbox_url: URL, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DATABASE_URL", plain(outbox_url))
+
+
+async def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = await asyncio.to_thread(main, ["outbox", *argv])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+@pytest.mark.usefixtures("cli_env")
+async def test_counts_dead_and_requeue(
+    sql: asyncpg.Connection, capsys: pytest.CaptureFixture[str]
+) -> None:
+    await insert_events(sql, 4)
+    await sql.execute(
+        "UPDATE asyncdal_outbox SET status = 'dead', attempts = 10, last_error = 'boom ' || id "
+        "WHERE id <= 3"
+    )
+    code, out, _ = await _run(capsys, "counts")
+    assert code == 0
+    assert json.loads(out) == {"pending": 1, "leased": 0, "done": 0, "dead": 3}
+
+    code, out, _ = await _run(capsys, "dead", "--limit", "2")
+    assert code == 0
+    listed = [json.loads(line) for line in out.splitlines()]
+    assert [(e["id"], e["attempts"], e["last_error"]) for e in listed] == [
+        (1, 10, "boom 1"),
+        (2, 10, "boom 2"),
+    ]
+
+    code, out, _ = await _run(capsys, "requeue", "2")
+    assert (code, json.loads(out)) == (0, {"requeued": [2]})
+    row = await sql.fetchrow("SELECT status, attempts FROM asyncdal_outbox WHERE id = 2")
+    assert tuple(row) == ("pending", 0)
+
+    code, _, err = await _run(capsys, "requeue", "2", "4")  # no longer / never dead
+    assert code == 1
+    assert "[2, 4]" in err
+
+    code, out, _ = await _run(capsys, "requeue", "--all")
+    assert (code, json.loads(out)) == (0, {"requeued": [1, 3]})
+    assert await status_counts(sql) == {"pending": 4}
+
+
+@pytest.mark.usefixtures("cli_env")
+async def test_requeue_needs_ids_or_all(capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = await _run(capsys, "requeue")
+    assert code == 2
+    assert "ids or --all" in err
+
+
+async def test_bad_settings_name_the_variable(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DATABASE_URL", "postgresql://u:s3cret-pw@127.0.0.1/x")
+    monkeypatch.setenv("OUTBOX__BATCH_SIZE", "0")
+    code, _, err = await _run(capsys, "counts")
+    assert code == 2
+    assert "OUTBOX__BATCH_SIZE" in err
+    assert "s3cret-pw" not in err
+
+
+async def test_run_refuses_a_bad_handlers_reference(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DATABASE_URL", "postgresql://u@127.0.0.1/x")
+    code, _, err = await _run(capsys, "run", "--handlers", "no_such_module_here:handlers")
+    assert code == 2
+    assert "cannot import 'no_such_module_here'" in err

@@ -1,0 +1,157 @@
+"""Real worker processes (``asyncdal outbox run``) side by side: no event lost or handled by
+two workers at once, crash recovery after ``kill -9``, per-key ordering, graceful SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+
+import asyncpg
+import httpx
+
+from asyncdal.testing import spare_port
+from tests.integration.outbox.conftest import (
+    WorkerProcesses,
+    insert_events,
+    status_counts,
+    wait_until,
+)
+
+OVERLAPS = """
+SELECT count(*) FROM (
+    SELECT started, lag(ended) OVER (PARTITION BY {partition} ORDER BY started) AS previous_end
+    FROM handled
+) AS calls
+WHERE started < previous_end
+"""
+
+
+async def _exit_code(process: object, timeout: float = 15) -> int:
+    code: int = await asyncio.to_thread(process.wait, timeout)  # type: ignore[attr-defined]
+    return code
+
+
+async def test_four_workers_lose_nothing_and_never_overlap(
+    worker_processes: WorkerProcesses, sql: asyncpg.Connection
+) -> None:
+    await insert_events(sql, 10_000)
+    settings = {"concurrency": 8, "max_attempts": 3}
+    workers = [worker_processes.start(fail_rate=0.1, **settings) for _ in range(4)]
+
+    async def finished() -> bool:
+        counts = await status_counts(sql)
+        return counts.get("done", 0) + counts.get("dead", 0) == 10_000
+
+    await wait_until(finished, timeout=90, interval=0.25)
+    for process in workers:
+        process.send_signal(signal.SIGTERM)
+    assert [await _exit_code(process) for process in workers] == [0, 0, 0, 0]
+
+    counts = await status_counts(sql)
+    assert set(counts) <= {"done", "dead"}
+    assert sum(counts.values()) == 10_000
+    assert counts.get("dead", 0) > 0  # with 10% failures and 3 attempts, about 10 die
+    assert await sql.fetchval(OVERLAPS.format(partition="event_id")) == 0
+    # Every done event was handled successfully; every dead one failed three times.
+    assert (
+        await sql.fetchval(
+            "SELECT count(*) FROM asyncdal_outbox o WHERE status = 'done' AND NOT EXISTS "
+            "(SELECT 1 FROM handled h WHERE h.event_id = o.id AND h.ok)"
+        )
+        == 0
+    )
+    dead_calls = await sql.fetch(
+        "SELECT o.attempts, o.last_error, count(h.*) AS calls, bool_or(h.ok) AS any_ok "
+        "FROM asyncdal_outbox o JOIN handled h ON h.event_id = o.id "
+        "WHERE o.status = 'dead' GROUP BY o.id"
+    )
+    assert {(r["attempts"], r["calls"], r["any_ok"]) for r in dead_calls} == {(3, 3, False)}
+    assert all(r["last_error"].startswith("RuntimeError: random failure") for r in dead_calls)
+    # The work was shared (a worker that started late on a busy machine may get less).
+    assert await sql.fetchval("SELECT count(DISTINCT worker) FROM handled") >= 2
+
+
+async def test_events_of_a_killed_worker_are_finished_by_another(
+    worker_processes: WorkerProcesses, sql: asyncpg.Connection
+) -> None:
+    await insert_events(sql, 5)
+    hanging = worker_processes.start("hang", lease_seconds=2, heartbeat_seconds=0.5)
+    await wait_until(lambda: sql.fetchval("SELECT count(*) = 5 FROM handled"), timeout=30)
+    hanging.kill()  # SIGKILL: no shutdown, leases stay as they were
+    assert await _exit_code(hanging) == -signal.SIGKILL
+    assert await status_counts(sql) == {"leased": 5}
+
+    rescuer = worker_processes.start("record")
+    await wait_until(lambda: sql.fetchval("SELECT count(*) = 5 FROM handled WHERE ok"))
+    await wait_until(lambda: _all_done(sql))
+    rescuer.send_signal(signal.SIGTERM)
+    assert await _exit_code(rescuer) == 0
+    rows = await sql.fetch("SELECT attempts, last_error FROM asyncdal_outbox")
+    assert {r["attempts"] for r in rows} == {2}
+    assert all("expired" in r["last_error"] for r in rows)
+    assert await sql.fetchval("SELECT array_agg(DISTINCT worker) FROM handled WHERE ok") == [
+        rescuer.pid
+    ]
+
+
+async def _all_done(sql: asyncpg.Connection) -> bool:
+    return await status_counts(sql) == {"done": 5}
+
+
+async def test_per_key_ordering_with_four_workers(
+    worker_processes: WorkerProcesses, sql: asyncpg.Connection
+) -> None:
+    await insert_events(sql, 1000, keys=10)
+    workers = [
+        worker_processes.start(ordered="true", concurrency=8, poll_interval=0.05) for _ in range(4)
+    ]
+    await wait_until(
+        lambda: sql.fetchval("SELECT count(*) = 1000 FROM asyncdal_outbox WHERE status = 'done'"),
+        timeout=60,
+        interval=0.25,
+    )
+    for process in workers:
+        process.send_signal(signal.SIGTERM)
+    assert [await _exit_code(process) for process in workers] == [0, 0, 0, 0]
+    assert await sql.fetchval("SELECT count(*) FROM handled") == 1000
+    # Within a key: one at a time, and in insertion (id) order.
+    assert await sql.fetchval(OVERLAPS.format(partition="key")) == 0
+    out_of_order = await sql.fetchval(
+        "SELECT count(*) FROM (SELECT event_id, "
+        "lag(event_id) OVER (PARTITION BY key ORDER BY started) AS previous FROM handled) AS c "
+        "WHERE event_id < previous"
+    )
+    assert out_of_order == 0
+    assert await sql.fetchval("SELECT count(DISTINCT worker) FROM handled") > 1
+
+
+async def test_sigterm_finishes_or_releases_everything(
+    worker_processes: WorkerProcesses, sql: asyncpg.Connection
+) -> None:
+    await sql.execute(
+        "INSERT INTO asyncdal_outbox (event_type, payload) "
+        "SELECT 'test.event', jsonb_build_object('sleep', CASE WHEN n <= 20 THEN 0.2 ELSE 30 END) "
+        "FROM generate_series(1, 40) AS n"
+    )
+    port = spare_port()
+    worker = worker_processes.start(concurrency=10, shutdown_timeout=1.5, metrics_port=port)
+    await wait_until(lambda: sql.fetchval("SELECT count(*) > 0 FROM handled"), timeout=30)
+    async with httpx.AsyncClient() as http:
+        scraped = (await http.get(f"http://127.0.0.1:{port}/metrics")).text
+    assert "asyncdal_outbox_claimed_total 40.0" in scraped
+    assert 'asyncdal_outbox_done_total{event_type="test.event"}' in scraped
+    assert "asyncdal_query_seconds_bucket" in scraped  # the database metrics, same registry
+    worker.send_signal(signal.SIGTERM)
+    assert await _exit_code(worker) == 0
+
+    rows = await sql.fetch(
+        "SELECT id, status, attempts, lease_token, (payload->>'sleep')::float8 AS sleep "
+        "FROM asyncdal_outbox ORDER BY id"
+    )
+    assert {r["status"] for r in rows} == {"done", "pending"}
+    assert all(r["lease_token"] is None for r in rows)
+    # Long handlers could not finish: released, with their attempt given back.
+    assert all(r["status"] == "pending" for r in rows if r["sleep"] == 30)
+    assert all(r["attempts"] == 0 for r in rows if r["status"] == "pending")
+    done = {r["id"] for r in rows if r["status"] == "done"}
+    assert done == set(await sql.fetchval("SELECT array_agg(event_id) FROM handled WHERE ok") or [])
