@@ -39,7 +39,13 @@ from asyncdal.breaker import CircuitBreaker
 from asyncdal.cancel import ServerCancel
 from asyncdal.errors import DatabaseUnavailableError, QueryTimeoutError
 from asyncdal.faults import is_connection_failure
-from asyncdal.retry import RetryListener, RetryPolicy, _greenlet_sleep, _log_retry
+from asyncdal.retry import (
+    RetryListener,
+    RetryPolicy,
+    await_in_greenlet,
+    greenlet_sleep,
+    log_retry,
+)
 
 __all__ = ["ConnectionGuard", "GuardedPool", "attach_guard"]
 
@@ -74,7 +80,7 @@ class ConnectionGuard:
             wait=policy.wait(),
             retry=retry_if_exception(_worth_retrying),
             before_sleep=lambda state: self._log(state, offset=1),
-            sleep=_greenlet_sleep,
+            sleep=greenlet_sleep,
             reraise=True,
         )
 
@@ -118,7 +124,7 @@ class ConnectionGuard:
         if remaining <= 0:
             raise first_error
         self._log(_first_attempt(self._retrying, first_error, delay))
-        _greenlet_sleep(delay)
+        greenlet_sleep(delay)
         retrying = self._retrying.copy(
             stop=stop_after_attempt(self.policy.attempts - 1) | stop_before_delay(remaining)
         )
@@ -126,7 +132,7 @@ class ConnectionGuard:
 
     def _log(self, state: RetryCallState, offset: int = 0) -> None:
         # tenacity's attempts start after the first try, which ran outside it.
-        _log_retry(f"opening a connection to {self.breaker.name!r}", offset)(state)
+        log_retry(f"opening a connection to {self.breaker.name!r}", offset)(state)
         if self.on_retry is not None:
             self.on_retry("connect", self.breaker.node)
 
@@ -149,9 +155,12 @@ class ConnectionGuard:
     def _probe(self, connection: PoolProxiedConnection, pool: Pool) -> None:
         """The half-open probe got a pooled connection: make sure it answers."""
         try:
-            ping = getattr(pool._dialect, "do_ping", None)
-            if ping is not None and connection.dbapi_connection is not None:
-                ping(connection.dbapi_connection)
+            # Within CONNECT_TIMEOUT, like the connect a new connection would have needed: a
+            # blackholed server must not hold the probe for COMMAND_TIMEOUT (or for ever).
+            driver = connection.driver_connection
+            execute = getattr(driver, "execute", None)
+            if execute is not None:
+                await_in_greenlet(execute("SELECT 1", timeout=self.budget))
         except Exception as error:
             # Abort rather than close politely: a server that did not answer the ping would
             # not answer the goodbye either, and SQLAlchemy waits up to 2 s for it.
