@@ -21,6 +21,7 @@ __all__ = [
     "LOCK_NOT_AVAILABLE",
     "QUERY_CANCELED",
     "RETRYABLE_CONFLICTS",
+    "SERVER_BUSY",
     "is_conflict",
     "is_connection_failure",
     "sqlstate",
@@ -30,6 +31,8 @@ QUERY_CANCELED = "57014"
 """``statement_timeout`` (or a cancel request) stopped the statement."""
 LOCK_NOT_AVAILABLE = "55P03"
 """``lock_timeout`` passed, or ``NOWAIT`` found the row locked."""
+SERVER_BUSY = frozenset({"53300", "57P03"})
+"""Too many connections, or the server is starting up: it answered, but took no work."""
 RETRYABLE_CONFLICTS = frozenset({"40001", "40P01"})
 """Serialization failure and deadlock: the transaction was rolled back and may run again."""
 

@@ -11,7 +11,9 @@ every engine asyncdal builds, one per server: a database's primary and each repl
   connect that timed out has used the budget and is not tried again.
 - The half-open probe checks the connection it got with a ping before the breaker closes.
 
-Successes are counted when a new connection opens (the pool's ``connect`` event). A pooled
+Successes are counted when a new connection opens and when a statement succeeds. A server
+that refuses a connection because it is at its limit (53300) or still starting up (57P03)
+answered, so that is retried and reported but not counted against the breaker. A pooled
 connection that asyncpg already knows to be closed (its backend was terminated, the server
 restarted) is replaced at checkout without a round trip.
 """
@@ -38,7 +40,7 @@ from tenacity import (
 from asyncdal.breaker import CircuitBreaker
 from asyncdal.cancel import ServerCancel
 from asyncdal.errors import DatabaseUnavailableError, QueryTimeoutError
-from asyncdal.faults import is_connection_failure
+from asyncdal.faults import SERVER_BUSY, is_connection_failure, sqlstate
 from asyncdal.retry import (
     RetryListener,
     RetryPolicy,
@@ -53,6 +55,12 @@ __all__ = ["ConnectionGuard", "GuardedPool", "attach_guard"]
 def _worth_retrying(error: BaseException) -> bool:
     # An open breaker means "stop now"; anything not connection-class is not ours to retry.
     return is_connection_failure(error) and not isinstance(error, DatabaseUnavailableError)
+
+
+def _counts_against_breaker(error: BaseException) -> bool:
+    # A server at its connection limit, or still starting up, answered: it is there. Opening
+    # the breaker would also fail the requests that healthy pooled connections could serve.
+    return _worth_retrying(error) and sqlstate(error) not in SERVER_BUSY
 
 
 class ConnectionGuard:
@@ -145,7 +153,7 @@ class ConnectionGuard:
         try:
             connection = take()
         except Exception as error:
-            if _worth_retrying(error):
+            if _counts_against_breaker(error):
                 breaker.record_failure(error)
             raise
         if probing:
@@ -224,7 +232,9 @@ def attach_guard(engine: AsyncEngine, guard: ConnectionGuard) -> None:
         return
     pool.guard = guard
 
-    def opened(dbapi_connection: Any, record: Any) -> None:
+    def answered(*_: Any) -> None:
+        # Cheap (a counter reset): keeps "in a row" meaning in a row, so failures to open a
+        # connection scattered between successful statements never add up to opening it.
         guard.breaker.record_success()
 
     cancel = ServerCancel()
@@ -256,7 +266,8 @@ def attach_guard(engine: AsyncEngine, guard: ConnectionGuard) -> None:
         if is_closed is not None and is_closed():
             raise exc.DisconnectionError("the pooled connection was closed by the server")
 
-    event.listen(pool, "connect", opened)
+    event.listen(pool, "connect", answered)
+    event.listen(engine.sync_engine, "after_cursor_execute", answered)
     event.listen(pool, "checkout", found_closed)
     event.listen(engine.sync_engine, "handle_error", handle_error)
 

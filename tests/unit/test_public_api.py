@@ -144,6 +144,7 @@ EXPECTED = {
         "LOCK_NOT_AVAILABLE",
         "QUERY_CANCELED",
         "RETRYABLE_CONFLICTS",
+        "SERVER_BUSY",
         "is_conflict",
         "is_connection_failure",
         "sqlstate",
