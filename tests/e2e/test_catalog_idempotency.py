@@ -88,6 +88,7 @@ async def test_connection_cut_during_commit_is_not_retried_and_the_key_makes_ret
     cut = await client.post("/products", json=KETTLE, headers=headers)
     assert cut.status_code == 503
     assert cut.json()["outcome"] == "unknown"
+    assert cut.headers["Retry-After"] == "1"
     assert "may or may not have been saved" in cut.json()["detail"]
     assert "not retried" in cut.json()["detail"]
     # The server got COMMIT before the answer was cut: the row is there, exactly once.
