@@ -157,22 +157,22 @@ class ConnectionGuard:
                 breaker.record_failure(error)
             raise
         if probing:
-            self._probe(connection, pool)
+            self._probe(connection)
         return connection
 
-    def _probe(self, connection: PoolProxiedConnection, pool: Pool) -> None:
+    def _probe(self, connection: PoolProxiedConnection) -> None:
         """The half-open probe got a pooled connection: make sure it answers."""
+        driver = connection.driver_connection
         try:
             # Within CONNECT_TIMEOUT, like the connect a new connection would have needed: a
             # blackholed server must not hold the probe for COMMAND_TIMEOUT (or for ever).
-            driver = connection.driver_connection
             execute = getattr(driver, "execute", None)
             if execute is not None:
                 await_in_greenlet(execute("SELECT 1", timeout=self.budget))
         except Exception as error:
             # Abort rather than close politely: a server that did not answer the ping would
             # not answer the goodbye either, and SQLAlchemy waits up to 2 s for it.
-            _terminate(connection.dbapi_connection)
+            _terminate(driver)
             connection.invalidate(error)
             connection.close()
             self.breaker.record_failure(error)
@@ -246,6 +246,10 @@ def attach_guard(engine: AsyncEngine, guard: ConnectionGuard) -> None:
         if abandoned and connection is not None and not connection.invalidated:
             # The statement may still be running on the server: stop it there.
             cancel.request(getattr(connection.connection, "dbapi_connection", None))
+        if isinstance(original, asyncio.CancelledError):
+            # SQLAlchemy discards a connection whose statement was cancelled; abort it rather
+            # than let it close politely, which waits up to 2 s for a server that may be gone.
+            _abort(context)
         if isinstance(original, TimeoutError) and not context.is_pre_ping:
             context.is_disconnect = True
             context.invalidate_pool_on_disconnect = False
@@ -261,8 +265,7 @@ def attach_guard(engine: AsyncEngine, guard: ConnectionGuard) -> None:
         # A backend ended while the connection sat in the pool (pg_terminate_backend, a
         # server restart) has told asyncpg so, and asyncpg marked it closed: replace it now,
         # for free, instead of failing the first statement sent on it.
-        raw = getattr(dbapi_connection, "_connection", None)
-        is_closed = getattr(raw, "is_closed", None)
+        is_closed = getattr(record.driver_connection, "is_closed", None)
         if is_closed is not None and is_closed():
             raise exc.DisconnectionError("the pooled connection was closed by the server")
 
@@ -277,13 +280,11 @@ def _abort(context: ExceptionContext) -> None:
     connection = context.connection
     if connection is None or connection.invalidated:
         return
-    _terminate(getattr(connection.connection, "dbapi_connection", None))
+    _terminate(getattr(connection.connection, "driver_connection", None))
 
 
-def _terminate(dbapi_connection: Any) -> None:
-    """Abort an asyncpg connection under SQLAlchemy's adapter at once (reaches through the
-    adapter on purpose; does nothing where it is not as expected)."""
-    raw = getattr(dbapi_connection, "_connection", None)
-    terminate = getattr(raw, "terminate", None)
+def _terminate(driver_connection: Any) -> None:
+    """Abort an asyncpg connection at once (does nothing where it is not one)."""
+    terminate = getattr(driver_connection, "terminate", None)
     if callable(terminate):
         terminate()
