@@ -25,7 +25,7 @@ import socket
 import struct
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
 
 __all__ = ["FaultProxy"]
 
@@ -71,6 +71,9 @@ class FaultProxy:
         self.port = 0
         self._server: asyncio.Server | None = None
         self._links: set[_Link] = set()
+        # The server's handler tasks: in blackhole mode one can wait before it has a link's
+        # pumps, and stop() must end those too.
+        self._handlers: set[asyncio.Task[Any]] = set()
         self._flowing = asyncio.Event()
         self._flowing.set()
         self._resetting = False
@@ -97,6 +100,7 @@ class FaultProxy:
         for link in list(self._links):
             link.cut()
         tasks = [task for link in list(self._links) for task in link.tasks]
+        tasks += [task for task in self._handlers if task is not asyncio.current_task()]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -130,6 +134,9 @@ class FaultProxy:
         if self._resetting:
             _reset(writer)
             return
+        handler = asyncio.current_task()
+        if handler is not None:
+            self._handlers.add(handler)
         self._links.add(link)
         try:
             await self._flowing.wait()
@@ -146,6 +153,7 @@ class FaultProxy:
             ]
             await asyncio.gather(*link.tasks, return_exceptions=True)
         finally:
+            self._handlers.discard(handler)
             self._links.discard(link)
             writer.transport.abort()
             if link.server is not None:

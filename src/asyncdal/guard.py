@@ -245,7 +245,7 @@ def attach_guard(engine: AsyncEngine, guard: ConnectionGuard) -> None:
         connection = context.connection
         if abandoned and connection is not None and not connection.invalidated:
             # The statement may still be running on the server: stop it there.
-            cancel.request(getattr(connection.connection, "dbapi_connection", None))
+            cancel.request(getattr(connection.connection, "driver_connection", None))
         if isinstance(original, asyncio.CancelledError):
             # SQLAlchemy discards a connection whose statement was cancelled; abort it rather
             # than let it close politely, which waits up to 2 s for a server that may be gone.
