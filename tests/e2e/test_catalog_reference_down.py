@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import statistics
 import time
+from collections.abc import AsyncIterator
 
+import asyncpg
 import pytest
 from asgi_lifespan import LifespanManager
 from httpx import ASGITransport, AsyncClient
@@ -26,16 +28,18 @@ async def median_latency(client: AsyncClient, path: str, n: int = 30) -> float:
     return statistics.median(durations)
 
 
-async def test_reference_down_fails_only_category_endpoints_fast_and_readiness_degrades(
+@pytest.fixture
+async def reference_proxied(
     catalog_url: URL, catalog_reference_url: URL, monkeypatch: pytest.MonkeyPatch
-) -> None:
+) -> AsyncIterator[tuple[AsyncClient, FaultProxy]]:
+    """The catalog built from the environment (as in production), its reference database
+    behind a fault proxy."""
     await empty_tables(catalog_url, "products", "idempotency_keys")
     await empty_tables(catalog_reference_url, "categories")
     async with FaultProxy(
         catalog_reference_url.host or "127.0.0.1", catalog_reference_url.port or 5432
     ) as proxy:
-        # The catalog's own settings from the environment, as in production: nothing says
-        # DB__REFERENCE__OPTIONAL, so the catalog's default applies.
+        # Nothing says DB__REFERENCE__OPTIONAL, so the catalog's default applies.
         for name in ("DATABASE_URL", "DB__REFERENCE__OPTIONAL", "DB__MAIN__OPTIONAL"):
             monkeypatch.delenv(name, raising=False)
         monkeypatch.setenv("DB__MAIN__URL", plain(catalog_url))
@@ -46,40 +50,47 @@ async def test_reference_down_fails_only_category_endpoints_fast_and_readiness_d
         monkeypatch.setenv("DB__REFERENCE__BREAKER_FAILURE_THRESHOLD", "2")
         monkeypatch.setenv("DB__REFERENCE__BREAKER_COOL_DOWN", "30")
         app = create_app(CatalogContainer())
-        async with (
-            LifespanManager(app) as manager,
-            AsyncClient(transport=ASGITransport(app=manager.app), base_url="http://c") as client,
-        ):
-            created = await client.post(
-                "/products", json={"sku": "MUG-1", "name": "Mug", "price": "4.00"}
-            )
-            assert created.status_code == 201, created.text
-            path = f"/products/{created.json()['id']}"
-            assert (await client.get("/categories")).status_code == 200
-            before = await median_latency(client, path)
-
-            proxy.reset()  # the reference database is gone, pooled connections included
-            first_fail = []
-            for _ in range(3):
-                started = time.perf_counter()
-                response = await client.get("/categories")
-                first_fail.append(time.perf_counter() - started)
-                assert response.status_code == 503, response.text
-                assert "Retry-After" in response.headers
-            fast = []
-            for _ in range(10):
-                started = time.perf_counter()
-                response = await client.get("/categories")
-                fast.append(time.perf_counter() - started)
-                assert response.status_code == 503
-                assert "circuit breaker is open" in response.json()["detail"]
-            after = await median_latency(client, path)
-            listed = await client.get("/products")
-            again = await client.post(
-                "/products", json={"sku": "MUG-2", "name": "Mug 2", "price": "4.00"}
-            )
-            ready = await client.get("/health/ready")
+        try:
+            async with (
+                LifespanManager(app) as manager,
+                AsyncClient(
+                    transport=ASGITransport(app=manager.app), base_url="http://c"
+                ) as client,
+            ):
+                yield client, proxy
+        finally:
             proxy.heal()
+
+
+async def test_reference_down_fails_only_category_endpoints_fast_and_readiness_degrades(
+    reference_proxied: tuple[AsyncClient, FaultProxy],
+) -> None:
+    client, proxy = reference_proxied
+    created = await client.post("/products", json={"sku": "MUG-1", "name": "Mug", "price": "4.00"})
+    assert created.status_code == 201, created.text
+    path = f"/products/{created.json()['id']}"
+    assert (await client.get("/categories")).status_code == 200
+    before = await median_latency(client, path)
+
+    proxy.reset()  # the reference database is gone, pooled connections included
+    first_fail = []
+    for _ in range(3):
+        started = time.perf_counter()
+        response = await client.get("/categories")
+        first_fail.append(time.perf_counter() - started)
+        assert response.status_code == 503, response.text
+        assert "Retry-After" in response.headers
+    fast = []
+    for _ in range(10):
+        started = time.perf_counter()
+        response = await client.get("/categories")
+        fast.append(time.perf_counter() - started)
+        assert response.status_code == 503
+        assert "circuit breaker is open" in response.json()["detail"]
+    after = await median_latency(client, path)
+    listed = await client.get("/products")
+    again = await client.post("/products", json={"sku": "MUG-2", "name": "Mug 2", "price": "4.00"})
+    ready = await client.get("/health/ready")
     print(
         f"\ncatalog, reference down: main-only median before {before * 1000:.2f} ms, after "
         f"{after * 1000:.2f} ms; /categories 503 max {max(first_fail) * 1000:.1f} ms, then "
@@ -95,3 +106,25 @@ async def test_reference_down_fails_only_category_endpoints_fast_and_readiness_d
     assert body["status"] == "degraded"
     assert body["databases"]["reference"]["breaker"]["state"] == "open"
     assert body["databases"]["main"]["status"] == "ok"
+
+
+async def test_idempotent_replay_needs_no_reference_database(
+    reference_proxied: tuple[AsyncClient, FaultProxy], catalog_reference_url: URL
+) -> None:
+    client, proxy = reference_proxied
+    connection = await asyncpg.connect(plain(catalog_reference_url.set(drivername="postgresql")))
+    try:
+        category = await connection.fetchval(
+            "INSERT INTO categories (name) VALUES ('Kitchen') RETURNING id"
+        )
+    finally:
+        await connection.close()
+    product = {"sku": "POT-1", "name": "Pot", "price": "9.00", "category_id": category}
+    headers = {"Idempotency-Key": "order-ref-1"}
+    first = await client.post("/products", json=product, headers=headers)
+    assert first.status_code == 201, first.text
+    proxy.reset()  # the reference database is gone
+    replay = await client.post("/products", json=product, headers=headers)
+    assert replay.status_code == 201, replay.text
+    assert replay.headers["Idempotent-Replayed"] == "true"
+    assert replay.json() == first.json()
