@@ -246,10 +246,11 @@ def attach_guard(engine: AsyncEngine, guard: ConnectionGuard) -> None:
         if abandoned and connection is not None and not connection.invalidated:
             # The statement may still be running on the server: stop it there.
             cancel.request(getattr(connection.connection, "driver_connection", None))
-        if isinstance(original, asyncio.CancelledError):
-            # SQLAlchemy discards a connection whose statement was cancelled; abort it rather
-            # than let it close politely, which waits up to 2 s for a server that may be gone.
-            _abort(context)
+        # A cancelled statement's connection is closed politely, not aborted as a timed-out
+        # one is: the polite close waits (up to 2 s) until the server has ended the backend,
+        # so its locks are gone when the cancelled task resumes. Aborting it returned at once
+        # on a silent server but, on a loaded machine, sometimes left the row locked for
+        # seconds after the task had ended (the cancellation test caught it).
         if isinstance(original, TimeoutError) and not context.is_pre_ping:
             context.is_disconnect = True
             context.invalidate_pool_on_disconnect = False

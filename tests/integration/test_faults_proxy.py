@@ -11,7 +11,6 @@ from collections.abc import AsyncIterator
 import asyncpg
 import pytest
 from httpx import AsyncClient
-from sqlalchemy import text
 from sqlalchemy.engine import URL
 
 from asyncdal import Database, DatabaseSettings
@@ -188,30 +187,3 @@ async def test_half_open_probe_is_bounded_by_connect_timeout_not_command_timeout
         assert seconds < CONNECT + 0.5
         assert db.breaker.state == "open"
         proxy.heal()
-
-
-async def test_statement_cancelled_on_a_blackholed_link_lets_go_at_once(
-    proxy: FaultProxy, test_database_url: URL
-) -> None:
-    # The cancelled statement's connection is aborted, not closed politely (which waits up to
-    # 2 s for a goodbye the blackholed server never answers).
-    db = through(proxy, test_database_url, command_timeout=30)
-
-    async def read() -> None:
-        async with db.read_only_unit_of_work() as uow:
-            await uow.session.execute(text("SELECT count(*) FROM fault_items"))
-
-    try:
-        await read()  # one pooled connection
-        proxy.blackhole()
-        started = time.perf_counter()
-        with pytest.raises(TimeoutError):
-            await asyncio.wait_for(read(), 0.3)  # cancels read() and waits until it has ended
-        elapsed = time.perf_counter() - started
-        assert elapsed < 0.3 + 0.5, f"cancellation took {elapsed:.2f} s"
-        assert db.engine.pool.checkedout() == 0  # type: ignore[attr-defined]
-        proxy.heal()
-        await read()
-    finally:
-        proxy.heal()
-        await db.dispose()
