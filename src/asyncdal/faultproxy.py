@@ -74,6 +74,7 @@ class FaultProxy:
         # The server's handler tasks: in blackhole mode one can wait before it has a link's
         # pumps, and stop() must end those too.
         self._handlers: set[asyncio.Task[Any]] = set()
+        self._stopping = False
         self._flowing = asyncio.Event()
         self._flowing.set()
         self._resetting = False
@@ -90,11 +91,13 @@ class FaultProxy:
 
     async def start(self) -> None:
         """Listen on a free port."""
+        self._stopping = False
         self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
         self.port = self._server.sockets[0].getsockname()[1]
 
     async def stop(self) -> None:
         """Cut every connection and stop listening."""
+        self._stopping = True
         if self._server is not None:
             self._server.close()
         for link in list(self._links):
@@ -152,6 +155,11 @@ class FaultProxy:
                 asyncio.create_task(self._pump(upstream_reader, writer, link, upstream=False)),
             ]
             await asyncio.gather(*link.tasks, return_exceptions=True)
+        except asyncio.CancelledError:
+            # Cancelled by stop(): end normally, as asyncio's stream server (3.11) logs a
+            # handler task that ends cancelled as an error.
+            if not self._stopping:
+                raise
         finally:
             self._handlers.discard(handler)
             self._links.discard(link)
