@@ -5,6 +5,7 @@ from __future__ import annotations
 import statistics
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import asyncpg
 import pytest
@@ -30,7 +31,10 @@ async def median_latency(client: AsyncClient, path: str, n: int = 30) -> float:
 
 @pytest.fixture
 async def reference_proxied(
-    catalog_url: URL, catalog_reference_url: URL, monkeypatch: pytest.MonkeyPatch
+    catalog_url: URL,
+    catalog_reference_url: URL,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
 ) -> AsyncIterator[tuple[AsyncClient, FaultProxy]]:
     """The catalog built from the environment (as in production), its reference database
     behind a fault proxy."""
@@ -39,7 +43,9 @@ async def reference_proxied(
     async with FaultProxy(
         catalog_reference_url.host or "127.0.0.1", catalog_reference_url.port or 5432
     ) as proxy:
-        # Nothing says DB__REFERENCE__OPTIONAL, so the catalog's default applies.
+        # Nothing says DB__REFERENCE__OPTIONAL, so the catalog's default applies (and no
+        # developer's .env is read: it is looked for in the working directory).
+        monkeypatch.chdir(tmp_path)
         for name in ("DATABASE_URL", "DB__REFERENCE__OPTIONAL", "DB__MAIN__OPTIONAL"):
             monkeypatch.delenv(name, raising=False)
         monkeypatch.setenv("DB__MAIN__URL", plain(catalog_url))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from asyncdal import load_settings
@@ -29,8 +31,9 @@ def test_an_explicit_optional_false_is_kept() -> None:
 
 
 def test_the_container_reads_the_environment_with_the_catalog_defaults(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
+    monkeypatch.chdir(tmp_path)  # no developer's .env
     monkeypatch.delenv("DATABASE_URL", raising=False)
     monkeypatch.delenv("DB__REFERENCE__OPTIONAL", raising=False)
     monkeypatch.setenv("DB__MAIN__URL", MAIN)
