@@ -30,10 +30,10 @@ class ServerCancel:
     def __init__(self) -> None:
         self._tasks: set[asyncio.Task[None]] = set()
 
-    def request(self, dbapi_connection: Any) -> None:
-        """Ask the server to cancel what ``dbapi_connection`` (SQLAlchemy's asyncpg adapter)
-        is running; returns at once, the request is sent in the background."""
-        raw = getattr(dbapi_connection, "_connection", None)
+    def request(self, driver_connection: Any) -> None:
+        """Ask the server to cancel what ``driver_connection`` (an asyncpg connection) is
+        running; returns at once, the request is sent in the background."""
+        raw = driver_connection
         protocol = getattr(raw, "_protocol", None)
         if raw is None or protocol is None or raw.is_closed():
             return

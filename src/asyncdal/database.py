@@ -70,7 +70,6 @@ class _ReadOnlySession(Session):
 # whose connections are READ ONLY, to have the server refuse it.
 _READ_ONLY_TEXT = READ_ONLY_TEXT
 _WRITE_WORD = WRITE_WORD
-logger = logging.getLogger("asyncdal.database")
 
 
 @event.listens_for(_ReadOnlySession, "before_flush")

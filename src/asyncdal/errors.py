@@ -12,6 +12,7 @@ __all__ = [
     "ConfigurationError",
     "DatabaseUnavailableError",
     "InvalidQueryError",
+    "NotCommittedError",
     "QueryTimeoutError",
     "ReadOnlyError",
     "UnitOfWorkError",
@@ -73,6 +74,21 @@ class CommitOutcomeUnknownError(AsyncdalError):
     """The connection failed while COMMIT was in flight: the transaction may or may not have
     been committed. Never retried automatically; the FastAPI integration answers 503 saying
     so. Make such writes safe to repeat (an idempotency key) and let the client retry.
+
+    Attributes:
+        database: the name of the database.
+    """
+
+    def __init__(self, message: str, *, database: str) -> None:
+        super().__init__(message)
+        self.database = database
+
+
+class NotCommittedError(AsyncdalError):
+    """The connection was already closed when COMMIT was to be sent (the server ended the
+    session: ``idle_in_transaction_session_timeout``, ``pg_terminate_backend``, a restart), so
+    COMMIT was never sent and the server rolled the transaction back: nothing was saved, and
+    repeating the whole unit of work is safe. The FastAPI integration answers 503.
 
     Attributes:
         database: the name of the database.

@@ -39,10 +39,11 @@ from asyncdal.errors import (
     CommitOutcomeUnknownError,
     DatabaseUnavailableError,
     InvalidQueryError,
+    NotCommittedError,
     QueryTimeoutError,
     UnitOfWorkError,
 )
-from asyncdal.faults import LOCK_NOT_AVAILABLE, QUERY_CANCELED, sqlstate
+from asyncdal.faults import LOCK_NOT_AVAILABLE, QUERY_CANCELED, is_conflict, sqlstate
 from asyncdal.health import check_health
 from asyncdal.requestid import RequestIdMiddleware
 from asyncdal.uow import UnitOfWork
@@ -271,8 +272,8 @@ class _CommitFailedError(Exception):
 async def _commit_all(units: list[UnitOfWork]) -> tuple[int, bytes] | None:
     """Commit each writable unit of work; on a failure roll back the rest and describe it.
 
-    Returns None when all committed, else the status (503 when the outcome is unknown, 500
-    otherwise) and the JSON body to answer with.
+    Returns None when all committed, else the status (503 when the outcome is unknown, when
+    COMMIT was never sent, or on a conflict; 500 otherwise) and the JSON body to answer with.
     """
     committed: list[str] = []
     for uow in units:
@@ -282,9 +283,10 @@ async def _commit_all(units: list[UnitOfWork]) -> tuple[int, bytes] | None:
             await uow.commit()
         except Exception as error:
             unknown = isinstance(error, CommitOutcomeUnknownError)
-            logger.exception(
-                "commit failed on database %r; answering %d", _name(uow), 503 if unknown else 500
-            )
+            # Outcome unknown, never sent, or a conflict rolled back: worth retrying later.
+            retry_later = unknown or isinstance(error, NotCommittedError) or is_conflict(error)
+            status = 503 if retry_later else 500
+            logger.exception("commit failed on database %r; answering %d", _name(uow), status)
             for other in units:
                 with suppress(Exception):  # a broken connection cannot roll back either
                     await other.rollback()
@@ -301,7 +303,7 @@ async def _commit_all(units: list[UnitOfWork]) -> tuple[int, bytes] | None:
             if committed:
                 # Databases commit one after the other; there is no atomic commit across them.
                 detail += f" the one(s) on {', '.join(map(repr, committed))} already were."
-            return (503 if unknown else 500), json.dumps(
+            return status, json.dumps(
                 {"detail": detail, "outcome": "unknown" if unknown else "not_committed"}
             ).encode()
         committed.append(_name(uow))
@@ -313,16 +315,13 @@ def _name(uow: UnitOfWork) -> str:
 
 
 async def _send_commit_failure(send: Send, status: int, body: bytes) -> None:
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(body)).encode()),
-            ],
-        }
-    )
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+    ]
+    if status == 503:
+        headers.append((b"retry-after", b"1"))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 
 
@@ -353,7 +352,20 @@ async def _query_timeout(request: Request, exc: Exception) -> JSONResponse:
 
 async def _commit_outcome_unknown(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse(
-        {"detail": f"The outcome is unknown: {exc}", "outcome": "unknown"}, status_code=503
+        {"detail": f"The outcome is unknown: {exc}", "outcome": "unknown"},
+        status_code=503,
+        headers={"Retry-After": "1"},
+    )
+
+
+async def _not_committed(request: Request, exc: Exception) -> JSONResponse:
+    return JSONResponse(
+        {
+            "detail": f"Nothing was saved: {exc}. Try again shortly.",
+            "outcome": "not_committed",
+        },
+        status_code=503,
+        headers={"Retry-After": "1"},
     )
 
 
@@ -366,6 +378,11 @@ async def _database_error(request: Request, exc: Exception) -> JSONResponse:
             "was cancelled; nothing was saved.",
             status=504,
             retry_after=None,
+        )
+    if is_conflict(exc):
+        return _unavailable(
+            "This request conflicted with concurrent work (serialization failure or deadlock) "
+            "and was rolled back; nothing was saved. Try again."
         )
     if state == LOCK_NOT_AVAILABLE:
         return _unavailable(
@@ -435,7 +452,11 @@ def setup(app: FastAPI) -> None:
     pool checkout past ``POOL_TIMEOUT``             503    ``Retry-After: 1``
     lock timeout (55P03)                            503    ``Retry-After: 1``
     connection lost during a statement              503    ``Retry-After: 1``
-    ``CommitOutcomeUnknownError``                   503    body ``"outcome": "unknown"``
+    ``CommitOutcomeUnknownError``                   503    body ``"outcome": "unknown"``,
+                                                           ``Retry-After: 1``
+    ``NotCommittedError`` (closed before COMMIT)    503    body ``"outcome":
+                                                           "not_committed"``, ``Retry-After``
+    serialization failure / deadlock (40001/40P01)  503    ``Retry-After: 1``
     statement timeout (57014)                       504
     ``QueryTimeoutError`` (``COMMAND_TIMEOUT``)     504
     ==============================================  =====  =============================
@@ -450,4 +471,5 @@ def setup(app: FastAPI) -> None:
     app.add_exception_handler(sa_exc.TimeoutError, _pool_timeout)
     app.add_exception_handler(QueryTimeoutError, _query_timeout)
     app.add_exception_handler(CommitOutcomeUnknownError, _commit_outcome_unknown)
+    app.add_exception_handler(NotCommittedError, _not_committed)
     app.add_exception_handler(sa_exc.DBAPIError, _database_error)

@@ -25,7 +25,7 @@ import socket
 import struct
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
 
 __all__ = ["FaultProxy"]
 
@@ -71,6 +71,10 @@ class FaultProxy:
         self.port = 0
         self._server: asyncio.Server | None = None
         self._links: set[_Link] = set()
+        # The server's handler tasks: in blackhole mode one can wait before it has a link's
+        # pumps, and stop() must end those too.
+        self._handlers: set[asyncio.Task[Any]] = set()
+        self._stopping = False
         self._flowing = asyncio.Event()
         self._flowing.set()
         self._resetting = False
@@ -87,16 +91,19 @@ class FaultProxy:
 
     async def start(self) -> None:
         """Listen on a free port."""
+        self._stopping = False
         self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
         self.port = self._server.sockets[0].getsockname()[1]
 
     async def stop(self) -> None:
         """Cut every connection and stop listening."""
+        self._stopping = True
         if self._server is not None:
             self._server.close()
         for link in list(self._links):
             link.cut()
         tasks = [task for link in list(self._links) for task in link.tasks]
+        tasks += [task for task in self._handlers if task is not asyncio.current_task()]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -130,6 +137,9 @@ class FaultProxy:
         if self._resetting:
             _reset(writer)
             return
+        handler = asyncio.current_task()
+        if handler is not None:
+            self._handlers.add(handler)
         self._links.add(link)
         try:
             await self._flowing.wait()
@@ -145,7 +155,13 @@ class FaultProxy:
                 asyncio.create_task(self._pump(upstream_reader, writer, link, upstream=False)),
             ]
             await asyncio.gather(*link.tasks, return_exceptions=True)
+        except asyncio.CancelledError:
+            # Cancelled by stop(): end normally, as asyncio's stream server (3.11) logs a
+            # handler task that ends cancelled as an error.
+            if not self._stopping:
+                raise
         finally:
+            self._handlers.discard(handler)
             self._links.discard(link)
             writer.transport.abort()
             if link.server is not None:

@@ -21,6 +21,8 @@ __all__ = [
     "LOCK_NOT_AVAILABLE",
     "QUERY_CANCELED",
     "RETRYABLE_CONFLICTS",
+    "SERVER_BUSY",
+    "closed_before_sending",
     "is_conflict",
     "is_connection_failure",
     "sqlstate",
@@ -30,6 +32,8 @@ QUERY_CANCELED = "57014"
 """``statement_timeout`` (or a cancel request) stopped the statement."""
 LOCK_NOT_AVAILABLE = "55P03"
 """``lock_timeout`` passed, or ``NOWAIT`` found the row locked."""
+SERVER_BUSY = frozenset({"53300", "57P03"})
+"""Too many connections, or the server is starting up: it answered, but took no work."""
 RETRYABLE_CONFLICTS = frozenset({"40001", "40P01"})
 """Serialization failure and deadlock: the transaction was rolled back and may run again."""
 
@@ -89,3 +93,19 @@ def is_connection_failure(error: BaseException) -> bool:
         if name == "InterfaceError" and "connection is closed" in str(inner):
             return True
     return False
+
+
+def closed_before_sending(error: BaseException) -> bool:
+    """True when asyncpg refused to send because it already knew the connection was closed.
+
+    asyncpg checks ``is_closed()`` before it sends anything and raises its ``InterfaceError``
+    ("connection is closed", "... the underlying connection is closed") instead; a link lost
+    while a message was on its way raises other errors (``ConnectionDoesNotExistError``, an
+    ``OSError``). So for a COMMIT this tells "never sent: rolled back" from "outcome unknown".
+    """
+    return any(
+        type(inner).__name__ == "InterfaceError"
+        and type(inner).__module__.startswith("asyncpg")
+        and "connection is closed" in str(inner)
+        for inner in _chain(error)
+    )

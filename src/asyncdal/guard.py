@@ -11,7 +11,9 @@ every engine asyncdal builds, one per server: a database's primary and each repl
   connect that timed out has used the budget and is not tried again.
 - The half-open probe checks the connection it got with a ping before the breaker closes.
 
-Successes are counted when a new connection opens (the pool's ``connect`` event). A pooled
+Successes are counted when a new connection opens and when a statement succeeds. A server
+that refuses a connection because it is at its limit (53300) or still starting up (57P03)
+answered, so that is retried and reported but not counted against the breaker. A pooled
 connection that asyncpg already knows to be closed (its backend was terminated, the server
 restarted) is replaced at checkout without a round trip.
 """
@@ -38,8 +40,14 @@ from tenacity import (
 from asyncdal.breaker import CircuitBreaker
 from asyncdal.cancel import ServerCancel
 from asyncdal.errors import DatabaseUnavailableError, QueryTimeoutError
-from asyncdal.faults import is_connection_failure
-from asyncdal.retry import RetryListener, RetryPolicy, _greenlet_sleep, _log_retry
+from asyncdal.faults import SERVER_BUSY, is_connection_failure, sqlstate
+from asyncdal.retry import (
+    RetryListener,
+    RetryPolicy,
+    await_in_greenlet,
+    greenlet_sleep,
+    log_retry,
+)
 
 __all__ = ["ConnectionGuard", "GuardedPool", "attach_guard"]
 
@@ -47,6 +55,12 @@ __all__ = ["ConnectionGuard", "GuardedPool", "attach_guard"]
 def _worth_retrying(error: BaseException) -> bool:
     # An open breaker means "stop now"; anything not connection-class is not ours to retry.
     return is_connection_failure(error) and not isinstance(error, DatabaseUnavailableError)
+
+
+def _counts_against_breaker(error: BaseException) -> bool:
+    # A server at its connection limit, or still starting up, answered: it is there. Opening
+    # the breaker would also fail the requests that healthy pooled connections could serve.
+    return _worth_retrying(error) and sqlstate(error) not in SERVER_BUSY
 
 
 class ConnectionGuard:
@@ -74,7 +88,7 @@ class ConnectionGuard:
             wait=policy.wait(),
             retry=retry_if_exception(_worth_retrying),
             before_sleep=lambda state: self._log(state, offset=1),
-            sleep=_greenlet_sleep,
+            sleep=greenlet_sleep,
             reraise=True,
         )
 
@@ -118,7 +132,7 @@ class ConnectionGuard:
         if remaining <= 0:
             raise first_error
         self._log(_first_attempt(self._retrying, first_error, delay))
-        _greenlet_sleep(delay)
+        greenlet_sleep(delay)
         retrying = self._retrying.copy(
             stop=stop_after_attempt(self.policy.attempts - 1) | stop_before_delay(remaining)
         )
@@ -126,7 +140,7 @@ class ConnectionGuard:
 
     def _log(self, state: RetryCallState, offset: int = 0) -> None:
         # tenacity's attempts start after the first try, which ran outside it.
-        _log_retry(f"opening a connection to {self.breaker.name!r}", offset)(state)
+        log_retry(f"opening a connection to {self.breaker.name!r}", offset)(state)
         if self.on_retry is not None:
             self.on_retry("connect", self.breaker.node)
 
@@ -139,23 +153,26 @@ class ConnectionGuard:
         try:
             connection = take()
         except Exception as error:
-            if _worth_retrying(error):
+            if _counts_against_breaker(error):
                 breaker.record_failure(error)
             raise
         if probing:
-            self._probe(connection, pool)
+            self._probe(connection)
         return connection
 
-    def _probe(self, connection: PoolProxiedConnection, pool: Pool) -> None:
+    def _probe(self, connection: PoolProxiedConnection) -> None:
         """The half-open probe got a pooled connection: make sure it answers."""
+        driver = connection.driver_connection
         try:
-            ping = getattr(pool._dialect, "do_ping", None)
-            if ping is not None and connection.dbapi_connection is not None:
-                ping(connection.dbapi_connection)
+            # Within CONNECT_TIMEOUT, like the connect a new connection would have needed: a
+            # blackholed server must not hold the probe for COMMAND_TIMEOUT (or for ever).
+            execute = getattr(driver, "execute", None)
+            if execute is not None:
+                await_in_greenlet(execute("SELECT 1", timeout=self.budget))
         except Exception as error:
             # Abort rather than close politely: a server that did not answer the ping would
             # not answer the goodbye either, and SQLAlchemy waits up to 2 s for it.
-            _terminate(connection.dbapi_connection)
+            _terminate(driver)
             connection.invalidate(error)
             connection.close()
             self.breaker.record_failure(error)
@@ -215,7 +232,9 @@ def attach_guard(engine: AsyncEngine, guard: ConnectionGuard) -> None:
         return
     pool.guard = guard
 
-    def opened(dbapi_connection: Any, record: Any) -> None:
+    def answered(*_: Any) -> None:
+        # Cheap (a counter reset): keeps "in a row" meaning in a row, so failures to open a
+        # connection scattered between successful statements never add up to opening it.
         guard.breaker.record_success()
 
     cancel = ServerCancel()
@@ -226,7 +245,12 @@ def attach_guard(engine: AsyncEngine, guard: ConnectionGuard) -> None:
         connection = context.connection
         if abandoned and connection is not None and not connection.invalidated:
             # The statement may still be running on the server: stop it there.
-            cancel.request(getattr(connection.connection, "dbapi_connection", None))
+            cancel.request(getattr(connection.connection, "driver_connection", None))
+        # A cancelled statement's connection is closed politely, not aborted as a timed-out
+        # one is: the polite close waits (up to 2 s) until the server has ended the backend,
+        # so its locks are gone when the cancelled task resumes. Aborting it returned at once
+        # on a silent server but, on a loaded machine, sometimes left the row locked for
+        # seconds after the task had ended (the cancellation test caught it).
         if isinstance(original, TimeoutError) and not context.is_pre_ping:
             context.is_disconnect = True
             context.invalidate_pool_on_disconnect = False
@@ -242,12 +266,12 @@ def attach_guard(engine: AsyncEngine, guard: ConnectionGuard) -> None:
         # A backend ended while the connection sat in the pool (pg_terminate_backend, a
         # server restart) has told asyncpg so, and asyncpg marked it closed: replace it now,
         # for free, instead of failing the first statement sent on it.
-        raw = getattr(dbapi_connection, "_connection", None)
-        is_closed = getattr(raw, "is_closed", None)
+        is_closed = getattr(record.driver_connection, "is_closed", None)
         if is_closed is not None and is_closed():
             raise exc.DisconnectionError("the pooled connection was closed by the server")
 
-    event.listen(pool, "connect", opened)
+    event.listen(pool, "connect", answered)
+    event.listen(engine.sync_engine, "after_cursor_execute", answered)
     event.listen(pool, "checkout", found_closed)
     event.listen(engine.sync_engine, "handle_error", handle_error)
 
@@ -257,13 +281,11 @@ def _abort(context: ExceptionContext) -> None:
     connection = context.connection
     if connection is None or connection.invalidated:
         return
-    _terminate(getattr(connection.connection, "dbapi_connection", None))
+    _terminate(getattr(connection.connection, "driver_connection", None))
 
 
-def _terminate(dbapi_connection: Any) -> None:
-    """Abort an asyncpg connection under SQLAlchemy's adapter at once (reaches through the
-    adapter on purpose; does nothing where it is not as expected)."""
-    raw = getattr(dbapi_connection, "_connection", None)
-    terminate = getattr(raw, "terminate", None)
+def _terminate(driver_connection: Any) -> None:
+    """Abort an asyncpg connection at once (does nothing where it is not one)."""
+    terminate = getattr(driver_connection, "terminate", None)
     if callable(terminate):
         terminate()

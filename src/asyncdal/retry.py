@@ -24,8 +24,9 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
+import sqlalchemy.util
 from sqlalchemy import event, exc
 from sqlalchemy.orm import ORMExecuteState, Session
 from tenacity import (
@@ -81,7 +82,9 @@ class RetryPolicy:
         return wait_random_exponential(multiplier=self.base_delay, max=self.max_delay)
 
 
-def _log_retry(what: str, offset: int = 0) -> Callable[[RetryCallState], None]:
+def log_retry(what: str, offset: int = 0) -> Callable[[RetryCallState], None]:
+    """A tenacity ``before_sleep`` hook that logs the failure, attempt number and backoff."""
+
     def log(state: RetryCallState) -> None:
         outcome = state.outcome
         error = outcome.exception() if outcome is not None else None
@@ -142,7 +145,7 @@ async def run_in_transaction(
 
     if not idempotent:
         return await attempt()
-    log = _log_retry(f"unit of work on {database.name!r}")
+    log = log_retry(f"unit of work on {database.name!r}")
 
     def before_sleep(state: RetryCallState) -> None:
         log(state)
@@ -183,7 +186,7 @@ def retry_dropped_reads(
             # The broken connection is invalidated; leaving the failed (empty) transaction
             # makes the next try check out a new one.
             state.session.rollback()
-            _log_retry("read on a dropped connection", offset=1)(retry_state)
+            log_retry("read on a dropped connection", offset=1)(retry_state)
             if on_retry is not None:
                 on_retry("read", node_used(state.session))
 
@@ -194,7 +197,7 @@ def retry_dropped_reads(
                 lambda error: isinstance(error, exc.DBAPIError) and is_connection_failure(error)
             ),
             before_sleep=leave_broken_transaction,
-            sleep=_greenlet_sleep,
+            sleep=greenlet_sleep,
             reraise=True,
         )
         state.session.rollback()
@@ -206,15 +209,24 @@ def retry_dropped_reads(
             type(error.orig).__name__,
             delay,
         )
-        _greenlet_sleep(delay)
+        greenlet_sleep(delay)
         return retrying(state.invoke_statement)
 
     event.listen(session_class, "do_orm_execute", run)
 
 
-def _greenlet_sleep(seconds: float) -> None:
+def greenlet_sleep(seconds: float) -> None:
     """Sleep without blocking the loop, from SQLAlchemy's sync code running in a greenlet."""
-    from sqlalchemy.util import await_
-
     if seconds > 0:
-        await_(asyncio.sleep(seconds))
+        await_in_greenlet(asyncio.sleep(seconds))
+
+
+def await_in_greenlet(awaitable: Awaitable[T]) -> T:
+    """Await from SQLAlchemy's sync code running in a greenlet.
+
+    SQLAlchemy 2.1 calls its helper ``await_``; 2.0 has only ``await_only`` (deprecated in 2.1).
+    """
+    helper = getattr(sqlalchemy.util, "await_", None)
+    if helper is None:
+        helper = sqlalchemy.util.await_only
+    return cast("T", helper(awaitable))

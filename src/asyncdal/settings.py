@@ -98,8 +98,10 @@ class DatabaseSettings(BaseModel):
     """Test each connection with a round trip when it leaves the pool."""
     connect_timeout: float = Field(default=10.0, gt=0)
     """Seconds allowed to open a connection."""
-    command_timeout: float | None = Field(default=None, gt=0)
-    """Client-side limit in seconds for one statement (asyncpg's ``command_timeout``)."""
+    command_timeout: float | None = Field(default=30.0, gt=0)
+    """Client-side limit in seconds for one statement (asyncpg's ``command_timeout``). Finite
+    by default: without it a statement on a connection whose server went silent (a dropped
+    link, a blackholed host) waits for ever, and nothing counts it as a failure."""
     statement_timeout: float | None = Field(default=None, gt=0)
     """Server-side limit in seconds for one statement (PostgreSQL's ``statement_timeout``)."""
     lock_timeout: float | None = Field(default=None, gt=0)

@@ -27,8 +27,13 @@ from typing import TYPE_CHECKING, Any, Self, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from asyncdal.errors import CommitOutcomeUnknownError, ReadOnlyError, UnitOfWorkError
-from asyncdal.faults import is_connection_failure
+from asyncdal.errors import (
+    CommitOutcomeUnknownError,
+    NotCommittedError,
+    ReadOnlyError,
+    UnitOfWorkError,
+)
+from asyncdal.faults import closed_before_sending, is_connection_failure
 from asyncdal.routing import COMMIT_LSN
 
 if TYPE_CHECKING:
@@ -154,6 +159,7 @@ class UnitOfWork:
             UnitOfWorkError: when a joined unit of work failed earlier in this transaction.
             CommitOutcomeUnknownError: the connection failed during COMMIT, so nobody knows
                 whether it was committed; never retried.
+            NotCommittedError: the connection was closed before COMMIT was sent: rolled back.
         """
         if self.read_only:
             raise ReadOnlyError("a read-only unit of work cannot commit")
@@ -175,6 +181,13 @@ class UnitOfWork:
             if not is_connection_failure(error):
                 raise
             name = getattr(self.database, "name", "?")
+            if closed_before_sending(error):
+                raise NotCommittedError(
+                    f"the connection to {name!r} was closed before COMMIT could be sent "
+                    f"({type(error).__name__}): the server rolled the transaction back, nothing "
+                    "was saved",
+                    database=name,
+                ) from error
             raise CommitOutcomeUnknownError(
                 f"the connection to {name!r} failed during COMMIT ({type(error).__name__}): "
                 "the transaction may or may not have been committed; it was not retried",

@@ -157,19 +157,28 @@ async def create_product(
     """Create a product (and a ``product.created`` event); a duplicate sku is a 409, an
     unknown category a 422. With an ``Idempotency-Key`` header, a retry with the same key and
     body returns the first answer instead of creating a second row (and a second event)."""
-    await _check_category(request, body.category_id)
+    # The key first: a replay answers from main alone, even while the reference database is
+    # down.
     if idempotency_key is not None:
         fingerprint = request_hash("POST", "/products", body.model_dump_json().encode())
         try:
             stored = await keys.claim(idempotency_key, fingerprint)
         except KeyReusedError as error:
             raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(error)) from None
-        if stored is not None and stored.status_code is not None:
+        if stored is not None:
+            if stored.status_code is None:
+                # Claimed and committed without an answer: never by this code, which stores
+                # the answer in the same transaction; refuse rather than make a second row.
+                raise HTTPException(
+                    status.HTTP_409_CONFLICT,
+                    "a request with this Idempotency-Key has no recorded answer; use a new key",
+                )
             return JSONResponse(
                 stored.response,
                 status_code=stored.status_code,
                 headers={"Idempotent-Replayed": "true"},
             )
+    await _check_category(request, body.category_id)
     try:
         product = await products.add(Product(**body.model_dump()))
     except IntegrityError as error:

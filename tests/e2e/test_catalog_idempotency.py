@@ -16,6 +16,8 @@ from asyncdal import AsyncdalSettings
 from asyncdal.testing import FaultProxy
 from catalog.app import create_app
 from catalog.container import CatalogContainer
+from catalog.idempotency import request_hash
+from catalog.schemas import ProductCreate
 from tests.conftest import database_settings, plain
 
 KETTLE = {"sku": "KETTLE-1", "name": "Kettle", "price": "24.50"}
@@ -90,6 +92,7 @@ async def test_connection_cut_during_commit_is_not_retried_and_the_key_makes_ret
     cut = await client.post("/products", json=KETTLE, headers=headers)
     assert cut.status_code == 503
     assert cut.json()["outcome"] == "unknown"
+    assert cut.headers["Retry-After"] == "1"
     assert "may or may not have been saved" in cut.json()["detail"]
     assert "not retried" in cut.json()["detail"]
     # The server got COMMIT before the answer was cut: the row is there, exactly once.
@@ -100,3 +103,24 @@ async def test_connection_cut_during_commit_is_not_retried_and_the_key_makes_ret
     assert retry.status_code == 201
     assert retry.headers["Idempotent-Replayed"] == "true"
     assert await rows_with_sku(catalog_url, "KETTLE-1") == 1
+
+
+async def test_key_claimed_without_a_recorded_answer_is_a_409_not_a_second_row(
+    client: AsyncClient, catalog_url: URL
+) -> None:
+    fingerprint = request_hash(
+        "POST", "/products", ProductCreate(**KETTLE).model_dump_json().encode()
+    )
+    connection = await asyncpg.connect(plain(catalog_url.set(drivername="postgresql")))
+    try:
+        await connection.execute(
+            "INSERT INTO idempotency_keys (key, request_hash) VALUES ($1, $2)",
+            "order-46",
+            fingerprint,
+        )
+    finally:
+        await connection.close()
+    response = await client.post("/products", json=KETTLE, headers={"Idempotency-Key": "order-46"})
+    assert response.status_code == 409
+    assert "no recorded answer" in response.json()["detail"]
+    assert await rows_with_sku(catalog_url, "KETTLE-1") == 0

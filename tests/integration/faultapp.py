@@ -106,6 +106,20 @@ def build_app(
     async def broken(uow: Reader) -> None:
         await uow.session.execute(text("SELECT * FROM no_such_table"))
 
+    @app.post("/items/idle", status_code=201)
+    async def add_then_idle(tag: str, seconds: float, uow: Writer) -> dict[str, int]:
+        """Insert, then stay idle in the transaction before the middleware commits."""
+        await uow.session.execute(text("INSERT INTO fault_items (tag) VALUES (:tag)"), {"tag": tag})
+        await asyncio.sleep(seconds)
+        return {"id": 0}
+
+    @app.get("/conflict")
+    async def conflict(uow: Writer) -> None:
+        """Fail as a serialization failure (40001) would, inside an ordinary request."""
+        await uow.session.execute(
+            text("DO $$ BEGIN RAISE EXCEPTION 'simulated' USING ERRCODE = '40001'; END $$")
+        )
+
     @app.get("/reference")
     async def reference(uow: ReferenceReader) -> dict[str, int]:
         value = await uow.session.scalar(text("SELECT 1"))

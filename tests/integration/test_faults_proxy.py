@@ -163,5 +163,27 @@ async def test_half_open_probe_on_a_pooled_connection_pings_it_first(
 
         proxy.heal()
         await after_cool_down()
-        assert (await client.get("/count")).status_code == 200
+        healed = await client.get("/count")
+        assert healed.status_code == 200, healed.text
         assert db.breaker.state == "closed"
+
+
+async def test_half_open_probe_is_bounded_by_connect_timeout_not_command_timeout(
+    proxy: FaultProxy, test_database_url: URL
+) -> None:
+    # A long COMMAND_TIMEOUT must not hold the probe: it gets CONNECT_TIMEOUT, as a connect would.
+    db = through(proxy, test_database_url, command_timeout=60, breaker_cool_down=0.2)
+    async for client in serve(build_app({"main": db})):
+        assert (await client.get("/count")).status_code == 200
+        proxy.blackhole()
+        for _ in range(db.breaker.failure_threshold):
+            db.breaker.record_failure(OSError("simulated"))
+        while db.breaker.retry_after() > 0:
+            await asyncio.sleep(0.02)
+        async with asyncio.timeout(CONNECT + 3):
+            status, seconds, body = await timed(client, "GET", "/count")
+        assert status == 503
+        assert "the probe failed" in body["detail"]
+        assert seconds < CONNECT + 0.5
+        assert db.breaker.state == "open"
+        proxy.heal()

@@ -57,13 +57,26 @@ async def test_every_pooled_connection_terminated_between_requests(
         observer = await asyncpg.connect(dsn)
         try:
             killed = await observer.fetchval(
-                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                "SELECT array_agg(pid) FROM pg_stat_activity "
                 "WHERE (application_name = $1 OR application_name LIKE $1 || ':%')",
                 name,
             )
+            assert len(killed) == 4
+            terminated = await observer.fetchval(
+                "SELECT count(*) FROM unnest($1::int[]) AS pid WHERE pg_terminate_backend(pid)",
+                killed,
+            )
+            assert terminated == 4
+            # pg_terminate_backend only signals: wait until those backends have exited (and
+            # so have closed their sockets), with a deadline.
+            deadline = time.monotonic() + 5
+            while await observer.fetchval(
+                "SELECT count(*) FROM pg_stat_activity WHERE pid = ANY($1::int[])", killed
+            ):
+                assert time.monotonic() < deadline, "the terminated backends did not exit"
+                await asyncio.sleep(0.02)
         finally:
             await observer.close()
-        assert killed == 4
         # Reads, writes, and reads again: every one succeeds, none sees a dead connection.
         for _ in range(3):
             assert (await client.get("/count")).status_code == 200

@@ -1,8 +1,4 @@
-"""Ten times more concurrent requests than connections against a slow endpoint, for 15 s.
-
-The issue asks for 30 s; 15 s keeps CI fast and shows the same steady state (the pool is
-saturated within the first second).
-"""
+"""Ten times more concurrent requests than connections against a slow endpoint, for 30 s."""
 
 from __future__ import annotations
 
@@ -21,9 +17,10 @@ from tests.integration.faultapp import build_app, serve
 POOL_SIZE = 4
 POOL_TIMEOUT = 1.0
 QUERY_SECONDS = 0.2
-DURATION = 15.0
-# Scheduling slack on a shared 2-core machine, on top of pool timeout + query time.
-SLACK = 1.0
+DURATION = 30.0
+# Scheduling slack on a shared 2-core machine, on top of pool timeout + query time (the
+# slowest answers measured 1.11-1.20 s against the 1.2 s of pool timeout + query time).
+SLACK = 0.4
 
 
 async def test_overload_answers_only_503s_in_time_and_returns_every_connection(

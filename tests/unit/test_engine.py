@@ -69,10 +69,15 @@ def test_connect_arguments_carry_timeouts_and_server_settings() -> None:
     assert arguments["server_settings"] == {"application_name": "shop", "statement_timeout": "1500"}
 
 
-def test_unset_timeouts_are_left_to_the_server() -> None:
+def test_unset_server_timeouts_are_left_to_the_server() -> None:
     arguments = connect_arguments(DatabaseSettings(url="postgresql://u@h/n"))
-    assert "command_timeout" not in arguments
     assert "statement_timeout" not in arguments["server_settings"]
+
+
+def test_command_timeout_is_finite_by_default() -> None:
+    # Without it a statement on a connection to a silent server waits for ever.
+    arguments = connect_arguments(DatabaseSettings(url="postgresql://u@h/n"))
+    assert arguments["command_timeout"] == 30
 
 
 def test_lock_and_idle_in_transaction_timeouts_are_server_settings() -> None:

@@ -82,3 +82,32 @@ async def test_cut_answer_forwards_the_message_and_drops_its_answer(proxy: Fault
     reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
     assert await roundtrip(reader, writer, b"COMMIT") == b"COMMIT"
     writer.close()
+
+
+def _handlers_of(proxy: FaultProxy) -> list[asyncio.Task[object]]:
+    return [
+        task
+        for task in asyncio.all_tasks()
+        if not task.done() and getattr(task.get_coro(), "__qualname__", "") == "FaultProxy._accept"
+    ]
+
+
+async def test_stop_ends_connections_held_by_a_blackhole() -> None:
+    server = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
+    proxy = FaultProxy("127.0.0.1", server.sockets[0].getsockname()[1])
+    await proxy.start()
+    proxy.blackhole()
+    _, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
+    deadline = asyncio.get_running_loop().time() + 2
+    while proxy.connections == 0:  # the proxy has accepted it and holds it
+        assert asyncio.get_running_loop().time() < deadline
+        await asyncio.sleep(0.01)
+    handlers = _handlers_of(proxy)
+    assert handlers
+    await proxy.stop()
+    assert _handlers_of(proxy) == []  # nothing left pending for the loop's close to cancel
+    # Ended, not cancelled: asyncio's stream server logs a cancelled handler as an error.
+    assert not any(task.cancelled() for task in handlers)
+    writer.close()
+    server.close()
+    await server.wait_closed()

@@ -1,0 +1,78 @@
+"""A COMMIT that was never sent is a known rollback, not an unknown outcome; conflicts in an
+ordinary request are a 503 to retry."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Callable
+
+import asyncpg
+import pytest
+from sqlalchemy import text
+from sqlalchemy.engine import URL
+
+from asyncdal import Database, NotCommittedError
+from tests.conftest import plain
+from tests.integration.faultapp import build_app, create_table, serve
+
+IDLE_LIMIT = 0.3
+
+
+async def saved(test_database_url: URL, tag: str) -> int:
+    connection = await asyncpg.connect(plain(test_database_url.set(drivername="postgresql")))
+    try:
+        return int(
+            await connection.fetchval("SELECT count(*) FROM fault_items WHERE tag = $1", tag)
+        )
+    finally:
+        await connection.close()
+
+
+async def test_commit_on_a_connection_the_server_already_closed_is_not_committed(
+    make_database: Callable[..., Database], test_database_url: URL
+) -> None:
+    await create_table(plain(test_database_url.set(drivername="postgresql")))
+    db = make_database(pool_size=1, idle_in_transaction_session_timeout=IDLE_LIMIT)
+    tag = f"idle-{uuid.uuid4().hex[:8]}"
+    try:
+        with pytest.raises(NotCommittedError, match="nothing was saved"):
+            async with db.unit_of_work() as uow:
+                await uow.session.execute(
+                    text("INSERT INTO fault_items (tag) VALUES (:tag)"), {"tag": tag}
+                )
+                await asyncio.sleep(IDLE_LIMIT * 4)  # the server ends the session meanwhile
+                await uow.commit()
+        async with db.unit_of_work() as uow:  # the pool replaced the connection
+            assert await uow.session.scalar(text("SELECT 1")) == 1
+    finally:
+        await db.dispose()
+    assert await saved(test_database_url, tag) == 0
+
+
+async def test_request_whose_session_the_server_ended_answers_503_not_committed(
+    make_database: Callable[..., Database], test_database_url: URL
+) -> None:
+    await create_table(plain(test_database_url.set(drivername="postgresql")))
+    db = make_database(pool_size=1, idle_in_transaction_session_timeout=IDLE_LIMIT)
+    tag = f"idle-{uuid.uuid4().hex[:8]}"
+    async for client in serve(build_app({"main": db})):
+        response = await client.post(f"/items/idle?tag={tag}&seconds={IDLE_LIMIT * 4}")
+        assert response.status_code == 503, response.text
+        assert response.json()["outcome"] == "not_committed"
+        assert "nothing was saved" in response.json()["detail"].lower()
+        assert response.headers["Retry-After"] == "1"
+        assert (await client.post(f"/items?tag={tag}-next")).status_code == 201
+    assert await saved(test_database_url, tag) == 0
+
+
+async def test_serialization_failure_in_an_ordinary_request_is_a_503_to_retry(
+    make_database: Callable[..., Database], test_database_url: URL
+) -> None:
+    await create_table(plain(test_database_url.set(drivername="postgresql")))
+    async for client in serve(build_app({"main": make_database(pool_size=1)})):
+        response = await client.get("/conflict")
+        assert response.status_code == 503, response.text
+        assert "conflicted with concurrent work" in response.json()["detail"]
+        assert response.headers["Retry-After"] == "1"
+        assert (await client.get("/count")).status_code == 200
