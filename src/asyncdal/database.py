@@ -283,6 +283,9 @@ class Database:
                 primary=check_engines[0],
                 interval=self.settings.replica_check_interval,
                 max_lag=self.settings.max_replica_lag,
+                breakers={
+                    f"replica-{index}": breaker for index, breaker in self._replica_breakers.items()
+                },
             )
             writer = type("RoutingWriteSession", (RoutingSession, writer), {})
             reader = type("RoutingReadOnlySession", (RoutingSession, reader), {})

@@ -25,11 +25,14 @@ import contextvars
 import logging
 import time
 from collections import deque
+from collections.abc import Mapping
 from contextlib import suppress
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from asyncdal.breaker import CircuitBreaker
+from asyncdal.faults import is_connection_failure
 from asyncdal.routing import ReplicaNode, parse_lsn
 
 __all__ = ["PRIMARY_POSITION_QUERY", "REPLICA_STATE_QUERY", "ReplicaMonitor"]
@@ -60,6 +63,9 @@ class ReplicaMonitor:
             None measures no lag against the primary (every answering replica is caught up).
         interval: seconds between checks.
         max_lag: seconds of lag beyond which a replica leaves the rotation.
+        breakers: each replica's circuit breaker, by node name: a check that cannot reach the
+            replica counts as a failure of its breaker, one that can as a success, so the
+            breaker (in health and metrics) follows the replica even while no read goes there.
     """
 
     def __init__(
@@ -70,7 +76,9 @@ class ReplicaMonitor:
         primary: AsyncEngine | None = None,
         interval: float,
         max_lag: float,
+        breakers: Mapping[str, CircuitBreaker] | None = None,
     ) -> None:
+        self.breakers: Mapping[str, CircuitBreaker] = breakers if breakers is not None else {}
         self.database = database
         self.nodes = nodes
         self.primary = primary
@@ -172,7 +180,15 @@ class ReplicaMonitor:
         except Exception as error:  # any failure means "down"; only its class is kept
             node.mark_down(_reason(error, limit))
             node.lag_seconds = None
+            breaker = self.breakers.get(node.name)
+            if breaker is not None and (
+                isinstance(error, TimeoutError) or is_connection_failure(error)
+            ):
+                breaker.record_failure(error)
         else:
+            breaker = self.breakers.get(node.name)
+            if breaker is not None:
+                breaker.record_success()
             node.replay_lsn = None if row.position is None else parse_lsn(row.position)
             node.lag_seconds = self._lag(node.replay_lsn) if row.in_recovery else 0.0
             if node.lag_seconds > self.max_lag:
