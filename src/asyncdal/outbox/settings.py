@@ -57,6 +57,9 @@ class OutboxSettings(BaseSettings):
     """On SIGTERM, seconds in-flight handlers get to finish before their leases are released."""
     retention_seconds: float | None = Field(default=7 * 24 * 3600.0, gt=0)
     """Done events older than this are deleted; unset keeps them forever."""
+    inbox_retention_seconds: float | None = Field(default=7 * 24 * 3600.0, gt=0)
+    """Inbox entries (:func:`~asyncdal.outbox.first_delivery`) older than this are deleted;
+    unset keeps them forever. Keep it longer than an event can take to be delivered again."""
     maintenance_seconds: float = Field(default=5.0, gt=0)
     """Seconds between reclaiming expired leases, retention deletes, and the pending-age gauge."""
     worker_name: str | None = None
