@@ -18,12 +18,11 @@ import sys
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
-import asyncpg
 from sqlalchemy import text
-from sqlalchemy.exc import DBAPIError
 
 from asyncdal.database import Database, Databases
-from asyncdal.errors import ConfigurationError, DatabaseUnavailableError, UnknownDatabaseError
+from asyncdal.errors import ConfigurationError, UnknownDatabaseError
+from asyncdal.outbox.connection import DATABASE_ERRORS, describe_database_error
 from asyncdal.outbox.handlers import Handlers
 from asyncdal.outbox.settings import OutboxSettings, load_outbox_settings
 from asyncdal.outbox.table import NOTIFY_CHANNEL, OUTBOX_TABLE
@@ -180,25 +179,12 @@ def _runner(
         except (ConfigurationError, UnknownDatabaseError, ValueError) as error:
             print(f"asyncdal outbox: {error}", file=sys.stderr)
             return 2
-        except (DBAPIError, DatabaseUnavailableError, OSError, asyncpg.PostgresError) as error:
-            print(f"asyncdal outbox: {_database_problem(error)}", file=sys.stderr)
+        except DATABASE_ERRORS as error:
+            problem = describe_database_error(error)
+            print(f"asyncdal outbox: cannot use the database ({problem})", file=sys.stderr)
             return 2
 
     return run
-
-
-def _database_problem(error: BaseException) -> str:
-    """One line on what went wrong with the database: no SQL, no traceback, no password."""
-    cause: BaseException = error
-    if isinstance(error, DBAPIError) and error.orig is not None:
-        cause = error.orig
-        if isinstance(cause.__cause__, asyncpg.PostgresError | OSError):
-            cause = cause.__cause__  # the driver's own error, not SQLAlchemy's adapter
-    code = getattr(cause, "sqlstate", None) or getattr(cause, "pgcode", None)
-    if code == "42P01":  # undefined_table
-        return f"outbox table {OUTBOX_TABLE} missing: run the migrations"
-    detail = str(cause).splitlines()[0] if str(cause) else ""
-    return f"cannot use the database ({type(cause).__name__}: {detail})"
 
 
 def _non_negative(value: str) -> int:

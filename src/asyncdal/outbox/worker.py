@@ -36,12 +36,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-import asyncpg
-
 from asyncdal.database import Database
 from asyncdal.outbox import sql
 from asyncdal.outbox.backoff import Backoff
-from asyncdal.outbox.connection import WorkerConnection
+from asyncdal.outbox.connection import DATABASE_ERRORS, WorkerConnection, describe_database_error
 from asyncdal.outbox.event import OutboxEvent
 from asyncdal.outbox.handlers import Handlers, HandlerSpec
 from asyncdal.outbox.listener import Listener
@@ -270,7 +268,7 @@ class OutboxWorker:
                 continue
             try:
                 claimed = await self._claim(wanted)
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
+            except DATABASE_ERRORS as error:
                 logger.warning("outbox claim failed (%s); retrying", error)
                 await self._wait(poll)
                 continue
@@ -410,7 +408,7 @@ class OutboxWorker:
             self._settle_wake.clear()
             try:
                 await self._settle()
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
+            except DATABASE_ERRORS as error:
                 # The outcomes stay buffered; if the leases expire first, the events are
                 # delivered again (at least once).
                 logger.warning("outbox settle failed (%s); retrying", error)
@@ -488,7 +486,7 @@ class OutboxWorker:
             await asyncio.sleep(self.settings.effective_heartbeat_seconds)
             try:
                 await self._extend_leases()
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
+            except DATABASE_ERRORS as error:
                 logger.warning("outbox lease extension failed (%s)", error)
 
     async def _extend_leases(self) -> None:
@@ -503,7 +501,7 @@ class OutboxWorker:
             await asyncio.sleep(self.settings.maintenance_seconds)
             try:
                 await self._maintain_once()
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
+            except DATABASE_ERRORS as error:
                 logger.warning("outbox maintenance failed (%s)", error)
 
     async def _first_maintenance(self) -> None:
@@ -513,8 +511,10 @@ class OutboxWorker:
             try:
                 await self._maintain_once()
                 return
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
-                logger.warning("outbox worker cannot start yet (%s); retrying", _explain(error))
+            except DATABASE_ERRORS as error:
+                logger.warning(
+                    "outbox worker cannot start yet (%s); retrying", describe_database_error(error)
+                )
                 self._wake.clear()
                 await self._wait(self.settings.poll_interval)
 
@@ -568,19 +568,13 @@ class OutboxWorker:
             return
         try:
             await self._settle()
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
+        except DATABASE_ERRORS as error:
             logger.error(
                 "could not release %d outbox lease(s) (%s); they expire after %gs",
                 len(outcomes),
                 error,
                 self.settings.lease_seconds,
             )
-
-
-def _explain(error: BaseException) -> str:
-    if isinstance(error, asyncpg.UndefinedTableError):
-        return f"{error}: the outbox tables are missing, run the migrations"
-    return f"{type(error).__name__}: {error}"
 
 
 def _merge(first: _Outcomes, second: _Outcomes) -> _Outcomes:
