@@ -74,7 +74,9 @@ async def _run_worker(arguments: argparse.Namespace, settings: OutboxSettings) -
 
         database_metrics = DatabaseMetrics(metrics.registry)
         database_metrics.instrument(database)
-        start_http_server(settings.metrics_port, addr="127.0.0.1", registry=metrics.registry)
+        start_http_server(
+            settings.metrics_port, addr=settings.metrics_address, registry=metrics.registry
+        )
     worker = OutboxWorker(database, handlers, settings, metrics=metrics)
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):

@@ -66,6 +66,8 @@ class OutboxSettings(BaseSettings):
     """Lease owner shown in the table (default: ``<host>:<pid>``)."""
     metrics_port: int | None = Field(default=None, ge=0, le=65535)
     """Serve Prometheus metrics on this port (``asyncdal outbox run`` only)."""
+    metrics_address: str = "127.0.0.1"
+    """The address the metrics are served on (``0.0.0.0`` for every interface)."""
     relay_url: SecretStr | None = None
     """AMQP URL of the RabbitMQ the relay handler publishes to (``amqp://user:pass@host/``)."""
     relay_exchange: str = "asyncdal.events"

@@ -117,7 +117,13 @@ WHERE (consumer, event_id) IN (
 )
 """
 
+# Not yet done: pending (the first by id, from the pending index) or leased (few rows, from
+# the leased index), e.g. an event whose handler hangs past its lease renewals.
 OLDEST_PENDING_AGE = f"""
 SELECT coalesce(extract(epoch FROM now() - min(created_at)), 0)::float8
-FROM (SELECT created_at FROM {OUTBOX_TABLE} WHERE status = 'pending' ORDER BY id LIMIT 1) AS p
+FROM (
+    (SELECT created_at FROM {OUTBOX_TABLE} WHERE status = 'pending' ORDER BY id LIMIT 1)
+    UNION ALL
+    (SELECT min(created_at) FROM {OUTBOX_TABLE} WHERE status = 'leased')
+) AS p
 """

@@ -147,10 +147,13 @@ async def test_sigterm_finishes_or_releases_everything(
         "FROM generate_series(1, 40) AS n"
     )
     port = spare_port()
-    worker = worker_processes.start(concurrency=10, shutdown_timeout=1.5, metrics_port=port)
+    # Served on the address asked for (any 127.x.y.z is this machine's loopback).
+    worker = worker_processes.start(
+        concurrency=10, shutdown_timeout=1.5, metrics_port=port, metrics_address="127.0.0.2"
+    )
     await wait_until(lambda: sql.fetchval("SELECT count(*) > 0 FROM handled"), timeout=30)
     async with httpx.AsyncClient() as http:
-        scraped = (await http.get(f"http://127.0.0.1:{port}/metrics")).text
+        scraped = (await http.get(f"http://127.0.0.2:{port}/metrics")).text
     assert "asyncdal_outbox_claimed_total 40.0" in scraped
     assert 'asyncdal_outbox_done_total{event_type="test.event"}' in scraped
     assert "asyncdal_query_seconds_bucket" in scraped  # the database metrics, same registry

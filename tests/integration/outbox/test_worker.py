@@ -548,3 +548,24 @@ async def test_inbox_applies_concurrent_duplicates_once(
     assert sorted(results) == [False, False, False, False, True]
     assert await sql.fetchval("SELECT total FROM points") == 1
     assert await sql.fetchval("SELECT count(*) FROM asyncdal_inbox") == 1
+
+
+async def test_oldest_pending_age_counts_leased_events(
+    database: Database, sql: asyncpg.Connection
+) -> None:
+    """An event whose handler hangs is not done: the age gauge shows it, though nothing is
+    pending."""
+    release = asyncio.Event()
+
+    async def hang(payload: dict[str, Any]) -> None:
+        await release.wait()
+
+    await insert_events(sql, 1)
+    await sql.execute("UPDATE asyncdal_outbox SET created_at = now() - interval '1 hour'")
+    metrics = OutboxMetrics()
+    async with running_worker(database, Handlers({"test.event": hang}), metrics) as worker:
+        await wait_until(lambda: sql.fetchval("SELECT status = 'leased' FROM asyncdal_outbox"))
+        metrics.oldest_pending_age.set(-1)  # measured again by a maintenance round from now
+        await wait_until(lambda: metrics.oldest_pending_age._value.get() >= 3600)
+        release.set()
+        await wait_until(lambda: worker.stats.done == 1)
