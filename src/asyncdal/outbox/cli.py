@@ -67,17 +67,20 @@ async def _run_worker(arguments: argparse.Namespace, settings: OutboxSettings) -
     handlers = load_handlers(arguments.handlers)
     database = _database(settings)
     metrics = OutboxMetrics()
+    worker = OutboxWorker(database, handlers, settings, metrics=metrics)
     if settings.metrics_port is not None:
         from prometheus_client import start_http_server
 
         from asyncdal.metrics import DatabaseMetrics
 
         database_metrics = DatabaseMetrics(metrics.registry)
-        database_metrics.instrument(database)
+        # Instrumented after the worker derived its pools (which would otherwise inherit the
+        # instrumentation under this database's name), then each under its own name.
+        for instrumented in (database, *worker.own_databases):
+            database_metrics.instrument(instrumented)
         start_http_server(
             settings.metrics_port, addr=settings.metrics_address, registry=metrics.registry
         )
-    worker = OutboxWorker(database, handlers, settings, metrics=metrics)
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, worker.stop)

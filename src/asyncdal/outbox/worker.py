@@ -209,6 +209,15 @@ class OutboxWorker:
         self._wake.set()
 
     @property
+    def own_databases(self) -> tuple[Database, ...]:
+        """The pools this worker derived (its own, the handlers' when it made one), e.g. for
+        ``DatabaseMetrics.instrument``, which then reports them under their own names
+        (``<name>:outbox-worker``, ``<name>:outbox-handlers``)."""
+        if self._owns_handler_database and self.handler_database is not None:
+            return (self._database, self.handler_database)
+        return (self._database,)
+
+    @property
     def started(self) -> asyncio.Event:
         """Set once the worker holds its connection and listens."""
         return self._started

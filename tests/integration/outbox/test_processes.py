@@ -157,6 +157,10 @@ async def test_sigterm_finishes_or_releases_everything(
     assert "asyncdal_outbox_claimed_total 40.0" in scraped
     assert 'asyncdal_outbox_done_total{event_type="test.event"}' in scraped
     assert "asyncdal_query_seconds_bucket" in scraped  # the database metrics, same registry
+    # The worker's pools, under their own names, pool gauges included.
+    assert 'asyncdal_pool_size{database="main:outbox-worker",node="primary"} 4.0' in scraped
+    assert 'asyncdal_pool_size{database="main:outbox-handlers",node="primary"} 10.0' in scraped
+    assert 'asyncdal_query_seconds_count{database="main:outbox-handlers"' in scraped
     worker.send_signal(signal.SIGTERM)
     assert await _exit_code(worker) == 0
 
