@@ -22,6 +22,7 @@ from sqlalchemy import text
 
 from asyncdal.database import Database, Databases
 from asyncdal.errors import ConfigurationError, UnknownDatabaseError
+from asyncdal.outbox.connection import DATABASE_ERRORS, describe_database_error
 from asyncdal.outbox.handlers import Handlers
 from asyncdal.outbox.settings import OutboxSettings, load_outbox_settings
 from asyncdal.outbox.table import NOTIFY_CHANNEL, OUTBOX_TABLE
@@ -66,15 +67,20 @@ async def _run_worker(arguments: argparse.Namespace, settings: OutboxSettings) -
     handlers = load_handlers(arguments.handlers)
     database = _database(settings)
     metrics = OutboxMetrics()
+    worker = OutboxWorker(database, handlers, settings, metrics=metrics)
     if settings.metrics_port is not None:
         from prometheus_client import start_http_server
 
         from asyncdal.metrics import DatabaseMetrics
 
         database_metrics = DatabaseMetrics(metrics.registry)
-        database_metrics.instrument(database)
-        start_http_server(settings.metrics_port, addr="127.0.0.1", registry=metrics.registry)
-    worker = OutboxWorker(database, handlers, settings, metrics=metrics)
+        # Instrumented after the worker derived its pools (which would otherwise inherit the
+        # instrumentation under this database's name), then each under its own name.
+        for instrumented in (database, *worker.own_databases):
+            database_metrics.instrument(instrumented)
+        start_http_server(
+            settings.metrics_port, addr=settings.metrics_address, registry=metrics.registry
+        )
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, worker.stop)
@@ -178,8 +184,22 @@ def _runner(
         except (ConfigurationError, UnknownDatabaseError, ValueError) as error:
             print(f"asyncdal outbox: {error}", file=sys.stderr)
             return 2
+        except DATABASE_ERRORS as error:
+            problem = describe_database_error(error)
+            print(f"asyncdal outbox: cannot use the database ({problem})", file=sys.stderr)
+            return 2
 
     return run
+
+
+def _non_negative(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number, not {value!r}") from None
+    if number < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, not {number}")
+    return number
 
 
 def add_outbox_commands(commands: Any) -> None:
@@ -208,7 +228,9 @@ def add_outbox_commands(commands: Any) -> None:
     )
     run.set_defaults(run=_with_logging(_runner(_run_worker)))
     dead = action("dead", "list dead events (JSON lines)")
-    dead.add_argument("--limit", type=int, default=100, help="at most this many (default 100)")
+    dead.add_argument(
+        "--limit", type=_non_negative, default=100, help="at most this many (default 100)"
+    )
     dead.set_defaults(run=_runner(_dead))
     requeue = action("requeue", "make dead events pending again, with fresh attempts")
     requeue.add_argument("ids", nargs="*", type=int, help="event ids")

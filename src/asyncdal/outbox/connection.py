@@ -14,14 +14,35 @@ from collections.abc import Awaitable, Callable
 from typing import Any, cast
 
 import asyncpg
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from asyncdal.database import Database
+from asyncdal.outbox.table import OUTBOX_TABLE
 
-__all__ = ["CONNECTION_ERRORS", "WorkerConnection"]
+__all__ = ["CONNECTION_ERRORS", "DATABASE_ERRORS", "WorkerConnection", "describe_database_error"]
 
 CONNECTION_ERRORS = (OSError, asyncpg.InterfaceError, asyncpg.PostgresConnectionError)
 """Errors after which the connection is dropped and opened again at the next use."""
+
+DATABASE_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, DBAPIError)
+"""What the worker logs and retries after: the statements' own errors, and opening a
+connection through the engine (which SQLAlchemy wraps in ``DBAPIError``); asyncdal's
+``DatabaseUnavailableError`` is a ``ConnectionError``, so an ``OSError``."""
+
+
+def describe_database_error(error: BaseException) -> str:
+    """One line on what went wrong: no SQL, no traceback, no password."""
+    cause: BaseException = error
+    if isinstance(error, DBAPIError) and error.orig is not None:
+        cause = error.orig
+        if isinstance(cause.__cause__, asyncpg.PostgresError | OSError):
+            cause = cause.__cause__  # the driver's own error, not SQLAlchemy's adapter
+    code = getattr(cause, "sqlstate", None) or getattr(cause, "pgcode", None)
+    if code == "42P01":  # undefined_table
+        return f"outbox table {OUTBOX_TABLE} missing: run the migrations"
+    lines = str(cause).splitlines()
+    return f"{type(cause).__name__}: {lines[0] if lines else ''}"
 
 
 class WorkerConnection:

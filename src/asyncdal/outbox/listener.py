@@ -16,6 +16,7 @@ from typing import Any, cast
 import asyncpg
 
 from asyncdal.database import Database
+from asyncdal.outbox.connection import describe_database_error
 from asyncdal.outbox.table import NOTIFY_CHANNEL
 
 __all__ = ["Listener"]
@@ -54,7 +55,10 @@ class Listener:
             except asyncio.CancelledError:
                 raise
             except Exception as error:
-                logger.warning("outbox LISTEN failed (%s); polling until it is back", error)
+                logger.warning(
+                    "outbox LISTEN failed (%s); polling until it is back",
+                    describe_database_error(error),
+                )
             finally:
                 self.listening = False
                 self.ready.set()

@@ -59,7 +59,7 @@ class OutboxMetrics:
         )
         self.oldest_pending_age = Gauge(
             "asyncdal_outbox_oldest_pending_seconds",
-            "Age of the oldest event not yet done (0 when none)",
+            "Age of the oldest event not yet done, pending or leased (0 when none)",
             registry=self.registry,
         )
 

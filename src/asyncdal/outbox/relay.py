@@ -7,6 +7,11 @@ only when the broker has taken the message, so the worker marks the event done o
 refused or unconfirmed publish raises, and the event is retried with backoff. With the broker
 down, events stay pending and go out when it is back.
 
+Publishes are mandatory: a message no queue is bound for would be confirmed and dropped, so
+the broker's return makes the attempt fail instead (the event is retried, and dead after the
+last attempt, with a ``PublishError`` naming the routing key). Pass ``mandatory=False`` when
+dropping events nobody subscribed to is what you want.
+
 Example:
     >>> handlers = Handlers({ANY_EVENT: RabbitRelay("amqp://guest:guest@127.0.0.1/")})
 """
@@ -34,6 +39,7 @@ class RabbitRelay:
         exchange: the topic exchange (declared durable if missing).
         connect_timeout: seconds to connect before the attempt fails.
         publish_timeout: seconds to wait for the broker's confirm.
+        mandatory: refuse (fail the attempt) when no queue takes the message.
     """
 
     def __init__(
@@ -43,11 +49,13 @@ class RabbitRelay:
         *,
         connect_timeout: float = 5.0,
         publish_timeout: float = 10.0,
+        mandatory: bool = True,
     ) -> None:
         self._url = url
         self.exchange_name = exchange
         self._connect_timeout = connect_timeout
         self._publish_timeout = publish_timeout
+        self.mandatory = mandatory
         self._connection: AbstractConnection | None = None
         self._channel: AbstractChannel | None = None
         self._exchange: AbstractExchange | None = None
@@ -67,7 +75,9 @@ class RabbitRelay:
             # A plain (not robust) connection: a failed publish must fail the attempt now, and
             # the worker's retry with backoff is the reconnect policy.
             self._connection = await aio_pika.connect(self._url, timeout=self._connect_timeout)
-            self._channel = await self._connection.channel(publisher_confirms=True)
+            self._channel = await self._connection.channel(
+                publisher_confirms=True, on_return_raises=self.mandatory
+            )
             self._exchange = await self._channel.declare_exchange(
                 self.exchange_name, aio_pika.ExchangeType.TOPIC, durable=True
             )
@@ -87,8 +97,15 @@ class RabbitRelay:
         )
         try:
             await exchange.publish(
-                message, routing_key=event.event_type, timeout=self._publish_timeout
+                message,
+                routing_key=event.event_type,
+                mandatory=self.mandatory,
+                timeout=self._publish_timeout,
             )
+        except aio_pika.exceptions.DeliveryError:
+            # A nack or a return: the broker answered, the channel is fine, and the other
+            # handlers' publishes on it go on.
+            raise
         except BaseException:
             # The channel may be half-broken; start over at the next attempt.
             await self._drop()

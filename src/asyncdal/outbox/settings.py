@@ -57,12 +57,17 @@ class OutboxSettings(BaseSettings):
     """On SIGTERM, seconds in-flight handlers get to finish before their leases are released."""
     retention_seconds: float | None = Field(default=7 * 24 * 3600.0, gt=0)
     """Done events older than this are deleted; unset keeps them forever."""
+    inbox_retention_seconds: float | None = Field(default=7 * 24 * 3600.0, gt=0)
+    """Inbox entries (:func:`~asyncdal.outbox.first_delivery`) older than this are deleted;
+    unset keeps them forever. Keep it longer than an event can take to be delivered again."""
     maintenance_seconds: float = Field(default=5.0, gt=0)
     """Seconds between reclaiming expired leases, retention deletes, and the pending-age gauge."""
     worker_name: str | None = None
     """Lease owner shown in the table (default: ``<host>:<pid>``)."""
     metrics_port: int | None = Field(default=None, ge=0, le=65535)
     """Serve Prometheus metrics on this port (``asyncdal outbox run`` only)."""
+    metrics_address: str = "127.0.0.1"
+    """The address the metrics are served on (``0.0.0.0`` for every interface)."""
     relay_url: SecretStr | None = None
     """AMQP URL of the RabbitMQ the relay handler publishes to (``amqp://user:pass@host/``)."""
     relay_exchange: str = "asyncdal.events"

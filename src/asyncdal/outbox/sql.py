@@ -6,7 +6,7 @@ settles a batch, whatever its outcomes, so the database sees two round trips per
 
 from __future__ import annotations
 
-from asyncdal.outbox.table import OUTBOX_TABLE
+from asyncdal.outbox.table import INBOX_TABLE, OUTBOX_TABLE
 
 __all__ = [
     "CLAIM",
@@ -14,6 +14,7 @@ __all__ = [
     "CLAIM_ORDERED_TYPED",
     "CLAIM_TYPED",
     "DELETE_DONE",
+    "DELETE_INBOX",
     "EXTEND",
     "OLDEST_PENDING_AGE",
     "RECLAIM_EXPIRED",
@@ -63,6 +64,7 @@ CLAIM_ORDERED_TYPED = _claim(typed=True, ordered=True)
 # condition on status would let the planner pick the partial index of leased rows, whose
 # entries for rows settled since the last vacuum every settle would step through again.
 # refund: 1 gives back the attempt (a release at shutdown is not a failed attempt).
+# It returns the (id, token) of the outcomes written, so only those are counted.
 SETTLE = f"""
 UPDATE {OUTBOX_TABLE} AS o
 SET status = r.status,
@@ -75,6 +77,7 @@ SET status = r.status,
 FROM unnest($1::bigint[], $2::uuid[], $3::text[], $4::float8[], $5::text[], $6::int[])
      AS r(id, token, status, delay, error, refund)
 WHERE o.id = ANY($1::bigint[]) AND o.id = r.id AND o.lease_token = r.token
+RETURNING o.id, r.token
 """
 
 EXTEND = f"""
@@ -105,7 +108,22 @@ WHERE id IN (
 )
 """
 
+DELETE_INBOX = f"""
+DELETE FROM {INBOX_TABLE}
+WHERE (consumer, event_id) IN (
+    SELECT consumer, event_id FROM {INBOX_TABLE}
+    WHERE received_at < now() - make_interval(secs => $1)
+    LIMIT $2
+)
+"""
+
+# Not yet done: pending (the first by id, from the pending index) or leased (few rows, from
+# the leased index), e.g. an event whose handler hangs past its lease renewals.
 OLDEST_PENDING_AGE = f"""
 SELECT coalesce(extract(epoch FROM now() - min(created_at)), 0)::float8
-FROM (SELECT created_at FROM {OUTBOX_TABLE} WHERE status = 'pending' ORDER BY id LIMIT 1) AS p
+FROM (
+    (SELECT created_at FROM {OUTBOX_TABLE} WHERE status = 'pending' ORDER BY id LIMIT 1)
+    UNION ALL
+    (SELECT min(created_at) FROM {OUTBOX_TABLE} WHERE status = 'leased')
+) AS p
 """

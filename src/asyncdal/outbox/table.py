@@ -92,5 +92,7 @@ def outbox_tables(metadata: MetaData) -> tuple[Table, Table]:
         Column("event_id", BigInteger, nullable=False),
         Column("received_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
         PrimaryKeyConstraint("consumer", "event_id", name=f"pk_{INBOX_TABLE}"),
+        # What the worker's inbox retention deletes by.
+        Index(f"ix_{INBOX_TABLE}_received_at", "received_at"),
     )
     return outbox, inbox

@@ -32,29 +32,29 @@ import os
 import socket
 import time
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-import asyncpg
-
 from asyncdal.database import Database
 from asyncdal.outbox import sql
 from asyncdal.outbox.backoff import Backoff
-from asyncdal.outbox.connection import WorkerConnection
+from asyncdal.outbox.connection import DATABASE_ERRORS, WorkerConnection, describe_database_error
 from asyncdal.outbox.event import OutboxEvent
 from asyncdal.outbox.handlers import Handlers, HandlerSpec
 from asyncdal.outbox.listener import Listener
 from asyncdal.outbox.metrics import OutboxMetrics
 from asyncdal.outbox.settings import OutboxSettings
+from asyncdal.outbox.threads import DaemonThreads
 
 __all__ = ["OutboxWorker", "WorkerStats"]
 
 logger = logging.getLogger("asyncdal.outbox")
 
 _ERROR_LIMIT = 2000
-_RETENTION_CHUNK = 10_000
+# Retention deletes this many rows per statement, statement after statement until one comes
+# back short (or the maintenance interval is used up), so claims get the connection between.
+_RETENTION_CHUNK = 5_000
 
 
 @dataclass(slots=True)
@@ -70,13 +70,19 @@ class WorkerStats:
     """Outcomes not written because the lease had been taken over."""
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)
 class _Claim:
     event: OutboxEvent
     token: uuid.UUID
     task: asyncio.Task[None] | None = None
     deadline: float = 0.0
     timed_out: bool = False
+
+    @property
+    def ref(self) -> tuple[int, uuid.UUID]:
+        """This claim of its event: the same event claimed again (its lease expired while a
+        handler still ran) is another claim, with another token."""
+        return (self.event.id, self.token)
 
 
 @dataclass(slots=True)
@@ -177,10 +183,12 @@ class OutboxWorker:
         self._stopping = asyncio.Event()
         self._wake = asyncio.Event()
         self._settle_wake = asyncio.Event()
-        self._in_flight: dict[int, _Claim] = {}
+        # Keyed by (event id, token): after its lease expired, an event still running here
+        # may be claimed again, here too, and the two attempts must not share bookkeeping.
+        self._in_flight: dict[tuple[int, uuid.UUID], _Claim] = {}
         self._outcomes = _Outcomes()
         self._tasks: set[asyncio.Task[None]] = set()
-        self._running: dict[int, _Claim] = {}
+        self._running: set[_Claim] = set()
         self._loop_time = time.monotonic
         self._semaphore = asyncio.Semaphore(settings.concurrency)
         self._listener = Listener(
@@ -190,7 +198,7 @@ class OutboxWorker:
         self._settling = WorkerConnection(self._database)
         # Claimed events whose handler has not started yet: the claimer tops this up.
         self._queued = 0
-        self._threads: ThreadPoolExecutor | None = None
+        self._threads: DaemonThreads | None = None
         self._started = asyncio.Event()
 
     # -- lifecycle -----------------------------------------------------------------------
@@ -199,6 +207,15 @@ class OutboxWorker:
         """Ask the worker to stop: no more claims; in-flight handlers get ``shutdown_timeout``."""
         self._stopping.set()
         self._wake.set()
+
+    @property
+    def own_databases(self) -> tuple[Database, ...]:
+        """The pools this worker derived (its own, the handlers' when it made one), e.g. for
+        ``DatabaseMetrics.instrument``, which then reports them under their own names
+        (``<name>:outbox-worker``, ``<name>:outbox-handlers``)."""
+        if self._owns_handler_database and self.handler_database is not None:
+            return (self._database, self.handler_database)
+        return (self._database,)
 
     @property
     def started(self) -> asyncio.Event:
@@ -211,11 +228,9 @@ class OutboxWorker:
         Returns:
             What the worker did.
         """
-        self._threads = ThreadPoolExecutor(
-            max_workers=self.settings.concurrency, thread_name_prefix="outbox-handler"
-        )
+        self._threads = DaemonThreads(self.settings.concurrency, "outbox-handler")
         try:
-            await self._maintain_once()
+            await self._first_maintenance()
             side = [
                 asyncio.create_task(self._listener.run(), name="outbox-listener"),
                 asyncio.create_task(self._settler(), name="outbox-settler"),
@@ -262,7 +277,7 @@ class OutboxWorker:
                 continue
             try:
                 claimed = await self._claim(wanted)
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
+            except DATABASE_ERRORS as error:
                 logger.warning("outbox claim failed (%s); retrying", error)
                 await self._wait(poll)
                 continue
@@ -289,7 +304,8 @@ class OutboxWorker:
             self.metrics.claimed.inc(len(rows))
         for row in rows:
             event = OutboxEvent(row[0], row[1], row[2], json.loads(row[3]), row[4], row[5])
-            claim = self._in_flight[event.id] = _Claim(event, token)
+            claim = _Claim(event, token)
+            self._in_flight[claim.ref] = claim
             task = claim.task = asyncio.create_task(self._handle(claim))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
@@ -302,11 +318,13 @@ class OutboxWorker:
         spec = self.handlers.for_type(event.event_type)
         async with self._semaphore:
             self._queued -= 1
+            if self._stopping.is_set():
+                return  # not started before the stop: its lease is released with the rest
             if self._queued <= self.settings.concurrency:
                 self._wake.set()  # room for another batch behind the running handlers
             started = time.perf_counter()
             claim.deadline = self._loop_time() + self.settings.handler_timeout
-            self._running[event.id] = claim
+            self._running.add(claim)
             try:
                 if spec is None:
                     raise LookupError(f"no handler for event type {event.event_type!r}")
@@ -322,7 +340,7 @@ class OutboxWorker:
             else:
                 self._outcomes.add(claim, "done")
             finally:
-                del self._running[event.id]
+                self._running.discard(claim)
             if self.metrics is not None:
                 self.metrics.handler_duration.labels(event.event_type).observe(
                     time.perf_counter() - started
@@ -340,7 +358,7 @@ class OutboxWorker:
         while True:
             await asyncio.sleep(tick)
             now = self._loop_time()
-            for claim in list(self._running.values()):
+            for claim in list(self._running):
                 if claim.deadline <= now and not claim.timed_out and claim.task is not None:
                     claim.timed_out = True
                     claim.task.cancel()
@@ -399,7 +417,7 @@ class OutboxWorker:
             self._settle_wake.clear()
             try:
                 await self._settle()
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
+            except DATABASE_ERRORS as error:
                 # The outcomes stay buffered; if the leases expire first, the events are
                 # delivered again (at least once).
                 logger.warning("outbox settle failed (%s); retrying", error)
@@ -412,8 +430,8 @@ class OutboxWorker:
             return
         self._outcomes = _Outcomes()
         try:
-            status = await self._settling.run(
-                lambda c: c.execute(
+            rows = await self._settling.run(
+                lambda c: c.fetch(
                     sql.SETTLE,
                     outcomes.ids,
                     outcomes.tokens,
@@ -426,22 +444,27 @@ class OutboxWorker:
         except BaseException:
             self._outcomes = _merge(outcomes, self._outcomes)
             raise
-        written = int(status.rsplit(" ", 1)[-1])
-        if written < len(outcomes):
-            self.stats.lost += len(outcomes) - written
+        written = {(row[0], row[1]) for row in rows}
+        if len(written) < len(outcomes):
+            self.stats.lost += len(outcomes) - len(written)
             logger.warning(
                 "%d outbox outcome(s) not written: their lease was taken over",
-                len(outcomes) - written,
+                len(outcomes) - len(written),
             )
-        self._record(outcomes)
-        for event_id in outcomes.ids:
-            self._in_flight.pop(event_id, None)
+        self._record(outcomes, written)
+        for ref in zip(outcomes.ids, outcomes.tokens, strict=True):
+            self._in_flight.pop(ref, None)
         self._wake.set()
 
-    def _record(self, outcomes: _Outcomes) -> None:
+    def _record(self, outcomes: _Outcomes, written: set[tuple[int, uuid.UUID]]) -> None:
+        """Count the outcomes written (not those the token guard refused: they are lost)."""
         now = datetime.now(UTC)
         metrics = self.metrics
-        for event_id, status in zip(outcomes.ids, outcomes.statuses, strict=True):
+        for ref, status in zip(
+            zip(outcomes.ids, outcomes.tokens, strict=True), outcomes.statuses, strict=True
+        ):
+            if ref not in written:
+                continue
             if status == "done":
                 self.stats.done += 1
             elif status == "dead":
@@ -452,7 +475,7 @@ class OutboxWorker:
                 self.stats.retried += 1
             if metrics is None:
                 continue
-            claim = self._in_flight.get(event_id)
+            claim = self._in_flight.get(ref)
             if claim is None:
                 continue
             event_type = claim.event.event_type
@@ -472,7 +495,7 @@ class OutboxWorker:
             await asyncio.sleep(self.settings.effective_heartbeat_seconds)
             try:
                 await self._extend_leases()
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
+            except DATABASE_ERRORS as error:
                 logger.warning("outbox lease extension failed (%s)", error)
 
     async def _extend_leases(self) -> None:
@@ -487,8 +510,22 @@ class OutboxWorker:
             await asyncio.sleep(self.settings.maintenance_seconds)
             try:
                 await self._maintain_once()
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
+            except DATABASE_ERRORS as error:
                 logger.warning("outbox maintenance failed (%s)", error)
+
+    async def _first_maintenance(self) -> None:
+        """Maintain once before claiming; a database not reachable yet (or not migrated yet)
+        is waited for like the claimer does, not a reason to exit."""
+        while not self._stopping.is_set():
+            try:
+                await self._maintain_once()
+                return
+            except DATABASE_ERRORS as error:
+                logger.warning(
+                    "outbox worker cannot start yet (%s); retrying", describe_database_error(error)
+                )
+                self._wake.clear()
+                await self._wait(self.settings.poll_interval)
 
     async def _maintain_once(self) -> None:
         status = await self._claiming.run(
@@ -498,14 +535,22 @@ class OutboxWorker:
         if reclaimed:
             logger.warning("reclaimed %d outbox event(s) whose lease expired", reclaimed)
             self._wake.set()
+        deadline = self._loop_time() + self.settings.maintenance_seconds
         retention = self.settings.retention_seconds
         if retention is not None:
-            await self._claiming.run(
-                lambda c: c.execute(sql.DELETE_DONE, retention, _RETENTION_CHUNK)
-            )
+            await self._delete_old(sql.DELETE_DONE, retention, deadline)
+        inbox_retention = self.settings.inbox_retention_seconds
+        if inbox_retention is not None:
+            await self._delete_old(sql.DELETE_INBOX, inbox_retention, deadline)
         if self.metrics is not None:
             age = await self._claiming.run(lambda c: c.fetchval(sql.OLDEST_PENDING_AGE))
             self.metrics.oldest_pending_age.set(float(age or 0.0))
+
+    async def _delete_old(self, statement: str, age: float, deadline: float) -> None:
+        while True:
+            status = await self._claiming.run(lambda c: c.execute(statement, age, _RETENTION_CHUNK))
+            if int(status.rsplit(" ", 1)[-1]) < _RETENTION_CHUNK or self._loop_time() > deadline:
+                return
 
     # -- shutdown ------------------------------------------------------------------------
 
@@ -524,15 +569,15 @@ class OutboxWorker:
         for task in list(self._tasks):
             task.cancel()
         outcomes = self._outcomes
-        finished = set(outcomes.ids)
+        finished = set(zip(outcomes.ids, outcomes.tokens, strict=True))
         for claim in self._in_flight.values():
-            if claim.event.id not in finished:
+            if claim.ref not in finished:
                 outcomes.add(claim, "release")
         if not outcomes:
             return
         try:
             await self._settle()
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
+        except DATABASE_ERRORS as error:
             logger.error(
                 "could not release %d outbox lease(s) (%s); they expire after %gs",
                 len(outcomes),

@@ -4,6 +4,7 @@
   transaction of its own, after sleeping ``payload.sleep`` or ``OUTBOX_TEST_SLEEP`` seconds;
   fail at random with probability ``OUTBOX_TEST_FAIL_RATE``.
 - ``hang``: record the start, then sleep for a minute (a worker to kill while it holds events).
+- ``synchang``: a sync handler that sleeps for a minute in its thread.
 """
 
 from __future__ import annotations
@@ -46,6 +47,14 @@ def build() -> Handlers:
     fail_rate = float(os.environ.get("OUTBOX_TEST_FAIL_RATE", "0"))
     default_sleep = float(os.environ.get("OUTBOX_TEST_SLEEP", "0"))
     handlers = Handlers()
+
+    if mode == "synchang":
+
+        @handlers.on(ANY_EVENT)
+        def hang_in_a_thread(payload: dict[str, Any]) -> None:
+            time.sleep(60)  # no timeout can stop a thread
+
+        return handlers
 
     if mode == "hang":
 

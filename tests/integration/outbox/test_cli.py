@@ -85,3 +85,36 @@ async def test_run_refuses_a_bad_handlers_reference(
     code, _, err = await _run(capsys, "run", "--handlers", "no_such_module_here:handlers")
     assert code == 2
     assert "cannot import 'no_such_module_here'" in err
+
+
+async def test_database_problems_are_one_clear_line(
+    server_url: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from asyncdal.testing import create_test_database, drop_test_database
+
+    unmigrated = await create_test_database(server_url, prefix="outbox_cli_test")
+    try:
+        monkeypatch.setenv("DATABASE_URL", plain(unmigrated))
+        for command in (["counts"], ["dead"], ["requeue", "--all"]):
+            code, out, err = await _run(capsys, *command)
+            assert (code, out) == (2, ""), command
+            assert err == (
+                "asyncdal outbox: cannot use the database "
+                "(outbox table asyncdal_outbox missing: run the migrations)\n"
+            ), command
+    finally:
+        await drop_test_database(unmigrated)
+    # The database is gone now.
+    code, _, err = await _run(capsys, "counts")
+    assert code == 2
+    assert err.count("\n") == 1
+    assert f'database "{unmigrated.database}" does not exist' in err
+    assert "Traceback" not in err
+
+
+@pytest.mark.usefixtures("cli_env")
+async def test_dead_refuses_a_negative_limit(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        await _run(capsys, "dead", "--limit", "-1")
+    assert exited.value.code == 2
+    assert "argument --limit: must be 0 or more, not -1" in capsys.readouterr().err

@@ -4,14 +4,22 @@ two workers at once, crash recovery after ``kill -9``, per-key ordering, gracefu
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
+import subprocess
 
 import asyncpg
 import httpx
+from sqlalchemy.engine import URL
 
-from asyncdal.testing import spare_port
+from asyncdal import Database, DatabaseSettings
+from asyncdal.testing import drop_test_database, spare_port
+from catalog.models import Base
+from tests.conftest import plain
 from tests.integration.outbox.conftest import (
+    HANDLED_DDL,
     WorkerProcesses,
+    dsn,
     insert_events,
     status_counts,
     wait_until,
@@ -103,7 +111,8 @@ async def test_per_key_ordering_with_four_workers(
 ) -> None:
     await insert_events(sql, 1000, keys=10)
     workers = [
-        worker_processes.start(ordered="true", concurrency=8, poll_interval=0.05) for _ in range(4)
+        worker_processes.start(ordered="true", concurrency=8, poll_interval=0.05, fail_rate=0.1)
+        for _ in range(4)
     ]
     await wait_until(
         lambda: sql.fetchval("SELECT count(*) = 1000 FROM asyncdal_outbox WHERE status = 'done'"),
@@ -113,8 +122,12 @@ async def test_per_key_ordering_with_four_workers(
     for process in workers:
         process.send_signal(signal.SIGTERM)
     assert [await _exit_code(process) for process in workers] == [0, 0, 0, 0]
-    assert await sql.fetchval("SELECT count(*) FROM handled") == 1000
-    # Within a key: one at a time, and in insertion (id) order.
+    # Every event succeeded once; about a tenth of the calls failed and were retried.
+    assert await sql.fetchval("SELECT count(*) FROM handled WHERE ok") == 1000
+    assert await sql.fetchval("SELECT count(DISTINCT event_id) FROM handled WHERE ok") == 1000
+    assert await sql.fetchval("SELECT count(*) FROM handled WHERE NOT ok") > 0
+    # Within a key: one at a time, and in insertion (id) order, a retry before anything
+    # later of its key (failed calls included: an event may repeat, never go back).
     assert await sql.fetchval(OVERLAPS.format(partition="key")) == 0
     out_of_order = await sql.fetchval(
         "SELECT count(*) FROM (SELECT event_id, "
@@ -134,13 +147,20 @@ async def test_sigterm_finishes_or_releases_everything(
         "FROM generate_series(1, 40) AS n"
     )
     port = spare_port()
-    worker = worker_processes.start(concurrency=10, shutdown_timeout=1.5, metrics_port=port)
+    # Served on the address asked for (any 127.x.y.z is this machine's loopback).
+    worker = worker_processes.start(
+        concurrency=10, shutdown_timeout=1.5, metrics_port=port, metrics_address="127.0.0.2"
+    )
     await wait_until(lambda: sql.fetchval("SELECT count(*) > 0 FROM handled"), timeout=30)
     async with httpx.AsyncClient() as http:
-        scraped = (await http.get(f"http://127.0.0.1:{port}/metrics")).text
+        scraped = (await http.get(f"http://127.0.0.2:{port}/metrics")).text
     assert "asyncdal_outbox_claimed_total 40.0" in scraped
     assert 'asyncdal_outbox_done_total{event_type="test.event"}' in scraped
     assert "asyncdal_query_seconds_bucket" in scraped  # the database metrics, same registry
+    # The worker's pools, under their own names, pool gauges included.
+    assert 'asyncdal_pool_size{database="main:outbox-worker",node="primary"} 4.0' in scraped
+    assert 'asyncdal_pool_size{database="main:outbox-handlers",node="primary"} 10.0' in scraped
+    assert 'asyncdal_query_seconds_count{database="main:outbox-handlers"' in scraped
     worker.send_signal(signal.SIGTERM)
     assert await _exit_code(worker) == 0
 
@@ -155,3 +175,96 @@ async def test_sigterm_finishes_or_releases_everything(
     assert all(r["attempts"] == 0 for r in rows if r["status"] == "pending")
     done = {r["id"] for r in rows if r["status"] == "done"}
     assert done == set(await sql.fetchval("SELECT array_agg(event_id) FROM handled WHERE ok") or [])
+
+
+async def test_sigterm_exits_despite_a_hung_sync_handler(
+    worker_processes: WorkerProcesses, sql: asyncpg.Connection
+) -> None:
+    """A sync handler stuck in its thread cannot keep a stopped worker's process alive (and
+    running the handler of an event it released)."""
+    await insert_events(sql, 2)
+    worker = worker_processes.start("synchang", concurrency=2, shutdown_timeout=0.5)
+    await wait_until(
+        lambda: sql.fetchval("SELECT count(*) = 2 FROM asyncdal_outbox WHERE status = 'leased'")
+    )
+    worker.send_signal(signal.SIGTERM)
+    assert await _exit_code(worker, timeout=20) == 0  # the handlers sleep for a minute
+    rows = await sql.fetch("SELECT status, attempts, lease_token FROM asyncdal_outbox")
+    assert {tuple(r) for r in rows} == {("pending", 0, None)}
+
+
+async def test_sigterm_does_not_start_handlers_still_waiting_for_a_slot(
+    worker_processes: WorkerProcesses, sql: asyncpg.Connection
+) -> None:
+    """Stopping, a worker lets running handlers finish but starts none of the events it
+    claimed and had not started: they are released at once."""
+    await sql.execute(
+        "INSERT INTO asyncdal_outbox (event_type, payload) "
+        "SELECT 'test.event', '{\"sleep\": 1.0}' FROM generate_series(1, 40)"
+    )
+    worker = worker_processes.start(concurrency=2, batch_size=20, shutdown_timeout=30)
+    # The first two handled: two more run, and about 16 claimed events wait for a slot.
+    await wait_until(lambda: sql.fetchval("SELECT count(*) >= 2 FROM handled"), timeout=30)
+    handled_before = await sql.fetchval("SELECT count(*) FROM handled")
+    leased = await sql.fetchval("SELECT count(*) FROM asyncdal_outbox WHERE status = 'leased'")
+    assert leased >= 10
+    worker.send_signal(signal.SIGTERM)
+    assert await _exit_code(worker, timeout=25) == 0
+    # At most the two running when the count was taken, and two started just after, ran.
+    handled = await sql.fetchval("SELECT count(*) FROM handled")
+    assert handled <= handled_before + 4
+    counts = await status_counts(sql)
+    assert counts == {"done": handled, "pending": 40 - handled}
+    assert await sql.fetchval(
+        "SELECT bool_and(attempts = 0 AND lease_token IS NULL) FROM asyncdal_outbox "
+        "WHERE status = 'pending'"
+    )
+
+
+async def test_worker_started_before_its_database_exists_waits_for_it(
+    outbox_url: URL, worker_processes: WorkerProcesses, sql: asyncpg.Connection
+) -> None:
+    """A worker whose database is not there yet (not created, then not migrated) keeps
+    trying, and handles events once it is."""
+    late = outbox_url.set(database=f"{outbox_url.database}_late")
+    worker_processes.url = late
+    worker = worker_processes.start()
+    try:
+        await wait_until(  # it tried: its connection attempts were refused, yet it runs
+            lambda: b"does not exist" in _peek_stderr(worker), timeout=30
+        )
+        assert worker.poll() is None
+        await sql.execute(f'CREATE DATABASE "{late.database}"')
+        late_sql = await asyncpg.connect(dsn(late))
+        try:
+            await late_sql.execute(HANDLED_DDL)
+            database = Database("main", DatabaseSettings(url=plain(late), pool="null"))
+            async with database.engine.begin() as connection:
+                await connection.run_sync(Base.metadata.create_all)
+            await database.dispose()
+            await insert_events(late_sql, 3)
+            await wait_until(
+                lambda: late_sql.fetchval(
+                    "SELECT count(*) = 3 FROM asyncdal_outbox WHERE status = 'done'"
+                ),
+                timeout=30,
+            )
+        finally:
+            await late_sql.close()
+        worker.send_signal(signal.SIGTERM)
+        assert await _exit_code(worker) == 0
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+            worker.wait()
+        await drop_test_database(late)
+
+
+def _peek_stderr(process: subprocess.Popen[bytes]) -> bytes:
+    """What the process wrote to stderr so far (read without blocking)."""
+    assert process.stderr is not None
+    os.set_blocking(process.stderr.fileno(), False)
+    chunk = process.stderr.read() or b""
+    seen: bytes = getattr(process, "_seen_stderr", b"") + chunk
+    process._seen_stderr = seen  # type: ignore[attr-defined]
+    return seen

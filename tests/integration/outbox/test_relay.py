@@ -134,8 +134,51 @@ async def test_event_is_not_done_when_the_broker_refuses_it(
         settings = {"backoff_initial": 0.05, "backoff_max": 0.1, "max_attempts": 1000}
         async with running_worker(database, Handlers({ANY_EVENT: relay}), **settings) as worker:
             await wait_until(lambda: worker.stats.retried >= 2)
+            # Nacks do not cost the relay its connection (other publishes share it).
+            kept = relay._connection
+            retried = worker.stats.retried
+            await wait_until(lambda: worker.stats.retried >= retried + 2)
+            assert kept is not None
+            assert relay._connection is kept
+            assert not kept.is_closed
             assert worker.stats.done == 0
             error = await sql.fetchval("SELECT last_error FROM asyncdal_outbox")
             assert "DeliveryError" in error
             await full.unbind(exchange, "#")
             await wait_until(lambda: worker.stats.done == 1)
+
+
+async def test_event_no_queue_takes_is_not_done(
+    database: Database, sql: asyncpg.Connection
+) -> None:
+    """Published to an exchange with no queue bound for it, a message would be confirmed and
+    dropped: the broker returns it, the event is retried; once a queue is bound, it arrives."""
+    try:
+        connection = await aio_pika.connect(BROKER, timeout=5)
+    except (OSError, aio_pika.exceptions.AMQPConnectionError) as error:
+        pytest.fail(f"no RabbitMQ answers at 127.0.0.1:5672 ({error}); start rabbitmq-server")
+    exchange_name = f"outbox-test-{uuid.uuid4().hex[:8]}"
+    async with connection:
+        channel = await connection.channel()
+        exchange = await channel.declare_exchange(
+            exchange_name, aio_pika.ExchangeType.TOPIC, durable=True
+        )
+        try:
+            relay = RabbitRelay(BROKER, exchange_name)
+            await insert_events(sql, 1, event_type="product.created")
+            settings = {"backoff_initial": 0.05, "backoff_max": 0.1, "max_attempts": 1000}
+            handlers = Handlers({ANY_EVENT: relay})
+            async with running_worker(database, handlers, **settings) as worker:
+                await wait_until(lambda: worker.stats.retried >= 2)
+                assert worker.stats.done == 0
+                error = await sql.fetchval("SELECT last_error FROM asyncdal_outbox")
+                assert "PublishError" in error
+                queue = await channel.declare_queue(exclusive=True, auto_delete=True)
+                await queue.bind(exchange, "product.#")
+                await wait_until(lambda: worker.stats.done == 1)
+            received: dict[str, aio_pika.abc.AbstractMessage] = {}
+            await wait_until(lambda: _drain(queue, received))
+            event_id = await sql.fetchval("SELECT id FROM asyncdal_outbox")
+            assert set(received) == {str(event_id)}
+        finally:
+            await exchange.delete()

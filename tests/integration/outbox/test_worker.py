@@ -45,8 +45,18 @@ async def test_idle_worker_wakes_on_notify(database: Database, sql: asyncpg.Conn
         got.put_nowait(loop.time())
 
     # Polling only every 30 s: an event handled within a second came through LISTEN.
-    async with running_worker(database, Handlers({"ping": handle}), poll_interval=30):
-        await asyncio.sleep(0.3)  # let the worker go idle after its first empty claim
+    app = f"{database.settings.application_name}:outbox-worker"
+    handlers = Handlers({"ping": handle})
+    async with running_worker(database, handlers, poll_interval=30, maintenance_seconds=60):
+        # Idle: its first claim came back empty (the claim is the last statement its
+        # connection ran, maintenance being a minute away), so only a NOTIFY wakes it now.
+        await wait_until(
+            lambda: sql.fetchval(
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1 "
+                "AND state = 'idle' AND query LIKE '%SET status = ''leased''%'",
+                app,
+            )
+        )
         async with database.unit_of_work() as uow:
             await uow.outbox.add("ping", {})
             await uow.commit()
@@ -398,3 +408,164 @@ async def test_sync_handler_past_its_timeout_is_retried(
     row = await sql.fetchrow("SELECT status, attempts, last_error FROM asyncdal_outbox")
     assert (row["status"], row["attempts"]) == ("done", 2)
     assert row["last_error"].startswith("TimeoutError")
+
+
+async def test_an_event_reclaimed_while_its_handler_runs_here_is_handled_twice_only(
+    database: Database, sql: asyncpg.Connection
+) -> None:
+    """Its lease expired under a running handler, the event is claimed again by the same
+    worker: the first attempt's end must not touch the second claim's bookkeeping (its
+    heartbeat, its timeout), so the second attempt finishes and nothing runs a third time."""
+    first_in = asyncio.Event()
+    release_first = asyncio.Event()
+    second_in = asyncio.Event()
+    calls: list[int] = []
+
+    async def slow(event: OutboxEvent) -> None:
+        calls.append(event.attempts)
+        if event.attempts == 1:
+            first_in.set()
+            await release_first.wait()
+        else:
+            second_in.set()
+            await asyncio.sleep(2.5)  # longer than the lease: only the heartbeat keeps it
+
+    metrics = OutboxMetrics()
+    await insert_events(sql, 1)
+    handlers = Handlers({"test.event": slow})
+    async with running_worker(
+        database, handlers, metrics, lease_seconds=1.0, heartbeat_seconds=0.2
+    ) as worker:
+        await asyncio.wait_for(first_in.wait(), 10)
+        # As if the heartbeat had not reached the database in time and maintenance had
+        # reclaimed the expired lease (what RECLAIM_EXPIRED does), then woke the claimer.
+        await sql.execute(
+            "UPDATE asyncdal_outbox SET status = 'pending', lease_owner = NULL, "
+            "lease_token = NULL, lease_expires_at = NULL, available_at = now()"
+        )
+        await sql.execute("NOTIFY asyncdal_outbox")
+        await asyncio.wait_for(second_in.wait(), 10)
+        release_first.set()
+        await wait_until(lambda: worker.stats.lost == 1)  # the stale first attempt
+        await wait_until(lambda: worker.stats.done == 1)
+    assert calls == [1, 2]
+    row = await sql.fetchrow("SELECT status, attempts, lease_token FROM asyncdal_outbox")
+    assert tuple(row) == ("done", 2, None)
+    # Both attempts ended normally (a KeyError would skip the second one's duration).
+    assert metrics.handler_duration.labels("test.event")._sum.get() > 0
+    text_format = metrics.render().decode()
+    assert 'asyncdal_outbox_handler_seconds_count{event_type="test.event"} 2.0' in text_format
+    assert (worker.stats.done, worker.stats.retried, worker.stats.lost) == (1, 0, 1)
+
+
+async def test_outcomes_refused_by_the_token_guard_are_not_counted(
+    database: Database, sql: asyncpg.Connection
+) -> None:
+    """Results of events whose lease was taken over are lost, not done or retried: neither
+    the stats nor the metrics count them."""
+    entered: set[int] = set()
+    release = asyncio.Event()
+
+    async def late(event: OutboxEvent) -> None:
+        entered.add(event.id)
+        await release.wait()
+        if event.payload["n"] == 1:
+            raise RuntimeError("late failure of a stale worker")
+
+    metrics = OutboxMetrics()
+    await insert_events(sql, 2)
+    async with running_worker(database, Handlers({"test.event": late}), metrics) as worker:
+        await wait_until(lambda: len(entered) == 2)
+        await sql.execute("UPDATE asyncdal_outbox SET lease_token = gen_random_uuid()")
+        release.set()
+        await wait_until(lambda: worker.stats.lost == 2)
+    assert (worker.stats.done, worker.stats.retried, worker.stats.dead) == (0, 0, 0)
+    assert metrics.done.labels("test.event")._value.get() == 0
+    assert metrics.retried.labels("test.event")._value.get() == 0
+    assert "asyncdal_outbox_delivery_delay_seconds_count 0.0" in metrics.render().decode()
+    assert await status_counts(sql) == {"leased": 2}  # the new owner's, untouched
+
+
+async def test_retention_deletes_every_old_done_event_and_inbox_entry_at_once(
+    database: Database, sql: asyncpg.Connection
+) -> None:
+    """More old rows than one delete statement takes go in one maintenance round, not a
+    chunk every interval; old inbox entries go too."""
+    await insert_events(sql, 12_001)
+    await sql.execute(
+        "UPDATE asyncdal_outbox SET status = 'done', done_at = now() - interval '2 hours' "
+        "WHERE id <= 12000"
+    )
+    await sql.execute(
+        "INSERT INTO asyncdal_inbox (consumer, event_id, received_at) "
+        "SELECT 'c', n, now() - interval '2 days' FROM generate_series(1, 12000) AS n"
+    )
+    await sql.execute("INSERT INTO asyncdal_inbox (consumer, event_id) VALUES ('c', 99999)")
+    handlers = Handlers({"other": lambda payload: None})
+    # Maintenance once at start, and then not for a minute.
+    async with running_worker(
+        database,
+        handlers,
+        retention_seconds=3600,
+        inbox_retention_seconds=86400,
+        maintenance_seconds=60,
+    ):
+        await wait_until(lambda: sql.fetchval("SELECT count(*) = 1 FROM asyncdal_outbox"))
+        await wait_until(lambda: sql.fetchval("SELECT count(*) = 1 FROM asyncdal_inbox"))
+    assert await sql.fetchval("SELECT id FROM asyncdal_outbox") == 12001
+    assert await sql.fetchval("SELECT event_id FROM asyncdal_inbox") == 99999
+
+
+async def test_inbox_applies_concurrent_duplicates_once(
+    database: Database, sql: asyncpg.Connection
+) -> None:
+    """Five deliveries of one event at the same time: one applies it, four wait on its inbox
+    row and then skip."""
+    await sql.execute("CREATE TABLE points (id int PRIMARY KEY, total int NOT NULL)")
+    await sql.execute("INSERT INTO points VALUES (1, 0)")
+    all_in_transactions = asyncio.Barrier(5)
+    app = database.settings.application_name
+
+    async def deliver() -> bool:
+        async with database.background_unit_of_work() as uow:
+            await uow.session.execute(text("SELECT 1"))  # its transaction (and backend) open
+            await all_in_transactions.wait()
+            first = await first_delivery(uow, 77, consumer="points")
+            if first:
+                # Commit only once the four others are blocked on this row's lock.
+                await wait_until(
+                    lambda: sql.fetchval(
+                        "SELECT count(*) = 4 FROM pg_stat_activity "
+                        "WHERE application_name = $1 AND wait_event_type = 'Lock'",
+                        app,
+                    )
+                )
+                await uow.session.execute(text("UPDATE points SET total = total + 1"))
+            await uow.commit()
+            return first
+
+    results = await asyncio.gather(*(deliver() for _ in range(5)))
+    assert sorted(results) == [False, False, False, False, True]
+    assert await sql.fetchval("SELECT total FROM points") == 1
+    assert await sql.fetchval("SELECT count(*) FROM asyncdal_inbox") == 1
+
+
+async def test_oldest_pending_age_counts_leased_events(
+    database: Database, sql: asyncpg.Connection
+) -> None:
+    """An event whose handler hangs is not done: the age gauge shows it, though nothing is
+    pending."""
+    release = asyncio.Event()
+
+    async def hang(payload: dict[str, Any]) -> None:
+        await release.wait()
+
+    await insert_events(sql, 1)
+    await sql.execute("UPDATE asyncdal_outbox SET created_at = now() - interval '1 hour'")
+    metrics = OutboxMetrics()
+    async with running_worker(database, Handlers({"test.event": hang}), metrics) as worker:
+        await wait_until(lambda: sql.fetchval("SELECT status = 'leased' FROM asyncdal_outbox"))
+        metrics.oldest_pending_age.set(-1)  # measured again by a maintenance round from now
+        await wait_until(lambda: metrics.oldest_pending_age._value.get() >= 3600)
+        release.set()
+        await wait_until(lambda: worker.stats.done == 1)

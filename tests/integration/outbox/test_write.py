@@ -10,7 +10,7 @@ import pytest
 from httpx import AsyncClient
 from sqlalchemy.engine import URL
 
-from asyncdal import Database, ReadOnlyError
+from asyncdal import Database, ReadOnlyError, UnitOfWorkError
 from asyncdal.outbox import NOTIFY_CHANNEL
 from tests.conftest import plain
 
@@ -121,3 +121,35 @@ async def test_idempotent_replay_emits_no_second_event(
     finally:
         await connection.close()
     assert [tuple(row) for row in rows] == [("product.created", str(first.json()["id"]))]
+
+
+async def test_events_of_a_joined_unit_of_work_follow_the_outer_transaction(
+    database: Database, sql: asyncpg.Connection
+) -> None:
+    """An inner unit of work joins the outer one: its events commit, or roll back, with the
+    outer transaction."""
+    async with database.unit_of_work() as outer:
+        async with database.unit_of_work() as inner:
+            assert inner.joined
+            await inner.outbox.add("thing.happened", {"n": 1})
+            await inner.commit()
+        await outer.rollback()
+    assert await sql.fetchval("SELECT count(*) FROM asyncdal_outbox") == 0
+
+    # A failed inner unit of work dooms the outer one: its commit is refused.
+    with pytest.raises(UnitOfWorkError):
+        async with database.unit_of_work() as outer:
+            with pytest.raises(RuntimeError, match="inner failure"):
+                async with database.unit_of_work() as inner:
+                    await inner.outbox.add("thing.happened", {"n": 2})
+                    raise RuntimeError("inner failure")
+            await outer.outbox.add("thing.happened", {"n": 3})
+            await outer.commit()
+    assert await sql.fetchval("SELECT count(*) FROM asyncdal_outbox") == 0
+
+    async with database.unit_of_work() as outer:
+        async with database.unit_of_work() as inner:
+            await inner.outbox.add("thing.happened", {"n": 4})
+        await outer.commit()
+    rows = await sql.fetch("SELECT payload::text FROM asyncdal_outbox")
+    assert [json.loads(row[0]) for row in rows] == [{"n": 4}]
