@@ -5,7 +5,8 @@
     ``async_sessionmaker``, a yield dependency giving a session, and ``session.get``.
 (c) ``asyncdal_app``: the catalog service itself, built by ``catalog.app.create_app``, with
     metrics, request-id tagging, the slow-statement log and JSON logging on.
-(d) ``asyncdal_unobserved_app``: the same with all of those off, for the observability cost.
+(d) ``asyncdal_unobserved_app``: the same with those off, for the observability cost (c/d).
+(e) ``asyncdal_tagged_app``: (c) with the request id put into ``application_name`` (e/d).
 
 All three are FastAPI apps whose route has ``response_model=ProductRead``, so the framework,
 validation and serialization are the same and only the data path differs. Pools and engines are
@@ -38,6 +39,7 @@ __all__ = [
     "ASYNCPG_MIN_SIZE",
     "PRODUCT_SQL",
     "asyncdal_app",
+    "asyncdal_tagged_app",
     "asyncdal_unobserved_app",
     "asyncpg_app",
     "sqlalchemy_app",
@@ -142,17 +144,24 @@ def _catalog(url: str, **database: object) -> tuple[CatalogContainer, FastAPI]:
 
 
 def asyncdal_app(url: str) -> FastAPI:
-    """(c) The catalog's real app and endpoint, observed as in production: Prometheus metrics,
-    the request id tagged onto connections, a slow-statement threshold, and JSON logs."""
+    """(c) The catalog's real app and endpoint, observed as in production with the defaults:
+    Prometheus metrics, request ids, a slow-statement threshold, and JSON logs."""
     configure_logging("json", level="INFO")
     _, app = _catalog(url, slow_query_seconds=1.0)
     return app
 
 
 def asyncdal_unobserved_app(url: str) -> FastAPI:
-    """(d) The same catalog with metrics, request-id tagging and the slow-statement log off."""
-    container, app = _catalog(url, tag_requests=False)
+    """(d) The same catalog with metrics and the slow-statement log off and logging left alone."""
+    container, app = _catalog(url)
     container.metrics.override(providers.Object(None))
+    return app
+
+
+def asyncdal_tagged_app(url: str) -> FastAPI:
+    """(e) (c) plus ``TAG_REQUESTS=true``: the request id put into ``application_name``."""
+    configure_logging("json", level="INFO")
+    _, app = _catalog(url, slow_query_seconds=1.0, tag_requests=True)
     return app
 
 
@@ -161,5 +170,6 @@ APPS: dict[str, Callable[[str], FastAPI]] = {
     "sqlalchemy": sqlalchemy_app,
     "asyncdal": asyncdal_app,
     "asyncdal_unobserved": asyncdal_unobserved_app,
+    "asyncdal_tagged": asyncdal_tagged_app,
 }
 """The app factories by name, in the order every round runs them."""

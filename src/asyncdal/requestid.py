@@ -45,6 +45,7 @@ _ACCEPTED = re.compile(r"[A-Za-z0-9._:+=@/-]{1,128}")
 # PostgreSQL keeps the first NAMEDATALEN - 1 bytes of application_name.
 _APPLICATION_NAME_BYTES = 63
 _TAGGED = "asyncdal_request_id"
+_SET_APPLICATION_NAME = "SELECT set_config('application_name', $1, false)"
 
 _current: ContextVar[str | None] = ContextVar("asyncdal_request_id", default=None)
 
@@ -137,16 +138,12 @@ def _application_name(base: str, request_id: str) -> str:
     return f"{base.encode()[:room].decode(errors='ignore')}:{request_id}"
 
 
-def _literal(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
-
-
 def tag_connections_with_request_id(engine: AsyncEngine, application_name: str) -> None:
     """Before a connection's first statement under a request id, set its ``application_name``
     to ``<application_name>:<request id>``; without one, put back the plain name.
 
-    It costs one round trip per request and connection (nothing while the id is unchanged);
-    ``bench`` measures it, and ``DB__<NAME>__TAG_REQUESTS=false`` turns it off. It runs before
+    It costs one round trip per request and connection (nothing while the id is unchanged), so
+    it is off unless ``DB__<NAME>__TAG_REQUESTS=true``; ``bench`` measures it. It runs before
     the statement rather than at checkout, so checkouts that run nothing pay nothing and the
     pool's own checks (pre-ping, the breaker's probe) come first.
     """
@@ -163,8 +160,11 @@ def tag_connections_with_request_id(engine: AsyncEngine, application_name: str) 
         )
         tagger = conn.connection.dbapi_connection.cursor()
         try:
-            # A failure here is a failure of this statement's connection, handled as one.
-            tagger.execute("SET application_name = " + _literal(name))
+            # One fixed statement text with a parameter: the driver prepares it once per
+            # connection. A `SET application_name = '<id>'` text would differ per request and
+            # push the app's own statements out of the prepared-statement cache. A failure
+            # here is a failure of this statement's connection, handled as one.
+            tagger.execute(_SET_APPLICATION_NAME, (name,))
         finally:
             tagger.close()
         info[_TAGGED] = request_id

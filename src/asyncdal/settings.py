@@ -125,9 +125,11 @@ class DatabaseSettings(BaseModel):
     """When down, readiness reports ``degraded`` instead of failing."""
     slow_query_seconds: float | None = Field(default=None, gt=0)
     """Log statements that take at least this long (without their parameter values)."""
-    tag_requests: bool = True
-    """Under a request id, tag each checked-out connection's ``application_name`` with it (one
-    round trip per request), so ``pg_stat_activity`` shows which request runs a query."""
+    tag_requests: bool = False
+    """Under a request id, tag each connection's ``application_name`` with it before its first
+    statement for the request, so ``pg_stat_activity`` shows which request runs a query. Off by
+    default: the extra round trip per request cost 15-20% of the catalog's read throughput in
+    ``make bench`` (the ``tagged`` line)."""
     pgbouncer: bool = False
     """A transaction-mode pooler (PgBouncer, Supavisor, RDS Proxy) is in front: no statement
     caches, unique prepared-statement names, and ``statement_timeout`` set per transaction."""

@@ -56,7 +56,7 @@ async def test_the_request_id_is_in_pg_stat_activity_while_a_slow_query_runs(
     test_database_url: URL,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    db = make_database(slow_query_seconds=0.3)
+    db = make_database(slow_query_seconds=0.3, tag_requests=True)
     caplog.set_level(logging.WARNING, logger="asyncdal.slow_query")
     observer = await asyncpg.connect(plain(test_database_url.set(drivername="postgresql")))
     try:
@@ -84,7 +84,7 @@ async def test_the_request_id_is_in_pg_stat_activity_while_a_slow_query_runs(
 async def test_a_connection_is_tagged_per_request_and_untagged_without_one(
     make_database: Callable[..., Database],
 ) -> None:
-    db = make_database(pool_size=1)
+    db = make_database(pool_size=1, tag_requests=True)
     base = db.settings.application_name
 
     async def name_seen(request_id: str | None) -> str | None:
@@ -100,8 +100,8 @@ async def test_a_connection_is_tagged_per_request_and_untagged_without_one(
     assert seen == [f"{base}:first", f"{base}:first", base, f"{base}:second"]
 
 
-async def test_tagging_can_be_turned_off(make_database: Callable[..., Database]) -> None:
-    db = make_database(tag_requests=False)
+async def test_tagging_is_off_by_default(make_database: Callable[..., Database]) -> None:
+    db = make_database()
     try:
         with request_id_scope("untagged"):
             async with db.read_only_unit_of_work() as uow:
