@@ -23,6 +23,7 @@ import asyncio
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from sqlalchemy import text
 
@@ -30,13 +31,18 @@ from asyncdal.engine import create_engine
 from asyncdal.errors import ConfigurationError
 from asyncdal.settings import DatabaseSettings
 
+if TYPE_CHECKING:
+    from asyncdal.outbox.settings import OutboxSettings
+
 __all__ = [
     "CHECK_POOL",
+    "OUTBOX_WORKER_POOL",
     "BudgetLine",
     "ServerBudget",
     "check_budget",
     "enforce_budget",
     "format_budget",
+    "outbox_settings_from_environment",
 ]
 
 logger = logging.getLogger("asyncdal.budget")
@@ -113,10 +119,37 @@ def _server(settings: DatabaseSettings) -> str:
     return f"{host}:{url.port or 5432}"
 
 
-def budget_lines(databases: Mapping[str, DatabaseSettings], workers: int) -> list[BudgetLine]:
-    """One line per engine the settings make: each database's primary and replicas, and the
-    replica check's connection to each of those nodes when the database has replicas."""
+OUTBOX_WORKER_POOL = 4
+"""Connections an outbox worker process holds itself: claim, settle, LISTEN and a spare."""
+
+
+def budget_lines(
+    databases: Mapping[str, DatabaseSettings],
+    workers: int,
+    outbox: OutboxSettings | None = None,
+) -> list[BudgetLine]:
+    """One line per engine the settings make: each database's primary and replicas, the
+    replica check's connection to each of those nodes when the database has replicas, and the
+    pools of ``outbox.processes`` outbox worker processes (their own and their handlers')."""
     lines = []
+    if outbox is not None and outbox.processes and outbox.database in databases:
+        settings = databases[outbox.database]
+        for node, size in [
+            ("outbox worker", OUTBOX_WORKER_POOL),
+            ("outbox handlers", outbox.effective_handler_pool_size),
+        ]:
+            lines.append(
+                BudgetLine(
+                    server=_server(settings),
+                    database=outbox.database,
+                    node=node,
+                    pool="queue",
+                    pool_size=size,
+                    max_overflow=0,
+                    workers=outbox.processes,
+                    strict=settings.strict_budget,
+                )
+            )
     for name, settings in databases.items():
         nodes = [("primary", settings)] + [
             (f"replica-{index}", replica)
@@ -144,7 +177,7 @@ def budget_lines(databases: Mapping[str, DatabaseSettings], workers: int) -> lis
 
 def _settings_of(databases: Mapping[str, DatabaseSettings], line: BudgetLine) -> DatabaseSettings:
     node = line.node.removesuffix(" check")
-    if node == "primary":
+    if node == "primary" or node.startswith("outbox"):
         return databases[line.database]
     return databases[line.database].replica_settings()[int(node.split("-")[1]) - 1]
 
@@ -160,12 +193,29 @@ async def _ask(settings: DatabaseSettings) -> tuple[int, str]:
         await engine.dispose()
 
 
+def outbox_settings_from_environment() -> OutboxSettings | None:
+    """The outbox workers' settings (``OUTBOX__*``) for the budget, or None when they do not
+    validate (the worker reports its own bad settings)."""
+    from pydantic import ValidationError
+
+    # Imported here: the outbox package builds on the database layer that imports this module.
+    from asyncdal.outbox.settings import OutboxSettings
+
+    try:
+        return OutboxSettings()
+    except ValidationError:
+        return None
+
+
 async def check_budget(
-    databases: Mapping[str, DatabaseSettings], workers: int = 1
+    databases: Mapping[str, DatabaseSettings],
+    workers: int = 1,
+    outbox: OutboxSettings | None = None,
 ) -> list[ServerBudget]:
     """Compute the budget of every server the settings name (one connection to each address;
-    addresses that reach the same server are merged into one)."""
-    lines = budget_lines(databases, workers)
+    addresses that reach the same server are merged into one), outbox workers included when
+    ``outbox.processes`` says how many run."""
+    lines = budget_lines(databases, workers, outbox)
     by_address: dict[str, list[BudgetLine]] = {}
     for line in lines:
         by_address.setdefault(line.server, []).append(line)

@@ -23,7 +23,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from asyncdal.budget import check_budget, format_budget
+from asyncdal.budget import check_budget, format_budget, outbox_settings_from_environment
 from asyncdal.check import check_paths
 from asyncdal.database import Databases
 from asyncdal.errors import ConfigurationError
@@ -85,7 +85,9 @@ def _budget(arguments: argparse.Namespace) -> int:
         print(f"asyncdal budget: {error}", file=sys.stderr)
         return 2
     workers = arguments.workers or settings.web_concurrency
-    budgets = asyncio.run(check_budget(settings.databases, workers))
+    budgets = asyncio.run(
+        check_budget(settings.databases, workers, outbox_settings_from_environment())
+    )
     print(format_budget(budgets))
     return 1 if any(budget.over for budget in budgets) else 0
 

@@ -31,7 +31,12 @@ from sqlalchemy.orm import ORMExecuteState, Session
 from sqlalchemy.sql.elements import TextClause
 
 from asyncdal.breaker import CircuitBreaker
-from asyncdal.budget import CHECK_POOL, check_budget, enforce_budget
+from asyncdal.budget import (
+    CHECK_POOL,
+    check_budget,
+    enforce_budget,
+    outbox_settings_from_environment,
+)
 from asyncdal.engine import connect_arguments, create_engine, server_timeouts
 from asyncdal.errors import ReadOnlyError, UnitOfWorkError, UnknownDatabaseError
 from asyncdal.faults import is_connection_failure
@@ -715,7 +720,8 @@ class Databases(Mapping[str, Database]):
                 database on it.
         """
         settings = {name: database.settings for name, database in self._databases.items()}
-        enforce_budget(await check_budget(settings, self.workers))
+        outbox = outbox_settings_from_environment()
+        enforce_budget(await check_budget(settings, self.workers, outbox))
         await asyncio.gather(*(_warm_up(database) for database in self._databases.values()))
 
     async def dispose(self) -> None:

@@ -140,3 +140,43 @@ async def test_a_null_pool_is_flagged_unbounded(
     assert "main/primary has a null pool" in caplog.text
     table = format_budget([budget])
     assert "unbounded" in table
+
+
+async def test_outbox_worker_processes_count_against_the_server(
+    test_database_url: URL, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from asyncdal.budget import OUTBOX_WORKER_POOL, outbox_settings_from_environment
+
+    limit = await server_limit(test_database_url)
+    main = {"main": DatabaseSettings(url=plain(test_database_url), pool_size=1)}
+    monkeypatch.setenv("OUTBOX__HANDLER_POOL_SIZE", "5")
+    monkeypatch.setenv("OUTBOX__PROCESSES", "0")
+    (alone,) = await check_budget(main, 1, outbox_settings_from_environment())
+    assert alone.planned == 1
+
+    processes = limit // (OUTBOX_WORKER_POOL + 5) + 1  # enough worker processes to go over
+    monkeypatch.setenv("OUTBOX__PROCESSES", str(processes))
+    outbox = outbox_settings_from_environment()
+    (budget,) = await check_budget(main, 1, outbox)
+    assert budget.planned == 1 + processes * (OUTBOX_WORKER_POOL + 5)
+    assert budget.over
+    assert {line.node for line in budget.lines} == {"primary", "outbox worker", "outbox handlers"}
+    assert "outbox handlers" in format_budget([budget])
+
+    # Startup goes through the same check, reading OUTBOX__* from the environment.
+    registry = Databases({"main": Database("main", main["main"])})
+    try:
+        with caplog.at_level(logging.WARNING, logger="asyncdal.budget"):
+            await registry.warm_up()
+    finally:
+        await registry.dispose()
+    assert f"may open {budget.planned} connections" in caplog.text
+
+
+def test_bad_outbox_settings_leave_the_outbox_out_of_the_budget(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from asyncdal.budget import outbox_settings_from_environment
+
+    monkeypatch.setenv("OUTBOX__PROCESSES", "-1")
+    assert outbox_settings_from_environment() is None

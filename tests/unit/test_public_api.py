@@ -110,11 +110,13 @@ EXPECTED = {
     "asyncdal.replicas": ["PRIMARY_POSITION_QUERY", "REPLICA_STATE_QUERY", "ReplicaMonitor"],
     "asyncdal.budget": [
         "CHECK_POOL",
+        "OUTBOX_WORKER_POOL",
         "BudgetLine",
         "ServerBudget",
         "check_budget",
         "enforce_budget",
         "format_budget",
+        "outbox_settings_from_environment",
     ],
     "asyncdal.consistency": [
         "LSN_HEADER",

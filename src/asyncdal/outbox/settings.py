@@ -32,6 +32,10 @@ class OutboxSettings(BaseSettings):
     """The named database (``DB__<NAME>__*``) whose outbox table is served."""
     batch_size: int = Field(default=200, ge=1, le=10_000)
     """Events claimed per round trip."""
+    processes: int = Field(default=0, ge=0)
+    """Outbox worker processes run against the database (``make worker``, ``asyncdal outbox
+    run``): the app's connection budget counts each one's own pool (claim, settle, LISTEN and a
+    spare: 4) and its handler pool."""
     concurrency: int = Field(default=32, ge=1)
     """Handlers running at once (asyncio tasks; sync handlers also share a thread pool)."""
     handler_pool_size: int | None = Field(default=None, ge=1)
