@@ -14,7 +14,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import sys
 import urllib.error
 import urllib.request
@@ -24,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from asyncdal.testing import spare_port
 from bench.database import ROOT, connection_counter
 from bench.report import print_summary, rate
 from bench.server import DATABASE_URL_VARIABLE, PARENT_PID_VARIABLE
@@ -102,14 +102,6 @@ class _Server:
         return f"http://127.0.0.1:{self.port}"
 
 
-def _free_port() -> int:
-    # The port is free now; uvicorn binds it a moment later. If something takes it meanwhile,
-    # the server exits and the startup check says so.
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 def _server_environment(database_url: str) -> dict[str, str]:
     # Drop the developer's database variables: asyncdal's settings would merge DB__MAIN__*
     # (a pool size, say) into the benchmark's, and (c) must run with the defaults like (b).
@@ -158,7 +150,9 @@ async def _wait_until_ready(server: _Server) -> None:
 
 
 async def _start(name: str, database_url: str) -> _Server:
-    port = _free_port()
+    # Free now; uvicorn binds it a moment later. If something takes it meanwhile, the server
+    # exits and the startup check says so.
+    port = spare_port()
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",

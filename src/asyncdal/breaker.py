@@ -23,11 +23,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from asyncdal.errors import DatabaseUnavailableError
+
+if TYPE_CHECKING:
+    from asyncdal.settings import DatabaseSettings
 
 __all__ = ["BREAKER_STATES", "BreakerState", "CircuitBreaker", "circuit_breaker"]
 
@@ -76,6 +79,18 @@ class CircuitBreaker:
         self._probe_started: float | None = None
         self.last_error: str | None = None
         """Class name of the last connection failure counted (never its message)."""
+
+    @classmethod
+    def from_settings(
+        cls, name: str, settings: DatabaseSettings, *, node: str = "primary"
+    ) -> CircuitBreaker:
+        """A breaker with the ``BREAKER_FAILURE_THRESHOLD`` and ``BREAKER_COOL_DOWN`` given."""
+        return cls(
+            name,
+            node=node,
+            failure_threshold=settings.breaker_failure_threshold,
+            cool_down=settings.breaker_cool_down,
+        )
 
     @property
     def state(self) -> BreakerState:

@@ -45,13 +45,12 @@ from asyncdal.replicas import ReplicaMonitor
 from asyncdal.requestid import tag_connections_with_request_id
 from asyncdal.retry import RetryListener, RetryPolicy, retry_dropped_reads, run_in_transaction
 from asyncdal.routing import (
-    READ_ONLY_TEXT,
-    WRITE_WORD,
     ReplicaNode,
     Router,
     RoutingSession,
     route,
     session_info,
+    text_may_write,
     track_commit_lsn,
     translate_read_only_errors,
 )
@@ -70,13 +69,6 @@ class _ReadOnlySession(Session):
     where a write would be permanent at once."""
 
 
-# A raw text() must look like a plain read (see asyncdal.routing). A SELECT of a function that
-# writes cannot be seen from here: use read_only_unit_of_work(snapshot=True), or replicas,
-# whose connections are READ ONLY, to have the server refuse it.
-_READ_ONLY_TEXT = READ_ONLY_TEXT
-_WRITE_WORD = WRITE_WORD
-
-
 @event.listens_for(_ReadOnlySession, "before_flush")
 def _refuse_flush(session: Session, flush_context: Any, instances: Any) -> None:
     raise ReadOnlyError("a read-only unit of work cannot write (flush refused)")
@@ -87,15 +79,14 @@ def _refuse_write_statements(state: ORMExecuteState) -> None:
     if state.is_insert or state.is_update or state.is_delete:
         raise ReadOnlyError("a read-only unit of work cannot run INSERT, UPDATE or DELETE")
     statement = state.statement
-    if isinstance(statement, TextClause):
-        read = _READ_ONLY_TEXT.match(statement.text)
-        if read is None or (
-            read.group(1).lower() in {"with", "explain"} and _WRITE_WORD.search(statement.text)
-        ):
-            raise ReadOnlyError(
-                "a read-only unit of work runs only reads (SELECT, WITH, SHOW, EXPLAIN, "
-                "VALUES, TABLE); use unit_of_work() to write"
-            )
+    # A raw text() must look like a plain read. A SELECT of a function that writes cannot be
+    # seen from here: use read_only_unit_of_work(snapshot=True), or replicas, whose connections
+    # are READ ONLY, to have the server refuse it.
+    if isinstance(statement, TextClause) and text_may_write(statement.text):
+        raise ReadOnlyError(
+            "a read-only unit of work runs only reads (SELECT, WITH, SHOW, EXPLAIN, "
+            "VALUES, TABLE); use unit_of_work() to write"
+        )
 
 
 @dataclass(slots=True)
@@ -137,13 +128,9 @@ class Database:
         self._engine_hooks: list[Callable[[AsyncEngine], None]] = []
         self._node_names: dict[int, str] = {}
         # One breaker per server, shared by the engines of every event loop.
-        self.breaker = CircuitBreaker(
-            name,
-            failure_threshold=settings.breaker_failure_threshold,
-            cool_down=settings.breaker_cool_down,
-        )
+        self.breaker = CircuitBreaker.from_settings(name, settings)
         # Each replica's own breaker, also shared across event loops.
-        self._replica_breakers: dict[int, CircuitBreaker] = {}
+        self._replica_breakers: dict[str, CircuitBreaker] = {}
         self.retry_listeners: list[RetryListener] = []
         """Told ``(kind, node)`` before each retry of this database (see :meth:`note_retry`)."""
 
@@ -216,13 +203,10 @@ class Database:
             # past the routing fails loudly, even on a node that is not a standby.
             arguments["server_settings"]["default_transaction_read_only"] = "on"
         node = f"replica-{index}"
-        breaker = self._replica_breakers.get(index)
+        breaker = self._replica_breakers.get(node)
         if breaker is None:
-            breaker = self._replica_breakers[index] = CircuitBreaker(
-                f"{self.name}/{node}",
-                node=node,
-                failure_threshold=settings.breaker_failure_threshold,
-                cool_down=settings.breaker_cool_down,
+            breaker = self._replica_breakers[node] = CircuitBreaker.from_settings(
+                f"{self.name}/{node}", settings, node=node
             )
         engine = create_engine(
             settings,
@@ -288,9 +272,7 @@ class Database:
                 primary=check_engines[0],
                 interval=self.settings.replica_check_interval,
                 max_lag=self.settings.max_replica_lag,
-                breakers={
-                    f"replica-{index}": breaker for index, breaker in self._replica_breakers.items()
-                },
+                breakers=self._replica_breakers,
             )
             writer = type("RoutingWriteSession", (RoutingSession, writer), {})
             reader = type("RoutingReadOnlySession", (RoutingSession, reader), {})
@@ -413,10 +395,7 @@ class Database:
 
     def replica_breaker(self, node: str) -> CircuitBreaker | None:
         """The circuit breaker of replica ``node`` (``replica-1``, ...), once its engine exists."""
-        for index, breaker in self._replica_breakers.items():
-            if f"replica-{index}" == node:
-                return breaker
-        return None
+        return self._replica_breakers.get(node)
 
     def primary(self) -> _Override:
         """Send every statement of this database in the block to the primary (``with`` or

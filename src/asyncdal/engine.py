@@ -77,9 +77,8 @@ class TimedQueuePool(GuardedPool, AsyncAdaptedQueuePool):
 
 def statement_timeout_ms(settings: DatabaseSettings) -> int | None:
     """``statement_timeout`` in milliseconds, never 0 (which PostgreSQL reads as "no limit")."""
-    if settings.statement_timeout is None:
-        return None
-    return max(1, round(settings.statement_timeout * 1000))
+    milliseconds = server_timeouts(settings).get("statement_timeout")
+    return None if milliseconds is None else int(milliseconds)
 
 
 def server_timeouts(settings: DatabaseSettings) -> dict[str, str]:
@@ -174,11 +173,7 @@ def create_engine(
     # create_async_engine (OpenTelemetry's SQLAlchemyInstrumentor) sees our engines too.
     engine = sqlalchemy_asyncio.create_async_engine(settings.sqlalchemy_url(), **options)
     if breaker is None:
-        breaker = CircuitBreaker(
-            settings.application_name,
-            failure_threshold=settings.breaker_failure_threshold,
-            cool_down=settings.breaker_cool_down,
-        )
+        breaker = CircuitBreaker.from_settings(settings.application_name, settings)
     guard = ConnectionGuard(
         breaker, RetryPolicy.from_settings(settings), settings.connect_timeout, on_retry
     )

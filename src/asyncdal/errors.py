@@ -70,7 +70,15 @@ class DatabaseUnavailableError(AsyncdalError, ConnectionError):
         self.retry_after = retry_after
 
 
-class CommitOutcomeUnknownError(AsyncdalError):
+class _OfDatabaseError(AsyncdalError):
+    """An error about one database, whose name it keeps in ``database``."""
+
+    def __init__(self, message: str, *, database: str) -> None:
+        super().__init__(message)
+        self.database = database
+
+
+class CommitOutcomeUnknownError(_OfDatabaseError):
     """The connection failed while COMMIT was in flight: the transaction may or may not have
     been committed. Never retried automatically; the FastAPI integration answers 503 saying
     so. Make such writes safe to repeat (an idempotency key) and let the client retry.
@@ -79,12 +87,8 @@ class CommitOutcomeUnknownError(AsyncdalError):
         database: the name of the database.
     """
 
-    def __init__(self, message: str, *, database: str) -> None:
-        super().__init__(message)
-        self.database = database
 
-
-class NotCommittedError(AsyncdalError):
+class NotCommittedError(_OfDatabaseError):
     """The connection was already closed when COMMIT was to be sent (the server ended the
     session: ``idle_in_transaction_session_timeout``, ``pg_terminate_backend``, a restart), so
     COMMIT was never sent and the server rolled the transaction back: nothing was saved, and
@@ -94,12 +98,8 @@ class NotCommittedError(AsyncdalError):
         database: the name of the database.
     """
 
-    def __init__(self, message: str, *, database: str) -> None:
-        super().__init__(message)
-        self.database = database
 
-
-class QueryTimeoutError(AsyncdalError, TimeoutError):
+class QueryTimeoutError(_OfDatabaseError, TimeoutError):
     """A statement got no answer within ``COMMAND_TIMEOUT`` (asyncpg's client-side limit).
 
     Its connection is discarded (its state is unknown). The FastAPI integration answers 504.
@@ -107,7 +107,3 @@ class QueryTimeoutError(AsyncdalError, TimeoutError):
     Attributes:
         database: the name of the database.
     """
-
-    def __init__(self, message: str, *, database: str) -> None:
-        super().__init__(message)
-        self.database = database

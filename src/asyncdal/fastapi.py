@@ -329,9 +329,12 @@ async def _invalid_query(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse({"detail": str(exc)}, status_code=422)
 
 
-def _unavailable(detail: str, status: int = 503, retry_after: float | None = 1.0) -> JSONResponse:
+def _unavailable(
+    detail: str, status: int = 503, retry_after: float | None = 1.0, outcome: str | None = None
+) -> JSONResponse:
     headers = {} if retry_after is None else {"Retry-After": str(max(1, math.ceil(retry_after)))}
-    return JSONResponse({"detail": detail}, status_code=status, headers=headers)
+    body = {"detail": detail} if outcome is None else {"detail": detail, "outcome": outcome}
+    return JSONResponse(body, status_code=status, headers=headers)
 
 
 async def _database_unavailable(request: Request, exc: Exception) -> JSONResponse:
@@ -351,22 +354,11 @@ async def _query_timeout(request: Request, exc: Exception) -> JSONResponse:
 
 
 async def _commit_outcome_unknown(request: Request, exc: Exception) -> JSONResponse:
-    return JSONResponse(
-        {"detail": f"The outcome is unknown: {exc}", "outcome": "unknown"},
-        status_code=503,
-        headers={"Retry-After": "1"},
-    )
+    return _unavailable(f"The outcome is unknown: {exc}", outcome="unknown")
 
 
 async def _not_committed(request: Request, exc: Exception) -> JSONResponse:
-    return JSONResponse(
-        {
-            "detail": f"Nothing was saved: {exc}. Try again shortly.",
-            "outcome": "not_committed",
-        },
-        status_code=503,
-        headers={"Retry-After": "1"},
-    )
+    return _unavailable(f"Nothing was saved: {exc}. Try again shortly.", outcome="not_committed")
 
 
 async def _database_error(request: Request, exc: Exception) -> JSONResponse:

@@ -39,7 +39,7 @@ RETRYABLE_CONFLICTS = frozenset({"40001", "40P01"})
 
 # Class 08 (connection exception), 57P01-57P03 (server shutting down or starting up) and
 # 53300 (too many connections): the server did not take the work, so trying later may succeed.
-_CONNECTION_STATES = ("08", "57P01", "57P02", "57P03", "53300")
+_CONNECTION_STATES = ("08", "57P01", "57P02", *SERVER_BUSY)
 # asyncpg's errors for a connection that is gone, by name, so that no private module is needed.
 _CONNECTION_ERROR_NAMES = frozenset({"ConnectionDoesNotExistError", "ConnectionFailureError"})
 
@@ -90,9 +90,13 @@ def is_connection_failure(error: BaseException) -> bool:
         name = type(inner).__name__
         if name in _CONNECTION_ERROR_NAMES:
             return True
-        if name == "InterfaceError" and "connection is closed" in str(inner):
+        if name == "InterfaceError" and _reports_closed(inner):
             return True
     return False
+
+
+def _reports_closed(error: BaseException) -> bool:
+    return "connection is closed" in str(error)
 
 
 def closed_before_sending(error: BaseException) -> bool:
@@ -106,6 +110,6 @@ def closed_before_sending(error: BaseException) -> bool:
     return any(
         type(inner).__name__ == "InterfaceError"
         and type(inner).__module__.startswith("asyncpg")
-        and "connection is closed" in str(inner)
+        and _reports_closed(inner)
         for inner in _chain(error)
     )

@@ -47,8 +47,8 @@ __all__ = ["CONTENT_TYPE", "DatabaseMetrics"]
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 _STATEMENT_KINDS = ("select", "insert", "update", "delete")
 _QUERY_START = "asyncdal_query_started"
-_WAIT_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
-_QUERY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+# Seconds, for both the wait for a connection and a statement's round trip.
+_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 
 
 def statement_kind(statement: str) -> str:
@@ -141,14 +141,14 @@ class DatabaseMetrics:
             "Time to check a connection out of the pool",
             labels,
             registry=self.registry,
-            buckets=_WAIT_BUCKETS,
+            buckets=_BUCKETS,
         )
         self.query_duration = Histogram(
             "asyncdal_query_seconds",
             "Time from sending a statement to its result",
             [*labels, "statement"],
             registry=self.registry,
-            buckets=_QUERY_BUCKETS,
+            buckets=_BUCKETS,
         )
         self.checkout_timeouts = Counter(
             "asyncdal_pool_checkout_timeouts",

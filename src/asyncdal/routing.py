@@ -45,10 +45,12 @@ __all__ = [
     "RoutingSession",
     "current_commit_lsns",
     "format_lsn",
+    "node_used",
     "parse_lsn",
     "read_your_writes",
     "required_lsn",
     "route",
+    "text_may_write",
 ]
 
 Flavor = Literal["plain", "quick", "snapshot"]
@@ -113,16 +115,18 @@ def is_write(clause: Any) -> bool:
     if isinstance(clause, Select):
         return clause._for_update_arg is not None
     if isinstance(clause, TextClause):
-        read = READ_ONLY_TEXT.match(clause.text)
-        return (
-            read is None
-            or _LOCKING_READ.search(clause.text) is not None
-            or (
-                read.group(1).lower() in {"with", "explain"}
-                and WRITE_WORD.search(clause.text) is not None
-            )
-        )
+        return text_may_write(clause.text) or _LOCKING_READ.search(clause.text) is not None
     return False
+
+
+def text_may_write(sql: str) -> bool:
+    """True unless ``sql`` looks like a plain read (SELECT, WITH, SHOW, EXPLAIN, VALUES,
+    TABLE; a WITH or EXPLAIN without a writing word). A SELECT of a function that writes
+    cannot be told from here."""
+    read = READ_ONLY_TEXT.match(sql)
+    return read is None or (
+        read.group(1).lower() in {"with", "explain"} and WRITE_WORD.search(sql) is not None
+    )
 
 
 @contextmanager

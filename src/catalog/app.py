@@ -15,8 +15,8 @@ from fastapi import FastAPI
 from asyncdal.container import container_lifespan
 from asyncdal.errors import ConfigurationError
 from asyncdal.fastapi import health_router, metrics_router, setup
-from catalog.container import CatalogContainer
-from catalog.routes import REFERENCE, categories_router, router
+from catalog.container import REFERENCE, CatalogContainer
+from catalog.routes import categories_router, router
 
 __all__ = ["create_app"]
 

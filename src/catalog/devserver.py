@@ -26,6 +26,7 @@ from alembic.config import Config
 from dotenv import dotenv_values
 
 from asyncdal import AsyncdalSettings, Database, configure_logging, load_settings
+from catalog.container import REFERENCE
 from catalog.embedded import start_embedded_postgres
 from catalog.seed import seed_categories, seed_products
 
@@ -67,17 +68,17 @@ def prepare_database() -> None:
         logger.info("embedded PostgreSQL started (data in %s)", pgdata)
     settings = load_settings()
     command.upgrade(_alembic_config(settings), "head")
-    if "reference" in settings.databases:
-        command.upgrade(_alembic_config(settings, database="reference"), "head")
+    if REFERENCE in settings.databases:
+        command.upgrade(_alembic_config(settings, database=REFERENCE), "head")
     if embedded:
         database = Database("main", settings.databases["main"].model_copy(update={"pool": "null"}))
         added = asyncio.run(_seed(database))
         if added:
             logger.info("seeded %d demo products", added)
-        if "reference" in settings.databases:
+        if REFERENCE in settings.databases:
             reference_database = Database(
-                "reference",
-                settings.databases["reference"].model_copy(update={"pool": "null"}),
+                REFERENCE,
+                settings.databases[REFERENCE].model_copy(update={"pool": "null"}),
             )
             asyncio.run(_seed(reference_database, seed_categories))
 

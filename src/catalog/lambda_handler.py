@@ -13,16 +13,17 @@ from typing import Any
 from dependency_injector import providers
 from mangum import Mangum
 
-from asyncdal import AsyncdalSettings, load_settings
+from asyncdal import AsyncdalSettings
 from catalog.app import create_app
-from catalog.container import CatalogContainer
+from catalog.container import CatalogContainer, load_catalog_settings
 
 __all__ = ["create_handler", "default_handler", "handler", "lambda_settings"]
 
 
 def lambda_settings(settings: AsyncdalSettings | None = None) -> AsyncdalSettings:
-    """``settings`` (default: from the environment) with every database on a null pool."""
-    settings = settings if settings is not None else load_settings()
+    """``settings`` (default: from the environment, with the catalog's defaults) with every
+    database on a null pool."""
+    settings = settings if settings is not None else load_catalog_settings()
     databases = {
         name: database.model_copy(update={"pool": "null"})
         for name, database in settings.databases.items()

@@ -20,6 +20,7 @@ from sqlalchemy.exc import IntegrityError
 
 from asyncdal import UnitOfWork
 from asyncdal.fastapi import get_databases, repository_provider, unit_of_work_provider
+from catalog.container import REFERENCE
 from catalog.idempotency import IdempotencyKeys, KeyReusedError, request_hash
 from catalog.models import Product
 from catalog.repositories import CategoryRepository, ProductRepository
@@ -30,7 +31,6 @@ __all__ = ["categories_router", "router"]
 router = APIRouter(prefix="/products", tags=["products"])
 categories_router = APIRouter(prefix="/categories", tags=["categories"])
 
-REFERENCE = "reference"
 Categories = Annotated[
     CategoryRepository,
     Depends(repository_provider(CategoryRepository, database=REFERENCE, read_only=True)),

@@ -102,10 +102,12 @@ EXPECTED = {
         "RoutingSession",
         "current_commit_lsns",
         "format_lsn",
+        "node_used",
         "parse_lsn",
         "read_your_writes",
         "required_lsn",
         "route",
+        "text_may_write",
     ],
     "asyncdal.replicas": ["PRIMARY_POSITION_QUERY", "REPLICA_STATE_QUERY", "ReplicaMonitor"],
     "asyncdal.budget": [

@@ -41,7 +41,6 @@ class Listener:
         self._retry_seconds = retry_seconds
         self.ready = asyncio.Event()
         """Set after the first attempt to listen, whether it worked or not."""
-        self.listening = False
 
     async def run(self) -> None:
         """Listen, and listen again whenever the connection is lost."""
@@ -60,7 +59,6 @@ class Listener:
                     describe_database_error(error),
                 )
             finally:
-                self.listening = False
                 self.ready.set()
             await asyncio.sleep(self._retry_seconds)
 
@@ -76,7 +74,6 @@ class Listener:
 
             connection.add_termination_listener(lambda _: lost.set())
             await connection.add_listener(NOTIFY_CHANNEL, notified)
-            self.listening = True
             self.ready.set()
             self._wake()  # events committed while nobody listened
             await lost.wait()

@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from asyncdal.budget import OUTBOX_WORKER_POOL
 from asyncdal.database import Database
 from asyncdal.outbox import sql
 from asyncdal.outbox.backoff import Backoff
@@ -152,7 +153,7 @@ class OutboxWorker:
             pool="queue",
             # Three are held for the worker's life (claim, settle, LISTEN); the fourth, never
             # opened unless one is replaced, keeps the pool's exhaustion warning quiet.
-            pool_size=4,
+            pool_size=OUTBOX_WORKER_POOL,
             max_overflow=0,
             application_name=f"{app}:outbox-worker"[:63],
             # Claims and settles write: the worker never reads from a replica.
