@@ -6,10 +6,10 @@ INSTALLED := $(VENV)/.installed
 
 .PHONY: install run worker test lint bench migrate clean
 
-$(INSTALLED): pyproject.toml
+$(INSTALLED): pyproject.toml examples/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e ".[dev]"
+	$(BIN)/pip install --quiet -e ".[fastapi,container,metrics,outbox,tracing,testing]" -e ./examples --group dev
 	touch $(INSTALLED)
 
 install: $(INSTALLED)
@@ -28,9 +28,9 @@ test: install
 
 ## ruff, mypy --strict, and the architecture check on the catalog.
 lint: install
-	$(BIN)/asyncdal check src/catalog migrations
-	$(BIN)/ruff check src tests migrations bench
-	$(BIN)/ruff format --check src tests migrations bench
+	$(BIN)/asyncdal check examples/catalog migrations
+	$(BIN)/ruff check src examples tests migrations bench
+	$(BIN)/ruff format --check src examples tests migrations bench
 	$(BIN)/mypy
 
 ## Apply migrations to the configured database.

@@ -27,7 +27,8 @@ from fastapi import Depends, FastAPI, HTTPException, Request, status
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
 
-from asyncdal import DEFAULT_MAX_OVERFLOW, DEFAULT_POOL_SIZE, configure_logging, load_settings
+from asyncdal import configure_logging, load_settings
+from asyncdal.settings import DEFAULT_MAX_OVERFLOW, DEFAULT_POOL_SIZE
 from catalog.app import create_app
 from catalog.container import CatalogContainer
 from catalog.models import Product

@@ -26,7 +26,7 @@ import asyncpg
 from sqlalchemy import text
 
 from asyncdal import Database, DatabaseSettings, UnitOfWork
-from asyncdal.outbox import Handlers, OutboxSettings, OutboxWorker
+from asyncdal.outbox import Handlers, Outbox, OutboxSettings, OutboxWorker
 from bench.report import print_summary, rate
 
 __all__ = ["OutboxBenchSettings", "run_outbox"]
@@ -134,7 +134,7 @@ async def _delay(database: Database, samples: int) -> list[float]:
     try:
         for _ in range(samples):
             async with database.unit_of_work() as uow:
-                await uow.outbox.add("bench.ping", {})
+                await Outbox.of(uow).add("bench.ping", {})
                 await uow.commit()
             committed = time.perf_counter()
             delays.append(await asyncio.wait_for(arrived.get(), 10) - committed)

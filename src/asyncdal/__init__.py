@@ -1,21 +1,19 @@
 """asyncdal: an async data-access layer for FastAPI services on PostgreSQL.
 
 Built on SQLAlchemy 2 (asyncio) and asyncpg: settings per named database, engines with the right
-pool for servers or AWS Lambda, units of work, typed repositories, and FastAPI integration
-(``asyncdal.fastapi``), dependency-injector wiring (``asyncdal.container``) and testing aids
-(``asyncdal.testing``) in their own modules, which need their optional extras.
+pool for servers or AWS Lambda, units of work, typed repositories, read replicas, retries and
+health checks. This package needs only the base install; the integrations live in their own
+packages and extras: ``asyncdal.fastapi``, ``asyncdal.container`` (dependency-injector),
+``asyncdal.metrics`` (Prometheus), ``asyncdal.outbox`` and ``asyncdal.testing``.
+
+Example:
+    >>> from asyncdal import Databases, load_settings
+    >>> databases = Databases.from_settings(load_settings())
 """
 
-from asyncdal.breaker import BreakerState, CircuitBreaker, circuit_breaker
-from asyncdal.database import Database, Databases
-from asyncdal.engine import (
-    GuardedNullPool,
-    TimedQueuePool,
-    connect_arguments,
-    create_engine,
-    server_timeouts,
-    statement_timeout_ms,
-)
+from asyncdal._request_id import REQUEST_ID_HEADER, current_request_id, request_id_scope
+from asyncdal.engine._create import create_engine
+from asyncdal.engine._retry import RetryPolicy
 from asyncdal.errors import (
     AsyncdalError,
     CommitOutcomeUnknownError,
@@ -28,37 +26,22 @@ from asyncdal.errors import (
     UnitOfWorkError,
     UnknownDatabaseError,
 )
-from asyncdal.health import DatabaseHealth, HealthReport, check_database, check_health
-from asyncdal.logs import LoggingSettings, configure_logging
-from asyncdal.replicas import ReplicaMonitor
-from asyncdal.repository import Repository
-from asyncdal.requestid import (
-    REQUEST_ID_HEADER,
-    RequestIdFilter,
-    RequestIdMiddleware,
-    current_request_id,
-    request_id_scope,
-)
-from asyncdal.retry import RetryPolicy, run_in_transaction
-from asyncdal.routing import ReplicaNode, format_lsn, parse_lsn, read_your_writes
-from asyncdal.settings import (
-    DEFAULT_MAX_OVERFLOW,
-    DEFAULT_POOL_SIZE,
-    AsyncdalSettings,
-    DatabaseSettings,
-    PoolKind,
-    load_settings,
-)
-from asyncdal.uow import UnitOfWork, current_unit_of_work
+from asyncdal.observe._health import DatabaseHealth, HealthReport, check_database, check_health
+from asyncdal.observe._logs import LoggingSettings, configure_logging
+from asyncdal.observe._request_id import RequestIdFilter
+from asyncdal.orm._budget import ExtraPool
+from asyncdal.orm._database import Database
+from asyncdal.orm._databases import Databases
+from asyncdal.orm._repository import Repository
+from asyncdal.orm._transaction import run_in_transaction
+from asyncdal.orm._uow import UnitOfWork, current_unit_of_work
+from asyncdal.replicas._routing import read_your_writes
+from asyncdal.settings import AsyncdalSettings, DatabaseSettings, PoolKind, load_settings
 
 __all__ = [
-    "DEFAULT_MAX_OVERFLOW",
-    "DEFAULT_POOL_SIZE",
     "REQUEST_ID_HEADER",
     "AsyncdalError",
     "AsyncdalSettings",
-    "BreakerState",
-    "CircuitBreaker",
     "CommitOutcomeUnknownError",
     "ConfigurationError",
     "Database",
@@ -66,7 +49,7 @@ __all__ = [
     "DatabaseSettings",
     "DatabaseUnavailableError",
     "Databases",
-    "GuardedNullPool",
+    "ExtraPool",
     "HealthReport",
     "InvalidQueryError",
     "LoggingSettings",
@@ -74,30 +57,20 @@ __all__ = [
     "PoolKind",
     "QueryTimeoutError",
     "ReadOnlyError",
-    "ReplicaMonitor",
-    "ReplicaNode",
     "Repository",
     "RequestIdFilter",
-    "RequestIdMiddleware",
     "RetryPolicy",
-    "TimedQueuePool",
     "UnitOfWork",
     "UnitOfWorkError",
     "UnknownDatabaseError",
     "check_database",
     "check_health",
-    "circuit_breaker",
     "configure_logging",
-    "connect_arguments",
     "create_engine",
     "current_request_id",
     "current_unit_of_work",
-    "format_lsn",
     "load_settings",
-    "parse_lsn",
     "read_your_writes",
     "request_id_scope",
     "run_in_transaction",
-    "server_timeouts",
-    "statement_timeout_ms",
 ]

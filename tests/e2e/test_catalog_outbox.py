@@ -19,7 +19,7 @@ from httpx import AsyncClient
 from sqlalchemy.engine import URL
 
 from asyncdal import AsyncdalSettings, Database, DatabaseSettings, UnitOfWork
-from asyncdal.outbox import OutboxSettings, OutboxWorker
+from asyncdal.outbox import Outbox, OutboxSettings, OutboxWorker
 from catalog.worker import build_handlers
 from tests.conftest import plain
 
@@ -90,7 +90,7 @@ async def test_make_worker_migrates_a_fresh_database_and_handles_product_events(
             connection = await _connect_when_migrated(url, process, log)
             try:
                 async with _unit_of_work(url) as uow:
-                    product_id = await uow.outbox.add("product.created", {"id": 4242}, key=4242)
+                    product_id = await Outbox.of(uow).add("product.created", {"id": 4242}, key=4242)
                     await uow.commit()
                 deadline = asyncio.get_running_loop().time() + 30
                 while "product.created: product 4242" not in log.read_text():

@@ -14,8 +14,8 @@ from httpx import ASGITransport, AsyncClient
 from sqlalchemy.engine import URL
 
 from asyncdal import load_settings
-from asyncdal.faultproxy import FaultProxy
 from asyncdal.testing import ReplicaPair, create_test_database, drop_test_database
+from asyncdal.testing._faultproxy import FaultProxy
 from catalog.app import create_app
 from catalog.container import CatalogContainer
 from tests.conftest import alembic_config, database_settings, empty_tables, plain

@@ -21,7 +21,7 @@ from asyncdal.fastapi import (
     setup,
     unit_of_work_provider,
 )
-from asyncdal.metrics import DatabaseMetrics
+from asyncdal.observe._metrics import DatabaseMetrics
 
 Writer = Annotated[UnitOfWork, Depends(unit_of_work_provider())]
 Reader = Annotated[UnitOfWork, Depends(read_only_unit_of_work_provider())]

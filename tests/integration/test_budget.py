@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy.engine import URL, make_url
 
 from asyncdal import ConfigurationError, Database, Databases, DatabaseSettings
-from asyncdal.budget import check_budget, enforce_budget, format_budget
+from asyncdal.orm._budget import check_budget, enforce_budget, format_budget
 from tests.conftest import plain
 
 
@@ -145,26 +145,26 @@ async def test_a_null_pool_is_flagged_unbounded(
 async def test_outbox_worker_processes_count_against_the_server(
     test_database_url: URL, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from asyncdal.budget import OUTBOX_WORKER_POOL, outbox_settings_from_environment
+    from asyncdal.outbox import outbox_pools
+    from asyncdal.outbox._settings import OUTBOX_WORKER_POOL
 
     limit = await server_limit(test_database_url)
     main = {"main": DatabaseSettings(url=plain(test_database_url), pool_size=1)}
     monkeypatch.setenv("OUTBOX__HANDLER_POOL_SIZE", "5")
     monkeypatch.setenv("OUTBOX__PROCESSES", "0")
-    (alone,) = await check_budget(main, 1, outbox_settings_from_environment())
+    (alone,) = await check_budget(main, 1, outbox_pools())
     assert alone.planned == 1
 
     processes = limit // (OUTBOX_WORKER_POOL + 5) + 1  # enough worker processes to go over
     monkeypatch.setenv("OUTBOX__PROCESSES", str(processes))
-    outbox = outbox_settings_from_environment()
-    (budget,) = await check_budget(main, 1, outbox)
+    (budget,) = await check_budget(main, 1, outbox_pools())
     assert budget.planned == 1 + processes * (OUTBOX_WORKER_POOL + 5)
     assert budget.over
     assert {line.node for line in budget.lines} == {"primary", "outbox worker", "outbox handlers"}
     assert "outbox handlers" in format_budget([budget])
 
-    # Startup goes through the same check, reading OUTBOX__* from the environment.
-    registry = Databases({"main": Database("main", main["main"])})
+    # Startup goes through the same check, with the pools its creator hands it.
+    registry = Databases({"main": Database("main", main["main"])}, extra_pools=outbox_pools())
     try:
         with caplog.at_level(logging.WARNING, logger="asyncdal.budget"):
             await registry.warm_up()
@@ -176,7 +176,23 @@ async def test_outbox_worker_processes_count_against_the_server(
 def test_bad_outbox_settings_leave_the_outbox_out_of_the_budget(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from asyncdal.budget import outbox_settings_from_environment
+    from asyncdal.outbox import outbox_pools
 
     monkeypatch.setenv("OUTBOX__PROCESSES", "-1")
-    assert outbox_settings_from_environment() is None
+    assert outbox_pools() == []
+
+
+async def test_warm_up_reads_no_outbox_settings(
+    test_database_url: URL, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The database layer knows nothing of the outbox: OUTBOX__* counts only when handed over.
+    limit = await server_limit(test_database_url)
+    monkeypatch.setenv("OUTBOX__PROCESSES", str(limit))
+    main = DatabaseSettings(url=plain(test_database_url), pool_size=1)
+    registry = Databases({"main": Database("main", main)})
+    try:
+        with caplog.at_level(logging.WARNING, logger="asyncdal.budget"):
+            await registry.warm_up()
+    finally:
+        await registry.dispose()
+    assert "connection budget exceeded" not in caplog.text

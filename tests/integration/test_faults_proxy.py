@@ -14,7 +14,7 @@ from httpx import AsyncClient
 from sqlalchemy.engine import URL
 
 from asyncdal import Database, DatabaseSettings
-from asyncdal.metrics import DatabaseMetrics
+from asyncdal.observe._metrics import DatabaseMetrics
 from asyncdal.testing import FaultProxy
 from tests.conftest import plain
 from tests.integration.faultapp import build_app, create_table, serve

@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from asyncdal import Database, Databases
 from asyncdal.fastapi import databases_lifespan, metrics_router, session_provider, setup
-from asyncdal.metrics import DatabaseMetrics, statement_kind
+from asyncdal.observe._metrics import DatabaseMetrics, statement_kind
 
 # At module level: FastAPI resolves the (string) annotation in the module's namespace.
 MainSession = Annotated[AsyncSession, Depends(session_provider())]

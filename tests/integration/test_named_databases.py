@@ -13,7 +13,8 @@ import pytest
 from sqlalchemy import exc, text
 from sqlalchemy.engine import URL
 
-from asyncdal import DEFAULT_MAX_OVERFLOW, DEFAULT_POOL_SIZE, Database, Databases, load_settings
+from asyncdal import Database, Databases, load_settings
+from asyncdal.settings import DEFAULT_MAX_OVERFLOW, DEFAULT_POOL_SIZE
 from asyncdal.testing import ReplicaPair, create_test_database, drop_test_database
 from tests.conftest import plain
 

@@ -127,7 +127,7 @@ async def test_statement_timeout_applies_through_the_pooler(
 
 
 def test_pooler_mode_turns_off_caches_and_startup_timeout() -> None:
-    from asyncdal import connect_arguments
+    from asyncdal.engine._create import connect_arguments
 
     arguments = connect_arguments(
         DatabaseSettings(url="postgresql://u@h/n", pgbouncer=True, statement_timeout=1)
@@ -140,7 +140,8 @@ def test_pooler_mode_turns_off_caches_and_startup_timeout() -> None:
 
 
 async def test_each_named_database_has_its_own_mode(pgbouncer: int, test_database_url: URL) -> None:
-    from asyncdal import Databases, connect_arguments
+    from asyncdal import Databases
+    from asyncdal.engine._create import connect_arguments
 
     direct = Database("main", DatabaseSettings(url=plain(test_database_url)))
     pooled = Database(

@@ -52,7 +52,7 @@ async def test_exhaustion_warning_once_per_interval_under_sustained_saturation(
     caplog: pytest.LogCaptureFixture,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from asyncdal import querylog
+    from asyncdal.engine import _statement_log as querylog
 
     interval = 0.3
     monkeypatch.setattr(querylog, "EXHAUSTION_WARNING_INTERVAL", interval)

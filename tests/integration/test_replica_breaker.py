@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable
 
 from asyncdal import Database
-from asyncdal.metrics import DatabaseMetrics
+from asyncdal.observe._metrics import DatabaseMetrics
 from asyncdal.testing import spare_port
 from tests.conftest import plain
 from tests.integration.faultapp import build_app, create_table, serve

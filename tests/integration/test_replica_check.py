@@ -19,8 +19,8 @@ from sqlalchemy import text
 from sqlalchemy.engine import URL
 
 from asyncdal import Database, current_request_id, request_id_scope
-from asyncdal.faultproxy import FaultProxy
 from asyncdal.testing import ReplicaPair
+from asyncdal.testing._faultproxy import FaultProxy
 from tests.conftest import plain
 from tests.integration.test_replicas import new_id, served_by, until
 

@@ -308,8 +308,8 @@ async def test_a_commit_whose_position_cannot_be_read_is_still_committed(
     asyncdal_replica_pair: ReplicaPair, replica_database: URL
 ) -> None:
     from asyncdal import DatabaseSettings
-    from asyncdal.faultproxy import FaultProxy
-    from asyncdal.routing import current_commit_lsns
+    from asyncdal.replicas._routing import current_commit_lsns
+    from asyncdal.testing._faultproxy import FaultProxy
 
     pair = asyncdal_replica_pair
     async with FaultProxy("127.0.0.1", pair.primary.port) as proxy:

@@ -11,13 +11,13 @@ from httpx import ASGITransport, AsyncClient
 from sqlalchemy import text
 
 from asyncdal import Database, Databases, UnitOfWork
-from asyncdal.consistency import prefer_replicas, use_primary
 from asyncdal.fastapi import (
     databases_lifespan,
     read_only_unit_of_work_provider,
     setup,
     unit_of_work_provider,
 )
+from asyncdal.fastapi._consistency import prefer_replicas, use_primary
 from asyncdal.testing import ReplicaPair
 
 Reader = Annotated[UnitOfWork, Depends(read_only_unit_of_work_provider())]

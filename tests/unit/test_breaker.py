@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from asyncdal.breaker import CircuitBreaker
+from asyncdal.engine._breaker import CircuitBreaker
 from asyncdal.errors import DatabaseUnavailableError
 
 

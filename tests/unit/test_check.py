@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from asyncdal.check import check_paths, check_source
-from asyncdal.cli import main
+from asyncdal.ops._check import check_paths, check_source
+from asyncdal.ops._cli import main
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -119,4 +119,4 @@ def test_cli_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
 
 def test_asyncdal_itself_is_skipped_and_the_catalog_is_clean() -> None:
     assert check_paths([ROOT / "src"]) == []
-    assert main(["check", str(ROOT / "src" / "catalog")]) == 0
+    assert main(["check", str(ROOT / "examples" / "catalog")]) == 0

@@ -5,14 +5,9 @@ from __future__ import annotations
 import pytest
 from sqlalchemy.pool import AsyncAdaptedQueuePool, NullPool
 
-from asyncdal import (
-    CircuitBreaker,
-    DatabaseSettings,
-    circuit_breaker,
-    connect_arguments,
-    create_engine,
-    server_timeouts,
-)
+from asyncdal import DatabaseSettings, create_engine
+from asyncdal.engine._breaker import CircuitBreaker, circuit_breaker
+from asyncdal.engine._create import connect_arguments, server_timeouts
 
 
 async def test_queue_pool_gets_configured_size_and_options() -> None:

@@ -6,7 +6,7 @@ import asyncpg
 from sqlalchemy import exc
 
 from asyncdal import DatabaseUnavailableError
-from asyncdal.faults import is_conflict, is_connection_failure, sqlstate
+from asyncdal._translate import is_conflict, is_connection_failure, sqlstate
 
 
 def wrapped(inner: BaseException, *, invalidated: bool = False) -> exc.DBAPIError:

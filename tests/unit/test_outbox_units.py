@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 
 from asyncdal import ConfigurationError, Database, DatabaseSettings, ReadOnlyError, UnitOfWork
-from asyncdal.outbox import ANY_EVENT, Handlers, OutboxEvent, load_outbox_settings
-from asyncdal.outbox.backoff import Backoff
+from asyncdal.outbox import ANY_EVENT, Handlers, Outbox, OutboxEvent, load_outbox_settings
+from asyncdal.outbox._backoff import Backoff
 
 
 async def takes_payload(payload: dict[str, Any]) -> None: ...
@@ -155,8 +155,8 @@ async def test_fake_unit_of_work_records_outbox_events() -> None:
 
     uow = FakeUnitOfWork()
     async with uow:
-        assert await uow.outbox.add("product.created", {"id": 7}, key=7) == 1
+        assert await Outbox.of(uow).add("product.created", {"id": 7}, key=7) == 1
         await uow.commit()
     assert uow.fake_outbox.events == [("product.created", {"id": 7}, "7")]
     with pytest.raises(ReadOnlyError):
-        FakeUnitOfWork(read_only=True).outbox  # noqa: B018
+        Outbox.of(FakeUnitOfWork(read_only=True))

@@ -7,7 +7,8 @@ import logging
 from fastapi import FastAPI
 from httpx import ASGITransport, AsyncClient
 
-from asyncdal import RequestIdFilter, RequestIdMiddleware, current_request_id, request_id_scope
+from asyncdal import RequestIdFilter, current_request_id, request_id_scope
+from asyncdal.observe._request_id import RequestIdMiddleware
 
 
 def app_reporting_its_request_id() -> FastAPI:
@@ -74,7 +75,7 @@ def test_filter_adds_the_id_only_when_set() -> None:
 
 
 def test_the_application_name_keeps_the_whole_request_id_where_it_fits() -> None:
-    from asyncdal.requestid import _application_name
+    from asyncdal.engine._request_tags import _application_name
 
     traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
     assert _application_name("catalog", "r-1") == "catalog:r-1"

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from sqlalchemy import column, delete, insert, select, table, text, update
 
-from asyncdal.routing import (
+from asyncdal.replicas._routing import (
     ReplicaNode,
     Router,
     format_lsn,
@@ -116,7 +116,7 @@ def test_read_your_writes_is_per_database() -> None:
 def test_lag_is_measured_against_the_primary_positions_read() -> None:
     import time
 
-    from asyncdal.replicas import ReplicaMonitor
+    from asyncdal.replicas._monitor import ReplicaMonitor
 
     monitor = ReplicaMonitor("main", [], interval=1.0, max_lag=30.0)
     # No position of the primary read yet: nothing to be behind.

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy.engine import make_url
 
-from asyncdal import ConfigurationError, DatabaseSettings, connect_arguments, load_settings
+from asyncdal import ConfigurationError, DatabaseSettings, load_settings
+from asyncdal.engine._create import connect_arguments
 
 SECRET = "p@ss:/%#?w"
 

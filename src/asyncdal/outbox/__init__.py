@@ -1,7 +1,7 @@
 """The transactional outbox: events written with the data, delivered by a crash-safe worker.
 
-- write side: ``await uow.outbox.add("product.created", payload, key=...)`` in any unit of work
-  (:class:`~asyncdal.outbox.writer.Outbox`);
+- write side: ``await Outbox.of(uow).add("product.created", payload, key=...)`` in any unit of
+  work (:class:`Outbox`);
 - tables: :func:`outbox_tables` adds them to the application's metadata and migrations;
 - handlers: :class:`Handlers` (decorator or mapping); database access from the signature;
 - :class:`OutboxWorker`, configured by :class:`OutboxSettings` (``OUTBOX__*``);
@@ -11,31 +11,31 @@
 - ``asyncdal outbox run|dead|requeue|counts``: the command line.
 """
 
-from typing import TYPE_CHECKING, Any
+import typing
 
-from asyncdal.outbox.event import OutboxEvent
-from asyncdal.outbox.handlers import ANY_EVENT, Handlers, HandlerSpec
-from asyncdal.outbox.inbox import first_delivery
-from asyncdal.outbox.settings import OutboxSettings, load_outbox_settings
-from asyncdal.outbox.table import INBOX_TABLE, NOTIFY_CHANNEL, OUTBOX_TABLE, outbox_tables
-from asyncdal.outbox.writer import Outbox
+from asyncdal.outbox._event import OutboxEvent
+from asyncdal.outbox._handlers import ANY_EVENT, Handlers, HandlerSpec
+from asyncdal.outbox._inbox import first_delivery
+from asyncdal.outbox._settings import OutboxSettings, load_outbox_settings, outbox_pools
+from asyncdal.outbox._table import INBOX_TABLE, NOTIFY_CHANNEL, OUTBOX_TABLE, outbox_tables
+from asyncdal.outbox._writer import Outbox
 
-if TYPE_CHECKING:
-    from asyncdal.outbox.metrics import OutboxMetrics
-    from asyncdal.outbox.relay import RabbitRelay
-    from asyncdal.outbox.worker import OutboxWorker, WorkerStats
+if typing.TYPE_CHECKING:
+    from asyncdal.outbox._metrics import OutboxMetrics
+    from asyncdal.outbox._relay import RabbitRelay
+    from asyncdal.outbox._worker import OutboxWorker, WorkerStats
 
 # The worker, metrics and relay need the ``outbox`` extra (tenacity, prometheus-client,
 # aio-pika); they are imported when first used, so the write side needs nothing beyond core.
 _LAZY = {
-    "OutboxMetrics": "asyncdal.outbox.metrics",
-    "OutboxWorker": "asyncdal.outbox.worker",
-    "RabbitRelay": "asyncdal.outbox.relay",
-    "WorkerStats": "asyncdal.outbox.worker",
+    "OutboxMetrics": "asyncdal.outbox._metrics",
+    "OutboxWorker": "asyncdal.outbox._worker",
+    "RabbitRelay": "asyncdal.outbox._relay",
+    "WorkerStats": "asyncdal.outbox._worker",
 }
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> typing.Any:
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'asyncdal.outbox' has no attribute {name!r}")
@@ -60,5 +60,6 @@ __all__ = [
     "WorkerStats",
     "first_delivery",
     "load_outbox_settings",
+    "outbox_pools",
     "outbox_tables",
 ]

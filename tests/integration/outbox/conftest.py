@@ -174,7 +174,7 @@ class WorkerProcesses:
             [
                 sys.executable,
                 "-m",
-                "asyncdal.cli",
+                "asyncdal",
                 "outbox",
                 "run",
                 "--handlers",

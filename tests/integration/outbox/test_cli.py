@@ -9,7 +9,7 @@ import asyncpg
 import pytest
 from sqlalchemy.engine import URL
 
-from asyncdal.cli import main
+from asyncdal.ops._cli import main
 from tests.conftest import plain
 from tests.integration.outbox.conftest import insert_events, status_counts
 

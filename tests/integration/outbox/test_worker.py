@@ -11,7 +11,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import URL
 
 from asyncdal import Database, DatabaseSettings, UnitOfWork
-from asyncdal.outbox import Handlers, OutboxEvent, OutboxMetrics, first_delivery
+from asyncdal.outbox import Handlers, Outbox, OutboxEvent, OutboxMetrics, first_delivery
 from tests.conftest import plain
 from tests.integration.outbox.conftest import (
     insert_events,
@@ -58,7 +58,7 @@ async def test_idle_worker_wakes_on_notify(database: Database, sql: asyncpg.Conn
             )
         )
         async with database.unit_of_work() as uow:
-            await uow.outbox.add("ping", {})
+            await Outbox.of(uow).add("ping", {})
             await uow.commit()
         sent = loop.time()
         handled = await asyncio.wait_for(got.get(), 5)
@@ -354,7 +354,7 @@ async def test_worker_survives_losing_its_connections(
             )
         )
         async with database.unit_of_work() as uow:
-            event_id = await uow.outbox.add("ping", {})
+            event_id = await Outbox.of(uow).add("ping", {})
             await uow.commit()
         assert await asyncio.wait_for(got.get(), 10) == event_id
 

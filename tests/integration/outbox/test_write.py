@@ -11,7 +11,7 @@ from httpx import AsyncClient
 from sqlalchemy.engine import URL
 
 from asyncdal import Database, ReadOnlyError, UnitOfWorkError
-from asyncdal.outbox import NOTIFY_CHANNEL
+from asyncdal.outbox import NOTIFY_CHANNEL, Outbox
 from tests.conftest import plain
 
 
@@ -19,16 +19,16 @@ async def test_rolled_back_unit_of_work_leaves_no_event(
     database: Database, sql: asyncpg.Connection
 ) -> None:
     async with database.unit_of_work() as uow:
-        await uow.outbox.add("thing.happened", {"n": 1}, key="k1")
+        await Outbox.of(uow).add("thing.happened", {"n": 1}, key="k1")
         assert await sql.fetchval("SELECT count(*) FROM asyncdal_outbox") == 0  # not yet visible
         await uow.rollback()
     async with database.unit_of_work() as uow:
-        await uow.outbox.add("thing.happened", {"n": 2})
+        await Outbox.of(uow).add("thing.happened", {"n": 2})
         # leaving without commit rolls back too
     assert await sql.fetchval("SELECT count(*) FROM asyncdal_outbox") == 0
 
     async with database.unit_of_work() as uow:
-        event_id = await uow.outbox.add("thing.happened", {"n": 3, "at": 1.5}, key=42)
+        event_id = await Outbox.of(uow).add("thing.happened", {"n": 3, "at": 1.5}, key=42)
         await uow.commit()
     row = await sql.fetchrow("SELECT * FROM asyncdal_outbox")
     assert row["id"] == event_id
@@ -45,11 +45,11 @@ async def test_notify_is_sent_on_commit_only(database: Database, sql: asyncpg.Co
     heard: asyncio.Queue[str] = asyncio.Queue()
     await sql.add_listener(NOTIFY_CHANNEL, lambda *args: heard.put_nowait(args[2]))
     async with database.unit_of_work() as uow:
-        await uow.outbox.add("thing.happened", {})
+        await Outbox.of(uow).add("thing.happened", {})
         await uow.rollback()
     async with database.unit_of_work() as uow:
-        await uow.outbox.add("thing.happened", {})
-        await uow.outbox.add("thing.happened", {})
+        await Outbox.of(uow).add("thing.happened", {})
+        await Outbox.of(uow).add("thing.happened", {})
         await uow.commit()
     assert await asyncio.wait_for(heard.get(), 5) == NOTIFY_CHANNEL
     # One commit, however many events: PostgreSQL folds identical notifications together,
@@ -62,7 +62,7 @@ async def test_notify_is_sent_on_commit_only(database: Database, sql: asyncpg.Co
 async def test_read_only_unit_of_work_refuses_events(database: Database) -> None:
     async with database.read_only_unit_of_work() as uow:
         with pytest.raises(ReadOnlyError, match="outbox"):
-            await uow.outbox.add("thing.happened", {})
+            await Outbox.of(uow).add("thing.happened", {})
 
 
 async def test_catalog_writes_emit_product_events(client: AsyncClient, catalog_url: URL) -> None:
@@ -131,7 +131,7 @@ async def test_events_of_a_joined_unit_of_work_follow_the_outer_transaction(
     async with database.unit_of_work() as outer:
         async with database.unit_of_work() as inner:
             assert inner.joined
-            await inner.outbox.add("thing.happened", {"n": 1})
+            await Outbox.of(inner).add("thing.happened", {"n": 1})
             await inner.commit()
         await outer.rollback()
     assert await sql.fetchval("SELECT count(*) FROM asyncdal_outbox") == 0
@@ -141,15 +141,15 @@ async def test_events_of_a_joined_unit_of_work_follow_the_outer_transaction(
         async with database.unit_of_work() as outer:
             with pytest.raises(RuntimeError, match="inner failure"):
                 async with database.unit_of_work() as inner:
-                    await inner.outbox.add("thing.happened", {"n": 2})
+                    await Outbox.of(inner).add("thing.happened", {"n": 2})
                     raise RuntimeError("inner failure")
-            await outer.outbox.add("thing.happened", {"n": 3})
+            await Outbox.of(outer).add("thing.happened", {"n": 3})
             await outer.commit()
     assert await sql.fetchval("SELECT count(*) FROM asyncdal_outbox") == 0
 
     async with database.unit_of_work() as outer:
         async with database.unit_of_work() as inner:
-            await inner.outbox.add("thing.happened", {"n": 4})
+            await Outbox.of(inner).add("thing.happened", {"n": 4})
         await outer.commit()
     rows = await sql.fetch("SELECT payload::text FROM asyncdal_outbox")
     assert [json.loads(row[0]) for row in rows] == [{"n": 4}]

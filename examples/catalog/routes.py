@@ -1,0 +1,220 @@
+"""The products API: thin handlers that validate, call the repository, and shape the answer."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import (
+    APIRouter,
+    Depends,
+    Header,
+    HTTPException,
+    Path,
+    Query,
+    Request,
+    Response,
+    status,
+)
+from fastapi.responses import JSONResponse
+from sqlalchemy.exc import IntegrityError
+
+from asyncdal import UnitOfWork
+from asyncdal.fastapi import get_databases, repository_provider, unit_of_work_provider
+from asyncdal.outbox import Outbox
+from catalog.container import REFERENCE
+from catalog.idempotency import IdempotencyKeys, KeyReusedError, request_hash
+from catalog.models import Product
+from catalog.repositories import CategoryRepository, ProductRepository
+from catalog.schemas import CategoryRead, ProductCreate, ProductPage, ProductRead, ProductUpdate
+
+__all__ = ["categories_router", "router"]
+
+router = APIRouter(prefix="/products", tags=["products"])
+categories_router = APIRouter(prefix="/categories", tags=["categories"])
+
+Categories = Annotated[
+    CategoryRepository,
+    Depends(repository_provider(CategoryRepository, database=REFERENCE, read_only=True)),
+]
+
+Products = Annotated[ProductRepository, Depends(repository_provider(ProductRepository))]
+# The request's unit of work (the one the repositories joined): its outbox events commit with
+# the products or not at all.
+Work = Annotated[UnitOfWork, Depends(unit_of_work_provider())]
+Keys = Annotated[IdempotencyKeys, Depends(repository_provider(IdempotencyKeys))]
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        min_length=1,
+        max_length=200,
+        description="Retry-safe writes: a retry with the same key returns the first answer.",
+    ),
+]
+ReadProducts = Annotated[
+    ProductRepository, Depends(repository_provider(ProductRepository, read_only=True))
+]
+
+_UNIQUE_VIOLATION = "23505"
+# Ids are BIGINT: anything outside is a 422 here rather than a database error.
+ProductId = Annotated[int, Path(ge=1, le=2**63 - 1)]
+
+
+def _not_found(product_id: int) -> HTTPException:
+    return HTTPException(status.HTTP_404_NOT_FOUND, f"product {product_id} not found")
+
+
+def _conflict_or_raise(error: IntegrityError) -> HTTPException:
+    if getattr(error.orig, "sqlstate", None) == _UNIQUE_VIOLATION:
+        return HTTPException(status.HTTP_409_CONFLICT, "a product with this sku already exists")
+    raise error
+
+
+async def _category_names(request: Request, ids: set[int]) -> dict[int, str]:
+    """Names of the categories ``ids``, read from the reference database (no cross-database
+    join: the products were read from main, their categories are looked up here)."""
+    if not ids:
+        return {}
+    reference = get_databases(request)[REFERENCE]
+    async with reference.read_only_unit_of_work() as uow:
+        found = await uow.repository(CategoryRepository).get_many(sorted(ids))
+    return {category.id: category.name for category in found}
+
+
+async def _check_category(request: Request, category_id: int | None) -> None:
+    if category_id is not None and not await _category_names(request, {category_id}):
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT, f"category {category_id} does not exist"
+        )
+
+
+async def _shown(request: Request, items: list[Product]) -> list[ProductRead]:
+    names = await _category_names(
+        request, {item.category_id for item in items if item.category_id is not None}
+    )
+    shown = []
+    for item in items:
+        read = ProductRead.model_validate(item)
+        if item.category_id is not None:
+            read.category = names.get(item.category_id)
+        shown.append(read)
+    return shown
+
+
+@categories_router.get("", response_model=list[CategoryRead])
+async def list_categories(categories: Categories) -> list[CategoryRead]:
+    """Every category, by name."""
+    found = await categories.list(order_by="name", limit=categories.max_page_size)
+    return [CategoryRead.model_validate(category) for category in found]
+
+
+@router.get("/{product_id}", response_model=ProductRead)
+async def get_product(
+    product_id: ProductId, products: ReadProducts, request: Request
+) -> ProductRead:
+    """One product, with its category's name."""
+    product = await products.get(product_id)
+    if product is None:
+        raise _not_found(product_id)
+    (shown,) = await _shown(request, [product])
+    return shown
+
+
+@router.get("", response_model=ProductPage)
+async def list_products(
+    products: ReadProducts,
+    request: Request,
+    limit: Annotated[int, Query(ge=1, le=ProductRepository.max_page_size)] = 50,
+    offset: Annotated[int, Query(ge=0)] = 0,
+    sort: Annotated[
+        str,
+        Query(
+            max_length=64,
+            description="A field, or -field for descending: "
+            + ", ".join(sorted(ProductRepository.sortable)),
+        ),
+    ] = "id",
+) -> ProductPage:
+    """A page of products in the order asked for."""
+    items = await products.list(order_by=sort.split(","), limit=limit, offset=offset)
+    total = await products.count()
+    return ProductPage(
+        items=await _shown(request, items),
+        total=total,
+        limit=limit,
+        offset=offset,
+    )
+
+
+@router.post("", response_model=ProductRead, status_code=status.HTTP_201_CREATED)
+async def create_product(
+    body: ProductCreate,
+    products: Products,
+    keys: Keys,
+    uow: Work,
+    request: Request,
+    idempotency_key: IdempotencyKey = None,
+) -> ProductRead | JSONResponse:
+    """Create a product (and a ``product.created`` event); a duplicate sku is a 409, an
+    unknown category a 422. With an ``Idempotency-Key`` header, a retry with the same key and
+    body returns the first answer instead of creating a second row (and a second event)."""
+    # The key first: a replay answers from main alone, even while the reference database is
+    # down.
+    if idempotency_key is not None:
+        fingerprint = request_hash("POST", "/products", body.model_dump_json().encode())
+        try:
+            stored = await keys.claim(idempotency_key, fingerprint)
+        except KeyReusedError as error:
+            raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(error)) from None
+        if stored is not None:
+            if stored.status_code is None:
+                # Claimed and committed without an answer: never by this code, which stores
+                # the answer in the same transaction; refuse rather than make a second row.
+                raise HTTPException(
+                    status.HTTP_409_CONFLICT,
+                    "a request with this Idempotency-Key has no recorded answer; use a new key",
+                )
+            return JSONResponse(
+                stored.response,
+                status_code=stored.status_code,
+                headers={"Idempotent-Replayed": "true"},
+            )
+    await _check_category(request, body.category_id)
+    try:
+        product = await products.add(Product(**body.model_dump()))
+    except IntegrityError as error:
+        raise _conflict_or_raise(error) from None
+    (shown,) = await _shown(request, [product])
+    await Outbox.of(uow).add("product.created", shown.model_dump(mode="json"), key=product.id)
+    if idempotency_key is not None:
+        await keys.record(idempotency_key, status.HTTP_201_CREATED, shown.model_dump(mode="json"))
+    return shown
+
+
+@router.patch("/{product_id}", response_model=ProductRead)
+async def update_product(
+    product_id: ProductId, body: ProductUpdate, products: Products, uow: Work, request: Request
+) -> ProductRead:
+    """Change some fields of a product (and emit ``product.updated``); an unknown category is
+    a 422."""
+    await _check_category(request, body.category_id)
+    changes = body.model_dump(exclude_unset=True)
+    try:
+        product = await products.update(product_id, **changes)
+    except IntegrityError as error:
+        raise _conflict_or_raise(error) from None
+    if product is None:
+        raise _not_found(product_id)
+    (shown,) = await _shown(request, [product])
+    payload = {**shown.model_dump(mode="json"), "changed": sorted(changes)}
+    await Outbox.of(uow).add("product.updated", payload, key=product.id)
+    return shown
+
+
+@router.delete("/{product_id}", status_code=status.HTTP_204_NO_CONTENT)
+async def delete_product(product_id: ProductId, products: Products, uow: Work) -> Response:
+    """Delete a product (and emit ``product.deleted``)."""
+    if not await products.delete(product_id):
+        raise _not_found(product_id)
+    await Outbox.of(uow).add("product.deleted", {"id": product_id}, key=product_id)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -1,0 +1,181 @@
+"""Build an ``AsyncEngine`` from :class:`~asyncdal.settings.DatabaseSettings`.
+
+The pool class follows the settings: ``AsyncAdaptedQueuePool`` for servers, ``NullPool`` for
+AWS Lambda, scripts and migrations. asyncpg's connect arguments carry the timeouts and the
+server settings (``application_name``, ``statement_timeout``).
+
+Example:
+    >>> from asyncdal import DatabaseSettings, create_engine
+    >>> engine = create_engine(DatabaseSettings(url="postgresql://app@localhost/catalog"))
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from sqlalchemy import exc
+from sqlalchemy.ext import asyncio as sqlalchemy_asyncio
+from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.pool import AsyncAdaptedQueuePool, NullPool, PoolProxiedConnection
+
+from asyncdal.engine._breaker import CircuitBreaker
+from asyncdal.engine._guard import ConnectionGuard, GuardedPool, attach_guard
+from asyncdal.engine._retry import RetryListener, RetryPolicy
+from asyncdal.settings import DatabaseSettings
+
+__all__ = [
+    "GuardedNullPool",
+    "TimedQueuePool",
+    "connect_arguments",
+    "create_engine",
+    "server_timeouts",
+    "statement_timeout_ms",
+]
+
+
+class GuardedNullPool(GuardedPool, NullPool):
+    """``NullPool`` behind a :class:`~asyncdal.guard.ConnectionGuard` (breaker, connect retry)."""
+
+
+class TimedQueuePool(GuardedPool, AsyncAdaptedQueuePool):
+    """``AsyncAdaptedQueuePool`` that reports how long each checkout took to its listeners.
+
+    SQLAlchemy's pool events fire only once a connection is out, so the wait for one (the
+    number that tells a saturated pool from slow queries) is timed here. Listeners get the
+    seconds waited and whether the checkout timed out; with none, nothing is timed.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.wait_listeners: list[Callable[[float, bool], None]] = []
+
+    def recreate(self) -> TimedQueuePool:
+        fresh = super().recreate()
+        assert isinstance(fresh, TimedQueuePool)
+        fresh.wait_listeners = self.wait_listeners
+        return fresh
+
+    def connect(self) -> PoolProxiedConnection:
+        if not self.wait_listeners:
+            return super().connect()
+        started = time.perf_counter()
+        try:
+            connection = super().connect()
+        except exc.TimeoutError:
+            self._tell(time.perf_counter() - started, timed_out=True)
+            raise
+        self._tell(time.perf_counter() - started, timed_out=False)
+        return connection
+
+    def _tell(self, seconds: float, *, timed_out: bool) -> None:
+        for listener in self.wait_listeners:
+            listener(seconds, timed_out)
+
+
+def statement_timeout_ms(settings: DatabaseSettings) -> int | None:
+    """``statement_timeout`` in milliseconds, never 0 (which PostgreSQL reads as "no limit")."""
+    milliseconds = server_timeouts(settings).get("statement_timeout")
+    return None if milliseconds is None else int(milliseconds)
+
+
+def server_timeouts(settings: DatabaseSettings) -> dict[str, str]:
+    """The server-side timeouts set, as PostgreSQL settings in milliseconds.
+
+    ``statement_timeout``, ``lock_timeout`` and ``idle_in_transaction_session_timeout``; those
+    not configured are left out (the server's defaults apply).
+    """
+    values = {
+        "statement_timeout": settings.statement_timeout,
+        "lock_timeout": settings.lock_timeout,
+        "idle_in_transaction_session_timeout": settings.idle_in_transaction_session_timeout,
+    }
+    # Never 0, which PostgreSQL reads as "no limit".
+    return {
+        name: str(max(1, round(seconds * 1000)))
+        for name, seconds in values.items()
+        if seconds is not None
+    }
+
+
+def _unique_statement_name() -> str:
+    return f"__asyncdal_{uuid.uuid4().hex}__"
+
+
+def connect_arguments(settings: DatabaseSettings) -> dict[str, Any]:
+    """asyncpg ``connect()`` keyword arguments for these settings.
+
+    In pooler mode (``settings.pgbouncer``) asyncpg's and SQLAlchemy's statement caches are
+    off and every prepared statement gets a unique name, as a transaction-mode pooler hands
+    each transaction a different server connection; the server-side timeouts are then not
+    startup parameters (PgBouncer refuses those) but set per transaction by the ``Database``.
+    """
+    server_settings = {"application_name": settings.application_name}
+    if not settings.pgbouncer:
+        server_settings.update(server_timeouts(settings))
+    arguments: dict[str, Any] = {
+        "timeout": settings.connect_timeout,
+        "server_settings": server_settings,
+    }
+    if settings.pgbouncer:
+        arguments.update(
+            statement_cache_size=0,
+            prepared_statement_cache_size=0,
+            prepared_statement_name_func=_unique_statement_name,
+        )
+    if settings.command_timeout is not None:
+        arguments["command_timeout"] = settings.command_timeout
+    tls = settings.ssl_argument()
+    if tls is not None:
+        arguments["ssl"] = tls
+    return arguments
+
+
+def create_engine(
+    settings: DatabaseSettings,
+    *,
+    breaker: CircuitBreaker | None = None,
+    on_retry: RetryListener | None = None,
+    **engine_options: Any,
+) -> AsyncEngine:
+    """Create an ``AsyncEngine`` whose pool and connections follow ``settings``.
+
+    Every checkout goes through a :class:`~asyncdal.guard.ConnectionGuard`: the circuit
+    breaker, and retries of opening a connection (``RETRY_*``, within ``CONNECT_TIMEOUT``).
+
+    Args:
+        settings: one server's settings.
+        breaker: the server's circuit breaker; a new one from the settings when None. Give
+            each server (primary, each replica) its own, and the same one to every engine of
+            that server (one engine per event loop).
+        on_retry: told ``("connect", node)`` before each retry of opening a connection.
+        **engine_options: extra ``create_async_engine`` arguments; they win over the settings.
+
+    Returns:
+        A new engine; the caller owns it and must ``await engine.dispose()``.
+    """
+    options: dict[str, Any] = {"connect_args": connect_arguments(settings)}
+    if settings.pool_class == "null":
+        options["poolclass"] = GuardedNullPool
+    else:
+        options.update(
+            poolclass=TimedQueuePool,
+            pool_size=settings.effective_pool_size,
+            max_overflow=settings.effective_max_overflow,
+            pool_timeout=settings.pool_timeout,
+            pool_recycle=settings.pool_recycle,
+            pool_pre_ping=settings.pre_ping,
+        )
+    options.update(engine_options)
+    # Looked up at call time, not imported by name, so that instrumentation that wraps
+    # create_async_engine (OpenTelemetry's SQLAlchemyInstrumentor) sees our engines too.
+    engine = sqlalchemy_asyncio.create_async_engine(settings.sqlalchemy_url(), **options)
+    if breaker is None:
+        breaker = CircuitBreaker.from_settings(settings.application_name, settings)
+    guard = ConnectionGuard(
+        breaker, RetryPolicy.from_settings(settings), settings.connect_timeout, on_retry
+    )
+    attach_guard(engine, guard)
+    return engine

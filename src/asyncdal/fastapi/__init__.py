@@ -1,0 +1,54 @@
+"""FastAPI integration: lifespan, ``Depends`` providers, commit-before-response, error mapping.
+
+One unit of work per request and database, never shared between requests or tasks. The
+:class:`TransactionMiddleware` commits the request's units of work *before* the response starts,
+so a failed commit becomes a 500 instead of a 2xx the client already received; a handler that
+raises, or answers with a 4xx/5xx status, rolls back.
+
+Example:
+    >>> from fastapi import Depends, FastAPI
+    >>> from asyncdal import Databases, load_settings
+    >>> from asyncdal.fastapi import databases_lifespan, repository_provider, setup
+    >>> app = FastAPI(lifespan=databases_lifespan(lambda: Databases.from_settings(load_settings())))
+    >>> setup(app)
+    >>> Products = Depends(repository_provider(ProductRepository))
+    >>> @app.post("/products", status_code=201)
+    ... async def create(body: ProductIn, products: ProductRepository = Products):
+    ...     return await products.add(Product(**body.model_dump()))   # committed before the 201
+"""
+
+from asyncdal.fastapi._consistency import (
+    LSN_HEADER,
+    ReadYourWritesMiddleware,
+    prefer_replicas,
+    use_primary,
+)
+from asyncdal.fastapi._integration import (
+    TransactionMiddleware,
+    databases_lifespan,
+    get_databases,
+    health_router,
+    metrics_router,
+    read_only_unit_of_work_provider,
+    repository_provider,
+    session_provider,
+    setup,
+    unit_of_work_provider,
+)
+
+__all__ = [
+    "LSN_HEADER",
+    "ReadYourWritesMiddleware",
+    "TransactionMiddleware",
+    "databases_lifespan",
+    "get_databases",
+    "health_router",
+    "metrics_router",
+    "prefer_replicas",
+    "read_only_unit_of_work_provider",
+    "repository_provider",
+    "session_provider",
+    "setup",
+    "unit_of_work_provider",
+    "use_primary",
+]

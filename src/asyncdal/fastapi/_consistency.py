@@ -1,0 +1,118 @@
+"""Read-your-writes across HTTP requests with the ``X-DB-LSN`` header, and per-request routing.
+
+:class:`ReadYourWritesMiddleware` (installed by ``asyncdal.fastapi.setup``):
+
+- a response to a request that committed a write carries ``X-DB-LSN``: the commit's WAL
+  position on the primary (``0/16B3748``); a request that sent one gets it back when it did
+  not write, so a client can simply echo the last value it saw;
+- a request that sends ``X-DB-LSN`` has its reads served only by a replica that has replayed
+  that position, else by another that has, else by the primary;
+- a header that is not a WAL position is a 400 that says so.
+
+The position belongs to one named database (``main`` unless told otherwise): positions of two
+servers cannot be compared.
+
+:func:`use_primary` is a dependency that sends all of a request's statements to the primary;
+:func:`prefer_replicas` one that keeps a request's reads on replicas even after it wrote.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+from asyncdal.replicas._routing import (
+    current_commit_lsns,
+    format_lsn,
+    parse_lsn,
+    read_your_writes,
+    route,
+)
+
+__all__ = ["LSN_HEADER", "ReadYourWritesMiddleware", "prefer_replicas", "use_primary"]
+
+LSN_HEADER = "X-DB-LSN"
+"""The header carrying a commit's WAL position: sent on write responses, honoured on reads."""
+_HEADER_KEY = LSN_HEADER.lower().encode()
+
+ASGIApp = Callable[[Any, Any, Any], Any]
+
+
+class ReadYourWritesMiddleware:
+    """Honour an incoming ``X-DB-LSN`` and answer with the commit position (pure ASGI).
+
+    Args:
+        app: the ASGI app.
+        database: the named database whose WAL positions the header carries.
+    """
+
+    def __init__(self, app: ASGIApp, database: str = "main") -> None:
+        self.app = app
+        self.database = database
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        sent = next((value for key, value in scope["headers"] if key == _HEADER_KEY), None)
+        required: int | None = None
+        if sent is not None:
+            try:
+                required = parse_lsn(sent.decode("latin-1"))
+            except ValueError as error:
+                await _bad_request(send, f"{LSN_HEADER}: {error}")
+                return
+
+        async def send_with_position(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                position = max(committed.get(self.database, 0), required or 0)
+                if position:
+                    headers = [
+                        (key, value)
+                        for key, value in message.get("headers", [])
+                        if key != _HEADER_KEY
+                    ]
+                    headers.append((_HEADER_KEY, format_lsn(position).encode()))
+                    message = {**message, "headers": headers}
+            await send(message)
+
+        with current_commit_lsns() as committed, read_your_writes(required, self.database):
+            await self.app(scope, receive, send_with_position)
+
+
+async def _bad_request(send: Any, detail: str) -> None:
+    body = json.dumps({"detail": detail}).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 400,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+def use_primary(database: str = "main") -> Callable[[], AsyncIterator[None]]:
+    """A FastAPI dependency that sends every statement of ``database`` in the request to the
+    primary, e.g. ``@app.get(..., dependencies=[Depends(use_primary())])``."""
+
+    async def on_primary() -> AsyncIterator[None]:
+        with route(database, "primary"):
+            yield
+
+    return on_primary
+
+
+def prefer_replicas(database: str = "main") -> Callable[[], AsyncIterator[None]]:
+    """A FastAPI dependency that keeps the request's reads of ``database`` on replicas even
+    after its unit of work wrote (writes still go to the primary; ``X-DB-LSN`` still applies)."""
+
+    async def on_replicas() -> AsyncIterator[None]:
+        with route(database, "replicas"):
+            yield
+
+    return on_replicas

@@ -1,0 +1,120 @@
+"""The ``asyncdal`` command.
+
+``asyncdal check [paths]``: the architecture check (see :mod:`asyncdal.check`); exit code 1
+when anything is found, 2 when a path is missing or a file does not parse.
+
+``asyncdal health``: the same report as ``GET /health/ready``, as JSON, for the databases the
+settings (environment, ``.env``) name; exit code 1 when not ready, 2 on bad settings.
+
+``asyncdal budget``: per server, the connections every engine's pool may open (worker processes
+from ``WEB_CONCURRENCY`` or ``--workers``) against the server's limit; exit code 1 when a
+server is over budget, 2 on bad settings.
+
+``asyncdal outbox run|dead|requeue|counts``: the outbox worker and its operations (see
+:mod:`asyncdal.outbox._cli`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from asyncdal.errors import ConfigurationError
+from asyncdal.observe._health import HealthReport, check_health
+from asyncdal.ops._check import check_paths
+from asyncdal.orm._budget import check_budget, format_budget
+from asyncdal.orm._databases import Databases
+from asyncdal.outbox._cli import add_outbox_commands
+from asyncdal.outbox._settings import outbox_pools
+from asyncdal.settings import load_settings
+
+__all__ = ["main"]
+
+
+def _check(arguments: argparse.Namespace) -> int:
+    try:
+        findings = check_paths(arguments.paths)
+    except (FileNotFoundError, SyntaxError) as error:
+        print(f"asyncdal check: {error}", file=sys.stderr)
+        return 2
+    for finding in findings:
+        print(finding)
+    if findings:
+        print(
+            f"asyncdal check: {len(findings)} finding(s); "
+            "mark a justified line with '# asyncdal: allow <reason>'",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
+
+
+def _health(arguments: argparse.Namespace) -> int:
+    try:
+        databases = Databases.from_settings(load_settings())
+    except ConfigurationError as error:
+        print(f"asyncdal health: {error}", file=sys.stderr)
+        return 2
+
+    async def report() -> HealthReport:
+        try:
+            # A replica is "unknown" until checked once: check them all first, in the same time.
+            await asyncio.gather(
+                *(
+                    database.check_replicas(arguments.answer_within)
+                    for database in databases.values()
+                ),
+                return_exceptions=True,
+            )
+            return await check_health(databases, answer_within=arguments.answer_within)
+        finally:
+            await databases.dispose()
+
+    result = asyncio.run(report())
+    print(json.dumps(result.as_dict(), indent=2))
+    return 0 if result.ready else 1
+
+
+def _budget(arguments: argparse.Namespace) -> int:
+    try:
+        settings = load_settings()
+    except ConfigurationError as error:
+        print(f"asyncdal budget: {error}", file=sys.stderr)
+        return 2
+    workers = arguments.workers or settings.web_concurrency
+    budgets = asyncio.run(check_budget(settings.databases, workers, outbox_pools()))
+    print(format_budget(budgets))
+    return 1 if any(budget.over for budget in budgets) else 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit code."""
+    parser = argparse.ArgumentParser(prog="asyncdal", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    check = commands.add_parser(
+        "check", help="report code that opens database access around asyncdal"
+    )
+    check.add_argument("paths", nargs="*", type=Path, default=[Path()], help="files or folders")
+    check.set_defaults(run=_check)
+    health = commands.add_parser(
+        "health", help="check every configured database, like /health/ready"
+    )
+    health.add_argument(
+        "--answer-within", type=float, default=2.0, help="seconds each database gets to answer"
+    )
+    health.set_defaults(run=_health)
+    budget = commands.add_parser(
+        "budget", help="connections the pools may open, per server, against its limit"
+    )
+    budget.add_argument(
+        "--workers", type=int, default=None, help="worker processes (default: WEB_CONCURRENCY)"
+    )
+    budget.set_defaults(run=_budget)
+    add_outbox_commands(commands)
+    arguments = parser.parse_args(argv)
+    code: int = arguments.run(arguments)
+    return code
