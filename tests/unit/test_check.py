@@ -49,6 +49,36 @@ SHARED = {
         "    first = asyncio.create_task(save(uow))\n"
         "    second = asyncio.create_task(save(uow))\n"
     ),
+    "gather_uow_session": (
+        "import asyncio\n"
+        "async def handler(db):\n"
+        "    async with db.unit_of_work() as uow:\n"
+        "        await asyncio.gather(work(uow.session, 1), work(uow.session, 2))\n"
+    ),
+    "gather_generator": (
+        "import asyncio\n"
+        "async def handler(session, ids):\n"
+        "    await asyncio.gather(*(work(session, i) for i in ids))\n"
+    ),
+    "gather_list_comprehension": (
+        "import asyncio\n"
+        "async def handler(uow, ids):\n"
+        "    await asyncio.gather(*[work(uow, i) for i in ids])\n"
+    ),
+    "create_task_uow_session": (
+        "import asyncio\n"
+        "async def handler(uow):\n"
+        "    first = asyncio.create_task(work(uow.session, 1))\n"
+        "    second = asyncio.create_task(work(uow.session, 2))\n"
+        "    await asyncio.wait([first, second])\n"
+    ),
+    "task_group": (
+        "import asyncio\n"
+        "async def handler(uow):\n"
+        "    async with asyncio.TaskGroup() as group:\n"
+        "        group.create_task(work(uow.session, 1))\n"
+        "        group.create_task(work(uow.session, 2))\n"
+    ),
     "annotated_parameter": (
         "import asyncio\n"
         "from sqlalchemy.ext.asyncio import AsyncSession\n"
@@ -66,10 +96,39 @@ def test_hand_made_database_access_is_reported(name: str) -> None:
     assert str(findings[0]).startswith(f"{name}.py:")
 
 
-@pytest.mark.parametrize("name", ["gather_same_session", "create_task_same_uow"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "gather_same_session",
+        "create_task_same_uow",
+        "gather_uow_session",
+        "gather_generator",
+        "gather_list_comprehension",
+        "create_task_uow_session",
+        "task_group",
+    ],
+)
 def test_one_session_handed_to_several_tasks_is_reported(name: str) -> None:
     findings = check_source(SHARED[name], Path(f"{name}.py"))
     assert [finding.code for finding in findings] == ["ADL002"]
+
+
+def test_only_what_it_can_prove_is_reported() -> None:
+    source = (
+        "import asyncio\n"
+        "async def handler(db, session, ids):\n"
+        # each task opens its own unit of work: the comprehension's own variable is not shared
+        "    await asyncio.gather(*(refresh(db, i) for i in ids))\n"
+        "    await asyncio.gather(*(load(s) for s in sessions_of(ids)))\n"
+        # awaited on the spot: one after the other, never at once
+        "    await asyncio.create_task(work(session, 1))\n"
+        "    await asyncio.create_task(work(session, 2))\n"
+        # one task only
+        "    await asyncio.gather(work(session, 3), other(db))\n"
+        # an attribute that is no session
+        "    await asyncio.gather(work(db.name, 1), work(db.name, 2))\n"
+    )
+    assert check_source(source, Path("ok.py")) == []
 
 
 def test_a_parameter_annotated_as_a_session_is_tracked_whatever_its_name() -> None:

@@ -7,8 +7,13 @@ It reads Python files (never imports or runs them) and reports:
   ``asyncpg.connect``, ``asyncpg.create_pool``, ``psycopg.connect``, ...), which would bypass
   the settings, pools, timeouts and transaction handling of ``asyncdal.Database``.
 - ``ADL002``: one session (or unit of work, or connection) handed to several tasks at once
-  through ``asyncio.gather`` or ``create_task``, where the code shows it: an ``AsyncSession``
-  must never be used by two tasks.
+  through ``asyncio.gather``, ``create_task`` (``asyncio``'s or a ``TaskGroup``'s),
+  ``ensure_future`` or ``start_soon``, where the code shows it: an ``AsyncSession`` must never
+  be used by two tasks. What counts as handing it over: passing the name (``session``), an
+  attribute reaching one (``uow.session``), to two task-making calls in one function, or to
+  one call inside a comprehension that makes a task per item
+  (``gather(*(work(session, i) for i in ids))``). A ``create_task(...)`` awaited on the spot
+  runs alone, so it does not count.
 
 A line ending in ``# asyncdal: allow`` (a reason may follow) is not reported. Files inside an
 ``asyncdal`` package are skipped: that is where the engines are meant to be made.
@@ -122,19 +127,26 @@ class _Checker(ast.NodeVisitor):
             if argument.annotation is not None and _annotation_kind(argument.annotation)
         }
         handed: dict[str, list[ast.AST]] = {}
+        awaited = {id(node.value) for node in _own_nodes(function) if isinstance(node, ast.Await)}
         for node in _own_nodes(function):
             if not isinstance(node, ast.Call) or _last_name(node.func) not in _TASK_SPAWNERS:
                 continue
+            if _last_name(node.func) != "gather" and id(node) in awaited:
+                continue  # awaited on the spot: it has finished before anything else starts
             for task in node.args:
-                for name in _names_passed(task):
-                    if name in typed or _SHARED_NAME.search(name):
-                        handed.setdefault(name, []).append(task)
+                for name, copies in _sessions_passed(task, typed):
+                    handed.setdefault(name, []).extend([task] * copies)
         for name, places in handed.items():
             if len(places) > 1:
+                many = (
+                    "every task it makes"
+                    if places[0] is places[1]
+                    else (f"{len(places)} concurrent tasks")
+                )
                 self._report(
                     places[1],
                     "ADL002",
-                    f"{name!r} is handed to {len(places)} concurrent tasks; an AsyncSession "
+                    f"{name!r} is handed to {many}; an AsyncSession "
                     "must not be shared: give each task its own (background_unit_of_work())",
                 )
 
@@ -173,14 +185,47 @@ def _last_name(func: ast.expr) -> str | None:
     return None
 
 
-def _names_passed(task: ast.expr) -> set[str]:
-    """Names given as arguments to the coroutine call that makes a task."""
+def _sessions_passed(task: ast.expr, typed: set[str]) -> list[tuple[str, int]]:
+    """The sessions (by the expression that names them) a task-making argument passes, each
+    with how many tasks get it: 2 stands for "every task" of a comprehension."""
     if isinstance(task, ast.Starred):
         task = task.value
+    copies = 1
+    if isinstance(task, ast.GeneratorExp | ast.ListComp | ast.SetComp):
+        targets = {
+            node.id
+            for generator in task.generators
+            for node in ast.walk(generator.target)
+            if isinstance(node, ast.Name)
+        }
+        task, copies = task.elt, 2
+    else:
+        targets = set()
     if not isinstance(task, ast.Call):
-        return set()
-    values = [*task.args, *(keyword.value for keyword in task.keywords)]
-    return {value.id for value in values if isinstance(value, ast.Name)}
+        return []
+    passed = []
+    for value in [*task.args, *(keyword.value for keyword in task.keywords)]:
+        name = _shared_expression(value, typed)
+        if name is not None and name.split(".")[0] not in targets:
+            passed.append((name, copies))
+    return passed
+
+
+def _shared_expression(value: ast.expr, typed: set[str]) -> str | None:
+    """``session`` or ``uow.session`` when ``value`` names a session, unit of work or
+    connection (by annotation or by name), else None."""
+    parts: list[str] = []
+    node = value
+    while isinstance(node, ast.Attribute):
+        parts.append(node.attr)
+        node = node.value
+    if not isinstance(node, ast.Name):
+        return None
+    dotted = ".".join([node.id, *reversed(parts)])
+    last = parts[0] if parts else node.id
+    if (not parts and node.id in typed) or _SHARED_NAME.search(last):
+        return dotted
+    return None
 
 
 def _annotation_kind(annotation: ast.expr) -> bool:
