@@ -3,7 +3,9 @@
 ``alembic upgrade head`` migrates the database named ``main`` (history in ``versions/``);
 ``alembic -x database=reference upgrade head`` migrates the ``reference`` database, whose tables
 (``catalog.models.ReferenceBase``) have a history of their own in ``reference_versions/`` and
-their own version table. Any other ``-x database=NAME`` runs the main history on that database.
+their own version table. Without ``DB__REFERENCE__*`` the reference database is the main one
+(the catalog's settings say so): each history then sees only its own tables. Any other
+``-x database=NAME`` runs the main history on that database.
 
 A caller that already holds a connection (tests, the dev server) passes it as
 ``config.attributes["connection"]``; settings can be passed as ``config.attributes["settings"]``.
@@ -19,7 +21,8 @@ from alembic import context
 from alembic.script.revision import RevisionMap
 from sqlalchemy.engine import Connection
 
-from asyncdal import AsyncdalSettings, create_engine, load_settings
+from asyncdal import AsyncdalSettings, create_engine
+from catalog.container import load_catalog_settings
 from catalog.models import Base, ReferenceBase
 
 config = context.config
@@ -32,7 +35,7 @@ REFERENCE_VERSIONS = Path(__file__).resolve().parent / "reference_versions"
 
 def _settings() -> AsyncdalSettings:
     settings = config.attributes.get("settings")
-    return settings if isinstance(settings, AsyncdalSettings) else load_settings()
+    return settings if isinstance(settings, AsyncdalSettings) else load_catalog_settings()
 
 
 def _database_name() -> str:
@@ -54,6 +57,14 @@ target_metadata = ReferenceBase.metadata if is_reference else Base.metadata
 version_table = "alembic_version_reference" if is_reference else "alembic_version"
 
 
+def include_name(name: str | None, type_: str, parent_names: object) -> bool:
+    """Only this history's own tables: in one database, the other history's tables are not
+    this one's to create or drop (autogenerate)."""
+    if type_ != "table":
+        return True
+    return name in target_metadata.tables
+
+
 def run_migrations_offline() -> None:
     """Emit SQL to stdout instead of running it (``alembic upgrade head --sql``)."""
     database = _settings().databases[_database_name()]
@@ -61,6 +72,7 @@ def run_migrations_offline() -> None:
         url=database.sqlalchemy_url(),
         target_metadata=target_metadata,
         version_table=version_table,
+        include_name=include_name,
         literal_binds=True,
         dialect_opts={"paramstyle": "named"},
     )
@@ -73,6 +85,7 @@ def do_run_migrations(connection: Connection) -> None:
         connection=connection,
         target_metadata=target_metadata,
         version_table=version_table,
+        include_name=include_name,
         compare_type=True,
     )
     with context.begin_transaction():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from dependency_injector import providers
@@ -11,9 +12,31 @@ from asyncdal.outbox import outbox_pools
 from asyncdal.settings import AsyncdalSettings, load_settings
 from catalog.repositories import ProductRepository
 
-__all__ = ["CatalogContainer", "load_catalog_settings", "reference_optional_by_default"]
+__all__ = [
+    "CatalogContainer",
+    "load_catalog_settings",
+    "reference_in_main_by_default",
+    "reference_optional_by_default",
+]
 
 REFERENCE = "reference"
+
+logger = logging.getLogger("catalog")
+
+
+def reference_in_main_by_default(settings: AsyncdalSettings) -> AsyncdalSettings:
+    """``settings`` with a ``reference`` database: the main database itself (same server and
+    database; its tables have their own Alembic version table there) when no
+    ``DB__REFERENCE__*`` says otherwise, so ``DATABASE_URL`` alone runs the whole catalog."""
+    if REFERENCE in settings.databases or "main" not in settings.databases:
+        return settings
+    logger.info(
+        "DB__REFERENCE__URL is not set: the reference database is the main database (%s)",
+        settings.databases["main"].safe_url,
+    )
+    return settings.model_copy(
+        update={"db": {**settings.db, REFERENCE: settings.databases["main"]}}
+    )
 
 
 def reference_optional_by_default(settings: AsyncdalSettings) -> AsyncdalSettings:
@@ -32,8 +55,9 @@ def reference_optional_by_default(settings: AsyncdalSettings) -> AsyncdalSetting
 
 def load_catalog_settings() -> AsyncdalSettings:
     """The environment's settings (:func:`asyncdal.settings.load_settings`), with the
-    catalog's defaults (:func:`reference_optional_by_default`)."""
-    return reference_optional_by_default(load_settings())
+    catalog's defaults (:func:`reference_in_main_by_default`,
+    :func:`reference_optional_by_default`)."""
+    return reference_optional_by_default(reference_in_main_by_default(load_settings()))
 
 
 class CatalogContainer(DatabaseContainer):

@@ -25,8 +25,8 @@ from alembic import command
 from alembic.config import Config
 from dotenv import dotenv_values
 
-from asyncdal import AsyncdalSettings, Database, configure_logging, load_settings
-from catalog.container import REFERENCE
+from asyncdal import AsyncdalSettings, Database, configure_logging
+from catalog.container import REFERENCE, load_catalog_settings
 from catalog.embedded import start_embedded_postgres
 from catalog.seed import seed_categories, seed_products
 
@@ -66,7 +66,7 @@ def prepare_database() -> None:
             reference = start_embedded_postgres(pgdata, database="catalog_reference")
             os.environ["DB__REFERENCE__URL"] = reference.render_as_string(hide_password=False)
         logger.info("embedded PostgreSQL started (data in %s)", pgdata)
-    settings = load_settings()
+    settings = load_catalog_settings()
     command.upgrade(_alembic_config(settings), "head")
     if REFERENCE in settings.databases:
         command.upgrade(_alembic_config(settings, database=REFERENCE), "head")

@@ -8,6 +8,7 @@ must exit by itself and stop the PostgreSQL it started.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
@@ -22,6 +23,7 @@ from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 
+import asyncpg
 import httpx
 import psutil
 import pytest
@@ -100,7 +102,9 @@ def stop_postgres(pgdata: Path) -> None:
 class DevServer:
     """``python -m catalog.devserver`` in its own session, its output in a file."""
 
-    def __init__(self, data_dir: Path, port: int, cwd: Path) -> None:
+    def __init__(
+        self, data_dir: Path, port: int, cwd: Path, environ: dict[str, str] | None = None
+    ) -> None:
         self.data_dir = data_dir
         self.pgdata = data_dir / "postgres"
         self.url = f"http://127.0.0.1:{port}"
@@ -109,7 +113,7 @@ class DevServer:
             self.process = subprocess.Popen(
                 make_run_command(),
                 cwd=cwd,
-                env=devserver_environment(data_dir, port),
+                env={**devserver_environment(data_dir, port), **(environ or {})},
                 stdin=subprocess.DEVNULL,
                 stdout=output,
                 stderr=subprocess.STDOUT,
@@ -219,3 +223,48 @@ def test_make_run_serves_seeded_products_from_embedded_postgres(devserver: DevSe
     traced_lines = [r for r in records if r.get("request_id") == "e2e-77"]
     assert traced_lines, devserver.output()
     assert "/products/2" in traced_lines[0]["message"]
+
+
+async def test_make_run_with_only_database_url_uses_it_for_the_reference_database_too(
+    workdir: Path, server_url: str
+) -> None:
+    # The README's way to use one's own server: DATABASE_URL and nothing else.
+    from asyncdal.testing import create_test_database, drop_test_database
+
+    url = await create_test_database(server_url, prefix="catalog_only_url")
+    server = DevServer(
+        workdir / "data",
+        free_port(),
+        cwd=workdir,
+        environ={"DATABASE_URL": url.render_as_string(hide_password=False)},
+    )
+    try:
+        ready = await asyncio.to_thread(server.wait_until_answering, "/health/ready")
+        assert ready.status_code == 200, ready.text + server.output()
+        categories = httpx.get(f"{server.url}/categories", timeout=5)
+        assert categories.status_code == 200, categories.text
+        assert categories.json() == []  # migrated, not seeded: not the embedded server
+        created = httpx.post(
+            f"{server.url}/products", json={"sku": "ONLY-URL", "name": "n", "price": "1.00"}
+        )
+        assert created.status_code == 201, created.text
+        assert not (workdir / "data" / "postgres").exists(), "an embedded server was started"
+    finally:
+        server.terminate()
+        stop_postgres(server.pgdata)
+    connection = await asyncpg.connect(
+        url.set(drivername="postgresql").render_as_string(hide_password=False)
+    )
+    try:
+        # Both histories in the one database, each with its own version table.
+        tables = {
+            row["tablename"] for row in await connection.fetch("SELECT tablename FROM pg_tables")
+        }
+        assert {"products", "categories", "alembic_version", "alembic_version_reference"} <= tables
+    finally:
+        await connection.close()
+        await drop_test_database(url)
+    records = [json.loads(line) for line in server.output().splitlines() if line[:1] == "{"]
+    assert [r for r in records if "the reference database is the main database" in r["message"]], (
+        server.output()
+    )

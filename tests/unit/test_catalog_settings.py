@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import os
 from pathlib import Path
 
 import pytest
@@ -41,3 +43,28 @@ def test_the_container_reads_the_environment_with_the_catalog_defaults(
     assert CatalogContainer().settings().databases["reference"].optional is True
     monkeypatch.setenv("DB__REFERENCE__OPTIONAL", "false")
     assert CatalogContainer().settings().databases["reference"].optional is False
+
+
+def test_database_url_alone_makes_the_main_database_the_reference_one(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from catalog.lambda_handler import lambda_settings
+
+    monkeypatch.chdir(tmp_path)  # no developer's .env
+    for name in [name for name in os.environ if name.upper().startswith("DB__")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("DATABASE_URL", MAIN)
+    with caplog.at_level(logging.INFO, logger="catalog"):
+        settings = CatalogContainer().settings()
+    reference = settings.databases["reference"]
+    assert reference.sqlalchemy_url() == settings.databases["main"].sqlalchemy_url()
+    assert "the reference database is the main database" in caplog.text
+    # Lambda reads the same settings (a null pool for each database).
+    assert lambda_settings().databases["reference"].sqlalchemy_url() == reference.sqlalchemy_url()
+    # An explicit reference database is kept, and nothing is said.
+    caplog.clear()
+    monkeypatch.setenv("DB__REFERENCE__URL", REFERENCE)
+    with caplog.at_level(logging.INFO, logger="catalog"):
+        settings = CatalogContainer().settings()
+    assert settings.databases["reference"].sqlalchemy_url().database == "reference"
+    assert "the reference database" not in caplog.text
