@@ -56,7 +56,9 @@ ReadProducts = Annotated[
 ]
 
 _UNIQUE_VIOLATION = "23505"
-# Ids are BIGINT: anything outside is a 422 here rather than a database error.
+# Ids are BIGINT, and PostgreSQL's OFFSET takes a BIGINT: anything outside is a 422 naming the
+# parameter rather than a database error.
+MAX_OFFSET = 2**63 - 1
 ProductId = Annotated[int, Path(ge=1, le=2**63 - 1)]
 
 
@@ -125,7 +127,7 @@ async def list_products(
     products: ReadProducts,
     request: Request,
     limit: Annotated[int, Query(ge=1, le=ProductRepository.max_page_size)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
     sort: Annotated[
         str,
         Query(

@@ -106,3 +106,42 @@ def test_repository_whitelist_must_name_real_columns() -> None:
 
         class Broken(Repository[Product]):
             sortable = frozenset({"colour"})
+
+
+@pytest.mark.parametrize(
+    ("filters", "named"),
+    [
+        ({"category_id__gt": 2**63}, "category_id__gt"),
+        ({"category_id__in": [1, -(2**63) - 1]}, "category_id__in"),
+        ({"price__lt": Decimal("1e10")}, "price__lt"),
+        ({"sku": "a\x00b"}, "sku"),
+    ],
+)
+async def test_a_value_the_column_cannot_hold_is_refused_naming_it(
+    rollback_database: Database, filters: dict[str, object], named: str
+) -> None:
+    async with rollback_database.read_only_unit_of_work() as uow:
+        products = uow.repository(ProductRepository)
+        with pytest.raises(InvalidQueryError, match=named):
+            await products.list(filters=filters)
+        with pytest.raises(InvalidQueryError, match=named):
+            await products.count(filters=filters)
+
+
+async def test_values_at_the_edges_of_their_columns_are_taken(rollback_database: Database) -> None:
+    async with rollback_database.read_only_unit_of_work() as uow:
+        products = uow.repository(ProductRepository)
+        edges = {
+            "category_id__lt": 2**63 - 1,
+            "category_id__gt": -(2**63),
+            "price__lt": Decimal("9999999999.99"),
+        }
+        assert await products.list(filters=edges) == []
+
+
+async def test_an_offset_past_bigint_is_refused(rollback_database: Database) -> None:
+    async with rollback_database.read_only_unit_of_work() as uow:
+        products = uow.repository(ProductRepository)
+        with pytest.raises(InvalidQueryError, match="offset"):
+            await products.list(offset=118474687415564959744)
+        assert await products.list(offset=2**63 - 1) == []

@@ -24,6 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import InstrumentedAttribute
 
 from asyncdal.errors import InvalidQueryError
+from asyncdal.orm._values import MAX_BIGINT, check_value, check_values
 
 __all__ = ["Repository"]
 
@@ -44,13 +45,14 @@ def check_page(limit: int | None, offset: int, *, default: int, maximum: int) ->
     """The page size to use for ``limit``; shared by the in-memory fake.
 
     Raises:
-        InvalidQueryError: ``limit`` outside 1..``maximum`` or a negative ``offset``.
+        InvalidQueryError: ``limit`` outside 1..``maximum``, or ``offset`` negative or past
+            what PostgreSQL takes (a BIGINT).
     """
     page = default if limit is None else limit
     if not 1 <= page <= maximum:
         raise InvalidQueryError(f"limit must be between 1 and {maximum}")
-    if offset < 0:
-        raise InvalidQueryError("offset must not be negative")
+    if not 0 <= offset <= MAX_BIGINT:
+        raise InvalidQueryError(f"offset must be between 0 and {MAX_BIGINT}")
     return page
 
 
@@ -133,7 +135,8 @@ class Repository(Generic[ModelT]):
             offset: rows to skip, >= 0.
 
         Raises:
-            InvalidQueryError: a column, operator, limit or offset that is not allowed.
+            InvalidQueryError: a column, operator, limit or offset that is not allowed, or a
+                filter value the column's type cannot hold (naming the filter).
         """
         page = check_page(limit, offset, default=self.default_page_size, maximum=self.max_page_size)
         statement = self._filtered(select(self.model), filters)
@@ -209,9 +212,12 @@ class Repository(Generic[ModelT]):
                 raise InvalidQueryError(
                     f"unknown filter operator {operator!r}; use one of {sorted(_OPERATORS)}"
                 )
-            statement = statement.where(
-                compare(self._column(name, self.filterable, "filter"), value)
-            )
+            column = self._column(name, self.filterable, "filter")
+            if operator == "in":
+                check_values(column.type, value, key)
+            else:
+                check_value(column.type, value, key)
+            statement = statement.where(compare(column, value))
         return statement
 
     def _ordering(self, order_by: str | Sequence[str] | None) -> builtins.list[Any]:
