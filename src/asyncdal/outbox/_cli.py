@@ -13,6 +13,7 @@ import asyncio
 import importlib
 import json
 import logging
+import os
 import signal
 import sys
 from collections.abc import Awaitable, Callable, Coroutine
@@ -65,6 +66,10 @@ async def _run_worker(arguments: argparse.Namespace, settings: OutboxSettings) -
     from asyncdal.outbox._metrics import OutboxMetrics
     from asyncdal.outbox._worker import OutboxWorker
 
+    # As uvicorn and alembic do: `--handlers app.handlers:build` names a module of the project
+    # the command runs in, which an installed console script does not have on sys.path.
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
     handlers = load_handlers(arguments.handlers)
     database = _database(settings)
     metrics = OutboxMetrics()

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import sys
+from pathlib import Path
 
 import asyncpg
 import pytest
@@ -118,3 +121,23 @@ async def test_dead_refuses_a_negative_limit(capsys: pytest.CaptureFixture[str])
         await _run(capsys, "dead", "--limit", "-1")
     assert exited.value.code == 2
     assert "argument --limit: must be 0 or more, not -1" in capsys.readouterr().err
+
+
+async def test_run_imports_handlers_from_the_current_directory(tmp_path: Path) -> None:
+    # A project's own module, next to where the command runs, as with uvicorn and alembic.
+    (tmp_path / "project_handlers.py").write_text("def build():\n    return 42\n")
+    environment = {**os.environ, "DATABASE_URL": "postgresql://u@127.0.0.1/x"}
+    environment.pop("PYTHONPATH", None)
+    process = await asyncio.create_subprocess_exec(
+        str(Path(sys.executable).parent / "asyncdal"),
+        *("outbox", "run", "--handlers", "project_handlers:build"),
+        cwd=tmp_path,
+        env=environment,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    _, err = await process.communicate()
+    # Imported (not "cannot import"), then refused for what it returned.
+    assert "cannot import" not in err.decode(), err.decode()
+    assert "project_handlers:build is not asyncdal.outbox.Handlers" in err.decode()
+    assert process.returncode == 2
