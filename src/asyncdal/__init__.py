@@ -35,7 +35,7 @@ from asyncdal.orm._databases import Databases
 from asyncdal.orm._repository import Repository
 from asyncdal.orm._transaction import run_in_transaction
 from asyncdal.orm._uow import UnitOfWork, current_unit_of_work
-from asyncdal.replicas._routing import read_your_writes
+from asyncdal.replicas._lsn import read_your_writes
 from asyncdal.settings import AsyncdalSettings, DatabaseSettings, PoolKind, load_settings
 
 __all__ = [

@@ -16,7 +16,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from asyncdal import Database, Databases
 from asyncdal.fastapi import databases_lifespan, metrics_router, session_provider, setup
-from asyncdal.observe._metrics import DatabaseMetrics, statement_kind
+from asyncdal.observe._metrics import DatabaseMetrics, _statement_label
+from catalog.models import Product
 
 # At module level: FastAPI resolves the (string) annotation in the module's namespace.
 MainSession = Annotated[AsyncSession, Depends(session_provider())]
@@ -85,13 +86,87 @@ async def test_waiting_for_a_saturated_pool_shows_in_the_wait_histogram(
     assert value(metrics, "asyncdal_pool_checkout_timeouts_total") == 1
 
 
-def test_statement_kinds() -> None:
-    assert statement_kind("SELECT 1") == "select"
-    assert statement_kind("  (select 1)") == "select"
-    assert statement_kind("INSERT INTO t VALUES (1)") == "insert"
-    assert statement_kind("WITH x AS (DELETE FROM t RETURNING id) SELECT 1") == "delete"
-    assert statement_kind("with x as (select 1) select * from x") == "select"
-    assert statement_kind("SET LOCAL statement_timeout = 5") == "other"
+def statement_counts(metrics: DatabaseMetrics) -> dict[str, float]:
+    return {
+        dict(labels)["statement"]: count
+        for (name, labels), count in samples(metrics).items()
+        if name == "asyncdal_query_seconds_count" and count
+    }
+
+
+async def test_text_statements_are_labelled_by_the_classifier(
+    make_database: Callable[..., Database],
+) -> None:
+    metrics = DatabaseMetrics()
+    db = make_database()
+    metrics.instrument(db)
+    try:
+        async with db.engine.connect() as conn:  # its transaction is rolled back at the end
+            # A keyword in a literal does not count; MERGE has a label of its own.
+            await conn.execute(text("SELECT 'update pending' AS status"))
+            await conn.execute(text("WITH x AS (SELECT 1) SELECT 'update pending' FROM x"))
+            await conn.exec_driver_sql("SELECT 'delete me' AS note")
+            await conn.execute(
+                text(
+                    "MERGE INTO products p USING (SELECT -1 AS id) s ON p.id = s.id "
+                    "WHEN MATCHED THEN DO NOTHING"
+                )
+            )
+            await conn.exec_driver_sql("WITH d AS (DELETE FROM products WHERE id = -1) SELECT 1")
+            await conn.execute(text("SET LOCAL statement_timeout = 5000"))
+    finally:
+        await db.dispose()
+    assert statement_counts(metrics) == {"select": 3, "merge": 1, "delete": 1, "other": 1}
+
+
+async def test_compiled_statements_are_labelled_by_sqlalchemy(
+    make_database: Callable[..., Database],
+) -> None:
+    from sqlalchemy import delete, insert, literal, select, update
+
+    metrics = DatabaseMetrics()
+    db = make_database()
+    metrics.instrument(db)
+    try:
+        async with db.engine.connect() as conn:  # its transaction is rolled back at the end
+            await conn.execute(insert(Product).values(sku="m-1", name="update", price=1))
+            await conn.execute(update(Product).where(Product.sku == "m-1").values(price=2))
+            # A bound 'delete' in the text, as the ORM would send it: SQLAlchemy says SELECT.
+            await conn.execute(select(Product.id).where(Product.name == literal("delete")))
+            await conn.execute(delete(Product).where(Product.sku == "m-1"))
+            # A SELECT whose CTE deletes: SQLAlchemy's flags say SELECT, the text says more.
+            gone = delete(Product).where(Product.sku == "m-2").returning(Product.id).cte()
+            await conn.execute(select(gone.c.id))
+    finally:
+        await db.dispose()
+    assert statement_counts(metrics) == {"insert": 1, "update": 1, "select": 1, "delete": 2}
+
+
+def test_what_sqlalchemy_knows_comes_before_the_text() -> None:
+    from types import SimpleNamespace
+
+    from sqlalchemy import column, select, table
+
+    def context(**flags: object) -> SimpleNamespace:
+        defaults = {"isinsert": False, "isupdate": False, "isdelete": False, "is_text": False}
+        return SimpleNamespace(**{"compiled": None, **defaults, **flags})
+
+    items = table("items", column("id"))
+    compiled_select = SimpleNamespace(statement=select(items))
+    compiled_ddl = SimpleNamespace(statement=object())
+    assert _statement_label("SELECT 1", context(isinsert=True)) == "insert"
+    assert _statement_label("SELECT 1", context(isupdate=True)) == "update"
+    assert _statement_label("SELECT 1", context(isdelete=True)) == "delete"
+    assert _statement_label("DELETE FROM x", context(compiled=compiled_select)) == "select"
+    assert _statement_label("SELECT 1", context(compiled=compiled_ddl)) == "other"
+    # Text: the classifier decides (text(), driver SQL, a compiled SELECT with a WITH clause).
+    text_select = SimpleNamespace(statement=text("DELETE FROM x").columns(column("id")))
+    assert _statement_label("DELETE FROM x", context(compiled=text_select)) == "delete"
+    assert _statement_label("MERGE INTO x", context(is_text=True)) == "merge"
+    assert _statement_label("MERGE INTO x", context()) == "merge"
+    assert _statement_label("MERGE INTO x", None) == "merge"
+    with_cte = "WITH d AS (DELETE FROM x RETURNING id) SELECT id FROM d"
+    assert _statement_label(with_cte, context(compiled=compiled_select)) == "delete"
 
 
 async def test_retries_are_counted_by_kind(make_database: Callable[..., Database]) -> None:

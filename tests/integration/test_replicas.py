@@ -308,7 +308,7 @@ async def test_a_commit_whose_position_cannot_be_read_is_still_committed(
     asyncdal_replica_pair: ReplicaPair, replica_database: URL
 ) -> None:
     from asyncdal import DatabaseSettings
-    from asyncdal.replicas._routing import current_commit_lsns
+    from asyncdal.replicas._lsn import current_commit_lsns
     from asyncdal.testing._faultproxy import FaultProxy
 
     pair = asyncdal_replica_pair

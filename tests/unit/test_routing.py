@@ -8,16 +8,8 @@ from typing import Any
 import pytest
 from sqlalchemy import column, delete, insert, select, table, text, update
 
-from asyncdal.replicas._routing import (
-    ReplicaNode,
-    Router,
-    format_lsn,
-    is_write,
-    parse_lsn,
-    read_your_writes,
-    required_lsn,
-    route,
-)
+from asyncdal.replicas._lsn import format_lsn, parse_lsn, read_your_writes, required_lsn
+from asyncdal.replicas._routing import ReplicaNode, Router, is_write, route
 
 items = table("items", column("id"))
 
@@ -82,11 +74,23 @@ def test_statements_that_must_go_to_the_primary() -> None:
         text("CALL refresh()"),
         text("SELECT * FROM items WHERE id = 1 FOR UPDATE"),
         text("select * from items for no key update skip locked"),
+        text("WITH x AS (SELECT 1) SELECT * FROM items FOR SHARE"),
+        text("DO $$ BEGIN NULL; END $$"),
+        # .columns() makes a TextualSelect, which SQLAlchemy counts as a SELECT.
+        text("DELETE FROM items RETURNING id").columns(column("id")),
+    ]
+    reads: list[Any] = [
+        select(items),
+        text("SELECT 1"),
+        text("  (SELECT 2)"),
+        text("SHOW x"),
+        text("WITH x AS (SELECT 1) SELECT 'what to do' FROM x"),
+        text("SELECT 'update pending', 'for update'"),
+        text("SELECT id FROM items").columns(column("id")),
         None,
     ]
-    reads: list[Any] = [select(items), text("SELECT 1"), text("  (SELECT 2)"), text("SHOW x")]
-    assert [is_write(statement) for statement in writes] == [True] * 9 + [False]
-    assert [is_write(statement) for statement in reads] == [False] * 4
+    assert [is_write(statement) for statement in writes] == [True] * len(writes)
+    assert [is_write(statement) for statement in reads] == [False] * len(reads)
 
 
 def test_overrides_nest_and_are_per_database() -> None:

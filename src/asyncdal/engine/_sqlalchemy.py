@@ -25,3 +25,11 @@ def await_in_greenlet(awaitable: Awaitable[T]) -> T:
     if helper is None:
         helper = sqlalchemy.util.await_only
     return cast("T", helper(awaitable))
+
+
+def select_locks_rows(select: sqlalchemy.sql.selectable.GenerativeSelect) -> bool:
+    """True when ``select`` has ``with_for_update()`` (FOR UPDATE, FOR SHARE and their kin).
+
+    SQLAlchemy keeps it in the private ``_for_update_arg``; no public attribute tells.
+    """
+    return select._for_update_arg is not None

@@ -22,13 +22,13 @@ import json
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-from asyncdal.replicas._routing import (
+from asyncdal.replicas._lsn import (
     current_commit_lsns,
     format_lsn,
     parse_lsn,
     read_your_writes,
-    route,
 )
+from asyncdal.replicas._routing import route
 
 __all__ = ["LSN_HEADER", "ReadYourWritesMiddleware", "prefer_replicas", "use_primary"]
 

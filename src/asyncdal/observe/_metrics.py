@@ -8,7 +8,9 @@ Metric names (labels ``database`` and ``node``: ``primary`` or ``replica-<n>``):
 
 - ``asyncdal_connection_wait_seconds`` (histogram): time to check a connection out of the pool.
 - ``asyncdal_query_seconds`` (histogram, also ``statement``: select, insert, update, delete,
-  other): time from sending a statement to its result.
+  merge, other): time from sending a statement to its result. The kind is SQLAlchemy's where
+  it compiled the statement, else (``text()``, driver SQL) that of
+  :func:`asyncdal._sql.statement_kind`.
 - ``asyncdal_pool_size``, ``asyncdal_pool_checked_out``, ``asyncdal_pool_overflow``,
   ``asyncdal_pool_idle`` (gauges, read at scrape time).
 - ``asyncdal_replica_lag_seconds`` and ``asyncdal_replica_up`` (gauges per replica, from the
@@ -38,6 +40,7 @@ from prometheus_client.registry import Collector
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from asyncdal._sql import STATEMENT_KINDS, StatementKind, statement_kind
 from asyncdal.engine._breaker import BREAKER_STATES, BreakerState, CircuitBreaker, circuit_breaker
 from asyncdal.engine._create import TimedQueuePool
 from asyncdal.orm._database import Database
@@ -46,20 +49,41 @@ __all__ = ["CONTENT_TYPE", "DatabaseMetrics"]
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 """The media type of :meth:`DatabaseMetrics.render` (Prometheus text format 0.0.4)."""
-_STATEMENT_KINDS = ("select", "insert", "update", "delete")
 _QUERY_START = "asyncdal_query_started"
 # Seconds, for both the wait for a connection and a statement's round trip.
 _BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 
 
-def statement_kind(statement: str) -> str:
-    """``select``, ``insert``, ``update``, ``delete`` or ``other``, from the first keyword."""
-    head = statement.lstrip(" \t\r\n(").split(None, 1)
-    word = head[0].lower() if head else ""
-    if word == "with":
-        lowered = statement.lower()
-        return next((kind for kind in _STATEMENT_KINDS[1:] if f"{kind} " in lowered), "select")
-    return word if word in _STATEMENT_KINDS else "other"
+def _statement_label(statement: str, context: Any) -> StatementKind:
+    """The ``statement`` label of an executed statement: what SQLAlchemy compiled it from,
+    when it did.
+
+    A compiled INSERT, UPDATE or DELETE is what the context says, a compiled SELECT is
+    ``select`` and other compiled statements (DDL) are ``other``. The text decides, read by
+    :func:`asyncdal._sql.statement_kind`, for SQL written by hand: a ``text()`` (``is_text``),
+    also with ``.columns()`` (compiled as a SELECT, though it may hold ``DELETE ...
+    RETURNING``), and driver SQL (nothing compiled); and for a compiled SELECT with a WITH
+    clause, whose CTEs may modify data without SQLAlchemy's flags saying so.
+
+    Args:
+        statement: the SQL sent to the server.
+        context: its ``ExecutionContext`` (``DefaultExecutionContext``'s public attributes).
+    """
+    if context is not None:
+        if context.isinsert:
+            return "insert"
+        if context.isupdate:
+            return "update"
+        if context.isdelete:
+            return "delete"
+        compiled = context.compiled
+        if compiled is not None and not context.is_text:
+            built = compiled.statement
+            if not getattr(built, "is_select", False):
+                return "other"
+            if not getattr(built, "is_text", False) and not statement.startswith("WITH"):
+                return "select"
+    return statement_kind(statement)
 
 
 class _PoolCollector(Collector):
@@ -217,10 +241,7 @@ class DatabaseMetrics:
         timeouts = self.checkout_timeouts.labels(name, node)
         connects = self.connects.labels(name, node)
         invalidations = self.invalidations.labels(name, node)
-        queries = {
-            kind: self.query_duration.labels(name, node, kind)
-            for kind in (*_STATEMENT_KINDS, "other")
-        }
+        queries = {kind: self.query_duration.labels(name, node, kind) for kind in STATEMENT_KINDS}
         pool = engine.sync_engine.pool
         if isinstance(pool, TimedQueuePool):
 
@@ -240,10 +261,13 @@ class DatabaseMetrics:
         def before(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
             conn.info[_QUERY_START] = time.perf_counter()
 
-        def after(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        def after(
+            conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, *args: Any
+        ) -> None:
             started = conn.info.pop(_QUERY_START, None)
             if started is not None:
-                queries[statement_kind(statement)].observe(time.perf_counter() - started)
+                kind = _statement_label(statement, context)
+                queries[kind].observe(time.perf_counter() - started)
 
         event.listen(pool, "connect", connected)
         event.listen(pool, "invalidate", invalidated)

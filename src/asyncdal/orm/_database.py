@@ -27,8 +27,8 @@ from typing import Any, TypeVar
 from sqlalchemy import event, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.orm import ORMExecuteState, Session
-from sqlalchemy.sql.elements import TextClause
 
+from asyncdal._sql import may_write
 from asyncdal.engine._breaker import CircuitBreaker
 from asyncdal.engine._create import connect_arguments, create_engine, server_timeouts
 from asyncdal.engine._request_tags import tag_connections_with_request_id
@@ -38,15 +38,15 @@ from asyncdal.errors import ReadOnlyError, UnitOfWorkError
 from asyncdal.orm._budget import CHECK_POOL
 from asyncdal.orm._transaction import retry_dropped_reads, run_in_transaction
 from asyncdal.orm._uow import UnitOfWork
+from asyncdal.replicas._lsn import track_commit_lsn
 from asyncdal.replicas._monitor import ReplicaMonitor
 from asyncdal.replicas._routing import (
     ReplicaNode,
     Router,
     RoutingSession,
+    handwritten_sql,
     route,
     session_info,
-    text_may_write,
-    track_commit_lsn,
     translate_read_only_errors,
 )
 from asyncdal.settings import DatabaseSettings
@@ -72,11 +72,12 @@ def _refuse_flush(session: Session, flush_context: Any, instances: Any) -> None:
 def _refuse_write_statements(state: ORMExecuteState) -> None:
     if state.is_insert or state.is_update or state.is_delete:
         raise ReadOnlyError("a read-only unit of work cannot run INSERT, UPDATE or DELETE")
-    statement = state.statement
-    # A raw text() must look like a plain read. A SELECT of a function that writes cannot be
-    # seen from here: use read_only_unit_of_work(snapshot=True), or replicas, whose connections
-    # are READ ONLY, to have the server refuse it.
-    if isinstance(statement, TextClause) and text_may_write(statement.text):
+    # A raw text() must be a plain read (asyncdal._sql: keywords inside literals and comments
+    # do not count). A SELECT of a function that writes cannot be seen from here: use
+    # read_only_unit_of_work(snapshot=True), or replicas, whose connections are READ ONLY, to
+    # have the server refuse it.
+    sql = handwritten_sql(state.statement)
+    if sql is not None and may_write(sql):
         raise ReadOnlyError(
             "a read-only unit of work runs only reads (SELECT, WITH, SHOW, EXPLAIN, "
             "VALUES, TABLE); use unit_of_work() to write"

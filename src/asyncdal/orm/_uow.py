@@ -34,7 +34,7 @@ from asyncdal.errors import (
     ReadOnlyError,
     UnitOfWorkError,
 )
-from asyncdal.replicas._routing import COMMIT_LSN
+from asyncdal.replicas._lsn import COMMIT_LSN
 
 __all__ = ["UnitOfWork", "current_unit_of_work"]
 

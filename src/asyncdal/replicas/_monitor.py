@@ -33,7 +33,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from asyncdal._translate import is_connection_failure
 from asyncdal.engine._breaker import CircuitBreaker
-from asyncdal.replicas._routing import ReplicaNode, parse_lsn
+from asyncdal.replicas._lsn import parse_lsn
+from asyncdal.replicas._routing import ReplicaNode
 
 __all__ = ["PRIMARY_POSITION_QUERY", "REPLICA_STATE_QUERY", "ReplicaMonitor"]
 

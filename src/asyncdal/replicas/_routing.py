@@ -1,4 +1,4 @@
-"""Read/write routing between a primary and its replicas, and read-your-writes by WAL position.
+"""Read/write routing between a primary and its replicas.
 
 A database with ``DB__<NAME>__REPLICAS`` gets sessions of class :class:`RoutingSession`, whose
 ``get_bind`` (SQLAlchemy's documented hook for choosing an engine per statement) sends:
@@ -7,7 +7,8 @@ A database with ``DB__<NAME>__REPLICAS`` gets sessions of class :class:`RoutingS
   to the primary: its reads may feed its writes, so they must not be stale;
 - reads of read-only units of work to one replica per session, chosen round-robin by weight
   among the healthy replicas whose replay position has reached the position the caller
-  requires (see :func:`read_your_writes`); when none qualifies, to the primary.
+  requires (see :func:`~asyncdal.replicas._lsn.read_your_writes`); when none qualifies, to
+  the primary.
 
 A read that fails because its replica went away (the connection, not the statement) is retried
 once per remaining node, in read-only units of work only (a write is never retried here).
@@ -17,14 +18,15 @@ Replica connections are ``READ ONLY``; a write that slips through anyway fails w
 The overrides live in context variables, so they follow the request or task that set them:
 ``db.primary()`` (everything in the block on the primary), ``db.prefer_replicas()`` (reads on
 replicas, also those of a read-write unit of work, even after a write or inside an outer
-``primary()``), and :func:`read_your_writes`.
+``primary()``), and :func:`~asyncdal.replicas._lsn.read_your_writes`.
+
+What is a write: SQLAlchemy's DML and ``SELECT ... FOR UPDATE`` (it knows), and a ``text()``
+that :mod:`asyncdal._sql` does not find to be a plain read, or finds locking rows.
 """
 
 from __future__ import annotations
 
 import itertools
-import logging
-import re
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from contextvars import ContextVar
@@ -35,98 +37,73 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import Session
 from sqlalchemy.sql import Select
 from sqlalchemy.sql.elements import TextClause
+from sqlalchemy.sql.selectable import TextualSelect
 
+from asyncdal._sql import classify
 from asyncdal._translate import is_connection_failure
+from asyncdal.engine._sqlalchemy import select_locks_rows
 from asyncdal.errors import QueryTimeoutError
+from asyncdal.replicas._lsn import (
+    DATABASE,
+    UNCOMMITTED_WRITE,
+    format_lsn,
+    position_unknown,
+    required_lsn,
+)
 
 __all__ = [
     "ReplicaNode",
     "Router",
     "RoutingSession",
-    "current_commit_lsns",
-    "format_lsn",
+    "handwritten_sql",
+    "is_write",
     "node_used",
-    "parse_lsn",
-    "read_your_writes",
-    "required_lsn",
+    "read_only_error",
     "route",
-    "text_may_write",
+    "session_info",
+    "translate_read_only_errors",
 ]
 
 Flavor = Literal["plain", "quick", "snapshot"]
 Mode = Literal["primary", "replicas"]
 
-# Statements a raw text() may start with and still be a plain read. A WITH or EXPLAIN that
-# names a data-changing command is refused too. A SELECT of a function that writes cannot be
-# seen from here: the server refuses it on a READ ONLY connection.
-READ_ONLY_TEXT = re.compile(r"\s*(?:\(\s*)*(select|with|show|explain|values|table)\b", re.I)
-WRITE_WORD = re.compile(r"\b(insert|update|delete|merge|truncate|copy|call|do)\b", re.I)
-_LOCKING_READ = re.compile(r"\bfor\s+(update|share|no\s+key\s+update|key\s+share)\b", re.I)
-_LSN = re.compile(r"^\s*([0-9A-Fa-f]{1,8})/([0-9A-Fa-f]{1,8})\s*$")
 _READ_ONLY_SQLSTATE = "25006"
 
 # Session.info keys.
 _ROUTER = "asyncdal.router"
 _FLAVOR = "asyncdal.flavor"
-_UNCOMMITTED_WRITE = "asyncdal.uncommitted_write"
 _NODE = "asyncdal.node"
 _USED = "asyncdal.node_used"
 _FAILED = "asyncdal.failed_nodes"
 _SERVED = "asyncdal.served"
 _ON_PRIMARY: Literal[False] = False  # the session's reads stay on the primary
-_PRIMARY_CONNECTION = "asyncdal.primary_connection"
-COMMIT_LSN = "asyncdal.commit_lsn"
 
 _routes: ContextVar[Mapping[str, Mode] | None] = ContextVar("asyncdal_routes", default=None)
-_required: ContextVar[Mapping[str, int] | None] = ContextVar("asyncdal_required", default=None)
-_commits: ContextVar[dict[str, int] | None] = ContextVar("asyncdal_commits", default=None)
-# Databases whose commit position could not be read in this block (see current_commit_lsns):
-# the rest of the block reads them on the primary, the one node sure to show the commit.
-_unknown_positions: ContextVar[set[str] | None] = ContextVar(
-    "asyncdal_unknown_positions", default=None
-)
-
-logger = logging.getLogger("asyncdal.routing")
-
-
-def parse_lsn(text: str) -> int:
-    """A WAL position from PostgreSQL's text form (``16/B374D848``) as a number.
-
-    Raises:
-        ValueError: the text is not a WAL position.
-    """
-    match = _LSN.match(text)
-    if match is None:
-        raise ValueError(f"not a WAL position like 0/16B3748: {text[:40]!r}")
-    return (int(match.group(1), 16) << 32) | int(match.group(2), 16)
-
-
-def format_lsn(position: int) -> str:
-    """PostgreSQL's text form of a WAL position."""
-    return f"{position >> 32:X}/{position & 0xFFFFFFFF:X}"
 
 
 def is_write(clause: Any) -> bool:
-    """True for statements that must run on the primary."""
+    """True for statements that must run on the primary: DML, a locking SELECT, and a
+    ``text()`` that may write or locks rows (see :mod:`asyncdal._sql`; a SELECT of a function
+    that writes cannot be told from a read)."""
     if clause is None:
         return False
     if getattr(clause, "is_dml", False):
         return True
     if isinstance(clause, Select):
-        return clause._for_update_arg is not None
-    if isinstance(clause, TextClause):
-        return text_may_write(clause.text) or _LOCKING_READ.search(clause.text) is not None
-    return False
+        return select_locks_rows(clause)
+    sql = handwritten_sql(clause)
+    if sql is None:
+        return False
+    found = classify(sql)
+    return found.may_write or found.locks_rows
 
 
-def text_may_write(sql: str) -> bool:
-    """True unless ``sql`` looks like a plain read (SELECT, WITH, SHOW, EXPLAIN, VALUES,
-    TABLE; a WITH or EXPLAIN without a writing word). A SELECT of a function that writes
-    cannot be told from here."""
-    read = READ_ONLY_TEXT.match(sql)
-    return read is None or (
-        read.group(1).lower() in {"with", "explain"} and WRITE_WORD.search(sql) is not None
-    )
+def handwritten_sql(clause: Any) -> str | None:
+    """The SQL of a ``text()``, also one given ``.columns()`` (a ``TextualSelect``, which
+    SQLAlchemy counts as a SELECT whatever it holds); None for a statement SQLAlchemy built."""
+    if isinstance(clause, TextualSelect):
+        clause = clause.element
+    return clause.text if isinstance(clause, TextClause) else None
 
 
 @contextmanager
@@ -139,49 +116,6 @@ def route(database: str, mode: Mode) -> Iterator[None]:
     finally:
         with suppress(ValueError):  # left in another context (a generator closed elsewhere)
             _routes.reset(token)
-
-
-@contextmanager
-def read_your_writes(lsn: str | int | None, database: str = "main") -> Iterator[None]:
-    """Serve the block's reads of ``database`` only from nodes that have replayed ``lsn``.
-
-    Args:
-        lsn: a commit's WAL position (``uow.commit_lsn``, the ``X-DB-LSN`` header); None
-            requires nothing.
-        database: the named database the position belongs to.
-    """
-    if lsn is None:
-        yield
-        return
-    position = parse_lsn(lsn) if isinstance(lsn, str) else lsn
-    token = _required.set({**(_required.get() or {}), database: position})
-    try:
-        yield
-    finally:
-        with suppress(ValueError):
-            _required.reset(token)
-
-
-def required_lsn(database: str) -> int | None:
-    """The WAL position reads of ``database`` must see in this context, if any."""
-    required = _required.get()
-    return None if required is None else required.get(database)
-
-
-@contextmanager
-def current_commit_lsns() -> Iterator[dict[str, int]]:
-    """Collect the commit positions of every unit of work committed in this block, by
-    database name (the FastAPI middleware answers with them)."""
-    collected: dict[str, int] = {}
-    token = _commits.set(collected)
-    unknown = _unknown_positions.set(set())
-    try:
-        yield collected
-    finally:
-        with suppress(ValueError):
-            _commits.reset(token)
-        with suppress(ValueError):
-            _unknown_positions.reset(unknown)
 
 
 @dataclass(eq=False)
@@ -266,8 +200,7 @@ class Router:
 
     def mode(self) -> Mode | None:
         """The override in force for this database in this context, if any."""
-        unknown = _unknown_positions.get()
-        if unknown is not None and self.database in unknown:
+        if position_unknown(self.database):
             return "primary"
         routes = _routes.get()
         return None if routes is None else routes.get(self.database)
@@ -306,7 +239,7 @@ class RoutingSession(Session):
         flavor: Flavor = info[_FLAVOR]
         if flavor == "plain" and (clause is None or is_write(clause)):
             # A flush (no clause), DML, FOR UPDATE or a text() that may write.
-            info[_UNCOMMITTED_WRITE] = True
+            info[UNCOMMITTED_WRITE] = True
             return router.primary[flavor]
         mode = router.mode()
         # A read-write unit of work reads on the primary too: what it reads it may write back
@@ -396,59 +329,6 @@ def translate_read_only_errors(engine: Engine, database: str, node: str) -> None
     event.listen(engine, "handle_error", handle)
 
 
-def track_commit_lsn(session_class: type[Session], primary: Engine) -> None:
-    """After a session of ``session_class`` that wrote commits, read the primary's WAL insert
-    position on the same connection and keep it in ``session.info`` (and in the collector of
-    :func:`current_commit_lsns`).
-
-    It is read right *after* COMMIT, not inside the transaction: the commit record comes after
-    every statement of the transaction, so only a position taken once COMMIT has returned
-    covers it; a replica that has replayed that far shows the transaction. It is the same one
-    round trip, on the connection the session still holds (no second checkout).
-    """
-    from sqlalchemy import event
-
-    def remember(session: Session, transaction: Any, connection: Connection) -> None:
-        if connection.engine is primary:
-            session.info[_PRIMARY_CONNECTION] = connection
-
-    def after_commit(session: Session) -> None:
-        connection: Connection | None = session.info.pop(_PRIMARY_CONNECTION, None)
-        if not session.info.pop(_UNCOMMITTED_WRITE, False) or connection is None:
-            return
-        database = session.info[_ROUTER].database
-        try:
-            connection.execution_options(isolation_level="AUTOCOMMIT")
-            text = connection.exec_driver_sql("SELECT pg_current_wal_insert_lsn()::text").scalar()
-            position = parse_lsn(str(text))
-        except Exception as error:
-            # The transaction is committed: failing here would report a saved write as lost.
-            # Without its position, the rest of the request reads this database on the primary.
-            logger.warning(
-                "database %r: committed, but its WAL position could not be read (%s); "
-                "the rest of this request reads from the primary",
-                database,
-                type(error.__cause__ or error).__name__,
-                extra={"database": database},
-            )
-            unknown = _unknown_positions.get()
-            if unknown is not None:
-                unknown.add(database)
-            return
-        session.info[COMMIT_LSN] = format_lsn(position)
-        collected = _commits.get()
-        if collected is not None:
-            collected[database] = max(position, collected.get(database, 0))
-
-    def forget(session: Session, *args: Any) -> None:
-        session.info.pop(_PRIMARY_CONNECTION, None)
-        session.info.pop(_UNCOMMITTED_WRITE, None)
-
-    event.listen(session_class, "after_begin", remember)
-    event.listen(session_class, "after_commit", after_commit)
-    event.listen(session_class, "after_rollback", forget)
-
-
 def session_info(router: Router, flavor: Flavor) -> dict[str, Any]:
     """The ``info`` a routing session of ``flavor`` starts with."""
-    return {_ROUTER: router, _FLAVOR: flavor}
+    return {_ROUTER: router, _FLAVOR: flavor, DATABASE: router.database}
