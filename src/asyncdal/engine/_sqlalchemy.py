@@ -11,7 +11,7 @@ from typing import TypeVar, cast
 
 import sqlalchemy.util
 
-__all__ = ["await_in_greenlet"]
+__all__ = ["await_in_greenlet", "select_locks_rows"]
 
 T = TypeVar("T")
 

@@ -96,7 +96,7 @@ class UnitOfWork:
         self.commit_lsn: str | None = None
         """The primary's WAL position after the last commit that wrote (``0/16B3748``), on a
         database with replicas; None otherwise. A replica that has replayed it shows the
-        commit (see ``asyncdal.routing.read_your_writes`` and the ``X-DB-LSN`` header)."""
+        commit (see ``asyncdal.read_your_writes`` and the ``X-DB-LSN`` header)."""
 
     @property
     def _root(self) -> UnitOfWork:
@@ -182,7 +182,7 @@ class UnitOfWork:
                 "the transaction may or may not have been committed; it was not retried",
                 database=name,
             ) from error
-        # Set by asyncdal.routing when the transaction wrote on a database with replicas.
+        # Set by the replica routing (asyncdal.replicas) when the transaction wrote on a database with replicas.
         self.commit_lsn = session.info.pop(COMMIT_LSN, None)
 
     async def rollback(self) -> None:
