@@ -182,7 +182,7 @@ class UnitOfWork:
                 "the transaction may or may not have been committed; it was not retried",
                 database=name,
             ) from error
-        # Set by the replica routing (asyncdal.replicas) when the transaction wrote on a database with replicas.
+        # Set by the replica routing when the transaction wrote on a database with replicas.
         self.commit_lsn = session.info.pop(COMMIT_LSN, None)
 
     async def rollback(self) -> None:
