@@ -17,22 +17,20 @@ import asyncpg
 import pytest
 from alembic import command
 from alembic.config import Config
-from asgi_lifespan import LifespanManager
 from dependency_injector import providers
-from httpx import ASGITransport, AsyncClient
+from httpx import AsyncClient
 from sqlalchemy.engine import URL, make_url
 
 from asyncdal import AsyncdalSettings, load_settings
+from asyncdal.testing import DEFAULT_TEST_DATABASE_URL, create_test_database, drop_test_database
 from catalog.app import create_app
 from catalog.container import CatalogContainer
+from tests.helpers import app_client
 
-pytest_plugins = ["asyncdal.testing"]
+pytest_plugins = ["asyncdal.testing.plugin"]
 
 ROOT = Path(__file__).resolve().parent.parent
 TEST_APPLICATION_NAME = "asyncdal-tests"
-# asyncdal.testing is loaded as a pytest plugin (above), so it is imported lazily here: an
-# import at the top would keep pytest from rewriting its asserts.
-DEFAULT_TEST_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 
 
 def plain(url: URL) -> str:
@@ -71,7 +69,7 @@ async def server_url() -> str:
 
 @pytest.fixture(scope="session")
 def asyncdal_test_url(server_url: str) -> str:
-    """Point asyncdal.testing's fixtures at the same server."""
+    """Point the fixtures of asyncdal.testing.plugin at the same server."""
     return server_url
 
 
@@ -107,8 +105,6 @@ def reference_alembic_config(settings: AsyncdalSettings) -> Config:
 @pytest.fixture(scope="session")
 async def catalog_url(server_url: str) -> AsyncIterator[URL]:
     """A throwaway database migrated to the latest revision; dropped after the session."""
-    from asyncdal.testing import create_test_database, drop_test_database
-
     url = await create_test_database(server_url, prefix="catalog_test")
     try:
         await asyncio.to_thread(command.upgrade, alembic_config(database_settings(url)), "head")
@@ -121,8 +117,6 @@ async def catalog_url(server_url: str) -> AsyncIterator[URL]:
 async def catalog_reference_url(server_url: str) -> AsyncIterator[URL]:
     """The catalog's reference database (a second database on the same server), migrated
     with its own history; dropped after the session."""
-    from asyncdal.testing import create_test_database, drop_test_database
-
     url = await create_test_database(server_url, prefix="catalog_reference")
     try:
         settings = database_settings(url, reference=url)
@@ -153,9 +147,5 @@ async def client(catalog_settings: AsyncdalSettings) -> AsyncIterator[AsyncClien
     """An HTTP client on the catalog app, with its lifespan running."""
     container = CatalogContainer()
     container.settings.override(providers.Object(catalog_settings))
-    app = create_app(container)
-    async with (
-        LifespanManager(app) as manager,
-        AsyncClient(transport=ASGITransport(app=manager.app), base_url="http://catalog") as http,
-    ):
+    async with app_client(create_app(container), base_url="http://catalog") as http:
         yield http

@@ -7,9 +7,8 @@ from collections.abc import AsyncIterator
 
 import asyncpg
 import pytest
-from asgi_lifespan import LifespanManager
 from dependency_injector import providers
-from httpx import ASGITransport, AsyncClient
+from httpx import AsyncClient
 from sqlalchemy.engine import URL
 
 from asyncdal import AsyncdalSettings
@@ -19,6 +18,7 @@ from catalog.container import CatalogContainer
 from catalog.idempotency import request_hash
 from catalog.schemas import ProductCreate
 from tests.conftest import database_settings, plain
+from tests.helpers import app_client
 
 KETTLE = {"sku": "KETTLE-1", "name": "Kettle", "price": "24.50"}
 
@@ -76,10 +76,7 @@ async def proxied_client(
             )
         )
         app = create_app(container)
-        async with (
-            LifespanManager(app) as manager,
-            AsyncClient(transport=ASGITransport(app=manager.app), base_url="http://c") as http,
-        ):
+        async with app_client(app) as http:
             yield http, proxy
 
 

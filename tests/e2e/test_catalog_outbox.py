@@ -22,6 +22,7 @@ from asyncdal import AsyncdalSettings, Database, DatabaseSettings, UnitOfWork
 from asyncdal.outbox import Outbox, OutboxSettings, OutboxWorker
 from catalog.worker import build_handlers
 from tests.conftest import plain
+from tests.helpers import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -46,11 +47,14 @@ async def test_product_events_reach_the_catalog_worker(
             f"product.created: product {product_id}",
             f"product.deleted: product {product_id}",
         }
-        deadline = asyncio.get_running_loop().time() + 20
-        while not expected <= {record.getMessage() for record in caplog.records}:
-            assert asyncio.get_running_loop().time() < deadline, caplog.text
+
+        def all_handled() -> bool:
+            if expected <= {record.getMessage() for record in caplog.records}:
+                return True
             assert not task.done(), task
-            await asyncio.sleep(0.05)
+            return False
+
+        await wait_until(all_handled, timeout=20, message=lambda: caplog.text)
     finally:
         worker.stop()
         await asyncio.wait_for(task, 15)
@@ -93,19 +97,23 @@ async def test_make_worker_migrates_a_fresh_database_and_handles_product_events(
                     product_id = await Outbox.of(uow).add("product.created", {"id": 4242}, key=4242)
                     await uow.commit()
                 deadline = asyncio.get_running_loop().time() + 30
-                while "product.created: product 4242" not in log.read_text():
+
+                def handled() -> bool:
+                    if "product.created: product 4242" in log.read_text():
+                        return True
                     assert process.poll() is None, log.read_text()
-                    assert asyncio.get_running_loop().time() < deadline, log.read_text()
-                    await asyncio.sleep(0.05)
-                status = await connection.fetchval(
-                    "SELECT status FROM asyncdal_outbox WHERE id = $1", product_id
-                )
-                while status != "done":
-                    assert asyncio.get_running_loop().time() < deadline, status
-                    await asyncio.sleep(0.05)
+                    return False
+
+                await wait_until(handled, timeout=30, message=log.read_text)
+
+                async def settled() -> bool:
                     status = await connection.fetchval(
                         "SELECT status FROM asyncdal_outbox WHERE id = $1", product_id
                     )
+                    return status == "done"
+
+                left = deadline - asyncio.get_running_loop().time()
+                await wait_until(settled, timeout=left, message="the event is not done")
             finally:
                 await connection.close()
             process.send_signal(signal.SIGTERM)
@@ -123,11 +131,14 @@ async def _connect_when_migrated(
 ) -> asyncpg.Connection:
     """A connection to ``url`` once the worker's migrations created the outbox table."""
     connection = await asyncpg.connect(plain(url.set(drivername="postgresql")))
-    deadline = asyncio.get_running_loop().time() + 60
-    while not await connection.fetchval("SELECT to_regclass('asyncdal_outbox') IS NOT NULL"):
+
+    async def migrated() -> bool:
+        if await connection.fetchval("SELECT to_regclass('asyncdal_outbox') IS NOT NULL"):
+            return True
         assert process.poll() is None, log.read_text()
-        assert asyncio.get_running_loop().time() < deadline, log.read_text()
-        await asyncio.sleep(0.05)
+        return False
+
+    await wait_until(migrated, timeout=60, message=log.read_text)
     return connection
 
 

@@ -9,14 +9,14 @@ from pathlib import Path
 
 import asyncpg
 import pytest
-from asgi_lifespan import LifespanManager
-from httpx import ASGITransport, AsyncClient
+from httpx import AsyncClient
 from sqlalchemy.engine import URL
 
 from asyncdal.testing import FaultProxy
 from catalog.app import create_app
 from catalog.container import CatalogContainer
 from tests.conftest import TEST_APPLICATION_NAME, empty_tables, plain
+from tests.helpers import app_client
 
 
 async def median_latency(client: AsyncClient, path: str, n: int = 30) -> float:
@@ -57,12 +57,7 @@ async def reference_proxied(
         monkeypatch.setenv("DB__REFERENCE__BREAKER_COOL_DOWN", "30")
         app = create_app(CatalogContainer())
         try:
-            async with (
-                LifespanManager(app) as manager,
-                AsyncClient(
-                    transport=ASGITransport(app=manager.app), base_url="http://c"
-                ) as client,
-            ):
+            async with app_client(app) as client:
                 yield client, proxy
         finally:
             proxy.heal()

@@ -8,9 +8,8 @@ from collections.abc import AsyncIterator
 import asyncpg
 import pytest
 from alembic import command
-from asgi_lifespan import LifespanManager
 from dependency_injector import providers
-from httpx import ASGITransport, AsyncClient
+from httpx import AsyncClient
 from sqlalchemy.engine import URL
 
 from asyncdal import load_settings
@@ -19,6 +18,7 @@ from asyncdal.testing._faultproxy import FaultProxy
 from catalog.app import create_app
 from catalog.container import CatalogContainer
 from tests.conftest import alembic_config, database_settings, empty_tables, plain
+from tests.helpers import app_client, wait_until
 
 
 @pytest.fixture(scope="session")
@@ -54,10 +54,7 @@ async def replicated_client(
     container = CatalogContainer()
     container.settings.override(providers.Object(settings))
     app = create_app(container)
-    async with (
-        LifespanManager(app) as manager,
-        AsyncClient(transport=ASGITransport(app=manager.app), base_url="http://catalog") as http,
-    ):
+    async with app_client(app, base_url="http://catalog") as http:
         yield http
 
 
@@ -82,10 +79,11 @@ async def test_x_db_lsn_reads_your_writes_while_replay_is_paused(
     finally:
         await pair.resume_replay()
     await pair.wait_for_replay(lsn)
-    deadline = asyncio.get_running_loop().time() + 10
-    while (await replicated_client.get(path)).status_code != 200:
-        assert asyncio.get_running_loop().time() < deadline, "replica never showed the write"
-        await asyncio.sleep(0.05)
+
+    async def shown() -> bool:
+        return (await replicated_client.get(path)).status_code == 200
+
+    await wait_until(shown, timeout=10, message="replica never showed the write")
     assert (await replicated_client.get(path, headers={"X-DB-LSN": lsn})).status_code == 200
 
 
@@ -134,10 +132,7 @@ async def test_a_write_whose_commit_position_is_lost_is_still_a_201(
         container = CatalogContainer()
         container.settings.override(providers.Object(settings))
         app = create_app(container)
-        async with (
-            LifespanManager(app) as manager,
-            AsyncClient(transport=ASGITransport(app=manager.app), base_url="http://c") as client,
-        ):
+        async with app_client(app) as client:
             # COMMIT goes through; the connection is cut as its position is read.
             proxy.cut_answer_to(b"pg_current_wal_insert_lsn")
             created = await client.post(

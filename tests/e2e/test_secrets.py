@@ -7,9 +7,7 @@ import traceback
 from urllib.parse import quote
 
 import pytest
-from asgi_lifespan import LifespanManager
 from dependency_injector import providers
-from httpx import ASGITransport, AsyncClient
 from sqlalchemy import text
 from sqlalchemy.engine import URL
 
@@ -17,6 +15,7 @@ from asyncdal import Databases, load_settings
 from asyncdal.testing import spare_port
 from catalog.app import create_app
 from catalog.container import CatalogContainer
+from tests.helpers import app_client
 
 SECRET = "s3cr'et:@/%#?&=\\ \"pw"
 FRAGMENTS = [SECRET, quote(SECRET, safe=""), "s3cr'et", "s3cr%27et"]
@@ -65,10 +64,7 @@ async def test_the_password_appears_nowhere(
     app = create_app(container)
     container.warm_up.override(providers.Object(False))
     seen: list[tuple[str, str]] = []
-    async with (
-        LifespanManager(app) as manager,
-        AsyncClient(transport=ASGITransport(app=manager.app), base_url="http://t") as client,
-    ):
+    async with app_client(app) as client:
         for path in ["/health/ready", "/products?limit=5", "/metrics", "/openapi.json"]:
             response = await client.get(path)
             seen.append((f"GET {path} ({response.status_code})", response.text))

@@ -10,9 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from asgi_lifespan import LifespanManager
 from dependency_injector import providers
-from httpx import ASGITransport, AsyncClient
 from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 from opentelemetry.instrumentation.sqlalchemy import SQLAlchemyInstrumentor
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
@@ -23,6 +21,7 @@ from opentelemetry.trace import SpanKind
 from asyncdal import AsyncdalSettings
 from catalog.app import create_app
 from catalog.container import CatalogContainer
+from tests.helpers import app_client
 
 
 @pytest.fixture
@@ -55,10 +54,7 @@ async def test_catalog_requests_produce_server_and_database_spans(
     container.settings.override(providers.Object(catalog_settings))
     app = create_app(container)
     FastAPIInstrumentor.instrument_app(app, tracer_provider=provider)
-    async with (
-        LifespanManager(app) as manager,
-        AsyncClient(transport=ASGITransport(app=manager.app), base_url="http://t") as client,
-    ):
+    async with app_client(app) as client:
         spans.clear()  # startup's warm-up queries
         created = await client.post(
             "/products", json={"sku": "TR-1", "name": "Traced", "price": "1.50"}

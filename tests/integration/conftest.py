@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 
@@ -15,23 +14,9 @@ from asyncdal import Database, DatabaseSettings
 from asyncdal.testing import ReplicaPair, create_test_database, drop_test_database
 from catalog.models import Base
 from tests.conftest import plain
+from tests.helpers import count_connections
 
 BackendCounter = Callable[[str], Awaitable[int]]
-
-
-async def wait_for_count(
-    backends: BackendCounter, application_name: str, expected: int, timeout: float = 5.0
-) -> int:
-    """Poll until the backend count is ``expected`` or the deadline passes; return the last.
-
-    The server ends a backend shortly after its client's socket closes, not at once.
-    """
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        count = await backends(application_name)
-        if count == expected or asyncio.get_running_loop().time() > deadline:
-            return count
-        await asyncio.sleep(0.02)
 
 
 @pytest.fixture(scope="session")
@@ -63,19 +48,15 @@ def make_database(test_database_url: URL) -> Callable[..., Database]:
 
 @pytest.fixture
 async def backends(test_database_url: URL) -> AsyncIterator[BackendCounter]:
-    """Count the server's backends with a given application_name, from a separate connection."""
+    """Count the server's backends with a given application_name (tagged ones included), from
+    a connection kept open for the test."""
     connection = await asyncpg.connect(
         plain(test_database_url.set(drivername="postgresql")),
         server_settings={"application_name": "it-observer"},
     )
 
     async def count(application_name: str) -> int:
-        value = await connection.fetchval(
-            "SELECT count(*) FROM pg_stat_activity "
-            "WHERE (application_name = $1 OR application_name LIKE $1 || ':%')",
-            application_name,
-        )
-        return int(value)
+        return await count_connections(connection, application_name=application_name)
 
     try:
         yield count

@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from typing import Annotated
 
 import asyncpg
-from asgi_lifespan import LifespanManager
 from fastapi import Depends, FastAPI, Request
-from httpx import ASGITransport, AsyncClient
 from sqlalchemy import text
 
 from asyncdal import Database, Databases, UnitOfWork
@@ -131,14 +128,3 @@ def build_app(
         return {"value": int(value or 0)}
 
     return app
-
-
-async def serve(app: FastAPI) -> AsyncIterator[AsyncClient]:
-    """An httpx client on ``app`` with its lifespan running (use with ``async for``)."""
-    async with (
-        LifespanManager(app) as manager,
-        AsyncClient(
-            transport=ASGITransport(app=manager.app), base_url="http://faults", timeout=60
-        ) as client,
-    ):
-        yield client

@@ -9,6 +9,7 @@ import pytest
 from sqlalchemy import text
 
 from asyncdal import Database
+from tests.helpers import count_connections
 from tests.integration.conftest import BackendCounter
 
 
@@ -54,14 +55,11 @@ async def test_cancelled_background_task_leaks_nothing(
         with pytest.raises(asyncio.CancelledError):
             await task
         assert db.engine.pool.checkedout() == 0  # type: ignore[attr-defined]
-        async with db.engine.connect() as connection:
-            stuck = await connection.scalar(
-                text(
-                    "SELECT count(*) FROM pg_stat_activity WHERE application_name = :name "
-                    "AND state IN ('idle in transaction', 'active') AND pid <> pg_backend_pid()"
-                ),
-                {"name": db.settings.application_name},
-            )
+        stuck = await count_connections(
+            db.settings.sqlalchemy_url(),
+            application_name=db.settings.application_name,
+            state=("idle in transaction", "active"),
+        )
         assert stuck == 0
     finally:
         await db.dispose()

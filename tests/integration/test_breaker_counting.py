@@ -14,6 +14,7 @@ from sqlalchemy.engine import URL
 
 from asyncdal import Database, DatabaseUnavailableError
 from tests.conftest import plain
+from tests.helpers import count_connections, wait_until
 
 
 @pytest.fixture
@@ -28,12 +29,11 @@ async def limited_role(test_database_url: URL) -> AsyncIterator[str]:
         await admin.execute(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = $1", role
         )
-        deadline = asyncio.get_running_loop().time() + 5
-        while await admin.fetchval(
-            "SELECT count(*) FROM pg_stat_activity WHERE usename = $1", role
-        ):
-            assert asyncio.get_running_loop().time() < deadline
-            await asyncio.sleep(0.02)
+
+        async def all_ended() -> bool:
+            return await count_connections(admin, user=role) == 0
+
+        await wait_until(all_ended, timeout=5, interval=0.02, message=f"{role} still connected")
         await admin.execute(f"DROP ROLE {role}")
         await admin.close()
 

@@ -12,7 +12,8 @@ from sqlalchemy.engine import URL
 
 from asyncdal import Database, DatabaseSettings
 from tests.conftest import plain
-from tests.integration.faultapp import build_app, create_table, serve
+from tests.helpers import app_client, count_connections, wait_until
+from tests.integration.faultapp import build_app, create_table
 
 ROUNDS = 500
 
@@ -32,16 +33,18 @@ async def test_cancelled_mid_query_with_a_row_lock_leaks_nothing(test_database_u
     )
     worst_lock_wait = 0.0
     try:
-        async for client in serve(build_app({"main": db})):
+        async with app_client(build_app({"main": db})) as client:
             for _ in range(ROUNDS):
                 # httpx's ASGI transport runs the app in the caller's task: cancelling the
                 # request cancels the handler mid-statement, as a server cancels a request
                 # whose client went away.
                 request = asyncio.create_task(client.get("/locked?seconds=30"))
-                deadline = time.monotonic() + 10
-                while not await observer.fetchval(sleeping, name):
-                    assert time.monotonic() < deadline, "the request never reached pg_sleep"
-                    await asyncio.sleep(0.001)
+                await wait_until(
+                    lambda: observer.fetchval(sleeping, name),
+                    timeout=10,
+                    interval=0.001,
+                    message="the request never reached pg_sleep",
+                )
                 request.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await request
@@ -52,11 +55,10 @@ async def test_cancelled_mid_query_with_a_row_lock_leaks_nothing(test_database_u
                     await observer.execute("SET LOCAL lock_timeout = '2s'")
                     await observer.execute("SELECT id FROM fault_items WHERE id = 0 FOR UPDATE")
                 worst_lock_wait = max(worst_lock_wait, time.perf_counter() - started)
-            idle_in_transaction = await observer.fetchval(
-                "SELECT count(*) FROM pg_stat_activity "
-                "WHERE (application_name = $1 OR application_name LIKE $1 || ':%') "
-                "AND state LIKE 'idle in transaction%'",
-                name,
+            idle_in_transaction = await count_connections(
+                observer,
+                application_name=name,
+                state=("idle in transaction", "idle in transaction (aborted)"),
             )
             assert idle_in_transaction == 0
             assert await observer.fetchval(sleeping, name) == 0

@@ -3,7 +3,6 @@ ordinary request are a 503 to retry."""
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections.abc import Callable
 
@@ -14,7 +13,8 @@ from sqlalchemy.engine import URL
 
 from asyncdal import Database, NotCommittedError
 from tests.conftest import plain
-from tests.integration.faultapp import build_app, create_table, serve
+from tests.helpers import app_client, count_connections, wait_until
+from tests.integration.faultapp import build_app, create_table
 
 IDLE_LIMIT = 0.3
 
@@ -35,13 +35,19 @@ async def test_commit_on_a_connection_the_server_already_closed_is_not_committed
     await create_table(plain(test_database_url.set(drivername="postgresql")))
     db = make_database(pool_size=1, idle_in_transaction_session_timeout=IDLE_LIMIT)
     tag = f"idle-{uuid.uuid4().hex[:8]}"
+
+    async def session_ended() -> bool:
+        name = db.settings.application_name
+        return await count_connections(test_database_url, application_name=name) == 0
+
     try:
         with pytest.raises(NotCommittedError, match="nothing was saved"):
             async with db.unit_of_work() as uow:
                 await uow.session.execute(
                     text("INSERT INTO fault_items (tag) VALUES (:tag)"), {"tag": tag}
                 )
-                await asyncio.sleep(IDLE_LIMIT * 4)  # the server ends the session meanwhile
+                # The server ends the session, idle in its transaction for IDLE_LIMIT.
+                await wait_until(session_ended, timeout=10, message="the session was not ended")
                 await uow.commit()
         async with db.unit_of_work() as uow:  # the pool replaced the connection
             assert await uow.session.scalar(text("SELECT 1")) == 1
@@ -56,7 +62,7 @@ async def test_request_whose_session_the_server_ended_answers_503_not_committed(
     await create_table(plain(test_database_url.set(drivername="postgresql")))
     db = make_database(pool_size=1, idle_in_transaction_session_timeout=IDLE_LIMIT)
     tag = f"idle-{uuid.uuid4().hex[:8]}"
-    async for client in serve(build_app({"main": db})):
+    async with app_client(build_app({"main": db})) as client:
         response = await client.post(f"/items/idle?tag={tag}&seconds={IDLE_LIMIT * 4}")
         assert response.status_code == 503, response.text
         assert response.json()["outcome"] == "not_committed"
@@ -70,7 +76,7 @@ async def test_serialization_failure_in_an_ordinary_request_is_a_503_to_retry(
     make_database: Callable[..., Database], test_database_url: URL
 ) -> None:
     await create_table(plain(test_database_url.set(drivername="postgresql")))
-    async for client in serve(build_app({"main": make_database(pool_size=1)})):
+    async with app_client(build_app({"main": make_database(pool_size=1)})) as client:
         response = await client.get("/conflict")
         assert response.status_code == 503, response.text
         assert "conflicted with concurrent work" in response.json()["detail"]

@@ -12,7 +12,8 @@ from asyncdal import Databases, load_settings
 from catalog.container import CatalogContainer
 from catalog.repositories import ProductRepository
 from tests.conftest import plain
-from tests.integration.conftest import BackendCounter, wait_for_count
+from tests.helpers import wait_until
+from tests.integration.conftest import BackendCounter
 
 
 async def test_resource_warms_up_serves_units_of_work_and_disposes(
@@ -37,4 +38,8 @@ async def test_resource_warms_up_serves_units_of_work_and_disposes(
         assert uow.read_only
 
     await container.shutdown_resources()
-    assert await wait_for_count(backends, name, 0) == 0
+
+    async def all_closed() -> bool:
+        return await backends(name) == 0
+
+    await wait_until(all_closed, timeout=5, message="the pool's connections are still open")

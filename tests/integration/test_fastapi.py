@@ -10,14 +10,12 @@ from typing import Annotated, Any
 
 import asyncpg
 import pytest
-from asgi_lifespan import LifespanManager
 from fastapi import BackgroundTasks, Depends, FastAPI, HTTPException
 from fastapi.responses import JSONResponse
-from httpx import ASGITransport, AsyncClient
 from sqlalchemy import text
 from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncSession
-from starlette.types import Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from asyncdal import Database, Databases, UnitOfWork, UnitOfWorkError
 from asyncdal.fastapi import (
@@ -28,6 +26,7 @@ from asyncdal.fastapi import (
     unit_of_work_provider,
 )
 from tests.conftest import plain
+from tests.helpers import app_client
 
 Session = Annotated[AsyncSession, Depends(session_provider())]
 
@@ -180,14 +179,6 @@ async def background_insert(db: Database, child_id: int) -> None:
         await uow.commit()
 
 
-async def client_for(app: FastAPI) -> AsyncIterator[AsyncClient]:
-    async with (
-        LifespanManager(app) as manager,
-        AsyncClient(transport=ASGITransport(app=manager.app), base_url="http://t") as client,
-    ):
-        yield client
-
-
 @pytest.fixture
 async def app_db(make_database: Callable[..., Database]) -> Database:
     return make_database(pool_size=5, max_overflow=10)
@@ -198,19 +189,19 @@ async def test_commit_happens_before_the_response_starts(
 ) -> None:
     seen_at_start: list[int] = []
 
-    async with LifespanManager(build_app(app_db)) as manager:
-
+    def observed(app: ASGIApp) -> ASGIApp:
         async def observer(scope: Scope, receive: Receive, send: Send) -> None:
             async def watch(message: Message) -> None:
                 if message["type"] == "http.response.start":
                     seen_at_start.append(await raw.fetchval("SELECT count(*) FROM children"))
                 await send(message)
 
-            await manager.app(scope, receive, watch)
+            await app(scope, receive, watch)
 
-        transport = ASGITransport(app=observer)
-        async with AsyncClient(transport=transport, base_url="http://t") as client:
-            response = await client.post("/children/1")
+        return observer
+
+    async with app_client(build_app(app_db), wrap=observed) as client:
+        response = await client.post("/children/1")
     assert response.status_code == 201
     assert seen_at_start == [1]
 
@@ -218,7 +209,7 @@ async def test_commit_happens_before_the_response_starts(
 async def test_failed_commit_is_a_500_and_nothing_is_saved(
     app_db: Database, raw: asyncpg.Connection
 ) -> None:
-    async for client in client_for(build_app(app_db)):
+    async with app_client(build_app(app_db)) as client:
         # The deferred foreign key is only checked at COMMIT.
         response = await client.post("/children/2", params={"parent": 99})
         assert response.status_code == 500
@@ -231,7 +222,7 @@ async def test_failed_commit_is_a_500_and_nothing_is_saved(
 async def test_raised_errors_and_4xx_answers_roll_back(
     app_db: Database, raw: asyncpg.Connection
 ) -> None:
-    async for client in client_for(build_app(app_db)):
+    async with app_client(build_app(app_db)) as client:
         assert (await client.post("/raise/4")).status_code == 400
         assert (await client.post("/teapot/5")).status_code == 418
     assert await raw.fetchval("SELECT count(*) FROM children") == 0
@@ -240,7 +231,7 @@ async def test_raised_errors_and_4xx_answers_roll_back(
 async def test_fifty_concurrent_requests_each_see_only_their_own_session(
     app_db: Database, raw: asyncpg.Connection
 ) -> None:
-    async for client in client_for(build_app(app_db)):
+    async with app_client(build_app(app_db)) as client:
         tags = [f"req-{uuid.uuid4().hex[:8]}" for _ in range(50)]
         responses = await asyncio.gather(*(client.post(f"/tagged/{tag}") for tag in tags))
     bodies = [response.json() for response in responses]
@@ -255,7 +246,7 @@ async def test_fifty_concurrent_requests_each_see_only_their_own_session(
 async def test_background_task_gets_its_own_committed_transaction(
     app_db: Database, raw: asyncpg.Connection
 ) -> None:
-    async for client in client_for(build_app(app_db)):
+    async with app_client(build_app(app_db)) as client:
         assert (await client.post("/with-background/10")).status_code == 202
     rows = await raw.fetch("SELECT id, tag FROM children ORDER BY id")
     assert [(row["id"], row["tag"]) for row in rows] == [(10, "x"), (11, "bg")]
@@ -264,7 +255,7 @@ async def test_background_task_gets_its_own_committed_transaction(
 async def test_background_task_never_joins_a_settled_request_transaction(
     app_db: Database, raw: asyncpg.Connection
 ) -> None:
-    async for client in client_for(build_app(app_db)):
+    async with app_client(build_app(app_db)) as client:
         assert (await client.post("/two-providers/20")).status_code == 201
         assert (await client.get("/read-then-background/30")).status_code == 200
     rows = await raw.fetch("SELECT id, tag FROM children ORDER BY id")
@@ -274,7 +265,7 @@ async def test_background_task_never_joins_a_settled_request_transaction(
 async def test_background_tasks_do_not_run_after_a_failed_commit(
     app_db: Database, raw: asyncpg.Connection
 ) -> None:
-    async for client in client_for(build_app(app_db)):
+    async with app_client(build_app(app_db)) as client:
         response = await client.post("/failing-commit-with-background/40")
     assert response.status_code == 500
     assert await raw.fetchval("SELECT count(*) FROM children") == 0
@@ -283,7 +274,7 @@ async def test_background_tasks_do_not_run_after_a_failed_commit(
 async def test_function_scoped_provider_never_gives_a_2xx_for_unsaved_work(
     app_db: Database, raw: asyncpg.Connection
 ) -> None:
-    async for client in client_for(build_app(app_db)):
+    async with app_client(build_app(app_db)) as client:
         with pytest.raises(UnitOfWorkError, match="scope"):
             await client.post("/function-scope/50")
     assert await raw.fetchval("SELECT count(*) FROM children") == 0
@@ -296,11 +287,9 @@ async def test_missing_middleware_is_a_clear_error(app_db: Database) -> None:
     async def index(session: Session) -> None:
         return None
 
-    async with LifespanManager(app) as manager:
-        transport = ASGITransport(app=manager.app)
-        async with AsyncClient(transport=transport, base_url="http://t") as client:
-            with pytest.raises(UnitOfWorkError, match=r"setup\(app\)"):
-                await client.get("/")
+    async with app_client(app) as client:
+        with pytest.raises(UnitOfWorkError, match=r"setup\(app\)"):
+            await client.get("/")
 
 
 async def test_failed_commit_on_a_second_database_says_what_was_committed(
@@ -318,7 +307,7 @@ async def test_failed_commit_on_a_second_database_says_what_was_committed(
         await first.execute(text("INSERT INTO children (id, tag) VALUES (60, 'main')"))
         await second.execute(text("INSERT INTO children (id, tag, parent) VALUES (61, 'a', 99)"))
 
-    async for client in client_for(app):
+    async with app_client(app) as client:
         response = await client.post("/both")
     assert response.status_code == 500
     detail = response.json()["detail"]

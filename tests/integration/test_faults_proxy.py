@@ -17,7 +17,8 @@ from asyncdal import Database, DatabaseSettings
 from asyncdal.observe._metrics import DatabaseMetrics
 from asyncdal.testing import FaultProxy
 from tests.conftest import plain
-from tests.integration.faultapp import build_app, create_table, serve
+from tests.helpers import app_client, wait_until
+from tests.integration.faultapp import build_app, create_table
 
 CONNECT, COMMAND, POOL = 1.0, 1.0, 1.0
 
@@ -57,11 +58,12 @@ async def timed(client: AsyncClient, method: str, path: str) -> tuple[int, float
 async def until_ok(client: AsyncClient, path: str, deadline: float) -> float:
     """Poll ``path`` until it answers 200; return how long that took."""
     started = time.perf_counter()
-    while True:
-        if (await client.get(path)).status_code == 200:
-            return time.perf_counter() - started
-        assert time.perf_counter() - started < deadline, f"{path} did not recover"
-        await asyncio.sleep(0.05)
+
+    async def ok() -> bool:
+        return (await client.get(path)).status_code == 200
+
+    await wait_until(ok, timeout=deadline, message=f"{path} did not recover")
+    return time.perf_counter() - started
 
 
 async def break_until_open(client: AsyncClient, db: Database) -> list[tuple[int, float]]:
@@ -82,7 +84,7 @@ async def test_link_fault_fails_in_time_opens_breaker_fails_fast_and_recovers(
 ) -> None:
     db = through(proxy, test_database_url)
     metrics = DatabaseMetrics()
-    async for client in serve(build_app({"main": db}, metrics=metrics)):
+    async with app_client(build_app({"main": db}, metrics=metrics)) as client:
         assert (await client.get("/count")).status_code == 200
         getattr(proxy, fault)()
 
@@ -118,7 +120,7 @@ async def test_read_whose_answer_is_cut_is_retried_but_a_write_is_not(
     caplog.set_level(logging.WARNING, logger="asyncdal.retry")
     db = through(proxy, test_database_url, breaker_failure_threshold=5)
     tag = f"cut-{uuid.uuid4().hex[:8]}"
-    async for client in serve(build_app({"main": db})):
+    async with app_client(build_app({"main": db})) as client:
         assert (await client.get("/main-only")).status_code == 200
         # Not run on this connection before, so its text is sent (not a cached statement).
         proxy.cut_answer_to(b"SELECT count(*) FROM fault_items")
@@ -145,10 +147,14 @@ async def test_half_open_probe_on_a_pooled_connection_pings_it_first(
     db = through(proxy, test_database_url, breaker_cool_down=0.2)
 
     async def after_cool_down() -> None:
-        while db.breaker.retry_after() > 0:
-            await asyncio.sleep(0.02)
+        await wait_until(
+            lambda: db.breaker.retry_after() <= 0,
+            timeout=10,
+            interval=0.02,
+            message="the breaker's cool-down did not end",
+        )
 
-    async for client in serve(build_app({"main": db})):
+    async with app_client(build_app({"main": db})) as client:
         assert (await client.get("/count")).status_code == 200  # one healthy pooled connection
         proxy.blackhole()  # the pooled connection looks fine but will never answer
         for _ in range(db.breaker.failure_threshold):
@@ -173,13 +179,17 @@ async def test_half_open_probe_is_bounded_by_connect_timeout_not_command_timeout
 ) -> None:
     # A long COMMAND_TIMEOUT must not hold the probe: it gets CONNECT_TIMEOUT, as a connect would.
     db = through(proxy, test_database_url, command_timeout=60, breaker_cool_down=0.2)
-    async for client in serve(build_app({"main": db})):
+    async with app_client(build_app({"main": db})) as client:
         assert (await client.get("/count")).status_code == 200
         proxy.blackhole()
         for _ in range(db.breaker.failure_threshold):
             db.breaker.record_failure(OSError("simulated"))
-        while db.breaker.retry_after() > 0:
-            await asyncio.sleep(0.02)
+        await wait_until(
+            lambda: db.breaker.retry_after() <= 0,
+            timeout=10,
+            interval=0.02,
+            message="the breaker's cool-down did not end",
+        )
         async with asyncio.timeout(CONNECT + 3):
             status, seconds, body = await timed(client, "GET", "/count")
         assert status == 503

@@ -18,7 +18,8 @@ from sqlalchemy.engine import URL
 from asyncdal import Database, DatabaseSettings
 from asyncdal.testing import ThrowawayCluster, throwaway_cluster
 from tests.conftest import plain
-from tests.integration.faultapp import build_app, create_table, serve
+from tests.helpers import app_client, wait_until
+from tests.integration.faultapp import build_app, create_table
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +51,7 @@ async def test_every_pooled_connection_terminated_between_requests(
     await create_table(dsn)
     main = Database("main", settings(plain(test_database_url)))
     name = main.settings.application_name
-    async for client in serve(build_app({"main": main})):
+    async with app_client(build_app({"main": main})) as client:
         # Fill the pool: four concurrent requests hold four connections.
         responses = await asyncio.gather(*(client.get("/slow?seconds=0.2") for _ in range(4)))
         assert [r.status_code for r in responses] == [200] * 4
@@ -69,12 +70,14 @@ async def test_every_pooled_connection_terminated_between_requests(
             assert terminated == 4
             # pg_terminate_backend only signals: wait until those backends have exited (and
             # so have closed their sockets), with a deadline.
-            deadline = time.monotonic() + 5
-            while await observer.fetchval(
-                "SELECT count(*) FROM pg_stat_activity WHERE pid = ANY($1::int[])", killed
-            ):
-                assert time.monotonic() < deadline, "the terminated backends did not exit"
-                await asyncio.sleep(0.02)
+            await wait_until(
+                lambda: observer.fetchval(
+                    "SELECT count(*) = 0 FROM pg_stat_activity WHERE pid = ANY($1::int[])", killed
+                ),
+                timeout=5,
+                interval=0.02,
+                message="the terminated backends did not exit",
+            )
         finally:
             await observer.close()
         # Reads, writes, and reads again: every one succeeds, none sees a dead connection.
@@ -92,7 +95,7 @@ async def test_server_restarted_between_requests_and_during_a_transaction(
     await create_table(cluster.url)
     main = Database("main", settings(cluster.url))
     app = build_app({"main": main})
-    async for client in serve(app):
+    async with app_client(app) as client:
         assert (await client.post("/items?tag=before")).status_code == 201
         assert (await client.get("/count")).status_code == 200
 
@@ -152,7 +155,7 @@ async def test_reference_database_stopped_does_not_slow_main_endpoints(
 ) -> None:
     main = Database("main", settings(plain(test_database_url)))
     reference = Database("reference", settings(cluster.url, optional=True, breaker_cool_down=30))
-    async for client in serve(build_app({"main": main, "reference": reference})):
+    async with app_client(build_app({"main": main, "reference": reference})) as client:
         assert (await client.get("/reference")).status_code == 200
         before = await _median_latency(client, "/main-only")
 
@@ -204,7 +207,7 @@ async def test_app_starts_and_serves_main_while_an_optional_database_is_down(
     await asyncio.to_thread(cluster.stop)
     try:
         app = build_app({"main": main, "reference": reference}, warm_up=True)
-        async for client in serve(app):
+        async with app_client(app) as client:
             assert (await client.get("/main-only")).status_code == 200
             assert (await client.get("/reference")).status_code == 503
     finally:

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 
-from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
-from httpx import ASGITransport, AsyncClient
 
 from asyncdal import Database, Databases, DatabaseSettings
 from asyncdal.fastapi import databases_lifespan, health_router, setup
 from asyncdal.testing import spare_port
+from tests.helpers import app_client
 
 SECRET = "p@ss:/%#?w0rd"
 
@@ -28,14 +28,12 @@ def unreachable(name: str, *, optional: bool) -> Database:
     return Database(name, settings)
 
 
+@asynccontextmanager
 async def ready(databases: dict[str, Database]) -> AsyncIterator[tuple[int, str]]:
     app = FastAPI(lifespan=databases_lifespan(lambda: Databases(databases), warm_up=False))
     setup(app)
     app.include_router(health_router(answer_within=2))
-    async with (
-        LifespanManager(app) as manager,
-        AsyncClient(transport=ASGITransport(app=manager.app), base_url="http://t") as client,
-    ):
+    async with app_client(app) as client:
         live = await client.get("/health/live")
         assert (live.status_code, live.json()) == (200, {"status": "ok"})
         response = await client.get("/health/ready")
@@ -45,7 +43,7 @@ async def ready(databases: dict[str, Database]) -> AsyncIterator[tuple[int, str]
 async def test_all_up_is_ok_with_latency_and_pool(make_database: Callable[..., Database]) -> None:
     import json
 
-    async for status, body in ready({"main": make_database(pool_size=3)}):
+    async with ready({"main": make_database(pool_size=3)}) as (status, body):
         report = json.loads(body)
         assert status == 200
         assert report["status"] == "ok"
@@ -63,7 +61,7 @@ async def test_optional_database_down_is_degraded_not_unready(
     import json
 
     databases = {"main": make_database(), "reference": unreachable("reference", optional=True)}
-    async for status, body in ready(databases):
+    async with ready(databases) as (status, body):
         report = json.loads(body)
         assert status == 200
         assert report["status"] == "degraded"
@@ -77,7 +75,7 @@ async def test_optional_database_down_is_degraded_not_unready(
 async def test_required_database_down_is_503(make_database: Callable[..., Database]) -> None:
     import json
 
-    async for status, body in ready({"main": unreachable("main", optional=False)}):
+    async with ready({"main": unreachable("main", optional=False)}) as (status, body):
         assert status == 503
         assert json.loads(body)["status"] == "down"
         assert "p@ss" not in body

@@ -4,18 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 
 import pytest
-from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
-from httpx import ASGITransport, AsyncClient
+from httpx import AsyncClient
 from sqlalchemy.engine import URL
 
 from asyncdal import Database, Databases, DatabaseSettings
 from asyncdal.fastapi import databases_lifespan, health_router, setup
 from asyncdal.testing import ThrowawayCluster, throwaway_cluster
 from tests.conftest import plain
+from tests.helpers import app_client
 
 
 @pytest.fixture(scope="module")
@@ -24,15 +24,11 @@ def cluster() -> Iterator[ThrowawayCluster]:
         yield owned
 
 
-async def client_for(databases: dict[str, Database]) -> AsyncIterator[AsyncClient]:
+def health_app(databases: dict[str, Database]) -> FastAPI:
     app = FastAPI(lifespan=databases_lifespan(lambda: Databases(databases)))
     setup(app)
     app.include_router(health_router(answer_within=2))
-    async with (
-        LifespanManager(app) as manager,
-        AsyncClient(transport=ASGITransport(app=manager.app), base_url="http://t") as client,
-    ):
-        yield client
+    return app
 
 
 async def ready(client: AsyncClient) -> tuple[int, str]:
@@ -44,7 +40,7 @@ async def test_required_database_stopped_is_503_then_200_when_back(
     cluster: ThrowawayCluster,
 ) -> None:
     main = Database("main", DatabaseSettings(url=cluster.url, pool_size=2, connect_timeout=2))
-    async for client in client_for({"main": main}):
+    async with app_client(health_app({"main": main})) as client:
         assert await ready(client) == (200, "ok")
         await asyncio.to_thread(cluster.stop)
         try:
@@ -67,7 +63,7 @@ async def test_optional_database_stopped_is_degraded_but_ready(
             "reference", DatabaseSettings(url=cluster.url, optional=True, connect_timeout=2)
         ),
     }
-    async for client in client_for(databases):
+    async with app_client(health_app(databases)) as client:
         assert await ready(client) == (200, "ok")
         await asyncio.to_thread(cluster.stop)
         try:

@@ -31,6 +31,7 @@ from asyncdal import AsyncdalSettings
 from catalog import lambda_handler
 from catalog.lambda_handler import create_handler
 from tests.conftest import database_settings, plain
+from tests.helpers import count_connections, wait_until
 
 # A backend whose client closed its connection leaves pg_stat_activity a moment later, when its
 # process exits; a connection kept open never does.
@@ -194,20 +195,15 @@ def runtimes() -> Iterator[list[LambdaRuntime]]:
         assert not failures, failures
 
 
-async def app_backends(admin: asyncpg.Connection, application_name: str) -> int:
-    count = await admin.fetchval(
-        "SELECT count(*) FROM pg_stat_activity "
-        "WHERE (application_name = $1 OR application_name LIKE $1 || ':%')",
-        application_name,
-    )
-    return int(count)
-
-
 async def assert_no_backend_left(admin: asyncpg.Connection, application_name: str) -> None:
-    deadline = time.monotonic() + BACKEND_EXIT_DEADLINE
-    while (count := await app_backends(admin, application_name)) and time.monotonic() < deadline:
-        await asyncio.sleep(0.05)
-    assert count == 0, f"{count} connection(s) of the handler still open after the invocation"
+    async def none_left() -> bool:
+        return await count_connections(admin, application_name=application_name) == 0
+
+    await wait_until(
+        none_left,
+        timeout=BACKEND_EXIT_DEADLINE,
+        message="connections of the handler still open after the invocation",
+    )
 
 
 async def terminate_backends(admin: asyncpg.Connection, application_name: str) -> None:

@@ -12,7 +12,8 @@ from sqlalchemy.engine import URL
 
 from asyncdal import Database, DatabaseSettings
 from tests.conftest import plain
-from tests.integration.faultapp import build_app, serve
+from tests.helpers import app_client
+from tests.integration.faultapp import build_app
 
 POOL_SIZE = 4
 POOL_TIMEOUT = 1.0
@@ -49,7 +50,7 @@ async def test_overload_answers_only_503s_in_time_and_returns_every_connection(
             if response.status_code == 503 and "Retry-After" not in response.headers:
                 missing_retry_after += 1
 
-    async for client in serve(build_app({"main": db})):
+    async with app_client(build_app({"main": db})) as client:
         until = time.monotonic() + DURATION
         await asyncio.gather(*(worker(client, until) for _ in range(POOL_SIZE * 10)))
         pool = db.engine.pool

@@ -7,9 +7,7 @@ from collections.abc import Callable
 from typing import Annotated
 
 import pytest
-from asgi_lifespan import LifespanManager
 from fastapi import Depends, FastAPI
-from httpx import ASGITransport, AsyncClient
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import exc, text
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -18,6 +16,7 @@ from asyncdal import Database, Databases
 from asyncdal.fastapi import databases_lifespan, metrics_router, session_provider, setup
 from asyncdal.observe._metrics import DatabaseMetrics, _statement_label
 from catalog.models import Product
+from tests.helpers import app_client
 
 # At module level: FastAPI resolves the (string) annotation in the module's namespace.
 MainSession = Annotated[AsyncSession, Depends(session_provider())]
@@ -245,10 +244,7 @@ async def test_a_request_waiting_for_a_saturated_pool_shows_in_the_wait_histogra
             parsed[("asyncdal_connection_wait_seconds_bucket", fast)],
         )
 
-    async with (
-        LifespanManager(app) as manager,
-        AsyncClient(transport=ASGITransport(app=manager.app), base_url="http://t") as client,
-    ):
+    async with app_client(app) as client:
         count, total, quick = waits((await client.get("/metrics")).text)  # the warm-up's
         first, second = await asyncio.gather(client.get("/slow"), client.get("/slow"))
         assert (first.status_code, second.status_code) == (200, 200)

@@ -7,9 +7,7 @@ import asyncio
 from collections.abc import Iterator
 
 import pytest
-from asgi_lifespan import LifespanManager
 from dependency_injector import providers
-from httpx import ASGITransport, AsyncClient
 from sqlalchemy import exc, text
 from sqlalchemy.engine import URL
 
@@ -17,6 +15,7 @@ from asyncdal import AsyncdalSettings, Database, DatabaseSettings
 from catalog.app import create_app
 from catalog.container import CatalogContainer
 from tests.conftest import database_settings, plain
+from tests.helpers import app_client
 
 
 @pytest.fixture(scope="module")
@@ -44,10 +43,7 @@ async def storm(settings: AsyncdalSettings, requests: int = 200) -> list[int | s
     container.settings.override(providers.Object(settings))
     app = create_app(container)
     outcomes: list[int | str] = []
-    async with (
-        LifespanManager(app) as manager,
-        AsyncClient(transport=ASGITransport(app=manager.app), base_url="http://c") as client,
-    ):
+    async with app_client(app) as client:
 
         async def one(i: int) -> int | str:
             try:

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
-import time
 from collections.abc import Callable
 
 from asyncdal import Database
 from asyncdal.observe._metrics import DatabaseMetrics
 from asyncdal.testing import spare_port
 from tests.conftest import plain
-from tests.integration.faultapp import build_app, create_table, serve
+from tests.helpers import app_client, wait_until
+from tests.integration.faultapp import build_app, create_table
 
 
 async def test_dead_replica_opens_its_own_breaker_seen_in_health_and_metrics(
@@ -28,13 +27,18 @@ async def test_dead_replica_opens_its_own_breaker_seen_in_health_and_metrics(
     )
     await create_table(plain(db.settings.sqlalchemy_url().set(drivername="postgresql")))
     metrics = DatabaseMetrics()
-    async for client in serve(build_app({"main": db}, metrics=metrics)):
-        deadline = time.monotonic() + 10
-        while getattr(db.replica_breaker("replica-1"), "state", None) != "open":
+    async with app_client(build_app({"main": db}, metrics=metrics)) as client:
+
+        async def replica_breaker_open() -> bool:
+            if getattr(db.replica_breaker("replica-1"), "state", None) == "open":
+                return True
             # Reads keep working meanwhile: the primary serves them.
             assert (await client.get("/count")).status_code == 200
-            assert time.monotonic() < deadline, "the replica's breaker did not open"
-            await asyncio.sleep(0.05)
+            return False
+
+        await wait_until(
+            replica_breaker_open, timeout=10, message="the replica's breaker did not open"
+        )
         assert db.breaker.state == "closed"
         assert (await client.get("/count")).status_code == 200
 

@@ -22,7 +22,8 @@ from asyncdal import Database, current_request_id, request_id_scope
 from asyncdal.testing import ReplicaPair
 from asyncdal.testing._faultproxy import FaultProxy
 from tests.conftest import plain
-from tests.integration.test_replicas import new_id, served_by, until
+from tests.helpers import wait_until
+from tests.integration.test_replicas import new_id, served_by
 
 
 async def on_replica(pair: ReplicaPair, *statements: str) -> str:
@@ -53,11 +54,11 @@ async def test_a_replica_whose_stream_broke_falls_behind_and_leaves_rotation(
         async def receiver_stopped() -> bool:
             return await on_replica(pair, "SELECT count(*) FROM pg_stat_wal_receiver") == "0"
 
-        await until(receiver_stopped)
+        await wait_until(receiver_stopped, timeout=10, message="the WAL receiver runs on")
         async with database.unit_of_work() as uow:
             await uow.session.execute(text("INSERT INTO items VALUES (:id, 'x')"), {"id": new_id()})
             await uow.commit()
-        await until(lambda: not node.healthy, within=5)
+        await wait_until(lambda: not node.healthy, timeout=5, message="the lag went unnoticed")
         assert "lag" in str(node.error)
         assert await served_by(database) == pair.primary.port
     finally:
@@ -66,7 +67,7 @@ async def test_a_replica_whose_stream_broke_falls_behind_and_leaves_rotation(
             pair, f"ALTER SYSTEM SET primary_conninfo = '{quoted}'", "SELECT pg_reload_conf()"
         )
     await pair.caught_up()
-    await until(lambda: node.healthy)
+    await wait_until(lambda: node.healthy, timeout=10, message="the replica did not return")
 
 
 async def test_a_busy_pool_does_not_take_a_healthy_replica_out(

@@ -14,6 +14,7 @@ from sqlalchemy.engine import URL
 from asyncdal import Database, ReadOnlyError, read_your_writes
 from asyncdal.testing import ReplicaPair, replica_pair
 from tests.conftest import plain
+from tests.helpers import wait_until
 
 PORT = text("SELECT inet_server_port()")
 
@@ -21,19 +22,6 @@ PORT = text("SELECT inet_server_port()")
 async def served_by(database: Database) -> int:
     async with database.read_only_unit_of_work() as uow:
         return int(await uow.session.scalar(PORT))
-
-
-async def until(condition: Callable[[], object], within: float = 10.0) -> None:
-    """Poll ``condition`` (sync or async) until it is true; fail after ``within`` seconds."""
-    deadline = asyncio.get_running_loop().time() + within
-    while True:
-        result = condition()
-        if asyncio.iscoroutine(result):
-            result = await result
-        if result:
-            return
-        assert asyncio.get_running_loop().time() < deadline, f"not true within {within}s"
-        await asyncio.sleep(0.05)
 
 
 async def primary_count(url: URL, where: str = "true") -> int:
@@ -163,7 +151,7 @@ async def test_read_your_writes_with_replay_paused(
                 return port == pair.replica.port and await reader.session.scalar(query) == 1
 
     # Once the cached replay position catches up (background check), the replica serves it.
-    await until(replica_serves_it)
+    await wait_until(replica_serves_it, timeout=10, message="the replica never served the write")
 
 
 async def test_text_write_on_a_read_path_fails_and_writes_nothing(
@@ -213,12 +201,12 @@ async def test_lagging_replica_leaves_rotation_and_returns(
         async with database.unit_of_work() as uow:
             await uow.session.execute(text("INSERT INTO items VALUES (:id, 'l')"), {"id": new_id()})
             await uow.commit()
-        await until(lambda: not node.healthy)
+        await wait_until(lambda: not node.healthy, timeout=10, message="the lag went unnoticed")
         assert "lag" in str(node.error)
         assert await served_by(database) == pair.primary.port
     finally:
         await pair.resume_replay()
-    await until(lambda: node.healthy)
+    await wait_until(lambda: node.healthy, timeout=10, message="the replica did not return")
     assert await served_by(database) == pair.replica.port
 
 
@@ -245,17 +233,21 @@ async def test_stopped_replica_reads_keep_working_and_it_rejoins() -> None:
             started = asyncio.get_running_loop().time()
             # The pooled replica connections are dead: the read is retried on the primary.
             assert await served_by(database) == pair.primary.port
-            await until(lambda: not node.healthy, within=interval * 3 + 2)
+            await wait_until(
+                lambda: not node.healthy,
+                timeout=interval * 3 + 2,
+                message="the stopped replica was not taken out",
+            )
             assert asyncio.get_running_loop().time() - started < interval * 3 + 2
             for _ in range(5):
                 assert await served_by(database) == pair.primary.port
             await asyncio.to_thread(pair.replica.start)
-            await until(lambda: node.healthy)
+            await wait_until(lambda: node.healthy, timeout=10, message="the replica did not rejoin")
 
             async def replica_serves() -> bool:
                 return await served_by(database) == pair.replica.port
 
-            await until(replica_serves)
+            await wait_until(replica_serves, timeout=10, message="the replica serves no reads")
         finally:
             await database.dispose()
 

@@ -5,9 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Annotated
 
-from asgi_lifespan import LifespanManager
 from fastapi import Depends, FastAPI
-from httpx import ASGITransport, AsyncClient
 from sqlalchemy import text
 
 from asyncdal import Database, Databases, UnitOfWork
@@ -19,6 +17,7 @@ from asyncdal.fastapi import (
 )
 from asyncdal.fastapi._consistency import prefer_replicas, use_primary
 from asyncdal.testing import ReplicaPair
+from tests.helpers import app_client
 
 Reader = Annotated[UnitOfWork, Depends(read_only_unit_of_work_provider())]
 Writer = Annotated[UnitOfWork, Depends(unit_of_work_provider())]
@@ -57,10 +56,7 @@ async def test_use_primary_and_commit_position_header(
 ) -> None:
     pair = asyncdal_replica_pair
     app = build(routed())
-    async with (
-        LifespanManager(app) as manager,
-        AsyncClient(transport=ASGITransport(app=manager.app), base_url="http://t") as client,
-    ):
+    async with app_client(app) as client:
         assert (await client.get("/port")).json() == pair.replica.port
         assert (await client.get("/port/primary")).json() == pair.primary.port
         assert (await client.get("/port")).json() == pair.replica.port  # only that request

@@ -10,9 +10,7 @@ from typing import Annotated
 
 import asyncpg
 import pytest
-from asgi_lifespan import LifespanManager
 from fastapi import Depends, FastAPI
-from httpx import ASGITransport, AsyncClient
 from sqlalchemy import text
 from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -20,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from asyncdal import Database, Databases, request_id_scope
 from asyncdal.fastapi import databases_lifespan, session_provider, setup
 from tests.conftest import plain
+from tests.helpers import app_client, wait_until
 
 # At module level: FastAPI resolves the (string) annotation in the module's namespace.
 SessionDep = Annotated[AsyncSession, Depends(session_provider())]
@@ -37,18 +36,18 @@ def slow_app(db: Database) -> FastAPI:
     return app
 
 
-async def find_backend(observer: asyncpg.Connection, request_id: str) -> asyncpg.Record | None:
-    deadline = asyncio.get_running_loop().time() + 5
-    while asyncio.get_running_loop().time() < deadline:
-        row = await observer.fetchrow(
+async def find_backend(observer: asyncpg.Connection, request_id: str) -> asyncpg.Record:
+    row: asyncpg.Record = await wait_until(
+        lambda: observer.fetchrow(
             "SELECT application_name, query FROM pg_stat_activity "
             "WHERE state = 'active' AND application_name LIKE '%' || $1",
             request_id,
-        )
-        if row is not None:
-            return row
-        await asyncio.sleep(0.02)
-    return None
+        ),
+        timeout=5,
+        interval=0.02,
+        message="no active backend tagged with the request id",
+    )
+    return row
 
 
 async def test_the_request_id_is_in_pg_stat_activity_while_a_slow_query_runs(
@@ -60,20 +59,18 @@ async def test_the_request_id_is_in_pg_stat_activity_while_a_slow_query_runs(
     caplog.set_level(logging.WARNING, logger="asyncdal.slow_query")
     observer = await asyncpg.connect(plain(test_database_url.set(drivername="postgresql")))
     try:
-        async with (
-            LifespanManager(slow_app(db)) as manager,
-            AsyncClient(transport=ASGITransport(app=manager.app), base_url="http://t") as client,
-        ):
+        async with app_client(slow_app(db)) as client:
             request = asyncio.create_task(
                 client.get("/slow", headers={"X-Request-ID": "trace-4711"})
             )
-            backend = await find_backend(observer, "trace-4711")
-            response = await request
+            try:
+                backend = await find_backend(observer, "trace-4711")
+            finally:
+                response = await request  # not left running when no backend was found
     finally:
         await observer.close()
     assert response.status_code == 200
     assert response.headers["x-request-id"] == "trace-4711"
-    assert backend is not None, "no active backend tagged with the request id"
     assert backend["application_name"] == f"{db.settings.application_name}:trace-4711"
     assert "pg_sleep" in backend["query"]
     (record,) = [r for r in caplog.records if r.name == "asyncdal.slow_query"]

@@ -1,4 +1,4 @@
-"""asyncdal.testing's per-test rollback: nothing a test commits is seen outside it."""
+"""asyncdal.testing.plugin's per-test rollback: nothing a test commits is seen outside it."""
 
 from __future__ import annotations
 
@@ -62,4 +62,4 @@ async def test_use_from_another_event_loop_is_refused_clearly(
 
 
 def test_fixture_module_is_a_pytest_plugin(pytestconfig: pytest.Config) -> None:
-    assert pytestconfig.pluginmanager.has_plugin("asyncdal.testing")
+    assert pytestconfig.pluginmanager.has_plugin("asyncdal.testing.plugin")

@@ -13,7 +13,8 @@ from sqlalchemy.exc import ProgrammingError
 
 from asyncdal import Database, DatabaseSettings
 from tests.conftest import plain
-from tests.integration.faultapp import build_app, create_table, serve
+from tests.helpers import app_client, wait_until
+from tests.integration.faultapp import build_app, create_table
 
 
 def make(test_database_url: URL, **overrides: object) -> Database:
@@ -30,10 +31,14 @@ async def test_pool_exhausted_is_a_503_with_retry_after_after_the_pool_timeout(
     test_database_url: URL,
 ) -> None:
     db = make(test_database_url, pool_timeout=0.5)
-    async for client in serve(build_app({"main": db})):
+    async with app_client(build_app({"main": db})) as client:
         holder = asyncio.create_task(client.get("/slow?seconds=1.5"))
-        while db.engine.pool.checkedout() == 0:  # type: ignore[attr-defined]
-            await asyncio.sleep(0.01)
+        await wait_until(
+            lambda: db.engine.pool.checkedout(),  # type: ignore[attr-defined]
+            timeout=10,
+            interval=0.01,
+            message="the slow request never took the pool's connection",
+        )
         started = time.perf_counter()
         response = await client.get("/main-only")
         waited = time.perf_counter() - started
@@ -50,7 +55,7 @@ async def test_statement_timeout_is_a_504_and_the_connection_stays_usable(
     test_database_url: URL,
 ) -> None:
     db = make(test_database_url, statement_timeout=0.2)
-    async for client in serve(build_app({"main": db})):
+    async with app_client(build_app({"main": db})) as client:
         pid = (await client.get("/pid")).json()["pid"]
         started = time.perf_counter()
         response = await client.get("/slow?seconds=2")
@@ -71,7 +76,7 @@ async def test_lock_timeout_is_a_503_and_the_connection_stays_usable(
     db = make(test_database_url, lock_timeout=0.2)
     locker = await asyncpg.connect(dsn)
     try:
-        async for client in serve(build_app({"main": db})):
+        async with app_client(build_app({"main": db})) as client:
             pid = (await client.get("/pid")).json()["pid"]
             async with locker.transaction():
                 await locker.execute("SELECT id FROM fault_items WHERE id = 0 FOR UPDATE")
@@ -96,14 +101,14 @@ async def test_server_timeouts_come_from_the_settings(test_database_url: URL) ->
         lock_timeout=1.5,
         idle_in_transaction_session_timeout=3,
     )
-    async for client in serve(build_app({"main": db})):
+    async with app_client(build_app({"main": db})) as client:
         shown = (await client.get("/pid")).json()
     assert (shown["statement"], shown["lock"], shown["idle"]) == ("4s", "1500ms", "3s")
 
 
 async def test_other_database_errors_are_not_turned_into_503s(test_database_url: URL) -> None:
     db = make(test_database_url)
-    async for client in serve(build_app({"main": db})):
+    async with app_client(build_app({"main": db})) as client:
         with pytest.raises(ProgrammingError, match="no_such_table"):
             await client.get("/broken")
         assert (await client.get("/main-only")).status_code == 200

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from asyncdal.testing import FaultProxy
+from tests.helpers import wait_until
 
 
 @pytest.fixture
@@ -98,10 +99,8 @@ async def test_stop_ends_connections_held_by_a_blackhole() -> None:
     await proxy.start()
     proxy.blackhole()
     _, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
-    deadline = asyncio.get_running_loop().time() + 2
-    while proxy.connections == 0:  # the proxy has accepted it and holds it
-        assert asyncio.get_running_loop().time() < deadline
-        await asyncio.sleep(0.01)
+    # The proxy has accepted it and holds it.
+    await wait_until(lambda: proxy.connections, timeout=2, interval=0.01)
     handlers = _handlers_of(proxy)
     assert handlers
     await proxy.stop()

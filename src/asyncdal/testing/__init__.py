@@ -1,4 +1,7 @@
-"""Testing aids shipped to users: fakes for fast unit tests and fixtures for a real database.
+"""Testing aids shipped to users: fakes for fast unit tests and real servers for the others.
+
+Nothing here imports pytest: the fakes serve any test runner, the harnesses a benchmark or a
+script too. The pytest fixtures live in the plugin :mod:`asyncdal.testing.plugin`.
 
 Fakes (no database):
     >>> products = InMemoryRepository.like(ProductRepository)
@@ -9,38 +12,28 @@ Fakes (no database):
     >>> uow.committed
     True
 
-``FaultProxy`` (from :mod:`asyncdal.faultproxy`) sits between an app and its server and can
-blackhole, reset or cut the link, for tests of failure behaviour.
+Real servers: :func:`throwaway_cluster` (a cluster of the test's own, to stop and restart),
+:func:`replica_pair` (a primary and a streaming replica), :func:`run_pgbouncer` (transaction
+mode), :func:`create_test_database` / :func:`drop_test_database` (a uniquely named database on
+a server you name, such as :data:`DEFAULT_TEST_DATABASE_URL`), :func:`spare_port`.
+
+:class:`FaultProxy` sits between an app and its server and can blackhole, reset or cut the
+link, for tests of failure behaviour.
 
 Real database with per-test rollback: in ``conftest.py``::
 
-    pytest_plugins = ["asyncdal.testing"]
-
-    @pytest.fixture(scope="session")
-    def asyncdal_metadata():
-        return Base.metadata          # tables created in a throwaway database
-
-then a test takes ``rollback_database`` (a ``Database`` whose every session runs inside one
-transaction that is rolled back after the test; run such tests in the session's event loop).
-``TEST_DATABASE_URL`` names the server (default ``postgresql://postgres@127.0.0.1:5432/postgres``).
+    pytest_plugins = ["asyncdal.testing.plugin"]
 """
 
-from asyncdal.testing._all import (
+from asyncdal.testing._fakes import FakeOutbox, FakeUnitOfWork, InMemoryRepository
+from asyncdal.testing._faultproxy import FaultProxy
+from asyncdal.testing._servers import (
     DEFAULT_TEST_DATABASE_URL,
-    FakeOutbox,
-    FakeUnitOfWork,
-    FaultProxy,
-    InMemoryRepository,
     ReplicaPair,
     ThrowawayCluster,
-    asyncdal_database,
-    asyncdal_metadata,
-    asyncdal_replica_pair,
-    asyncdal_test_url,
     create_test_database,
     drop_test_database,
     replica_pair,
-    rollback_database,
     run_pgbouncer,
     spare_port,
     throwaway_cluster,
@@ -54,14 +47,9 @@ __all__ = [
     "InMemoryRepository",
     "ReplicaPair",
     "ThrowawayCluster",
-    "asyncdal_database",
-    "asyncdal_metadata",
-    "asyncdal_replica_pair",
-    "asyncdal_test_url",
     "create_test_database",
     "drop_test_database",
     "replica_pair",
-    "rollback_database",
     "run_pgbouncer",
     "spare_port",
     "throwaway_cluster",

@@ -10,7 +10,7 @@ import signal
 import subprocess
 import sys
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +21,7 @@ from sqlalchemy.engine import URL
 
 from asyncdal import Database, DatabaseSettings
 from asyncdal.outbox import Handlers, OutboxMetrics, OutboxSettings, OutboxWorker
+from asyncdal.testing import create_test_database, drop_test_database
 from catalog.models import Base
 from tests.conftest import plain
 
@@ -49,27 +50,9 @@ def dsn(url: URL) -> str:
     return plain(url.set(drivername="postgresql"))
 
 
-async def wait_until(
-    check: Callable[[], Any], timeout: float = 20.0, interval: float = 0.05
-) -> Any:
-    """Poll ``check`` (sync or async) until it returns something truthy or time runs out."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        result = check()
-        if asyncio.iscoroutine(result):
-            result = await result
-        if result:
-            return result
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s (last: {result!r})")
-        await asyncio.sleep(interval)
-
-
 @pytest.fixture
 async def outbox_url(server_url: str) -> AsyncIterator[URL]:
     """A throwaway database with the products, outbox, inbox and ``handled`` tables."""
-    from asyncdal.testing import create_test_database, drop_test_database
-
     url = await create_test_database(server_url, prefix="outbox_test")
     try:
         database = Database("main", DatabaseSettings(url=plain(url), pool="null"))

@@ -16,13 +16,13 @@ from asyncdal import Database, DatabaseSettings
 from asyncdal.testing import drop_test_database, spare_port
 from catalog.models import Base
 from tests.conftest import plain
+from tests.helpers import wait_until
 from tests.integration.outbox.conftest import (
     HANDLED_DDL,
     WorkerProcesses,
     dsn,
     insert_events,
     status_counts,
-    wait_until,
 )
 
 OVERLAPS = """

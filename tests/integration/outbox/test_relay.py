@@ -17,7 +17,8 @@ from aio_pika.abc import AbstractQueue
 
 from asyncdal import Database
 from asyncdal.outbox import ANY_EVENT, Handlers, RabbitRelay
-from tests.integration.outbox.conftest import insert_events, running_worker, wait_until
+from tests.helpers import wait_until
+from tests.integration.outbox.conftest import insert_events, running_worker
 from tests.integration.outbox.rabbitmq import throwaway_rabbitmq
 
 BROKER = os.environ.get("TEST_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672/")

@@ -13,12 +13,8 @@ from sqlalchemy.engine import URL
 from asyncdal import Database, DatabaseSettings, UnitOfWork
 from asyncdal.outbox import Handlers, Outbox, OutboxEvent, OutboxMetrics, first_delivery
 from tests.conftest import plain
-from tests.integration.outbox.conftest import (
-    insert_events,
-    running_worker,
-    status_counts,
-    wait_until,
-)
+from tests.helpers import wait_until
+from tests.integration.outbox.conftest import insert_events, running_worker, status_counts
 
 
 async def test_delivers_every_event_once_and_settles_done(

@@ -1,36 +1,17 @@
-"""Testing aids shipped to users: fakes for fast unit tests and fixtures for a real database.
+"""Real servers for tests: a throwaway PostgreSQL cluster, a primary with a streaming replica,
+a PgBouncer, and databases created and dropped on a server. No pytest needed: they are context
+managers and coroutines, usable from a benchmark or a script as well as from fixtures.
 
-Fakes (no database):
-    >>> products = InMemoryRepository.like(ProductRepository)
-    >>> uow = FakeUnitOfWork({ProductRepository: products})
-    >>> async with uow:
-    ...     await uow.repository(ProductRepository).add(Product(sku="A", name="a", price=1))
-    ...     await uow.commit()
-    >>> uow.committed
-    True
-
-``FaultProxy`` (from :mod:`asyncdal.faultproxy`) sits between an app and its server and can
-blackhole, reset or cut the link, for tests of failure behaviour.
-
-Real database with per-test rollback: in ``conftest.py``::
-
-    pytest_plugins = ["asyncdal.testing"]
-
-    @pytest.fixture(scope="session")
-    def asyncdal_metadata():
-        return Base.metadata          # tables created in a throwaway database
-
-then a test takes ``rollback_database`` (a ``Database`` whose every session runs inside one
-transaction that is rolled back after the test; run such tests in the session's event loop).
-``TEST_DATABASE_URL`` names the server (default ``postgresql://postgres@127.0.0.1:5432/postgres``).
+Example:
+    >>> with replica_pair() as pair:                   # initdb + pg_basebackup, spare ports
+    ...     await pair.pause_replay()                  # the replica falls behind on purpose
+    >>> url = await create_test_database(DEFAULT_TEST_DATABASE_URL, prefix="orders")
+    >>> await drop_test_database(url)
 """
 
 from __future__ import annotations
 
 import asyncio
-import builtins
-import itertools
-import operator
 import os
 import pwd
 import shutil
@@ -40,268 +21,28 @@ import subprocess
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Generic, Self, TypeVar, cast
+from typing import Any
 
 import asyncpg
-import pytest
-import pytest_asyncio
-from sqlalchemy import MetaData, inspect
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.ext.asyncio import AsyncSession
-
-from asyncdal.errors import InvalidQueryError, ReadOnlyError, UnitOfWorkError
-from asyncdal.orm._database import Database
-from asyncdal.orm._repository import Repository, check_allowed, check_page
-from asyncdal.orm._uow import UnitOfWork
-from asyncdal.settings import DatabaseSettings
-from asyncdal.testing._faultproxy import FaultProxy
 
 __all__ = [
     "DEFAULT_TEST_DATABASE_URL",
-    "FakeOutbox",
-    "FakeUnitOfWork",
-    "FaultProxy",
-    "InMemoryRepository",
     "ReplicaPair",
     "ThrowawayCluster",
-    "asyncdal_database",
-    "asyncdal_metadata",
-    "asyncdal_replica_pair",
-    "asyncdal_test_url",
     "create_test_database",
     "drop_test_database",
     "replica_pair",
-    "rollback_database",
     "run_pgbouncer",
     "spare_port",
     "throwaway_cluster",
 ]
 
-ModelT = TypeVar("ModelT")
-R = TypeVar("R")
-
 DEFAULT_TEST_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 """The server the fixtures use when ``TEST_DATABASE_URL`` is not set."""
-
-_COMPARE: dict[str, Callable[[Any, Any], bool]] = {
-    "eq": operator.eq,
-    "ne": operator.ne,
-    "lt": operator.lt,
-    "lte": operator.le,
-    "gt": operator.gt,
-    "gte": operator.ge,
-    "in": lambda value, choices: value in choices,
-}
-
-
-class InMemoryRepository(Generic[ModelT]):
-    """A dict-backed stand-in for :class:`~asyncdal.repository.Repository`, same rules.
-
-    Args:
-        model: the mapped class it stores.
-        sortable, filterable, max_page_size, default_page_size: as on ``Repository``.
-    """
-
-    def __init__(
-        self,
-        model: type[ModelT],
-        *,
-        sortable: Iterable[str] = (),
-        filterable: Iterable[str] = (),
-        default_page_size: int = 50,
-        max_page_size: int = 100,
-    ) -> None:
-        self.model = model
-        self.sortable = frozenset(sortable)
-        self.filterable = frozenset(filterable)
-        self.default_page_size = default_page_size
-        self.max_page_size = max_page_size
-        (self._key,) = (column.key for column in inspect(model).primary_key)
-        self._columns = set(inspect(model).columns.keys())
-        self._rows: dict[Any, ModelT] = {}
-        self._ids = itertools.count(1)
-
-    @classmethod
-    def like(cls, repository: type[Repository[ModelT]]) -> InMemoryRepository[ModelT]:
-        """An in-memory repository with the model and whitelists of ``repository``."""
-        return cls(
-            repository.model,
-            sortable=repository.sortable,
-            filterable=repository.filterable,
-            default_page_size=repository.default_page_size,
-            max_page_size=repository.max_page_size,
-        )
-
-    async def get(self, ident: Any) -> ModelT | None:
-        return self._rows.get(ident)
-
-    async def get_many(self, idents: Iterable[Any]) -> list[ModelT]:
-        return [self._rows[ident] for ident in idents if ident in self._rows]
-
-    async def list(
-        self,
-        *,
-        filters: Mapping[str, Any] | None = None,
-        order_by: str | Sequence[str] | None = None,
-        limit: int | None = None,
-        offset: int = 0,
-    ) -> builtins.list[ModelT]:
-        page = check_page(limit, offset, default=self.default_page_size, maximum=self.max_page_size)
-        rows: builtins.list[ModelT] = sorted(
-            self._matching(filters), key=lambda row: getattr(row, self._key)
-        )
-        fields = [order_by] if isinstance(order_by, str) else list(order_by or ())
-        for field in reversed(fields):
-            name = field.removeprefix("-")
-            self._check(name, self.sortable, "sort")
-            rows.sort(key=lambda row: getattr(row, name), reverse=field.startswith("-"))
-        return rows[offset : offset + page]
-
-    async def count(self, *, filters: Mapping[str, Any] | None = None) -> int:
-        return len(self._matching(filters))
-
-    async def add(self, obj: ModelT) -> ModelT:
-        if getattr(obj, self._key, None) is None:
-            setattr(obj, self._key, next(self._ids))
-        self._rows[getattr(obj, self._key)] = obj
-        return obj
-
-    async def add_many(self, objs: Iterable[ModelT]) -> builtins.list[ModelT]:
-        return [await self.add(obj) for obj in objs]
-
-    async def update(self, obj_or_ident: Any, /, **values: Any) -> ModelT | None:
-        unknown = set(values) - self._columns
-        if unknown:
-            raise InvalidQueryError(f"unknown columns: {sorted(unknown)}")
-        obj = self._resolve(obj_or_ident)
-        if obj is not None:
-            for name, value in values.items():
-                setattr(obj, name, value)
-        return obj
-
-    async def delete(self, obj_or_ident: Any, /) -> bool:
-        obj = self._resolve(obj_or_ident)
-        if obj is None:
-            return False
-        del self._rows[getattr(obj, self._key)]
-        return True
-
-    def _resolve(self, obj_or_ident: Any) -> ModelT | None:
-        if isinstance(obj_or_ident, self.model):
-            return obj_or_ident
-        return self._rows.get(obj_or_ident)
-
-    def _check(self, name: str, allowed: frozenset[str], purpose: str) -> None:
-        check_allowed(name, allowed, purpose)
-
-    def _matching(self, filters: Mapping[str, Any] | None) -> builtins.list[ModelT]:
-        tests: builtins.list[tuple[str, Callable[[Any, Any], bool], Any]] = []
-        for key, expected in (filters or {}).items():
-            name, _, op = key.partition("__")
-            compare = _COMPARE.get(op or "eq")
-            if compare is None:
-                raise InvalidQueryError(f"unknown filter operator {op!r}")
-            self._check(name, self.filterable, "filter")
-            tests.append((name, compare, expected))
-        return [
-            row
-            for row in self._rows.values()
-            if all(compare(getattr(row, name), expected) for name, compare, expected in tests)
-        ]
-
-
-def _no_session() -> AsyncSession:
-    raise UnitOfWorkError("a FakeUnitOfWork has no session; use its repositories")
-
-
-class FakeOutbox:
-    """The outbox of a :class:`FakeUnitOfWork` (``Outbox.of(uow)``): keeps the events added.
-
-    Attributes:
-        events: ``(event_type, payload, key)`` of each ``add``, keys as strings like the real
-            outbox stores them.
-    """
-
-    def __init__(self) -> None:
-        self.events: list[tuple[str, dict[str, Any], str | None]] = []
-
-    async def add(
-        self, event_type: str, payload: Mapping[str, Any], *, key: str | int | None = None
-    ) -> int:
-        """Record the event; returns its position (1, 2, ...) as its id."""
-        if not event_type:
-            raise ValueError("event_type must not be empty")
-        self.events.append((event_type, dict(payload), None if key is None else str(key)))
-        return len(self.events)
-
-
-class FakeUnitOfWork(UnitOfWork):
-    """A unit of work for unit tests: records commits and rollbacks, hands out fakes.
-
-    It is a :class:`~asyncdal.uow.UnitOfWork`, so code typed against ``UnitOfWork`` accepts
-    it; it has no session, and ``repository(cls)`` returns the fake registered for ``cls``.
-
-    Args:
-        repositories: the fake to return for each repository class.
-        read_only: behave like a read-only unit of work (``commit()`` raises).
-    """
-
-    def __init__(
-        self, repositories: Mapping[Any, Any] | None = None, *, read_only: bool = False
-    ) -> None:
-        super().__init__(None, _no_session, read_only=read_only)
-        self.repositories = dict(repositories or {})
-        self.committed = False
-        self.commits = 0
-        self.rollbacks = 0
-        self.fake_outbox = FakeOutbox()
-
-    @property
-    def outbox_stand_in(self) -> FakeOutbox:
-        """What ``asyncdal.outbox.Outbox.of(uow)`` returns: a :class:`FakeOutbox`, whose
-        ``events`` list what was added."""
-        if self.read_only:
-            raise ReadOnlyError("a read-only unit of work cannot add outbox events")
-        return self.fake_outbox
-
-    def repository(self, repository_class: Callable[..., R]) -> R:
-        """The fake registered for ``repository_class``."""
-        try:
-            return cast("R", self.repositories[repository_class])
-        except KeyError:
-            raise KeyError(f"no fake registered for {repository_class!r}") from None
-
-    async def commit(self) -> None:
-        if self.read_only:
-            raise ReadOnlyError("a read-only unit of work cannot commit")
-        self.commits += 1
-        self.committed = True
-
-    async def rollback(self) -> None:
-        self.rollbacks += 1
-
-    @property
-    def session(self) -> AsyncSession:
-        """Always raises: a fake unit of work has no session."""
-        return _no_session()
-
-    async def __aenter__(self) -> Self:
-        self._open = True
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self._open = False
-        if exc_type is not None or not self.committed:
-            self.rollbacks += 1
 
 
 def spare_port() -> int:
@@ -607,59 +348,3 @@ async def drop_test_database(url: URL) -> None:
         await connection.execute(f'DROP DATABASE IF EXISTS "{url.database}" WITH (FORCE)')
     finally:
         await connection.close()
-
-
-@pytest.fixture(scope="session")
-def asyncdal_test_url() -> str:
-    """The server tests create their databases on (``TEST_DATABASE_URL``)."""
-    return os.environ.get("TEST_DATABASE_URL", DEFAULT_TEST_DATABASE_URL)
-
-
-@pytest.fixture(scope="session")
-def asyncdal_replica_pair() -> Iterator[ReplicaPair]:
-    """A primary and a streaming replica for the whole test session (see :func:`replica_pair`)."""
-    with replica_pair() as pair:
-        yield pair
-
-
-@pytest.fixture(scope="session")
-def asyncdal_metadata() -> MetaData | None:
-    """Override to return the ``MetaData`` whose tables the test database should have."""
-    return None
-
-
-@pytest_asyncio.fixture(scope="session", loop_scope="session")
-async def asyncdal_database(
-    asyncdal_test_url: str, asyncdal_metadata: MetaData | None
-) -> AsyncIterator[Database]:
-    """A :class:`Database` on a throwaway database, with the metadata's tables, dropped after."""
-    url = await create_test_database(asyncdal_test_url)
-    database = Database(
-        "main",
-        DatabaseSettings(url=url.render_as_string(hide_password=False), pool="queue"),
-    )
-    try:
-        if asyncdal_metadata is not None:
-            async with database.engine.begin() as connection:
-                await connection.run_sync(asyncdal_metadata.create_all)
-        yield database
-    finally:
-        await database.dispose()
-        await drop_test_database(url)
-
-
-@pytest_asyncio.fixture(loop_scope="session")
-async def rollback_database(asyncdal_database: Database) -> AsyncIterator[Database]:
-    """``asyncdal_database`` with every session inside one transaction rolled back afterwards.
-
-    All its sessions share one connection: run the test in the session's event loop
-    (``@pytest.mark.asyncio(loop_scope="session")``, or ``asyncio_default_test_loop_scope =
-    "session"``), and don't use it from concurrent tasks.
-    """
-    async with asyncdal_database.engine.connect() as connection:
-        transaction = await connection.begin()
-        try:
-            async with asyncdal_database.use_connection(connection):
-                yield asyncdal_database
-        finally:
-            await transaction.rollback()
