@@ -196,6 +196,8 @@ async def test_a_duplicate_key_raises_unique_violation_error(
         assert "err_parents_code_key" in str(error)
         assert SECRET not in str(error)
         assert isinstance(driver_error(error), asyncpg.UniqueViolationError)
+        # Tracebacks still show the statement (SQLAlchemy's own error did), not the values.
+        assert error.__notes__ == ["[SQL: INSERT INTO err_parents VALUES (4, $1, 0)]"]
     finally:
         await db.dispose()
 

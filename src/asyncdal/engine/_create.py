@@ -210,8 +210,13 @@ def translate_errors(engine: AsyncEngine, database: str) -> None:
             # The pool reads a failed ping itself (a disconnect means "open another"), and
             # only from SQLAlchemy's own errors.
             return None
-        return translate(
+        translated = translate(
             context.original_exception, database=database, disconnected=context.is_disconnect
         )
+        if translated is not None and context.statement:
+            # SQLAlchemy chains it to the driver's error, not to its own DBAPIError that showed
+            # the statement: keep that in tracebacks and logs (not the parameters: secrets).
+            translated.add_note(f"[SQL: {context.statement}]")
+        return translated
 
     event.listen(engine.sync_engine, "handle_error", handle_error)
