@@ -16,9 +16,8 @@ from fastapi import (
     status,
 )
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import IntegrityError
 
-from asyncdal import UnitOfWork
+from asyncdal import UniqueViolationError, UnitOfWork
 from asyncdal.fastapi import get_databases, repository_provider, unit_of_work_provider
 from asyncdal.outbox import Outbox
 from catalog.container import REFERENCE
@@ -55,7 +54,6 @@ ReadProducts = Annotated[
     ProductRepository, Depends(repository_provider(ProductRepository, read_only=True))
 ]
 
-_UNIQUE_VIOLATION = "23505"
 # Ids are BIGINT, and PostgreSQL's OFFSET takes a BIGINT: anything outside is a 422 naming the
 # parameter rather than a database error.
 MAX_OFFSET = 2**63 - 1
@@ -66,10 +64,8 @@ def _not_found(product_id: int) -> HTTPException:
     return HTTPException(status.HTTP_404_NOT_FOUND, f"product {product_id} not found")
 
 
-def _conflict_or_raise(error: IntegrityError) -> HTTPException:
-    if getattr(error.orig, "sqlstate", None) == _UNIQUE_VIOLATION:
-        return HTTPException(status.HTTP_409_CONFLICT, "a product with this sku already exists")
-    raise error
+def _sku_taken() -> HTTPException:
+    return HTTPException(status.HTTP_409_CONFLICT, "a product with this sku already exists")
 
 
 async def _category_names(request: Request, ids: set[int]) -> dict[int, str]:
@@ -184,8 +180,8 @@ async def create_product(
     await _check_category(request, body.category_id)
     try:
         product = await products.add(Product(**body.model_dump()))
-    except IntegrityError as error:
-        raise _conflict_or_raise(error) from None
+    except UniqueViolationError:
+        raise _sku_taken() from None
     (shown,) = await _shown(request, [product])
     await Outbox.of(uow).add("product.created", shown.model_dump(mode="json"), key=product.id)
     if idempotency_key is not None:
@@ -203,8 +199,8 @@ async def update_product(
     changes = body.model_dump(exclude_unset=True)
     try:
         product = await products.update(product_id, **changes)
-    except IntegrityError as error:
-        raise _conflict_or_raise(error) from None
+    except UniqueViolationError:
+        raise _sku_taken() from None
     if product is None:
         raise _not_found(product_id)
     (shown,) = await _shown(request, [product])

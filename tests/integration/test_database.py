@@ -7,9 +7,9 @@ import threading
 from collections.abc import Callable
 
 import pytest
-from sqlalchemy import exc, text
+from sqlalchemy import text
 
-from asyncdal import Database, Databases, ReadOnlyError, UnknownDatabaseError
+from asyncdal import Database, Databases, PoolTimeoutError, ReadOnlyError, UnknownDatabaseError
 from catalog.models import Product
 from tests.helpers import wait_until
 from tests.integration.conftest import BackendCounter
@@ -42,7 +42,7 @@ async def test_pool_overflow_and_timeout_are_applied(make_database: MakeDatabase
         pool = db.engine.pool
         assert pool.checkedout() == 3  # type: ignore[attr-defined]
         assert pool.overflow() == 1  # type: ignore[attr-defined]
-        with pytest.raises(exc.TimeoutError):
+        with pytest.raises(PoolTimeoutError):
             await db.engine.connect()
         for connection in connections:
             await connection.close()
@@ -139,7 +139,7 @@ async def test_snapshot_read_only_unit_of_work_is_refused_writes_by_the_server(
             assert await uow.session.scalar(text("SHOW transaction_read_only")) == "on"
             assert await uow.session.scalar(text("SHOW transaction_isolation")) == "repeatable read"
             # A write hidden in a function call gets past any client-side check, not the server.
-            with pytest.raises(exc.DBAPIError, match="read-only transaction"):
+            with pytest.raises(ReadOnlyError, match="read-only transaction"):
                 await uow.session.execute(
                     text("SELECT nextval(pg_get_serial_sequence('products', 'id'))")
                 )

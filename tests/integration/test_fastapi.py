@@ -44,12 +44,21 @@ async def raw(test_database_url: URL) -> AsyncIterator[asyncpg.Connection]:
             parent int REFERENCES parents (id) DEFERRABLE INITIALLY DEFERRED
         );
         TRUNCATE children, parents;
+        -- A commit that fails for a reason asyncdal has no name for: a 500.
+        CREATE OR REPLACE FUNCTION refuse_at_commit() RETURNS trigger LANGUAGE plpgsql AS
+            $$ BEGIN RAISE EXCEPTION 'refused at commit'; END $$;
+        DROP TRIGGER IF EXISTS children_refused ON children;
+        CREATE CONSTRAINT TRIGGER children_refused
+            AFTER INSERT ON children DEFERRABLE INITIALLY DEFERRED
+            FOR EACH ROW WHEN (NEW.tag = 'refuse') EXECUTE FUNCTION refuse_at_commit();
         """
     )
     try:
         yield connection
     finally:
-        await connection.execute("DROP TABLE children; DROP TABLE parents;")
+        await connection.execute(
+            "DROP TABLE children; DROP TABLE parents; DROP FUNCTION refuse_at_commit;"
+        )
         await connection.close()
 
 
@@ -59,11 +68,11 @@ def build_app(db: Database) -> FastAPI:
 
     @app.post("/children/{child_id}", status_code=201)
     async def add_child(
-        child_id: int, session: Session, parent: int | None = None
+        child_id: int, session: Session, parent: int | None = None, tag: str = "x"
     ) -> dict[str, int]:
         await session.execute(
-            text("INSERT INTO children (id, tag, parent) VALUES (:id, 'x', :parent)"),
-            {"id": child_id, "parent": parent},
+            text("INSERT INTO children (id, tag, parent) VALUES (:id, :tag, :parent)"),
+            {"id": child_id, "tag": tag, "parent": parent},
         )
         return {"id": child_id}
 
@@ -150,7 +159,7 @@ def build_app(db: Database) -> FastAPI:
         child_id: int, session: Session, tasks: BackgroundTasks
     ) -> None:
         await session.execute(
-            text("INSERT INTO children (id, tag, parent) VALUES (:id, 'x', 99)"), {"id": child_id}
+            text("INSERT INTO children (id, tag) VALUES (:id, 'refuse')"), {"id": child_id}
         )
         tasks.add_task(background_insert, db, child_id + 1)
 
@@ -210,10 +219,12 @@ async def test_failed_commit_is_a_500_and_nothing_is_saved(
     app_db: Database, raw: asyncpg.Connection
 ) -> None:
     async with app_client(build_app(app_db)) as client:
-        # The deferred foreign key is only checked at COMMIT.
-        response = await client.post("/children/2", params={"parent": 99})
+        # The deferred trigger only runs at COMMIT.
+        response = await client.post("/children/2", params={"tag": "refuse"})
         assert response.status_code == 500
         assert "could not be committed" in response.json()["detail"]
+        assert response.json()["outcome"] == "not_committed"
+        assert "X-Request-ID" in response.headers
         assert await raw.fetchval("SELECT count(*) FROM children") == 0
         assert (await client.post("/children/3")).status_code == 201  # the pool is fine after
     assert await raw.fetchval("SELECT count(*) FROM children") == 1
@@ -305,7 +316,7 @@ async def test_failed_commit_on_a_second_database_says_what_was_committed(
         second: Annotated[AsyncSession, Depends(session_provider("audit"))],
     ) -> None:
         await first.execute(text("INSERT INTO children (id, tag) VALUES (60, 'main')"))
-        await second.execute(text("INSERT INTO children (id, tag, parent) VALUES (61, 'a', 99)"))
+        await second.execute(text("INSERT INTO children (id, tag) VALUES (61, 'refuse')"))
 
     async with app_client(app) as client:
         response = await client.post("/both")

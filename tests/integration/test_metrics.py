@@ -9,10 +9,10 @@ from typing import Annotated
 import pytest
 from fastapi import Depends, FastAPI
 from prometheus_client.parser import text_string_to_metric_families
-from sqlalchemy import exc, text
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from asyncdal import Database, Databases
+from asyncdal import Database, Databases, PoolTimeoutError
 from asyncdal.fastapi import databases_lifespan, metrics_router, session_provider, setup
 from asyncdal.observe._metrics import DatabaseMetrics, _statement_label
 from catalog.models import Product
@@ -75,7 +75,7 @@ async def test_waiting_for_a_saturated_pool_shows_in_the_wait_histogram(
             await waiter.exec_driver_sql("SELECT 1")
         await releaser
         held = await db.engine.connect()
-        with pytest.raises(exc.TimeoutError):
+        with pytest.raises(PoolTimeoutError):
             await db.engine.connect()  # times out after 0.2 s
         await held.close()
     finally:

@@ -10,10 +10,10 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import exc, text
+from sqlalchemy import text
 from sqlalchemy.engine import URL
 
-from asyncdal import Database, Databases, load_settings
+from asyncdal import Database, Databases, PoolTimeoutError, load_settings
 from asyncdal.settings import DEFAULT_MAX_OVERFLOW, DEFAULT_POOL_SIZE
 from asyncdal.testing import ReplicaPair, create_test_database, drop_test_database
 from tests.conftest import plain
@@ -53,7 +53,7 @@ async def can_hold(database: Database, connections: int) -> bool:
     try:
         for _ in range(connections):
             held.append(await engine.connect())
-    except exc.TimeoutError:
+    except PoolTimeoutError:
         return False
     finally:
         for connection in held:

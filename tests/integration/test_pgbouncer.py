@@ -11,7 +11,7 @@ from dependency_injector import providers
 from sqlalchemy import exc, text
 from sqlalchemy.engine import URL
 
-from asyncdal import AsyncdalSettings, Database, DatabaseSettings
+from asyncdal import AsyncdalSettings, Database, DatabaseSettings, StatementTimeoutError
 from catalog.app import create_app
 from catalog.container import CatalogContainer
 from tests.conftest import database_settings, plain
@@ -116,7 +116,7 @@ async def test_statement_timeout_applies_through_the_pooler(
         uow = db.read_only_unit_of_work() if read_only else db.unit_of_work()
         async with uow:
             assert await uow.session.scalar(text("SHOW statement_timeout")) == "200ms"
-            with pytest.raises(exc.DBAPIError, match="statement timeout"):
+            with pytest.raises(StatementTimeoutError, match="statement_timeout"):
                 await uow.session.execute(text("SELECT pg_sleep(2)"))
     finally:
         await db.dispose()

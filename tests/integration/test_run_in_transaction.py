@@ -8,10 +8,10 @@ from collections.abc import AsyncIterator, Callable
 
 import asyncpg
 import pytest
-from sqlalchemy import exc, text
+from sqlalchemy import text
 from sqlalchemy.engine import URL
 
-from asyncdal import Database, UnitOfWork, UnitOfWorkError
+from asyncdal import Database, SerializationError, UnitOfWork, UnitOfWorkError
 from tests.conftest import plain
 
 
@@ -94,8 +94,8 @@ async def test_not_idempotent_runs_once_and_the_conflict_propagates(
     )
     failed = [result for result in results if isinstance(result, Exception)]
     assert len(failed) == 1
-    assert isinstance(failed[0], exc.DBAPIError)
-    assert failed[0].orig.sqlstate == "40001"  # type: ignore[union-attr]
+    assert isinstance(failed[0], SerializationError)
+    assert getattr(failed[0].__cause__, "sqlstate", None) == "40001"
     assert attempts == {"a": 1, "b": 1}
     assert await accounts.fetchval("SELECT count(*) FROM rit_ledger") == 1
     await db.dispose()

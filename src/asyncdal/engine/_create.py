@@ -16,14 +16,17 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from sqlalchemy import exc
+from sqlalchemy import event, exc
+from sqlalchemy.engine import ExceptionContext
 from sqlalchemy.ext import asyncio as sqlalchemy_asyncio
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.pool import AsyncAdaptedQueuePool, NullPool, PoolProxiedConnection
 
+from asyncdal._translate import translate
 from asyncdal.engine._breaker import CircuitBreaker
 from asyncdal.engine._guard import ConnectionGuard, GuardedPool, attach_guard
 from asyncdal.engine._retry import RetryListener, RetryPolicy
+from asyncdal.errors import AsyncdalError, PoolTimeoutError
 from asyncdal.settings import DatabaseSettings
 
 __all__ = [
@@ -33,6 +36,7 @@ __all__ = [
     "create_engine",
     "server_timeouts",
     "statement_timeout_ms",
+    "translate_errors",
 ]
 
 
@@ -64,7 +68,7 @@ class TimedQueuePool(GuardedPool, AsyncAdaptedQueuePool):
         started = time.perf_counter()
         try:
             connection = super().connect()
-        except exc.TimeoutError:
+        except (PoolTimeoutError, exc.TimeoutError):  # the latter without a guard
             self._tell(time.perf_counter() - started, timed_out=True)
             raise
         self._tell(time.perf_counter() - started, timed_out=False)
@@ -144,6 +148,8 @@ def create_engine(
 
     Every checkout goes through a :class:`~asyncdal.guard.ConnectionGuard`: the circuit
     breaker, and retries of opening a connection (``RETRY_*``, within ``CONNECT_TIMEOUT``).
+    Failures arrive as :mod:`asyncdal.errors` where asyncdal has a name for them (see
+    :func:`translate_errors`): a pool timeout, a conflict, a constraint violation, ...
 
     Args:
         settings: one server's settings.
@@ -178,4 +184,39 @@ def create_engine(
         breaker, RetryPolicy.from_settings(settings), settings.connect_timeout, on_retry
     )
     attach_guard(engine, guard)
+    # After the guard, whose listener decides the connection's fate (abort, keep the pool).
+    translate_errors(engine, breaker.name)
     return engine
+
+
+def translate_errors(engine: AsyncEngine, database: str) -> None:
+    """Raise :mod:`asyncdal.errors` instead of the driver's for ``engine``'s statements.
+
+    A ``handle_error`` listener applying :func:`asyncdal._translate.translate` to every
+    statement's failure, COMMIT and ROLLBACK included. SQLAlchemy raises the error a listener
+    returns ``from`` the driver's exception (its ``__cause__``), after it has decided on its
+    own whether the connection is broken (``is_disconnect``) and discarded it if so: that
+    decision is read here, never changed. Listeners registered later may still raise an error
+    of their own (a replica's :class:`~asyncdal.errors.ReadOnlyError` does).
+
+    Args:
+        engine: an engine of ``create_engine`` (which calls this).
+        database: the name in the errors' messages and ``.database`` (the breaker's name:
+            the database, and the node for a replica).
+    """
+
+    def handle_error(context: ExceptionContext) -> AsyncdalError | None:
+        if context.is_pre_ping:
+            # The pool reads a failed ping itself (a disconnect means "open another"), and
+            # only from SQLAlchemy's own errors.
+            return None
+        translated = translate(
+            context.original_exception, database=database, disconnected=context.is_disconnect
+        )
+        if translated is not None and context.statement:
+            # SQLAlchemy chains it to the driver's error, not to its own DBAPIError that showed
+            # the statement: keep that in tracebacks and logs (not the parameters: secrets).
+            translated.add_note(f"[SQL: {context.statement}]")
+        return translated
+
+    event.listen(engine.sync_engine, "handle_error", handle_error)

@@ -37,12 +37,12 @@ from tenacity import (
     stop_before_delay,
 )
 
-from asyncdal._translate import SERVER_BUSY, is_connection_failure, sqlstate
+from asyncdal._translate import SERVER_BUSY, is_connection_failure, pool_exhausted, sqlstate
 from asyncdal.engine._breaker import CircuitBreaker
 from asyncdal.engine._cancel import ServerCancel
 from asyncdal.engine._retry import RetryListener, RetryPolicy, greenlet_sleep, log_retry
 from asyncdal.engine._sqlalchemy import await_in_greenlet
-from asyncdal.errors import DatabaseUnavailableError, QueryTimeoutError
+from asyncdal.errors import DatabaseUnavailableError
 
 __all__ = ["ConnectionGuard", "GuardedPool", "attach_guard"]
 
@@ -95,11 +95,16 @@ class ConnectionGuard:
         Raises:
             DatabaseUnavailableError: the breaker is open, or no connection could be opened
                 (the last failure is its ``__cause__``).
+            PoolTimeoutError: no pooled connection became free within ``POOL_TIMEOUT``
+                (SQLAlchemy's ``TimeoutError`` is its ``__cause__``).
         """
         try:
             return self._checkout(take, pool)
         except DatabaseUnavailableError:
             raise
+        except exc.TimeoutError as error:
+            # Neither retried nor counted above: the pool is exhausted, the server is fine.
+            raise pool_exhausted(error, database=self.breaker.name) from error
         except Exception as error:
             if not is_connection_failure(error):
                 raise
@@ -234,7 +239,9 @@ def attach_guard(engine: AsyncEngine, guard: ConnectionGuard) -> None:
 
     cancel = ServerCancel()
 
-    def handle_error(context: ExceptionContext) -> BaseException | None:
+    def handle_error(context: ExceptionContext) -> None:
+        # What to do with the connection only; the error itself is translated (into
+        # QueryTimeoutError here) by the engine's error map, registered by create_engine.
         original = context.original_exception
         abandoned = isinstance(original, TimeoutError | asyncio.CancelledError)
         connection = context.connection
@@ -250,12 +257,6 @@ def attach_guard(engine: AsyncEngine, guard: ConnectionGuard) -> None:
             context.is_disconnect = True
             context.invalidate_pool_on_disconnect = False
             _abort(context)
-            return QueryTimeoutError(
-                f"a statement on {guard.breaker.name!r} got no answer within COMMAND_TIMEOUT; "
-                "its connection was discarded",
-                database=guard.breaker.name,
-            )
-        return None
 
     def found_closed(dbapi_connection: Any, record: Any, proxy: Any) -> None:
         # A backend ended while the connection sat in the pool (pg_terminate_backend, a

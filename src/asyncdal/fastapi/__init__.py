@@ -2,8 +2,10 @@
 
 One unit of work per request and database, never shared between requests or tasks. The
 :class:`TransactionMiddleware` commits the request's units of work *before* the response starts,
-so a failed commit becomes a 500 instead of a 2xx the client already received; a handler that
-raises, or answers with a 4xx/5xx status, rolls back.
+so a failed commit becomes an error answer instead of a 2xx the client already received; a
+handler that raises, or answers with a 4xx/5xx status, rolls back. asyncdal's errors become
+JSON answers (503, 504, 409 naming the constraint, 422; see :func:`setup`), and every answer,
+a 500 included, carries ``X-Request-ID``.
 
 Example:
     >>> from fastapi import Depends, FastAPI
@@ -23,18 +25,16 @@ from asyncdal.fastapi._consistency import (
     prefer_replicas,
     use_primary,
 )
-from asyncdal.fastapi._integration import (
-    TransactionMiddleware,
-    databases_lifespan,
-    get_databases,
-    health_router,
-    metrics_router,
+from asyncdal.fastapi._lifespan import databases_lifespan, get_databases
+from asyncdal.fastapi._middleware import TransactionMiddleware
+from asyncdal.fastapi._providers import (
     read_only_unit_of_work_provider,
     repository_provider,
     session_provider,
-    setup,
     unit_of_work_provider,
 )
+from asyncdal.fastapi._routers import health_router, metrics_router
+from asyncdal.fastapi._setup import setup
 
 __all__ = [
     "LSN_HEADER",

@@ -22,9 +22,12 @@ from asyncdal._request_id import REQUEST_ID_HEADER, current_request_id, request_
 if TYPE_CHECKING:
     from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-__all__ = ["RequestIdFilter", "RequestIdMiddleware"]
+__all__ = ["SCOPE_KEY", "RequestIdFilter", "RequestIdMiddleware"]
 
 _HEADER_KEY = REQUEST_ID_HEADER.lower().encode("latin-1")
+SCOPE_KEY = "asyncdal.request_id"
+"""Where :class:`RequestIdMiddleware` leaves the request's id in the ASGI scope, for code that
+runs after the middleware has returned (Starlette's 500 handler sits outside it)."""
 
 
 class RequestIdMiddleware:
@@ -47,6 +50,7 @@ class RequestIdMiddleware:
                 sent = value.decode("latin-1")
                 break
         with request_id_scope(sent) as request_id:
+            scope[SCOPE_KEY] = request_id
             header = (_HEADER_KEY, request_id.encode("latin-1"))
 
             async def send_with_id(message: Message) -> None:

@@ -37,7 +37,7 @@ from tenacity import (
 
 from asyncdal._translate import is_conflict, is_connection_failure
 from asyncdal.engine._retry import RetryListener, RetryPolicy, greenlet_sleep, log_retry
-from asyncdal.errors import UnitOfWorkError
+from asyncdal.errors import ConnectionLostError, UnitOfWorkError
 from asyncdal.orm._uow import UnitOfWork, current_unit_of_work
 from asyncdal.replicas._routing import node_used
 
@@ -114,6 +114,12 @@ async def run_in_transaction(
     return await retrying(attempt)
 
 
+# A statement's connection broke: translated by the engine, or a connection-class SQLSTATE
+# SQLAlchemy did not see as a disconnect. Not QueryTimeoutError (repeating it repeats the wait),
+# nor DatabaseUnavailableError at checkout (the guard has retried opening already).
+_DROPPED = (ConnectionLostError, exc.DBAPIError)
+
+
 def retry_dropped_reads(
     session_class: type[Session], policy: RetryPolicy, on_retry: RetryListener | None = None
 ) -> None:
@@ -129,7 +135,7 @@ def retry_dropped_reads(
     def run(state: ORMExecuteState) -> Any:
         try:
             return state.invoke_statement()
-        except exc.DBAPIError as failure:
+        except _DROPPED as failure:
             if not is_connection_failure(failure):
                 raise
             error = failure
@@ -146,7 +152,7 @@ def retry_dropped_reads(
             stop=stop_after_attempt(policy.attempts - 1),
             wait=policy.wait(),
             retry=retry_if_exception(
-                lambda error: isinstance(error, exc.DBAPIError) and is_connection_failure(error)
+                lambda error: isinstance(error, _DROPPED) and is_connection_failure(error)
             ),
             before_sleep=leave_broken_transaction,
             sleep=greenlet_sleep,
@@ -158,7 +164,7 @@ def retry_dropped_reads(
             on_retry("read", node_used(state.session))
         logger.warning(
             "read on a dropped connection failed (%s), attempt 1; retrying in %.3f s",
-            type(error.orig).__name__,
+            type(error.__cause__ or error).__name__,
             delay,
         )
         greenlet_sleep(delay)

@@ -17,6 +17,14 @@ import asyncpg
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from asyncdal.errors import (
+    ConflictError,
+    ConstraintViolationError,
+    InvalidValueError,
+    LockTimeoutError,
+    PoolTimeoutError,
+    StatementTimeoutError,
+)
 from asyncdal.orm._database import Database
 from asyncdal.outbox._table import OUTBOX_TABLE
 
@@ -25,10 +33,22 @@ __all__ = ["CONNECTION_ERRORS", "DATABASE_ERRORS", "WorkerConnection", "describe
 CONNECTION_ERRORS = (OSError, asyncpg.InterfaceError, asyncpg.PostgresConnectionError)
 """Errors after which the connection is dropped and opened again at the next use."""
 
-DATABASE_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, DBAPIError)
+DATABASE_ERRORS = (
+    OSError,
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    DBAPIError,
+    PoolTimeoutError,
+    StatementTimeoutError,
+    LockTimeoutError,
+    ConflictError,
+    ConstraintViolationError,
+    InvalidValueError,
+)
 """What the worker logs and retries after: the statements' own errors, and opening a
-connection through the engine (which SQLAlchemy wraps in ``DBAPIError``); asyncdal's
-``DatabaseUnavailableError`` is a ``ConnectionError``, so an ``OSError``."""
+connection or running a statement through the engine (which raises asyncdal's errors where it
+has a name for them, SQLAlchemy's ``DBAPIError`` otherwise); asyncdal's
+``DatabaseUnavailableError`` and ``QueryTimeoutError`` are ``OSError`` subclasses."""
 
 
 def describe_database_error(error: BaseException) -> str:

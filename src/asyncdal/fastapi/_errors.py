@@ -1,0 +1,203 @@
+"""HTTP answers for asyncdal's errors, and a JSON 500 that carries ``X-Request-ID``.
+
+Only :mod:`asyncdal.errors` are mapped here: the engine translates the driver's and
+SQLAlchemy's exceptions into them where they arise (see ``asyncdal._translate``), so nothing
+here looks at a SQLSTATE or a SQLAlchemy class.
+
+============================================  =====  ==============================================
+error                                         HTTP   body and headers
+============================================  =====  ==============================================
+``DatabaseUnavailableError`` (breaker open,   503    ``Retry-After``: the breaker's cool-down left
+server unreachable)
+``ConnectionLostError`` (during a statement)  503    ``Retry-After: 1``
+``PoolTimeoutError`` (pool exhausted)         503    ``Retry-After: 1``
+``LockTimeoutError`` (55P03)                  503    ``Retry-After: 1``
+``ConflictError``: ``SerializationError``,    503    ``Retry-After: 1``
+``DeadlockError`` (40001/40P01)
+``CommitOutcomeUnknownError``                 503    ``"outcome": "unknown"``, ``Retry-After: 1``
+``NotCommittedError`` (closed before COMMIT)  503    ``"outcome": "not_committed"``, ``Retry-After``
+``StatementTimeoutError`` (57014)             504
+``QueryTimeoutError`` (``COMMAND_TIMEOUT``)   504
+``UniqueViolationError`` (23505),             409    ``{"detail": ..., "constraint": ...}``
+``ForeignKeyViolationError`` (23503)
+other ``ConstraintViolationError`` (class     422    ``{"detail": ..., "constraint": ...}``
+23: check, not null, exclusion)
+``InvalidValueError`` (class 22)              422    ``{"detail": ...}``
+``InvalidQueryError`` (repository query)      422    ``{"detail": ...}``
+any other exception                           500    ``{"detail": ..., "request_id": ...}``
+============================================  =====  ==============================================
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+
+from asyncdal._request_id import REQUEST_ID_HEADER, accepted_request_id, request_id_scope
+from asyncdal.errors import (
+    CommitOutcomeUnknownError,
+    ConflictError,
+    ConnectionLostError,
+    ConstraintViolationError,
+    DatabaseUnavailableError,
+    ForeignKeyViolationError,
+    InvalidQueryError,
+    InvalidValueError,
+    LockTimeoutError,
+    NotCommittedError,
+    PoolTimeoutError,
+    QueryTimeoutError,
+    StatementTimeoutError,
+    UniqueViolationError,
+)
+from asyncdal.observe._request_id import SCOPE_KEY as REQUEST_ID_KEY
+
+__all__ = ["add_error_handlers", "refusal"]
+
+logger = logging.getLogger("asyncdal.fastapi")
+
+Handler = Callable[[Request, Exception], Awaitable[Response]]
+
+
+def refusal(error: Exception) -> tuple[int, dict[str, Any]] | None:
+    """The status and JSON body for data the database refused, whichever way it came.
+
+    One answer for a violation found while the handler ran (a flush) and for one found at the
+    COMMIT :class:`~asyncdal.fastapi.TransactionMiddleware` sends (a deferred constraint).
+
+    Returns:
+        409 for a duplicate key or a broken foreign key, 422 for another constraint or an
+        invalid value, with the body; None for any other error.
+    """
+    if isinstance(error, UniqueViolationError | ForeignKeyViolationError):
+        return 409, {"detail": str(error), "constraint": error.constraint}
+    if isinstance(error, ConstraintViolationError):
+        return 422, {"detail": str(error), "constraint": error.constraint}
+    if isinstance(error, InvalidValueError):
+        return 422, {"detail": str(error)}
+    return None
+
+
+def _unavailable(
+    detail: str, status: int = 503, retry_after: float | None = 1.0, outcome: str | None = None
+) -> JSONResponse:
+    headers = {} if retry_after is None else {"Retry-After": str(max(1, math.ceil(retry_after)))}
+    body = {"detail": detail} if outcome is None else {"detail": detail, "outcome": outcome}
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+async def _refused(request: Request, exc: Exception) -> Response:
+    answer = refusal(exc)
+    assert answer is not None
+    status, body = answer
+    return JSONResponse(body, status_code=status)
+
+
+async def _invalid_query(request: Request, exc: Exception) -> Response:
+    return JSONResponse({"detail": str(exc)}, status_code=422)
+
+
+async def _database_unavailable(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, DatabaseUnavailableError)
+    return _unavailable(str(exc), retry_after=exc.retry_after or 1.0)
+
+
+async def _connection_lost(request: Request, exc: Exception) -> Response:
+    return _unavailable(
+        "The connection to the database was lost during the request; nothing was saved "
+        "unless the request said otherwise. Try again shortly."
+    )
+
+
+async def _pool_timeout(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, PoolTimeoutError)
+    return _unavailable(
+        "The service is busy: no database connection became free within the pool timeout. "
+        "Try again shortly.",
+        retry_after=exc.retry_after,
+    )
+
+
+async def _lock_timeout(request: Request, exc: Exception) -> Response:
+    return _unavailable(
+        "A row or table this request needs is locked by other work (lock_timeout passed); "
+        "nothing was saved. Try again shortly."
+    )
+
+
+async def _conflict(request: Request, exc: Exception) -> Response:
+    return _unavailable(
+        "This request conflicted with concurrent work (serialization failure or deadlock) "
+        "and was rolled back; nothing was saved. Try again."
+    )
+
+
+async def _statement_timeout(request: Request, exc: Exception) -> Response:
+    return _unavailable(
+        "The database statement took longer than its time limit (statement_timeout) and "
+        "was cancelled; nothing was saved.",
+        status=504,
+        retry_after=None,
+    )
+
+
+async def _query_timeout(request: Request, exc: Exception) -> Response:
+    return _unavailable(str(exc), status=504, retry_after=None)
+
+
+async def _commit_outcome_unknown(request: Request, exc: Exception) -> Response:
+    return _unavailable(f"The outcome is unknown: {exc}", outcome="unknown")
+
+
+async def _not_committed(request: Request, exc: Exception) -> Response:
+    return _unavailable(f"Nothing was saved: {exc}. Try again shortly.", outcome="not_committed")
+
+
+async def _internal_error(request: Request, exc: Exception) -> Response:
+    """Starlette's 500, in JSON and with the request's id.
+
+    Starlette calls it from ``ServerErrorMiddleware``, outside every middleware ``setup`` adds,
+    so the id comes from the scope (where the request-id middleware left it), not the
+    response headers that middleware would have set.
+    """
+    request_id = request.scope.get(REQUEST_ID_KEY) or accepted_request_id(
+        request.headers.get(REQUEST_ID_HEADER)
+    )
+    with request_id_scope(request_id):
+        # One line that ties the id the client saw to the traceback the server logs next.
+        logger.error("unhandled %s; answering 500", type(exc).__name__)
+    return JSONResponse(
+        {"detail": "Internal Server Error", "request_id": request_id},
+        status_code=500,
+        headers={REQUEST_ID_HEADER: request_id},
+    )
+
+
+_HANDLERS: dict[type[Exception], Handler] = {
+    InvalidQueryError: _invalid_query,
+    DatabaseUnavailableError: _database_unavailable,
+    ConnectionLostError: _connection_lost,
+    PoolTimeoutError: _pool_timeout,
+    LockTimeoutError: _lock_timeout,
+    ConflictError: _conflict,
+    StatementTimeoutError: _statement_timeout,
+    QueryTimeoutError: _query_timeout,
+    CommitOutcomeUnknownError: _commit_outcome_unknown,
+    NotCommittedError: _not_committed,
+    ConstraintViolationError: _refused,
+    InvalidValueError: _refused,
+    # Starlette gives a handler for Exception to its ServerErrorMiddleware: the 500.
+    Exception: _internal_error,
+}
+
+
+def add_error_handlers(app: FastAPI) -> None:
+    """Answer asyncdal's errors as the table in this module says, and any other with a JSON
+    500 carrying ``X-Request-ID``."""
+    for error, handler in _HANDLERS.items():
+        app.add_exception_handler(error, handler)

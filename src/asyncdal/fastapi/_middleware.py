@@ -1,0 +1,160 @@
+"""Commit the request's units of work before the response starts (:class:`TransactionMiddleware`).
+
+A yield-dependency's teardown may run after the response is sent, so the commit cannot live
+there: a failed commit would follow a 2xx the client already has. This middleware commits when
+the app starts its response, and answers the failure instead when the commit fails.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from contextlib import suppress
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from asyncdal.errors import CommitOutcomeUnknownError, ConflictError, NotCommittedError
+from asyncdal.fastapi._errors import refusal
+from asyncdal.orm._uow import UnitOfWork
+
+__all__ = ["SCOPE_KEY", "TransactionMiddleware"]
+
+logger = logging.getLogger("asyncdal.fastapi")
+
+SCOPE_KEY = "asyncdal.units_of_work"
+"""Where the request's units of work wait in the ASGI scope for the middleware to settle them."""
+
+
+class TransactionMiddleware:
+    """Commit the request's units of work when the response starts, or roll them back.
+
+    A pure ASGI middleware (no ``BaseHTTPMiddleware`` overhead). Status below 400: commit;
+    if the commit fails, the client gets an error instead (see below) and the request's
+    background tasks do not run. Status 400 or above: roll back. Units of work on several
+    databases commit one after the other: there is no atomic commit across databases, and the
+    error answer says which ones committed.
+
+    A failed commit is answered as the same error would be inside the handler where that
+    says more: a deferred unique or foreign key violation is a 409 naming the constraint,
+    another constraint or an invalid value a 422; an unknown outcome, COMMIT never sent, or a
+    conflict a 503 (``Retry-After: 1``); anything else a 500.
+
+    Once settled, the sessions are closed, so their connections go back to the pool before
+    the body is sent and before background tasks run. Writes made while a streaming response
+    sends its body come after this commit and are rolled back; do them before returning.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        units: list[UnitOfWork] = []
+        scope[SCOPE_KEY] = units
+        replaced = False
+
+        async def send_after_commit(message: Message) -> None:
+            nonlocal replaced
+            if replaced:
+                return  # the app's own body belongs to a response we replaced
+            if message["type"] == "http.response.start" and units:
+                # A handler that raised has had its units of work closed (rolled back) already.
+                pending = [uow for uow in units if uow.is_open]
+                units.clear()
+                for uow in pending:
+                    uow.seal()
+                if message["status"] < 400:
+                    failure = await _commit_all(pending)
+                    if failure is not None:
+                        replaced = True
+                        await _send_commit_failure(send, *failure)
+                        # Stop the app here: its background tasks must not run for a
+                        # response that failed.
+                        raise _CommitFailedError
+                else:
+                    for uow in pending:
+                        await uow.rollback()
+                # Settled: give the connections back before the body is sent and before any
+                # background task runs, instead of after both.
+                for uow in pending:
+                    await uow.session.close()
+            await send(message)
+
+        # An unhandled exception propagates as usual; the dependencies' teardown closes (and so
+        # rolls back) every unit of work of the request.
+        with suppress(_CommitFailedError):
+            await self.app(scope, receive, send_after_commit)
+
+
+class _CommitFailedError(Exception):
+    """Raised from ``send`` to stop the app once a failed commit has been answered."""
+
+
+async def _commit_all(units: list[UnitOfWork]) -> tuple[int, bytes] | None:
+    """Commit each writable unit of work; on a failure roll back the rest and describe it.
+
+    Returns None when all committed, else the status and the JSON body to answer with (see
+    :class:`TransactionMiddleware`).
+    """
+    committed: list[str] = []
+    for uow in units:
+        if uow.read_only:
+            continue
+        try:
+            await uow.commit()
+        except Exception as error:
+            for other in units:
+                with suppress(Exception):  # a broken connection cannot roll back either
+                    await other.rollback()
+            return _failure(error, _name(uow), committed)
+        committed.append(_name(uow))
+    return None
+
+
+def _failure(error: Exception, database: str, committed: list[str]) -> tuple[int, bytes]:
+    """The status and JSON body for a commit on ``database`` that raised ``error``."""
+    # Databases commit one after the other; there is no atomic commit across them.
+    already = f" the one(s) on {', '.join(map(repr, committed))} already were." if committed else ""
+    refused = refusal(error)
+    if refused is not None:
+        status, body = refused
+        logger.warning("commit refused on database %r (%s); answering %d", database, error, status)
+        if committed:
+            body["detail"] += f"; nothing was saved on {database!r}, but{already}"
+        return status, json.dumps(body).encode()
+    unknown = isinstance(error, CommitOutcomeUnknownError)
+    # Outcome unknown, never sent, or a conflict rolled back: worth retrying later.
+    retry_later = unknown or isinstance(error, NotCommittedError | ConflictError)
+    status = 503 if retry_later else 500
+    logger.error("commit failed on database %r; answering %d", database, status, exc_info=error)
+    if unknown:
+        detail = (
+            f"The outcome of the transaction on database {database!r} is unknown: "
+            "the connection failed while it was being committed, so it may or may not "
+            "have been saved. It was not retried; retry with the same Idempotency-Key."
+        )
+    elif committed:
+        detail = f"The transaction on database {database!r} could not be committed;"
+    else:
+        detail = "The transaction could not be committed; nothing was saved."
+    detail += already
+    return status, json.dumps(
+        {"detail": detail, "outcome": "unknown" if unknown else "not_committed"}
+    ).encode()
+
+
+def _name(uow: UnitOfWork) -> str:
+    return getattr(uow.database, "name", "?")
+
+
+async def _send_commit_failure(send: Send, status: int, body: bytes) -> None:
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+    ]
+    if status == 503:
+        headers.append((b"retry-after", b"1"))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})

@@ -1,0 +1,58 @@
+"""``setup(app)``: the middlewares and the error answers, in the order they must run."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from asyncdal.fastapi._consistency import ReadYourWritesMiddleware
+from asyncdal.fastapi._errors import add_error_handlers
+from asyncdal.fastapi._middleware import TransactionMiddleware
+from asyncdal.observe._request_id import RequestIdMiddleware
+
+__all__ = ["setup"]
+
+
+def setup(app: FastAPI) -> None:
+    """Install :class:`~asyncdal.fastapi.TransactionMiddleware`,
+    :class:`~asyncdal.consistency.ReadYourWritesMiddleware` (``X-DB-LSN`` for ``main``) and
+    :class:`~asyncdal.requestid.RequestIdMiddleware`, and answer asyncdal's errors in JSON.
+
+    Failures of the database become clear answers instead of a 500 or a hang, and data the
+    database refused a 409 or a 422; any other exception is a JSON 500. Every answer, a 500
+    included, carries ``X-Request-ID``:
+
+    ==============================================  =====  ==================================
+    error (``asyncdal.errors``)                     HTTP   notes
+    ==============================================  =====  ==================================
+    ``DatabaseUnavailableError`` (breaker open,     503    ``Retry-After``: the breaker's
+    server unreachable)                                    cool-down left
+    ``PoolTimeoutError`` (past ``POOL_TIMEOUT``)    503    ``Retry-After: 1``
+    ``LockTimeoutError`` (55P03)                    503    ``Retry-After: 1``
+    ``ConnectionLostError`` (during a statement)    503    ``Retry-After: 1``
+    ``CommitOutcomeUnknownError``                   503    body ``"outcome": "unknown"``,
+                                                           ``Retry-After: 1``
+    ``NotCommittedError`` (closed before COMMIT)    503    body ``"outcome":
+                                                           "not_committed"``, ``Retry-After``
+    ``SerializationError``, ``DeadlockError``       503    ``Retry-After: 1``
+    (40001/40P01)
+    ``StatementTimeoutError`` (57014)               504
+    ``QueryTimeoutError`` (``COMMAND_TIMEOUT``)     504
+    ``UniqueViolationError`` (23505),               409    ``{"detail": ..., "constraint":
+    ``ForeignKeyViolationError`` (23503)                   ...}``, in the handler or at COMMIT
+    other ``ConstraintViolationError`` (23xxx)      422    ``{"detail": ..., "constraint":
+                                                           ...}``
+    ``InvalidValueError`` (class 22)                422    ``{"detail": ...}``
+    ``InvalidQueryError`` (sort/filter not          422    ``{"detail": ...}``
+    whitelisted)
+    any other exception                             500    ``{"detail": ..., "request_id":
+                                                           ...}``
+    ==============================================  =====  ==================================
+
+    A handler for ``Exception`` (or 500) registered after this call replaces the JSON 500.
+    """
+    app.add_middleware(TransactionMiddleware)
+    # Outside TransactionMiddleware, so it sees the response start after the commit.
+    app.add_middleware(ReadYourWritesMiddleware)
+    # Added last, so it runs first: the commit and its log lines see the request id.
+    app.add_middleware(RequestIdMiddleware)
+    add_error_handlers(app)
