@@ -95,7 +95,7 @@ def do_run_migrations(connection: Connection) -> None:
 async def run_async_migrations() -> None:
     database = _settings().databases[_database_name()]
     # Migrations run once and exit: a null pool leaves no connection behind.
-    engine = create_engine(database.model_copy(update={"pool": "null"}))
+    engine = create_engine(database.with_null_pool())
     try:
         async with engine.connect() as connection:
             await connection.run_sync(do_run_migrations)

@@ -71,14 +71,14 @@ def prepare_database() -> None:
     if REFERENCE in settings.databases:
         command.upgrade(_alembic_config(settings, database=REFERENCE), "head")
     if embedded:
-        database = Database("main", settings.databases["main"].model_copy(update={"pool": "null"}))
+        database = Database("main", settings.databases["main"].with_null_pool(log=False))
         added = asyncio.run(_seed(database))
         if added:
             logger.info("seeded %d demo products", added)
         if REFERENCE in settings.databases:
             reference_database = Database(
                 REFERENCE,
-                settings.databases[REFERENCE].model_copy(update={"pool": "null"}),
+                settings.databases[REFERENCE].with_null_pool(log=False),
             )
             asyncio.run(_seed(reference_database, seed_categories))
 

@@ -24,10 +24,7 @@ def lambda_settings(settings: AsyncdalSettings | None = None) -> AsyncdalSetting
     """``settings`` (default: from the environment, with the catalog's defaults) with every
     database on a null pool."""
     settings = settings if settings is not None else load_catalog_settings()
-    databases = {
-        name: database.model_copy(update={"pool": "null"})
-        for name, database in settings.databases.items()
-    }
+    databases = {name: database.with_null_pool() for name, database in settings.databases.items()}
     return settings.model_copy(update={"db": databases})
 
 

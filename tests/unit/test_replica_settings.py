@@ -131,12 +131,13 @@ def test_a_bad_replica_url_is_refused_at_load_naming_the_variable(
 def test_replicas_inherit_the_primarys_tls_unless_they_set_their_own(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setenv("DB__MAIN__URL", "postgresql://app@primary/shop?sslmode=verify-full")
+    monkeypatch.setenv("DB__MAIN__URL", "postgresql://app@primary/shop?sslmode=require")
     monkeypatch.setenv(
-        "DB__MAIN__REPLICAS", "postgresql://r1,postgresql://r2?sslmode=require,postgresql://r3"
+        "DB__MAIN__REPLICAS", "postgresql://r1,postgresql://r2?sslmode=prefer,postgresql://r3"
     )
     first, second, third = load_settings().databases["main"].replica_settings()
-    assert first.ssl_argument() == "verify-full"  # never silently without TLS
-    assert second.ssl_argument() == "require"  # its own
-    assert third.ssl_argument() == "verify-full"
+    required = {"dsn": "postgresql://?sslmode=require"}
+    assert first.tls_arguments() == required  # never silently without TLS
+    assert second.tls_arguments() == {"dsn": "postgresql://?sslmode=prefer"}  # its own
+    assert third.tls_arguments() == required
     assert "sslmode" not in first.sqlalchemy_url().query

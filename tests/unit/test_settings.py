@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 from sqlalchemy.engine import make_url
 
 from asyncdal import ConfigurationError, DatabaseSettings, load_settings
@@ -137,35 +139,6 @@ def test_postgres_schemes_become_asyncpg() -> None:
         assert url.drivername == "postgresql+asyncpg"
 
 
-def test_sslmode_is_translated_to_asyncpg_ssl() -> None:
-    settings = DatabaseSettings(url="postgresql://u@h/n?sslmode=require")
-    assert "sslmode" not in settings.sqlalchemy_url().query
-    assert connect_arguments(settings)["ssl"] == "require"
-    assert "ssl" not in connect_arguments(DatabaseSettings(url="postgresql://u@h/n"))
-
-
-def test_certificate_parameters_build_an_ssl_context() -> None:
-    import ssl
-
-    import certifi
-
-    full = DatabaseSettings(
-        url=f"postgresql://u@h/n?sslmode=verify-full&sslrootcert={certifi.where()}"
-    )
-    context = full.ssl_argument()
-    assert isinstance(context, ssl.SSLContext)
-    assert context.check_hostname is True
-    assert context.verify_mode == ssl.CERT_REQUIRED
-    assert set(full.sqlalchemy_url().query) == set()
-    ca_only = DatabaseSettings(
-        url=f"postgresql://u@h/n?sslmode=verify-ca&sslrootcert={certifi.where()}"
-    )
-    context = ca_only.ssl_argument()
-    assert isinstance(context, ssl.SSLContext)
-    assert context.check_hostname is False
-    assert context.verify_mode == ssl.CERT_REQUIRED
-
-
 def test_unix_socket_host_parameter_is_kept() -> None:
     url = DatabaseSettings(url="postgresql://u@/n?host=/run/postgresql").sqlalchemy_url()
     assert url.query["host"] == "/run/postgresql"
@@ -279,3 +252,188 @@ def test_null_pool_defaults_on_lambda(monkeypatch: pytest.MonkeyPatch) -> None:
     assert (main.effective_pool_size, main.effective_max_overflow) == (0, 0)
     monkeypatch.setenv("DB__MAIN__POOL", "queue")
     assert load_settings().databases["main"].pool_class == "queue"
+
+
+SIZING_ON_LAMBDA = {
+    "DATABASE_URL": "postgresql://u@h/n",
+    "DB__MAIN__POOL_SIZE": "5",
+    "DB__MAIN__MAX_OVERFLOW": "2",
+    "AWS_LAMBDA_FUNCTION_NAME": "catalog",
+}
+
+
+def _settings_records(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [
+        record.getMessage()
+        for record in caplog.records
+        if record.name.startswith("asyncdal.settings") and record.levelno == logging.INFO
+    ]
+
+
+@pytest.mark.parametrize("source", ["environment", ".env"])
+def test_lambda_null_pool_ignores_sizing_with_one_info_line(
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    tmp_path: Path,
+    source: str,
+) -> None:
+    # One configuration serves a server (pooled) and Lambda (null pool, sizing ignored).
+    monkeypatch.setenv("AWS_LAMBDA_FUNCTION_NAME", SIZING_ON_LAMBDA["AWS_LAMBDA_FUNCTION_NAME"])
+    sizing = {key: value for key, value in SIZING_ON_LAMBDA.items() if key.startswith("D")}
+    if source == ".env":
+        (tmp_path / ".env").write_text("".join(f"{k}={v}\n" for k, v in sizing.items()))
+    else:
+        for name, value in sizing.items():
+            monkeypatch.setenv(name, value)
+    with caplog.at_level(logging.INFO, logger="asyncdal.settings"):
+        main = load_settings().databases["main"]
+    assert main.pool_class == "null"
+    assert (main.effective_pool_size, main.effective_max_overflow) == (0, 0)
+    assert (main.pool_size, main.max_overflow) == (None, None)  # dropped, not kept
+    [line] = _settings_records(caplog)
+    assert "DB__MAIN__POOL_SIZE" in line
+    assert "DB__MAIN__MAX_OVERFLOW" in line
+    assert "AWS_LAMBDA_FUNCTION_NAME" in line
+
+
+def test_the_same_sizing_pools_outside_lambda(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, value in SIZING_ON_LAMBDA.items():
+        if name != "AWS_LAMBDA_FUNCTION_NAME":
+            monkeypatch.setenv(name, value)
+    main = load_settings().databases["main"]
+    assert (main.pool_class, main.effective_pool_size, main.effective_max_overflow) == (
+        "queue",
+        5,
+        2,
+    )
+
+
+def test_lambda_without_sizing_logs_nothing(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setenv("DATABASE_URL", "postgresql://u@h/n")
+    monkeypatch.setenv("AWS_LAMBDA_FUNCTION_NAME", "catalog")
+    with caplog.at_level(logging.INFO, logger="asyncdal.settings"):
+        assert load_settings().databases["main"].pool_class == "null"
+    assert _settings_records(caplog) == []
+
+
+@pytest.mark.parametrize("on_lambda", [False, True])
+@pytest.mark.parametrize("field", ["POOL_SIZE", "MAX_OVERFLOW"])
+def test_an_explicit_null_pool_with_sizing_is_still_an_error(
+    monkeypatch: pytest.MonkeyPatch, field: str, on_lambda: bool
+) -> None:
+    if on_lambda:
+        monkeypatch.setenv("AWS_LAMBDA_FUNCTION_NAME", "catalog")
+    message = error_of(
+        monkeypatch,
+        DATABASE_URL="postgresql://u@h/n",
+        DB__MAIN__POOL="null",
+        **{f"DB__MAIN__{field}": "5"},
+    )
+    assert f"DB__MAIN__{field}: cannot be set when the pool is null" in message
+
+
+def test_with_null_pool_drops_the_sizing_and_keeps_the_rest(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    pooled = DatabaseSettings(
+        url="postgresql://u@h/n",
+        password=SECRET,
+        pool="queue",
+        pool_size=5,
+        max_overflow=2,
+        replicas=("postgresql://r1",),
+        replica_pool_size=3,
+        application_name="shop",
+    )
+    with caplog.at_level(logging.INFO, logger="asyncdal.settings"):
+        single = pooled.with_null_pool()
+    assert single.pool == "null"
+    assert (single.pool_size, single.max_overflow, single.replica_pool_size) == (None, None, None)
+    assert (single.effective_pool_size, single.effective_max_overflow) == (0, 0)
+    assert single.sqlalchemy_url() == pooled.sqlalchemy_url()
+    assert single.application_name == "shop"
+    assert [replica.pool_class for replica in single.replica_settings()] == ["null"]
+    [line] = _settings_records(caplog)
+    assert "POOL_SIZE, MAX_OVERFLOW, REPLICA_POOL_SIZE not used" in line
+    assert "p@ss" not in line
+    # Already null and unsized: the same settings, and nothing to say.
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="asyncdal.settings"):
+        assert single.with_null_pool() == single
+        assert pooled.with_null_pool(log=False).pool == "null"
+    assert _settings_records(caplog) == []
+
+
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        (
+            {
+                "DATABASE_URL": "postgresql://u:hunter2@h/n?foo=1",
+                "DB__MAIN__POOL_SIZE": "abc",
+            },
+            ["DB__MAIN__POOL_SIZE: ", "DB__MAIN__URL (or DATABASE_URL): unsupported URL parameter"],
+        ),
+        (
+            {
+                "DATABASE_URL": "postgresql://u:hunter2@h/n?sslmode=sometimes",
+                "DB__MAIN__POOL": "null",
+                "DB__MAIN__POOL_SIZE": "4",
+                "DB__MAIN__RETRY_BASE_DELAY": "2",
+                "DB__MAIN__RETRY_MAX_DELAY": "1",
+                "DB__MAIN__REPLICAS": "postgresql://r1,mysql://u:hunter2@r2/x",
+                "DB__MAIN__CONNECT_TIMEOUT": "0",
+                "DB__REFERENCE__POOL_SIZE": "x",
+                "DB__REPORTING__POOL_SIZE": "2",
+            },
+            [
+                "DB__MAIN__URL (or DATABASE_URL): sslmode must be",
+                "DB__MAIN__POOL_SIZE: cannot be set when the pool is null",
+                "DB__MAIN__RETRY_MAX_DELAY: 1.0 is below RETRY_BASE_DELAY",
+                "DB__MAIN__REPLICAS: replica 2: unsupported scheme",
+                "DB__MAIN__CONNECT_TIMEOUT: ",
+                "DB__REFERENCE__POOL_SIZE: ",
+                "DB__REFERENCE__URL: missing",
+                "DB__REPORTING__URL: missing",
+            ],
+        ),
+        (
+            {
+                "DATABASE_URL": "postgresql://u@h/n",
+                "DB__MAIN__REPLICAS": "postgresql://r1,postgresql://r2",
+                "DB__MAIN__REPLICA_WEIGHTS": "1,2,3",
+                "DB__MAIN__POOL_SIZE": "0",
+            },
+            [
+                "DB__MAIN__REPLICA_WEIGHTS: 3 weight(s) for 2 replica(s)",
+                "DB__MAIN__POOL_SIZE: must be at least 1 for a queue pool",
+            ],
+        ),
+    ],
+)
+def test_every_problem_is_reported_at_once(
+    monkeypatch: pytest.MonkeyPatch, env: dict[str, str], expected: list[str]
+) -> None:
+    message = error_of(monkeypatch, **env)
+    for problem in expected:
+        assert problem in message
+    lines = message.splitlines()[1:]
+    assert len(lines) == len(expected), message
+    assert "hunter2" not in message
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"url": "postgresql://u:hunter2@h/n?foo=1"},
+        {"url": "postgresql://u:hunter2@h/n", "pool": "null", "pool_size": 3},
+        {"url": "postgresql://u:hunter2@h/n", "replicas": "mysql://u:hunter2@r/n"},
+    ],
+)
+def test_errors_of_settings_made_in_code_never_show_the_password(fields: dict[str, object]) -> None:
+    # pydantic's own message would show the input: the URL, password and all.
+    with pytest.raises(ValidationError) as caught:
+        DatabaseSettings.model_validate(fields)
+    assert "hunter2" not in str(caught.value)

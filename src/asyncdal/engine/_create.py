@@ -131,9 +131,7 @@ def connect_arguments(settings: DatabaseSettings) -> dict[str, Any]:
         )
     if settings.command_timeout is not None:
         arguments["command_timeout"] = settings.command_timeout
-    tls = settings.ssl_argument()
-    if tls is not None:
-        arguments["ssl"] = tls
+    arguments.update(settings.tls_arguments())
     return arguments
 
 

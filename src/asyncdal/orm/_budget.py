@@ -192,7 +192,7 @@ def _settings_of(databases: Mapping[str, DatabaseSettings], line: BudgetLine) ->
 
 async def _ask(settings: DatabaseSettings) -> tuple[int, str]:
     """The server's connection limit for clients, and what identifies the server."""
-    engine = create_engine(settings.model_copy(update={"pool": "null"}))
+    engine = create_engine(settings.with_null_pool(log=False))
     try:
         async with asyncio.timeout(settings.connect_timeout), engine.connect() as connection:
             row = (await connection.execute(_LIMIT_QUERY)).one()

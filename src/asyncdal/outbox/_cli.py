@@ -59,6 +59,9 @@ def load_handlers(reference: str) -> Handlers:
 def _database(settings: OutboxSettings, *, pool: str | None = None) -> Database:
     databases = Databases.from_settings(load_settings())
     database = databases[settings.database]
+    if pool == "null":
+        # A one-off command: a null pool, whatever sizing the server's settings give.
+        return Database(database.name, database.settings.with_null_pool())
     return database.with_settings(pool=pool) if pool is not None else database
 
 

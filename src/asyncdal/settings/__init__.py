@@ -12,13 +12,12 @@ Example:
     'postgresql+asyncpg://app:***@db.internal/catalog'
 """
 
+from asyncdal.settings._load import AsyncdalSettings, load_settings
 from asyncdal.settings._model import (
     DEFAULT_MAX_OVERFLOW,
     DEFAULT_POOL_SIZE,
-    AsyncdalSettings,
     DatabaseSettings,
     PoolKind,
-    load_settings,
 )
 
 __all__ = [

@@ -1,22 +1,20 @@
-"""Settings for every named database, read from the environment and from ``.env``.
+"""The settings of one named database: connection, pool, timeouts, retries, replicas.
 
-Each named database has its own block of variables, ``DB__<NAME>__<FIELD>`` (case-insensitive),
-and ``DATABASE_URL`` is shorthand for ``DB__MAIN__URL``. A missing field falls back to that
-database's own default, never to another database's value.
+Every value is checked on its own when the settings are made, so that one load reports every
+problem at once; what needs two values (a pool size and the pool kind, the URL and the parts
+that override it) is checked as soon as both are known.
 
 Example:
-    >>> import os
-    >>> os.environ["DATABASE_URL"] = "postgresql://app:s3cret@db.internal/catalog"
-    >>> settings = load_settings()
-    >>> settings.databases["main"].safe_url
+    >>> settings = DatabaseSettings(url="postgresql://app:s3cret@db.internal/catalog")
+    >>> settings.safe_url
     'postgresql+asyncpg://app:***@db.internal/catalog'
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
-import ssl
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -24,24 +22,27 @@ from pydantic import (
     ConfigDict,
     Field,
     SecretStr,
-    ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
+from pydantic_settings import NoDecode
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import ArgumentError
 
-from asyncdal.errors import ConfigurationError
+from asyncdal.settings._tls import TLS_PARAMETERS, check_tls, tls_dsn, tls_parameters
+from asyncdal.settings._url import DRIVER, parse_url
 
 __all__ = [
     "DEFAULT_MAX_OVERFLOW",
     "DEFAULT_POOL_SIZE",
-    "AsyncdalSettings",
+    "LAMBDA_MARKER",
+    "SIZING_FIELDS",
     "DatabaseSettings",
     "PoolKind",
-    "load_settings",
+    "on_lambda",
 ]
+
+logger = logging.getLogger("asyncdal.settings")
 
 PoolKind = Literal["queue", "null"]
 """``queue`` (a pool, for servers) or ``null`` (a connection per use: Lambda, scripts)."""
@@ -52,16 +53,15 @@ DEFAULT_POOL_SIZE = 10
 """Connections a ``queue`` pool keeps open when ``POOL_SIZE`` is not set."""
 DEFAULT_MAX_OVERFLOW = 0
 """Extra connections a ``queue`` pool may open when ``MAX_OVERFLOW`` is not set."""
+SIZING_FIELDS = ("pool_size", "max_overflow", "replica_pool_size", "replica_max_overflow")
+"""The fields that size a ``queue`` pool, which a null pool has no use for."""
+LAMBDA_MARKER = "AWS_LAMBDA_FUNCTION_NAME"
+"""Set in AWS Lambda, where an unset ``POOL`` means ``null``."""
 
-_DRIVER = "postgresql+asyncpg"
-# Schemes that mean "PostgreSQL" and can safely be driven by asyncpg instead.
-_POSTGRES_SCHEMES = {"postgresql", "postgres", "postgresql+asyncpg"}
-# libpq's sslmode values, all of which asyncpg's ``ssl`` argument understands as strings.
-_SSL_MODES = {"disable", "allow", "prefer", "require", "verify-ca", "verify-full"}
-# URL parameters passed on to asyncpg as they are, and the TLS ones turned into ``ssl``.
-_QUERY_KEPT = {"host", "port"}
-_QUERY_TLS = {"ssl", "sslmode", "sslrootcert", "sslcert", "sslkey"}
-_LAMBDA_MARKER = "AWS_LAMBDA_FUNCTION_NAME"
+
+def on_lambda() -> bool:
+    """Whether this process runs in AWS Lambda (``AWS_LAMBDA_FUNCTION_NAME`` is set)."""
+    return bool(os.environ.get(LAMBDA_MARKER))
 
 
 class DatabaseSettings(BaseModel):
@@ -72,12 +72,18 @@ class DatabaseSettings(BaseModel):
     without a password can be combined with a password from a secret store.
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # No input in error messages: it would show the URL, password and all.
+    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
 
-    url: SecretStr | None = None
-    """Full database URL; ``postgresql://`` is accepted and driven by asyncpg."""
+    # Before ``url``, so that the URL's check can tell "missing" from "given as parts".
     host: str | None = None
     """Server host name, address, or a directory holding the Unix socket."""
+    url: Annotated[SecretStr | None, Field(validate_default=True)] = None
+    """Full database URL; ``postgresql://`` is accepted and driven by asyncpg. Its TLS
+    parameters are libpq's (``sslmode``, ``sslrootcert``, ``sslcert``, ``sslkey``, ``sslcrl``,
+    ``sslpassword``, ``sslnegotiation``, ``ssl_min_protocol_version``,
+    ``ssl_max_protocol_version``), with libpq's rules; ``host`` and ``port`` may be parameters
+    too (Unix sockets, several hosts)."""
     port: int | None = Field(default=None, ge=1, le=65535)
     """Server port."""
     user: str | None = None
@@ -90,9 +96,11 @@ class DatabaseSettings(BaseModel):
     """``queue`` (a pool for servers) or ``null`` (no pooling: Lambda, scripts, migrations).
     Unset means ``null`` under AWS Lambda and ``queue`` everywhere else."""
     pool_size: int | None = Field(default=None, ge=0)
-    """Connections kept open by a ``queue`` pool (default 10)."""
+    """Connections kept open by a ``queue`` pool (default 10). Under AWS Lambda with ``POOL``
+    unset it is dropped (the pool is null there), so one configuration serves both."""
     max_overflow: int | None = Field(default=None, ge=0)
-    """Extra connections a ``queue`` pool may open under load and close again (default 0)."""
+    """Extra connections a ``queue`` pool may open under load and close again (default 0);
+    dropped like ``pool_size`` under AWS Lambda."""
     pool_timeout: float = Field(default=30.0, gt=0)
     """Seconds to wait for a free connection before giving up."""
     pool_recycle: int = Field(default=1800, ge=-1)
@@ -167,49 +175,90 @@ class DatabaseSettings(BaseModel):
                 raise ValueError("not a valid JSON list") from None
         return [item.strip() for item in text.split(",") if item.strip()]
 
+    # Checks of one field that need another read it from info.data, which holds the fields
+    # above it that were valid: a field missing from it has an error of its own already.
+
+    @field_validator("url")
+    @classmethod
+    def _check_url(cls, url: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
+        if url is None:
+            if "host" in info.data and info.data["host"] is None:
+                raise ValueError("missing (set the URL, or HOST with PORT, USER, PASSWORD, NAME)")
+            return None
+        parsed = parse_url(url.get_secret_value())
+        check_tls(tls_parameters(parsed.query))
+        return url
+
+    @field_validator(*SIZING_FIELDS)
+    @classmethod
+    def _check_sizing(cls, value: int | None, info: ValidationInfo) -> int | None:
+        if value is None or "pool" not in info.data:
+            return value
+        pool = info.data["pool"]
+        if pool is None and on_lambda():
+            # The environment chose a null pool: sizing meant for a server is dropped (the
+            # settings say so in one log line at load), so one configuration serves both.
+            return None
+        if pool == "null" and info.field_name in {"pool_size", "max_overflow"}:
+            raise ValueError(
+                "cannot be set when the pool is null (a null pool keeps no connections)"
+            )
+        if info.field_name == "pool_size" and value == 0:
+            raise ValueError(
+                "must be at least 1 for a queue pool, which reads POOL_SIZE=0 as no limit "
+                "(POOL=null pools none)"
+            )
+        return value
+
+    @field_validator("retry_max_delay")
+    @classmethod
+    def _check_retry_delays(cls, value: float, info: ValidationInfo) -> float:
+        base = info.data.get("retry_base_delay")
+        if base is not None and value < base:
+            raise ValueError(f"{value} is below RETRY_BASE_DELAY ({base})")
+        return value
+
+    @field_validator("replicas")
+    @classmethod
+    def _check_replicas(cls, replicas: tuple[SecretStr, ...]) -> tuple[SecretStr, ...]:
+        for index, replica in enumerate(replicas, 1):
+            try:
+                url = parse_url(replica.get_secret_value())
+                # A replica without TLS parameters takes the database's, checked with its URL.
+                check_tls(tls_parameters(url.query))
+            except ValueError as exc:
+                raise ValueError(f"replica {index}: {exc}") from None
+        return replicas
+
+    @field_validator("replica_weights")
+    @classmethod
+    def _check_weights(
+        cls, weights: tuple[int, ...] | None, info: ValidationInfo
+    ) -> tuple[int, ...] | None:
+        if weights is None:
+            return None
+        if any(weight < 1 for weight in weights):
+            raise ValueError("every weight must be at least 1")
+        replicas = info.data.get("replicas")
+        if replicas is not None and len(weights) != len(replicas):
+            raise ValueError(
+                f"{len(weights)} weight(s) for {len(replicas)} replica(s); give one per replica"
+            )
+        return weights
+
     # Model-level messages start with "FIELD: " so that load_settings can name the variable.
     @model_validator(mode="after")
     def _check(self) -> DatabaseSettings:
-        if self.url is None and self.host is None:
-            raise ValueError("URL: missing (set the URL, or HOST with PORT, USER, PASSWORD, NAME)")
+        # Each URL checked as its engine will use it: with the parts that override it put in.
         try:
             self.sqlalchemy_url()
-            self.ssl_argument()
-        except (ValueError, OSError) as exc:
+        except ValueError as exc:
             raise ValueError(f"URL: {exc}") from None
-        if self.retry_max_delay < self.retry_base_delay:
-            raise ValueError(
-                f"RETRY_MAX_DELAY: {self.retry_max_delay} is below RETRY_BASE_DELAY "
-                f"({self.retry_base_delay})"
-            )
-        if self.pool_class == "queue" and self.pool_size == 0:
-            # SQLAlchemy reads a queue pool of size 0 as "unlimited connections".
-            raise ValueError(
-                "POOL_SIZE: must be at least 1 for a queue pool (POOL=null pools none)"
-            )
-        for index, replica in enumerate(self.replicas):
+        for index, replica in enumerate(self.replicas, 1):
             try:
-                # Checked as the replica's engine will use it, like the primary's URL.
-                replica_settings = self._replica_settings(replica)
-                replica_settings.sqlalchemy_url()
-                replica_settings.ssl_argument()
-            except (ValueError, OSError) as exc:
-                raise ValueError(f"REPLICAS: replica {index + 1}: {exc}") from None
-        if self.replica_weights is not None:
-            if len(self.replica_weights) != len(self.replicas):
-                raise ValueError(
-                    f"REPLICA_WEIGHTS: {len(self.replica_weights)} weight(s) for "
-                    f"{len(self.replicas)} replica(s); give one per replica"
-                )
-            if any(weight < 1 for weight in self.replica_weights):
-                raise ValueError("REPLICA_WEIGHTS: every weight must be at least 1")
-        if self.pool_class == "null":
-            for field in ("pool_size", "max_overflow"):
-                if field in self.model_fields_set:
-                    raise ValueError(
-                        f"{field.upper()}: cannot be set when the pool is null "
-                        "(a null pool keeps no connections)"
-                    )
+                self._replica_settings(replica).sqlalchemy_url()
+            except ValueError as exc:
+                raise ValueError(f"REPLICAS: replica {index}: {exc}") from None
         return self
 
     @property
@@ -217,7 +266,7 @@ class DatabaseSettings(BaseModel):
         """The pool kind in force: the configured one, else ``null`` on Lambda, else ``queue``."""
         if self.pool is not None:
             return self.pool
-        return "null" if os.environ.get(_LAMBDA_MARKER) else "queue"
+        return "null" if on_lambda() else "queue"
 
     @property
     def effective_pool_size(self) -> int:
@@ -233,34 +282,47 @@ class DatabaseSettings(BaseModel):
             return 0
         return DEFAULT_MAX_OVERFLOW if self.max_overflow is None else self.max_overflow
 
+    def with_null_pool(self, *, log: bool = True) -> DatabaseSettings:
+        """These settings on a null pool (a connection per use), without the pool sizes a
+        null pool has no use for: for scripts, one-off commands and migrations.
+
+        Example:
+            >>> engine = create_engine(load_settings().databases["main"].with_null_pool())
+
+        Args:
+            log: say in one INFO line which sizes are dropped. Off for connections of
+                asyncdal's own (a probe), where the line would only puzzle.
+
+        Returns:
+            New, validated settings; everything but the pool and its sizing is kept.
+        """
+        dropped = [field.upper() for field in SIZING_FIELDS if getattr(self, field) is not None]
+        if dropped and log:
+            logger.info(
+                "%s not used: a null pool keeps no connections (with_null_pool)",
+                ", ".join(dropped),
+            )
+        kept = {
+            field: getattr(self, field)
+            for field in self.model_fields_set - {"pool", *SIZING_FIELDS}
+        }
+        return type(self).model_validate({**kept, "pool": "null"})
+
     def sqlalchemy_url(self) -> URL:
         """The ``postgresql+asyncpg`` URL, built with ``URL.create`` so any password works.
 
-        TLS parameters in the URL (``sslmode``, ``sslrootcert``, ``sslcert``, ``sslkey``, or
-        asyncpg's ``ssl``) are taken out of it and returned by :meth:`ssl_argument` instead;
-        ``host`` and ``port`` stay (Unix sockets, several hosts). Any other query parameter is
-        refused, as asyncpg would fail on it at the first connection.
+        TLS parameters are taken out of it (:meth:`tls_arguments` hands them to asyncpg);
+        ``host`` and ``port`` stay (Unix sockets, several hosts). Any other query parameter
+        is refused, as asyncpg would fail on it at the first connection.
 
         Raises:
             ValueError: the URL cannot be parsed or is not a PostgreSQL URL. The message
                 never repeats the URL, which may hold a password.
         """
-        if self.url is not None:
-            try:
-                base = make_url(self.url.get_secret_value())
-            except (ArgumentError, ValueError):
-                raise ValueError(
-                    "not a valid database URL (expected postgresql://user:password@host:port/name)"
-                ) from None
-            if base.drivername not in _POSTGRES_SCHEMES:
-                raise ValueError(
-                    f"unsupported scheme {base.drivername!r}: use postgresql:// "
-                    "or postgresql+asyncpg://"
-                )
-        else:
-            base = URL.create(_DRIVER)
+        given = self.url
+        base = URL.create(DRIVER) if given is None else parse_url(given.get_secret_value())
         url = base.set(
-            drivername=_DRIVER,
+            drivername=DRIVER,
             host=self.host if self.host is not None else base.host,
             port=self.port if self.port is not None else base.port,
             username=self.user if self.user is not None else base.username,
@@ -271,71 +333,46 @@ class DatabaseSettings(BaseModel):
         )
         if url.host is not None and "@" in url.host:
             raise ValueError("the host contains '@': percent-encode the password (%40)")
-        if url.port is not None and not 1 <= url.port <= 65535:
-            raise ValueError(f"port {url.port} is out of range 1-65535")
-        unknown = set(url.query) - _QUERY_KEPT - _QUERY_TLS
-        if unknown:
-            raise ValueError(
-                f"unsupported URL parameter(s) {sorted(unknown)}; allowed: "
-                f"{sorted(_QUERY_KEPT | _QUERY_TLS)} (use the DB__<NAME>__* settings instead)"
-            )
-        return url.difference_update_query(_QUERY_TLS)
+        return url.difference_update_query(TLS_PARAMETERS)
 
-    def ssl_argument(self) -> str | ssl.SSLContext | None:
-        """asyncpg's ``ssl`` argument from the URL's TLS parameters (None: asyncpg's default).
+    def tls_arguments(self) -> dict[str, str]:
+        """asyncpg ``connect()`` arguments carrying the URL's TLS parameters.
 
-        A bare ``sslmode`` is passed through (asyncpg understands libpq's modes); with
-        certificate files an ``SSLContext`` is built, following libpq: a root certificate
-        means the server's certificate is verified, and ``verify-full`` checks the host name.
+        They go to asyncpg as they are, as the query of a DSN with nothing else in it, so
+        that asyncpg applies libpq's rules (see :mod:`asyncdal.settings._tls`); asyncpg takes
+        everything else from its other arguments.
+
+        Example:
+            >>> DatabaseSettings(url="postgresql://db/shop?sslmode=require").tls_arguments()
+            {'dsn': 'postgresql://?sslmode=require'}
+
+        Returns:
+            ``{"dsn": ...}``, or nothing when the URL has no TLS parameters (asyncpg's
+            defaults then apply: ``PGSSLMODE``, else ``prefer``).
         """
         if self.url is None:
-            return None
-        query = {
-            key: _single(key, value)
-            for key, value in make_url(self.url.get_secret_value()).query.items()
-            if key in _QUERY_TLS
-        }
-        mode = query.get("sslmode", query.get("ssl"))
-        if mode is not None and mode not in _SSL_MODES:
-            raise ValueError(f"sslmode must be one of {sorted(_SSL_MODES)}, not {mode!r}")
-        root, cert, key = query.get("sslrootcert"), query.get("sslcert"), query.get("sslkey")
-        if root is None and cert is None:
-            return mode
-        if mode == "disable":
-            return mode
-        context = ssl.create_default_context(cafile=root)
-        context.check_hostname = mode == "verify-full"
-        if root is None:
-            context.verify_mode = ssl.CERT_NONE
-        if cert is not None:
-            context.load_cert_chain(cert, key)
-        return context
+            return {}
+        parameters = tls_parameters(make_url(self.url.get_secret_value()).query)
+        return {"dsn": tls_dsn(parameters)} if parameters else {}
 
     def _replica_url(self, replica: SecretStr) -> SecretStr:
         """A replica's full URL: the parts it leaves out are this database's own."""
-        try:
-            given = make_url(replica.get_secret_value())
-        except (ArgumentError, ValueError):
-            raise ValueError(
-                "not a valid database URL (expected postgresql://user:password@host:port/name)"
-            ) from None
-        if given.drivername not in _POSTGRES_SCHEMES:
-            raise ValueError(f"unsupported scheme {given.drivername!r}: use postgresql://")
+        given = parse_url(replica.get_secret_value())
         own = self.sqlalchemy_url()
         full = given.set(
-            drivername=_DRIVER,
+            drivername=DRIVER,
             username=given.username if given.username is not None else own.username,
             password=given.password if given.password is not None else own.password,
             port=given.port if given.port is not None else own.port,
             database=given.database if given.database is not None else own.database,
         )
-        if self.url is not None and not _QUERY_TLS & set(given.query):
+        if self.url is not None and not TLS_PARAMETERS & set(given.query):
             # A replica without TLS parameters of its own connects like the primary does:
             # never silently without TLS when the primary requires it.
             primary_tls = {
                 key: value
                 for key, value in make_url(self.url.get_secret_value()).query.items()
-                if key in _QUERY_TLS
+                if key in TLS_PARAMETERS
             }
             full = full.update_query_dict(primary_tls)
         return SecretStr(full.render_as_string(hide_password=False))
@@ -374,114 +411,3 @@ class DatabaseSettings(BaseModel):
     def safe_url(self) -> str:
         """The URL with its password masked, fit for logs and health output."""
         return self.sqlalchemy_url().render_as_string(hide_password=True)
-
-
-def _single(key: str, value: str | tuple[str, ...]) -> str:
-    if isinstance(value, tuple):
-        raise ValueError(f"{key} is given more than once")
-    return value
-
-
-class AsyncdalSettings(BaseSettings):
-    """All named databases, read from the environment and ``.env``.
-
-    Example:
-        ``DB__MAIN__URL=postgresql://app@db/catalog`` and ``DB__REFERENCE__HOST=ref-db`` give
-        ``settings.databases["main"]`` and ``settings.databases["reference"]``.
-    """
-
-    model_config = SettingsConfigDict(
-        env_file=".env",
-        env_file_encoding="utf-8",
-        env_nested_delimiter="__",
-        case_sensitive=False,
-        extra="ignore",
-        frozen=True,
-    )
-
-    database_url: SecretStr | None = None
-    """Shorthand for ``DB__MAIN__URL``; ``DB__MAIN__URL`` wins when both are set."""
-    db: dict[str, DatabaseSettings] = Field(default_factory=dict)
-    """Settings of each named database, by lower-case name (``DB__<NAME>__<FIELD>``)."""
-    web_concurrency: int = Field(default=1, ge=1)
-    """Worker processes serving the app (``WEB_CONCURRENCY``, as uvicorn and gunicorn read
-    it); each has its own pools, which the connection budget multiplies by this."""
-
-    @model_validator(mode="before")
-    @classmethod
-    def _assemble(cls, data: Any) -> Any:
-        if not isinstance(data, dict):
-            return data
-        raw = data.get("db") or {}
-        if not isinstance(raw, dict):
-            raise ValueError("DB: set DB__<NAME>__<FIELD> variables, not DB itself")
-        blocks: dict[str, dict[str, Any]] = {}
-        for name, block in raw.items():
-            if not isinstance(block, dict):
-                raise ValueError(
-                    f"DB__{str(name).upper()}: a database needs fields, "
-                    f"e.g. DB__{str(name).upper()}__URL"
-                )
-            blocks[str(name).lower()] = dict(block)
-        shorthand = data.get("database_url")
-        if shorthand:
-            main = blocks.setdefault("main", {})
-            main.setdefault("url", shorthand)
-        return {**data, "db": blocks}
-
-    @property
-    def databases(self) -> dict[str, DatabaseSettings]:
-        """Validated settings of each named database, by lower-case name."""
-        return self.db
-
-    @model_validator(mode="after")
-    def _require_one(self) -> AsyncdalSettings:
-        if not self.db:
-            raise ValueError("no database is configured: set DATABASE_URL or DB__<NAME>__URL")
-        return self
-
-
-def _variable_name(loc: tuple[int | str, ...]) -> str:
-    """Turn a validation location into the environment variable a user would set."""
-    parts = [str(part) for part in loc]
-    if parts[:1] == ["database_url"]:
-        return "DATABASE_URL"
-    return "__".join(part.upper() for part in parts) or "settings"
-
-
-def _describe(error: Any) -> str:
-    message = str(error["msg"]).removeprefix("Value error, ")
-    name = _variable_name(tuple(error["loc"]))
-    field, sep, rest = message.partition(": ")
-    if sep and field.isupper() and name.startswith("DB__"):
-        name, message = f"{name}__{field}", rest
-    elif sep and field.startswith("DB") and field.isupper() and " " not in field:
-        name, message = field, rest
-    if name == "DB__MAIN__URL":
-        name = "DB__MAIN__URL (or DATABASE_URL)"
-    if error["type"] == "extra_forbidden":
-        return f"{name}: unknown setting"
-    return f"{name}: {message}"
-
-
-def load_settings(**overrides: Any) -> AsyncdalSettings:
-    """Read and validate the settings, raising one clear error if anything is wrong.
-
-    Args:
-        **overrides: values that take precedence over the environment (as keyword arguments
-            of :class:`AsyncdalSettings`, e.g. ``db={"main": {"url": ...}}``).
-
-    Raises:
-        ConfigurationError: naming every bad variable; never showing a password or URL.
-    """
-    try:
-        return AsyncdalSettings(**overrides)
-    except SettingsError:
-        # pydantic-settings could not even parse a value: DB=... or DB__<NAME>=<not JSON>.
-        raise ConfigurationError(
-            "invalid database settings:\n  DB: set DB__<NAME>__<FIELD> variables "
-            "(e.g. DB__MAIN__URL), not DB or DB__<NAME> themselves"
-        ) from None
-    except ValidationError as exc:
-        lines = sorted({_describe(error) for error in exc.errors(include_input=False)})
-        raise ConfigurationError("invalid database settings:\n  " + "\n  ".join(lines)) from None
