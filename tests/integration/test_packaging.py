@@ -12,6 +12,7 @@ from __future__ import annotations
 import email.parser
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -62,6 +63,10 @@ USES = {
     ),
     "testing": "import asyncdal.testing",
 }
+
+# Every extra, in the order their environments are installed (after the core's): the outbox's
+# tests come first, so its environment does too.
+ORDER = ("outbox", *sorted(USES))
 
 # Python run in an environment: executes the statements given in argv[1], then reports where
 # asyncdal came from, which of the modules named in argv[2:] are loaded, and which installed.
@@ -150,7 +155,7 @@ def artefacts(tmp_path_factory: pytest.TempPathFactory) -> Artefacts:
 
 
 @pytest.fixture(scope="module")
-def wheelhouse(artefacts: Artefacts, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def wheelhouse(artefacts: Artefacts, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """Every distribution an environment may need, downloaded once (from pip's cache when it
     can): the environments install from here alone, so pip asks no index for each of them.
     Each still resolves its own requirements, so an extra missing a dependency shows."""
@@ -159,7 +164,8 @@ def wheelhouse(artefacts: Artefacts, tmp_path_factory: pytest.TempPathFactory) -
     _check_call(
         [sys.executable, "-m", "pip", "download", "--quiet", "--dest", str(directory), everything]
     )
-    return directory
+    yield directory
+    shutil.rmtree(directory, ignore_errors=True)
 
 
 def _environment(wheel: Path, wheelhouse: Path, directory: Path, extra: str | None) -> Environment:
@@ -182,20 +188,18 @@ def environments(
     time from the first test that needs one: pip waits on the network and the disk much of the
     time, and the first environments are probed while the next ones install. Each test takes
     its own (and its own failure)."""
+    directories = {extra: tmp_path_factory.mktemp(extra or "core") for extra in (None, *ORDER)}
     pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="packaging")
     try:
         yield {
-            extra: pool.submit(
-                _environment,
-                artefacts.wheel,
-                wheelhouse,
-                tmp_path_factory.mktemp(extra or "core"),
-                extra,
-            )
-            for extra in (None, "outbox", *sorted(USES))
+            extra: pool.submit(_environment, artefacts.wheel, wheelhouse, directory, extra)
+            for extra, directory in directories.items()
         }
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
+        # About 50 MB each: not left behind for pytest to keep with its last three runs.
+        for directory in directories.values():
+            shutil.rmtree(directory, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
@@ -379,7 +383,7 @@ async def test_the_outbox_extra_runs_a_worker_without_prometheus(
 
 
 def test_every_extra_is_checked() -> None:
-    assert set(USES) | {"outbox"} == EXTRAS
+    assert set(ORDER) == EXTRAS
 
 
 @pytest.mark.parametrize("extra", sorted(USES))
