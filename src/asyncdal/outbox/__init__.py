@@ -7,7 +7,7 @@
 - :class:`OutboxWorker`, configured by :class:`OutboxSettings` (``OUTBOX__*``);
 - :func:`first_delivery`: the inbox, for exactly-once effects;
 - :class:`RabbitRelay`: a handler that publishes to RabbitMQ with publisher confirms;
-- :class:`OutboxMetrics`: Prometheus metrics;
+- :class:`OutboxMetrics`: Prometheus metrics (the ``metrics`` extra);
 - ``asyncdal outbox run|dead|requeue|counts``: the command line.
 """
 
@@ -25,8 +25,9 @@ if typing.TYPE_CHECKING:
     from asyncdal.outbox._relay import RabbitRelay
     from asyncdal.outbox._worker import OutboxWorker, WorkerStats
 
-# The worker, metrics and relay need the ``outbox`` extra (tenacity, prometheus-client,
-# aio-pika); they are imported when first used, so the write side needs nothing beyond core.
+# Imported when first used: the relay needs the ``outbox`` extra (aio-pika), the metrics the
+# ``metrics`` extra (prometheus-client), and the worker neither (a worker given no metrics
+# imports nothing of prometheus-client); the write side needs nothing beyond core.
 _LAZY = {
     "OutboxMetrics": "asyncdal.outbox._metrics",
     "OutboxWorker": "asyncdal.outbox._worker",

@@ -17,7 +17,7 @@ import os
 import signal
 import sys
 from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import text
 
@@ -29,6 +29,9 @@ from asyncdal.outbox._handlers import Handlers
 from asyncdal.outbox._settings import OutboxSettings, load_outbox_settings
 from asyncdal.outbox._table import NOTIFY_CHANNEL, OUTBOX_TABLE
 from asyncdal.settings import load_settings
+
+if TYPE_CHECKING:
+    from asyncdal.outbox._metrics import OutboxMetrics
 
 __all__ = ["add_outbox_commands", "load_handlers"]
 
@@ -65,19 +68,40 @@ def _database(settings: OutboxSettings, *, pool: str | None = None) -> Database:
     return database.with_settings(pool=pool) if pool is not None else database
 
 
+def _served_metrics(settings: OutboxSettings) -> OutboxMetrics | None:
+    """The worker's metrics when ``OUTBOX__METRICS_PORT`` asks for them, else None: only
+    then is prometheus-client (the ``metrics`` extra) needed.
+
+    Raises:
+        ConfigurationError: a metrics port is set and prometheus-client is not installed.
+    """
+    if settings.metrics_port is None:
+        return None
+    try:
+        from asyncdal.outbox._metrics import OutboxMetrics
+    except ModuleNotFoundError as error:
+        if (error.name or "").partition(".")[0] != "prometheus_client":
+            raise
+        raise ConfigurationError(
+            "OUTBOX__METRICS_PORT: serving metrics needs prometheus-client: "
+            "pip install 'asyncdal[outbox,metrics]'"
+        ) from None
+    return OutboxMetrics()
+
+
 async def _run_worker(arguments: argparse.Namespace, settings: OutboxSettings) -> int:
-    from asyncdal.outbox._metrics import OutboxMetrics
     from asyncdal.outbox._worker import OutboxWorker
 
+    # Before the handlers' module is imported: a worker that cannot start says so at once.
+    metrics = _served_metrics(settings)
     # As uvicorn and alembic do: `--handlers app.handlers:build` names a module of the project
     # the command runs in, which an installed console script does not have on sys.path.
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
     handlers = load_handlers(arguments.handlers)
     database = _database(settings)
-    metrics = OutboxMetrics()
     worker = OutboxWorker(database, handlers, settings, metrics=metrics)
-    if settings.metrics_port is not None:
+    if metrics is not None and settings.metrics_port is not None:
         from prometheus_client import start_http_server
 
         from asyncdal.observe._metrics import DatabaseMetrics

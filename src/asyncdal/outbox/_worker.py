@@ -17,6 +17,11 @@ third, bounded pool. Its shape:
 - ``stop()`` (SIGTERM) stops claiming, lets handlers finish within ``shutdown_timeout``,
   cancels the rest, and releases their leases, so nothing stays leased.
 
+Running a handler (arguments, timeout, retry or dead) is :mod:`asyncdal.outbox._execution`;
+the periodic upkeep is :mod:`asyncdal.outbox._maintenance`; claims, outcomes and their counts
+are :mod:`asyncdal.outbox._bookkeeping`. Metrics are optional: without them the worker imports
+nothing of ``prometheus_client``.
+
 Example:
     >>> worker = OutboxWorker(databases.main, handlers, load_outbox_settings())
     >>> await worker.run()                           # until worker.stop()
@@ -32,88 +37,27 @@ import os
 import socket
 import time
 import uuid
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from asyncdal.orm._database import Database
 from asyncdal.outbox import _sql as sql
-from asyncdal.outbox._backoff import Backoff
+from asyncdal.outbox._bookkeeping import Claim, ClaimRef, Outcomes, WorkerStats, record_settled
 from asyncdal.outbox._connection import DATABASE_ERRORS, WorkerConnection, describe_database_error
 from asyncdal.outbox._event import OutboxEvent
-from asyncdal.outbox._handlers import Handlers, HandlerSpec
+from asyncdal.outbox._execution import HandlerExecution
+from asyncdal.outbox._handlers import Handlers
 from asyncdal.outbox._listener import Listener
-from asyncdal.outbox._metrics import OutboxMetrics
+from asyncdal.outbox._maintenance import Maintenance
 from asyncdal.outbox._settings import OUTBOX_WORKER_POOL, OutboxSettings
-from asyncdal.outbox._threads import DaemonThreads
+
+if TYPE_CHECKING:
+    # Only for annotations: metrics are optional (the ``metrics`` extra, prometheus-client),
+    # and a worker without them imports nothing of it.
+    from asyncdal.outbox._metrics import OutboxMetrics
 
 __all__ = ["OutboxWorker", "WorkerStats"]
 
 logger = logging.getLogger("asyncdal.outbox")
-
-_ERROR_LIMIT = 2000
-# Retention deletes this many rows per statement, statement after statement until one comes
-# back short (or the maintenance interval is used up), so claims get the connection between.
-_RETENTION_CHUNK = 5_000
-
-
-@dataclass(slots=True)
-class WorkerStats:
-    """What one worker did since it started (also exported as metrics when configured)."""
-
-    claimed: int = 0
-    done: int = 0
-    retried: int = 0
-    dead: int = 0
-    released: int = 0
-    lost: int = 0
-    """Outcomes not written because the lease had been taken over."""
-
-
-@dataclass(slots=True, eq=False)
-class _Claim:
-    event: OutboxEvent
-    token: uuid.UUID
-    task: asyncio.Task[None] | None = None
-    deadline: float = 0.0
-    timed_out: bool = False
-
-    @property
-    def ref(self) -> tuple[int, uuid.UUID]:
-        """This claim of its event: the same event claimed again (its lease expired while a
-        handler still ran) is another claim, with another token."""
-        return (self.event.id, self.token)
-
-
-@dataclass(slots=True)
-class _Outcomes:
-    """Columns of the settle statement, filled as handlers finish."""
-
-    ids: list[int] = field(default_factory=list)
-    tokens: list[uuid.UUID] = field(default_factory=list)
-    statuses: list[str] = field(default_factory=list)
-    delays: list[float] = field(default_factory=list)
-    errors: list[str | None] = field(default_factory=list)
-    refunds: list[int] = field(default_factory=list)
-
-    def add(self, claim: _Claim, status: str, delay: float = 0.0, error: str | None = None) -> None:
-        self.ids.append(claim.event.id)
-        self.tokens.append(claim.token)
-        self.statuses.append(status)
-        self.delays.append(delay)
-        self.errors.append(error)
-        self.refunds.append(1 if status == "release" else 0)
-
-    def __len__(self) -> int:
-        return len(self.ids)
-
-
-def _describe(error: BaseException, timeout: float) -> str:
-    if isinstance(error, TimeoutError):
-        text = f"TimeoutError: the handler ran longer than {timeout:g} s and was cancelled"
-    else:
-        text = f"{type(error).__name__}: {error}"
-    return text[:_ERROR_LIMIT]
 
 
 class OutboxWorker:
@@ -169,7 +113,6 @@ class OutboxWorker:
                 application_name=f"{app}:outbox-handlers"[:63],
             )
         self.handler_database = handler_database
-        self._backoff = Backoff(settings.backoff_initial, settings.backoff_max)
         types = handlers.event_types
         self._event_types = types
         if settings.ordered:
@@ -185,20 +128,22 @@ class OutboxWorker:
         self._settle_wake = asyncio.Event()
         # Keyed by (event id, token): after its lease expired, an event still running here
         # may be claimed again, here too, and the two attempts must not share bookkeeping.
-        self._in_flight: dict[tuple[int, uuid.UUID], _Claim] = {}
-        self._outcomes = _Outcomes()
+        self._in_flight: dict[ClaimRef, Claim] = {}
+        self._outcomes = Outcomes()
         self._tasks: set[asyncio.Task[None]] = set()
-        self._running: set[_Claim] = set()
         self._loop_time = time.monotonic
         self._semaphore = asyncio.Semaphore(settings.concurrency)
+        self._execution = HandlerExecution(handlers, handler_database, settings, self._loop_time)
         self._listener = Listener(
             self._database, self._wake.set, retry_seconds=min(1.0, settings.poll_interval)
         )
         self._claiming = WorkerConnection(self._database)
         self._settling = WorkerConnection(self._database)
+        self._maintenance = Maintenance(
+            self._claiming, settings, metrics, wake=self._wake.set, clock=self._loop_time
+        )
         # Claimed events whose handler has not started yet: the claimer tops this up.
         self._queued = 0
-        self._threads: DaemonThreads | None = None
         self._started = asyncio.Event()
 
     # -- lifecycle -----------------------------------------------------------------------
@@ -228,15 +173,15 @@ class OutboxWorker:
         Returns:
             What the worker did.
         """
-        self._threads = DaemonThreads(self.settings.concurrency, "outbox-handler")
+        self._execution.open()
         try:
             await self._first_maintenance()
             side = [
                 asyncio.create_task(self._listener.run(), name="outbox-listener"),
                 asyncio.create_task(self._settler(), name="outbox-settler"),
-                asyncio.create_task(self._watchdog(), name="outbox-watchdog"),
+                asyncio.create_task(self._execution.watchdog(), name="outbox-watchdog"),
                 asyncio.create_task(self._heartbeat(), name="outbox-heartbeat"),
-                asyncio.create_task(self._maintenance(), name="outbox-maintenance"),
+                asyncio.create_task(self._maintenance.run(), name="outbox-maintenance"),
             ]
             try:
                 await self._listener.ready.wait()
@@ -252,7 +197,7 @@ class OutboxWorker:
                 await asyncio.gather(*side, return_exceptions=True)
                 await self._settle_or_release()
         finally:
-            self._threads.shutdown(wait=False, cancel_futures=True)
+            self._execution.close()
             await self._claiming.close()
             await self._settling.close()
             await self.handlers.aclose()
@@ -304,7 +249,7 @@ class OutboxWorker:
             self.metrics.claimed.inc(len(rows))
         for row in rows:
             event = OutboxEvent(row[0], row[1], row[2], json.loads(row[3]), row[4], row[5])
-            claim = _Claim(event, token)
+            claim = Claim(event, token)
             self._in_flight[claim.ref] = claim
             task = claim.task = asyncio.create_task(self._handle(claim))
             self._tasks.add(task)
@@ -313,9 +258,7 @@ class OutboxWorker:
 
     # -- handling ------------------------------------------------------------------------
 
-    async def _handle(self, claim: _Claim) -> None:
-        event = claim.event
-        spec = self.handlers.for_type(event.event_type)
+    async def _handle(self, claim: Claim) -> None:
         async with self._semaphore:
             self._queued -= 1
             if self._stopping.is_set():
@@ -323,91 +266,14 @@ class OutboxWorker:
             if self._queued <= self.settings.concurrency:
                 self._wake.set()  # room for another batch behind the running handlers
             started = time.perf_counter()
-            claim.deadline = self._loop_time() + self.settings.handler_timeout
-            self._running.add(claim)
-            try:
-                if spec is None:
-                    raise LookupError(f"no handler for event type {event.event_type!r}")
-                await self._invoke(spec, event)
-            except asyncio.CancelledError:
-                task = claim.task
-                # Cancelled by the watchdog alone (not also by a shutdown): a timeout.
-                if not claim.timed_out or task is None or task.uncancel() > 0:
-                    raise
-                self._failed(claim, TimeoutError())
-            except Exception as error:
-                self._failed(claim, error)
-            else:
-                self._outcomes.add(claim, "done")
-            finally:
-                self._running.discard(claim)
+            outcome = await self._execution.run(claim)
+            # The buffer of now, not of the handler's start: a settle may have taken that one.
+            self._outcomes.add(claim, *outcome)
             if self.metrics is not None:
-                self.metrics.handler_duration.labels(event.event_type).observe(
+                self.metrics.handler_duration.labels(claim.event.event_type).observe(
                     time.perf_counter() - started
                 )
         self._settle_wake.set()
-
-    async def _watchdog(self) -> None:
-        """Cancel handlers past ``handler_timeout``.
-
-        One periodic check instead of a timer per handler (``asyncio.timeout``): at 20,000
-        events/s the per-event timer cost about a seventh of the worker's throughput
-        (``python -m bench outbox``), for a precision the timeout does not need.
-        """
-        tick = max(0.01, min(0.1, self.settings.handler_timeout / 10))
-        while True:
-            await asyncio.sleep(tick)
-            now = self._loop_time()
-            for claim in list(self._running):
-                if claim.deadline <= now and not claim.timed_out and claim.task is not None:
-                    claim.timed_out = True
-                    claim.task.cancel()
-
-    async def _invoke(self, spec: HandlerSpec, event: OutboxEvent) -> None:
-        argument: Any = event if spec.wants_event else event.payload
-        if not spec.is_async:
-            loop = asyncio.get_running_loop()
-            await loop.run_in_executor(self._threads, spec.function, argument)
-            return
-        if spec.access is None:
-            await spec.function(argument)
-            return
-        database = self.handler_database
-        assert database is not None
-        assert spec.access_parameter is not None
-        if spec.access == "database":
-            await spec.function(argument, **{spec.access_parameter: database})
-            return
-        # A transaction of its own per call, never joined to anything else in this task.
-        async with database.background_unit_of_work() as uow:
-            await spec.function(argument, **{spec.access_parameter: uow})
-            await uow.commit()
-
-    def _failed(self, claim: _Claim, error: BaseException) -> None:
-        event = claim.event
-        message = _describe(error, self.settings.handler_timeout)
-        if event.attempts >= self.settings.max_attempts:
-            self._outcomes.add(claim, "dead", error=message)
-            logger.error(
-                "outbox event %d (%s) is dead after %d attempts: %s",
-                event.id,
-                event.event_type,
-                event.attempts,
-                message,
-                extra={"event_id": event.id, "event_type": event.event_type},
-            )
-        else:
-            delay = self._backoff.delay(event.attempts)
-            self._outcomes.add(claim, "pending", delay=delay, error=message)
-            logger.info(
-                "outbox event %d (%s) failed attempt %d, retry in %.2fs: %s",
-                event.id,
-                event.event_type,
-                event.attempts,
-                delay,
-                message,
-                extra={"event_id": event.id, "event_type": event.event_type},
-            )
 
     # -- settling ------------------------------------------------------------------------
 
@@ -428,7 +294,7 @@ class OutboxWorker:
         outcomes = self._outcomes
         if not outcomes:
             return
-        self._outcomes = _Outcomes()
+        self._outcomes = Outcomes()
         try:
             rows = await self._settling.run(
                 lambda c: c.fetch(
@@ -442,7 +308,7 @@ class OutboxWorker:
                 )
             )
         except BaseException:
-            self._outcomes = _merge(outcomes, self._outcomes)
+            self._outcomes = Outcomes.merged(outcomes, self._outcomes)
             raise
         written = {(row[0], row[1]) for row in rows}
         if len(written) < len(outcomes):
@@ -451,44 +317,12 @@ class OutboxWorker:
                 "%d outbox outcome(s) not written: their lease was taken over",
                 len(outcomes) - len(written),
             )
-        self._record(outcomes, written)
-        for ref in zip(outcomes.ids, outcomes.tokens, strict=True):
+        record_settled(outcomes, written, self._in_flight, self.stats, self.metrics)
+        for ref in outcomes.refs():
             self._in_flight.pop(ref, None)
         self._wake.set()
 
-    def _record(self, outcomes: _Outcomes, written: set[tuple[int, uuid.UUID]]) -> None:
-        """Count the outcomes written (not those the token guard refused: they are lost)."""
-        now = datetime.now(UTC)
-        metrics = self.metrics
-        for ref, status in zip(
-            zip(outcomes.ids, outcomes.tokens, strict=True), outcomes.statuses, strict=True
-        ):
-            if ref not in written:
-                continue
-            if status == "done":
-                self.stats.done += 1
-            elif status == "dead":
-                self.stats.dead += 1
-            elif status == "release":
-                self.stats.released += 1
-            else:
-                self.stats.retried += 1
-            if metrics is None:
-                continue
-            claim = self._in_flight.get(ref)
-            if claim is None:
-                continue
-            event_type = claim.event.event_type
-            if status == "done":
-                metrics.done.labels(event_type).inc()
-                delay = (now - claim.event.created_at).total_seconds()
-                metrics.delivery_delay.observe(max(0.0, delay))
-            elif status == "dead":
-                metrics.dead.labels(event_type).inc()
-            elif status == "pending":
-                metrics.retried.labels(event_type).inc()
-
-    # -- leases --------------------------------------------------------------------------
+    # -- leases and maintenance ----------------------------------------------------------
 
     async def _heartbeat(self) -> None:
         while True:
@@ -505,20 +339,12 @@ class OutboxWorker:
                 lambda c: c.execute(sql.EXTEND, tokens, self.settings.lease_seconds)
             )
 
-    async def _maintenance(self) -> None:
-        while True:
-            await asyncio.sleep(self.settings.maintenance_seconds)
-            try:
-                await self._maintain_once()
-            except DATABASE_ERRORS as error:
-                logger.warning("outbox maintenance failed (%s)", error)
-
     async def _first_maintenance(self) -> None:
         """Maintain once before claiming; a database not reachable yet (or not migrated yet)
         is waited for like the claimer does, not a reason to exit."""
         while not self._stopping.is_set():
             try:
-                await self._maintain_once()
+                await self._maintenance.once()
                 return
             except DATABASE_ERRORS as error:
                 logger.warning(
@@ -526,31 +352,6 @@ class OutboxWorker:
                 )
                 self._wake.clear()
                 await self._wait(self.settings.poll_interval)
-
-    async def _maintain_once(self) -> None:
-        status = await self._claiming.run(
-            lambda c: c.execute(sql.RECLAIM_EXPIRED, self.settings.max_attempts)
-        )
-        reclaimed = int(status.rsplit(" ", 1)[-1])
-        if reclaimed:
-            logger.warning("reclaimed %d outbox event(s) whose lease expired", reclaimed)
-            self._wake.set()
-        deadline = self._loop_time() + self.settings.maintenance_seconds
-        retention = self.settings.retention_seconds
-        if retention is not None:
-            await self._delete_old(sql.DELETE_DONE, retention, deadline)
-        inbox_retention = self.settings.inbox_retention_seconds
-        if inbox_retention is not None:
-            await self._delete_old(sql.DELETE_INBOX, inbox_retention, deadline)
-        if self.metrics is not None:
-            age = await self._claiming.run(lambda c: c.fetchval(sql.OLDEST_PENDING_AGE))
-            self.metrics.oldest_pending_age.set(float(age or 0.0))
-
-    async def _delete_old(self, statement: str, age: float, deadline: float) -> None:
-        while True:
-            status = await self._claiming.run(lambda c: c.execute(statement, age, _RETENTION_CHUNK))
-            if int(status.rsplit(" ", 1)[-1]) < _RETENTION_CHUNK or self._loop_time() > deadline:
-                return
 
     # -- shutdown ------------------------------------------------------------------------
 
@@ -569,7 +370,7 @@ class OutboxWorker:
         for task in list(self._tasks):
             task.cancel()
         outcomes = self._outcomes
-        finished = set(zip(outcomes.ids, outcomes.tokens, strict=True))
+        finished = set(outcomes.refs())
         for claim in self._in_flight.values():
             if claim.ref not in finished:
                 outcomes.add(claim, "release")
@@ -584,15 +385,3 @@ class OutboxWorker:
                 error,
                 self.settings.lease_seconds,
             )
-
-
-def _merge(first: _Outcomes, second: _Outcomes) -> _Outcomes:
-    merged = _Outcomes()
-    for outcomes in (first, second):
-        merged.ids += outcomes.ids
-        merged.tokens += outcomes.tokens
-        merged.statuses += outcomes.statuses
-        merged.delays += outcomes.delays
-        merged.errors += outcomes.errors
-        merged.refunds += outcomes.refunds
-    return merged
