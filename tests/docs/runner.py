@@ -12,24 +12,28 @@ The conventions a page follows (README.md and every page under ``docs/``):
   last block, and must pass: that is how a page shows a user's own test setup.
 - Other blocks (``sh``, ``yaml``, output) are not run.
 
-The page runs with ``DATABASE_URL`` pointing at a throwaway database of its own, and
-``DB__REFERENCE__URL`` at a second one, so it can show several named databases.
+The page runs in an interpreter of its own (``python -m tests.docs.runner PAGE PROJECT``), so
+what it sets up globally (instrumentation, logging) stays there, with ``DATABASE_URL``
+pointing at a throwaway database of its own, and ``DB__REFERENCE__URL`` at a second one, so it
+can show several named databases. Fences may be indented (a block inside a list item).
 """
 
 from __future__ import annotations
 
 import ast
+import asyncio
 import inspect
 import os
 import re
 import subprocess
 import sys
+import textwrap
 import types
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-_FENCE = re.compile(r"^```(\w*)[^\n]*\n(.*?)^```", re.MULTILINE | re.DOTALL)
+_FENCE = re.compile(r"^( *)```(\w*)[^\n]*\n(.*?)^\1```", re.MULTILINE | re.DOTALL)
 _FILE = re.compile(r"^#\s*file:\s*(\S+)\s*$")
 
 
@@ -57,7 +61,12 @@ def blocks_of(page: Path) -> list[Block]:
     """The fenced blocks of ``page``, in order, with the line each starts on."""
     text = page.read_text()
     return [
-        Block(page, text.count("\n", 0, match.start()) + 1, match.group(1), match.group(2))
+        Block(
+            page,
+            text.count("\n", 0, match.start()) + 1,
+            match.group(2),
+            textwrap.dedent(match.group(3)),
+        )
         for match in _FENCE.finditer(text)
     ]
 
@@ -120,3 +129,17 @@ async def _run_block(block: Block, namespace: dict[str, Any]) -> None:
             await result
     except Exception as error:
         raise AssertionError(f"the block at {block} failed: {error!r}") from error
+
+
+def main() -> None:
+    """``python -m tests.docs.runner PAGE PROJECT``: run one page (exit 1 with the reason)."""
+    page, project = Path(sys.argv[1]), Path(sys.argv[2])
+    try:
+        asyncio.run(run_page(page, project, {}))
+    except AssertionError as error:
+        print(error, file=sys.stderr)
+        raise SystemExit(1) from None
+
+
+if __name__ == "__main__":
+    main()

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -10,7 +13,7 @@ from sqlalchemy.engine import URL
 
 from asyncdal.testing import create_test_database, drop_test_database
 from tests.conftest import plain
-from tests.docs.runner import blocks_of, run_page
+from tests.docs.runner import blocks_of
 
 ROOT = Path(__file__).resolve().parents[2]
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
@@ -37,8 +40,18 @@ async def test_every_code_block_runs(
     page: Path, page_databases: tuple[URL, URL], tmp_path: Path
 ) -> None:
     main, reference = page_databases
-    await run_page(
-        page,
-        tmp_path,
-        {"DATABASE_URL": plain(main), "DB__REFERENCE__URL": plain(reference)},
+    environment = {
+        **os.environ,
+        "DATABASE_URL": plain(main),
+        "DB__REFERENCE__URL": plain(reference),
+        "PYTHONPATH": str(ROOT),
+    }
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        *("-m", "tests.docs.runner", str(page), str(tmp_path)),
+        env=environment,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
     )
+    out, err = await asyncio.wait_for(process.communicate(), timeout=300)
+    assert process.returncode == 0, f"{err.decode()}\n{out.decode()}"
