@@ -396,10 +396,11 @@ def translate_read_only_errors(engine: Engine, database: str, node: str) -> None
     event.listen(engine, "handle_error", handle)
 
 
-def track_commit_lsn(session_class: type[Session], primary: Engine) -> None:
+def track_commit_lsn(session_class: type[Session]) -> None:
     """After a session of ``session_class`` that wrote commits, read the primary's WAL insert
     position on the same connection and keep it in ``session.info`` (and in the collector of
-    :func:`current_commit_lsns`).
+    :func:`current_commit_lsns`). The primary is the one of the session's router, so one class
+    serves the engines of every event loop.
 
     It is read right *after* COMMIT, not inside the transaction: the commit record comes after
     every statement of the transaction, so only a position taken once COMMIT has returned
@@ -409,7 +410,7 @@ def track_commit_lsn(session_class: type[Session], primary: Engine) -> None:
     from sqlalchemy import event
 
     def remember(session: Session, transaction: Any, connection: Connection) -> None:
-        if connection.engine is primary:
+        if connection.engine is session.info[_ROUTER].primary["plain"]:
             session.info[_PRIMARY_CONNECTION] = connection
 
     def after_commit(session: Session) -> None:
