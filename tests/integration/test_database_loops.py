@@ -109,6 +109,9 @@ async def test_session_classes_are_built_once_whatever_the_event_loops(
             "VALUES ('loops-' || CAST(:key AS bigint), 'x', 1)",
         )
     finally:
+        async with db.unit_of_work() as uow:  # other tests list the products
+            await uow.session.execute(text("DELETE FROM products WHERE sku LIKE 'loops-%'"))
+            await uow.commit()
         await db.dispose()
 
 
