@@ -54,6 +54,9 @@ class TimedQueuePool(GuardedPool, AsyncAdaptedQueuePool):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        # SQLAlchemy keeps its own copy private; create_engine and recreate() pass it by name.
+        self.max_overflow: int = kwargs.get("max_overflow", 10)
+        """Connections it may open beyond its size."""
         self.wait_listeners: list[Callable[[float, bool], None]] = []
 
     def recreate(self) -> TimedQueuePool:
