@@ -394,6 +394,8 @@ def test_each_extra_alone_installs_what_it_imports(
     environment.probe(USES[extra])
     if extra == "testing":
         # The pytest plugin loads, with its fixtures.
-        done = environment.run("python", "-m", "pytest", "-p", "asyncdal.testing", "--fixtures")
+        done = environment.run(
+            "python", "-m", "pytest", "-p", "asyncdal.testing.plugin", "--fixtures"
+        )
         assert done.returncode == 0, done.stdout + done.stderr
         assert "asyncdal_database" in done.stdout
