@@ -101,8 +101,8 @@ class CircuitBreaker:
         return cls(
             name,
             node=node,
-            failure_threshold=settings.breaker_failure_threshold,
-            cool_down=settings.breaker_cool_down,
+            failure_threshold=settings.breaker.failure_threshold,
+            cool_down=settings.breaker.cool_down,
         )
 
     @property

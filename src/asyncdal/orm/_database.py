@@ -214,17 +214,14 @@ class Database:
 
         Args:
             name: its name (default: this database's).
-            **changes: :class:`~asyncdal.settings.DatabaseSettings` fields to override.
+            **changes: :class:`~asyncdal.settings.DatabaseSettings` settings to override, by
+                their flat names (``pool_size=8``) or by group
+                (:meth:`~asyncdal.settings.DatabaseSettings.replace`).
 
         Raises:
             pydantic.ValidationError: the changed settings are invalid.
         """
-        fields = {
-            field: getattr(self.settings, field)
-            for field in self.settings.model_fields_set | set(changes)
-            if field not in changes
-        }
-        settings = DatabaseSettings.model_validate({**fields, **changes})
+        settings = self.settings.replace(**changes)
         copy = Database(name or self.name, settings, **self._engine_options)
         for hook in self._engine_hooks:
             copy.add_engine_hook(hook)
@@ -314,7 +311,7 @@ class Database:
         Replicas are checked once (their state known before the first request) and their
         pools opened; a replica that is down is logged, not fatal: reads go elsewhere.
         """
-        count = max(1, self.settings.effective_pool_size)
+        count = max(1, self.settings.pool.effective_size)
         bound = self._bound()
 
         async def check(engine: AsyncEngine) -> None:
@@ -328,7 +325,7 @@ class Database:
                 for engine, settings in zip(
                     bound.replica_engines, self.settings.replica_settings(), strict=True
                 ):
-                    size = max(1, settings.effective_pool_size)
+                    size = max(1, settings.pool.effective_size)
                     results = await asyncio.gather(
                         *(check(engine) for _ in range(size)), return_exceptions=True
                     )
@@ -371,7 +368,7 @@ class Database:
     def __repr__(self) -> str:
         return (
             f"Database(name={self.name!r}, url={self.settings.safe_url!r}, "
-            f"pool={self.settings.pool_class!r})"
+            f"pool={self.settings.pool.effective_kind!r})"
         )
 
 

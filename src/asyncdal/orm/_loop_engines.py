@@ -69,7 +69,7 @@ def flavors(
     """The engine as each kind of session uses it: plain (read-write units of work), quick
     (autocommit reads) and snapshot (``REPEATABLE READ, READ ONLY``)."""
     plain = engine.execution_options(postgresql_readonly=True) if replica else engine
-    if settings.pgbouncer:
+    if settings.pooler.transaction_mode:
         # In a transaction, so that SET LOCAL statement_timeout applies to the reads too.
         quick = engine.execution_options(postgresql_readonly=True)
     else:
@@ -118,8 +118,8 @@ class LoopEngines:
         engine = create_engine(
             settings, breaker=self.breaker, on_retry=self.on_retry, **self.engine_options
         )
-        attach_query_log(engine, self.name, settings.slow_query_seconds)
-        if settings.tag_requests:
+        attach_query_log(engine, self.name, settings.observability.slow_query_seconds)
+        if settings.observability.tag_requests:
             tag_connections_with_request_id(engine, settings.application_name)
         self.node_names[id(engine)] = "primary"
         primary = flavors(engine, settings, replica=False)
@@ -131,7 +131,8 @@ class LoopEngines:
         if settings.replicas:
             nodes: list[tuple[ReplicaNode, AsyncEngine]] = []
             for index, (replica_settings, weight) in enumerate(
-                zip(settings.replica_settings(), settings.weights, strict=True), 1
+                zip(settings.replica_settings(), settings.replicas.effective_weights, strict=True),
+                1,
             ):
                 replica = self._replica_engine(index, replica_settings)
                 replica_engines.append(replica)
@@ -156,8 +157,8 @@ class LoopEngines:
                 self.name,
                 nodes,
                 primary=check_engines[0],
-                interval=settings.replica_check_interval,
-                max_lag=settings.max_replica_lag,
+                interval=settings.replicas.check_interval,
+                max_lag=settings.replicas.max_lag,
                 breakers=self.replica_breakers,
             )
             infos = {flavor: session_info(router, flavor) for flavor in infos}  # type: ignore[arg-type]
@@ -195,7 +196,7 @@ class LoopEngines:
 
     def _replica_engine(self, index: int, settings: DatabaseSettings) -> AsyncEngine:
         arguments = connect_arguments(settings)
-        if not settings.pgbouncer:
+        if not settings.pooler.transaction_mode:
             # Every transaction on a replica connection is READ ONLY, so a write that slips
             # past the routing fails loudly, even on a node that is not a standby.
             arguments["server_settings"]["default_transaction_read_only"] = "on"
@@ -211,8 +212,8 @@ class LoopEngines:
             on_retry=self.on_retry,
             **{"connect_args": arguments, **self.engine_options},
         )
-        attach_query_log(engine, self.name, settings.slow_query_seconds, node=node)
-        if settings.tag_requests:
+        attach_query_log(engine, self.name, settings.observability.slow_query_seconds, node=node)
+        if settings.observability.tag_requests:
             tag_connections_with_request_id(engine, settings.application_name)
         translate_read_only_errors(engine.sync_engine, self.name, node)
         self.node_names[id(engine)] = node
@@ -253,7 +254,7 @@ def _check_engine(settings: DatabaseSettings) -> AsyncEngine:
     # No connect retries and no breaker to speak of: the check itself says up or down each
     # interval; either would only delay seeing a replica go or come back.
     update = {**CHECK_POOL, "retry_attempts": 1, "breaker_failure_threshold": 1 << 30}
-    return create_engine(settings.model_copy(update=update))
+    return create_engine(settings.replace(**update))
 
 
 def _remember_connections(engine: AsyncEngine, opened: WeakSet[Any]) -> None:

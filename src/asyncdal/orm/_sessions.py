@@ -80,7 +80,7 @@ def build_session_classes(
     timeouts = server_timeouts(settings)
     writer: type[Session] = Session
     reader: type[Session] = ReadOnlySession
-    if settings.pgbouncer and timeouts:
+    if settings.pooler.transaction_mode and timeouts:
         # Behind a transaction-mode pooler a session-level setting would leak to other
         # clients' transactions, so the timeouts are set in each transaction instead.
         statements = [f"SET LOCAL {name} = {value}" for name, value in timeouts.items()]
