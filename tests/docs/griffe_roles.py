@@ -15,8 +15,11 @@ renders the docstring:
   Nothing links to a page that does not exist, so ``mkdocs build --strict`` stays clean without
   silencing autorefs' warnings.
 
-A reStructuredText literal-block marker (a paragraph ending in ``::`` before an indented
-block) becomes a plain colon: the indented block is a code block in Markdown already.
+Two more spellings griffe's Google parser would show badly: a reStructuredText literal-block
+marker (a paragraph ending in ``::`` before an indented block) becomes a plain colon, the
+indented block being a code block in Markdown already; and an ``Example:`` section becomes
+``Examples:``, the title griffe parses (its ``>>>`` lines then render as code, not as one
+paragraph).
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ import griffe
 
 _ROLE = re.compile(r":(?:py:)?(?:class|func|meth|mod|data|attr|exc|obj):`(~?)([^`]+)`")
 _LITERAL_MARKER = re.compile(r"(\S)::\n(\n+ )")
+_EXAMPLE_TITLE = re.compile(r"^(\s*)Example:[ \t]*$", re.MULTILINE)
 
 
 def _is_public_module(module: griffe.Module) -> bool:
@@ -52,7 +56,7 @@ def _documented(obj: griffe.Object | griffe.Alias) -> bool:
 
 
 class SphinxRoles(griffe.Extension):
-    """Rewrite Sphinx roles in docstrings as cross-references or code (see the module)."""
+    """Rewrite Sphinx roles (and the two spellings above) in docstrings (see the module)."""
 
     def on_package(self, *, pkg: griffe.Module, **kwargs: Any) -> None:
         public = self._public_paths(pkg)
@@ -130,4 +134,5 @@ class SphinxRoles(griffe.Extension):
                 return f"`{label}`"
             return f"[`{label}`][{target}]"
 
+        text = _EXAMPLE_TITLE.sub(r"\1Examples:", text)
         return _LITERAL_MARKER.sub(r"\1:\n\2", _ROLE.sub(replace, text))

@@ -116,3 +116,5 @@ def test_roles_become_links_to_shown_objects_or_code() -> None:
     )
     # A reStructuredText literal-block marker becomes a colon before the indented block.
     assert rewrite("Load it::\n\n    x = 1\n", scope, package, public) == "Load it:\n\n    x = 1\n"
+    # The section title griffe parses as examples.
+    assert rewrite("Example:\n    >>> 1\n", scope, package, public) == "Examples:\n    >>> 1\n"
