@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: install run worker test lint bench migrate clean
+.PHONY: install run worker test lint docs bench migrate clean
 
 $(INSTALLED): pyproject.toml examples/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,10 @@ lint: install
 	$(BIN)/ruff format --check src examples tests migrations bench
 	$(BIN)/mypy
 
+## Build the documentation site into site/ (mkdocs, strict: any warning fails the build).
+docs: install
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
+
 ## Apply migrations to the configured database.
 migrate: install
 	$(BIN)/alembic upgrade head
@@ -43,4 +47,4 @@ bench: install
 	$(BIN)/python -m bench
 
 clean:
-	rm -rf $(VENV) .data .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) .data .mypy_cache .ruff_cache .pytest_cache site

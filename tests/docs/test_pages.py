@@ -16,7 +16,14 @@ from tests.conftest import plain
 from tests.docs.runner import blocks_of
 
 ROOT = Path(__file__).resolve().parents[2]
-PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
+# Pages with something to run: a python block, or a file a later block uses. The rest (the API
+# reference pages: a ``::: module`` line each) have no block, and no interpreter is started
+# for them.
+PAGES = [
+    page
+    for page in [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
+    if any(block.language == "python" or block.target for block in blocks_of(page))
+]
 
 
 @pytest.fixture
@@ -33,6 +40,17 @@ async def page_databases(server_url: str) -> AsyncIterator[tuple[URL, URL]]:
 def test_the_pages_have_python_to_run() -> None:
     # Guards the parsing: a page whose blocks were not found would pass without running.
     assert len([b for b in blocks_of(ROOT / "README.md") if b.language == "python"]) >= 5
+    for name in ("index.md", "getting-started.md", "tutorial.md", "guide/settings.md"):
+        assert ROOT / "docs" / name in PAGES
+
+
+def test_only_the_api_reference_has_no_code_to_run() -> None:
+    idle = {
+        str(page.relative_to(ROOT / "docs"))
+        for page in (ROOT / "docs").rglob("*.md")
+        if page not in PAGES
+    }
+    assert all(name.startswith("reference/") for name in idle), idle
 
 
 @pytest.mark.parametrize("page", PAGES, ids=[str(p.relative_to(ROOT)) for p in PAGES])

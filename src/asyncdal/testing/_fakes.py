@@ -48,7 +48,10 @@ class InMemoryRepository(Generic[ModelT]):
 
     Args:
         model: the mapped class it stores.
-        sortable, filterable, max_page_size, default_page_size: as on ``Repository``.
+        sortable: as on ``Repository``.
+        filterable: as on ``Repository``.
+        default_page_size: as on ``Repository``.
+        max_page_size: as on ``Repository``.
     """
 
     def __init__(
