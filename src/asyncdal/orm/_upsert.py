@@ -25,7 +25,14 @@ from sqlalchemy.sql.schema import Column
 from asyncdal.errors import InvalidQueryError
 from asyncdal.orm._versions import next_version, version_attribute
 
-__all__ = ["UpsertPlan", "constraint_columns", "onupdate_value", "plan_upsert", "upsert_statement"]
+__all__ = [
+    "UpsertPlan",
+    "constraint_columns",
+    "constraint_name",
+    "onupdate_value",
+    "plan_upsert",
+    "upsert_statement",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +61,17 @@ def _attribute(model: type[Any], column: Column[Any]) -> str:
     return str(inspect(model).get_property_by_column(column).key)
 
 
+def constraint_name(constraint: UniqueConstraint | PrimaryKeyConstraint) -> str:
+    """The constraint's name, or the one PostgreSQL gives an unnamed one (``posts_pkey``,
+    ``posts_slug_key``)."""
+    if constraint.name:
+        return str(constraint.name)
+    table = constraint.table.name
+    if isinstance(constraint, PrimaryKeyConstraint):
+        return f"{table}_pkey"
+    return f"{table}_{'_'.join(column.name for column in constraint.columns)}_key"
+
+
 def constraint_columns(model: type[Any], constraint: str) -> tuple[str, ...]:
     """The attribute names of the columns of the unique (or primary key) constraint named
     ``constraint``.
@@ -65,9 +83,10 @@ def constraint_columns(model: type[Any], constraint: str) -> tuple[str, ...]:
     table = inspect(model).local_table
     names = []
     for candidate in table.constraints:
-        if isinstance(candidate, UniqueConstraint | PrimaryKeyConstraint) and candidate.name:
-            names.append(str(candidate.name))
-            if str(candidate.name) == constraint:
+        if isinstance(candidate, UniqueConstraint | PrimaryKeyConstraint):
+            name = constraint_name(candidate)
+            names.append(name)
+            if name == constraint:
                 return tuple(_attribute(model, column) for column in candidate.columns)
     raise ValueError(
         f"{table.name} has no unique constraint {constraint!r}; it has: "

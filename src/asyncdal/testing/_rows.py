@@ -27,6 +27,7 @@ from sqlalchemy.sql.schema import Column
 from asyncdal.errors import ConstraintViolationError, UniqueViolationError
 from asyncdal.orm._filters import Condition
 from asyncdal.orm._ordering import SortKey
+from asyncdal.orm._upsert import constraint_name
 
 __all__ = [
     "DATABASE",
@@ -214,10 +215,10 @@ def check_constraints(model: type[Any], obj: Any, others: Sequence[Any]) -> None
             raise UniqueViolationError(
                 f"database {DATABASE!r}: duplicate key: a row with the same "
                 f"({', '.join(columns)}) already exists in table {table.name!r} "
-                f"(constraint {str(constraint.name)!r})",
+                f"(constraint {constraint_name(constraint)!r})",
                 database=DATABASE,
                 sqlstate="23505",
-                constraint=str(constraint.name),
+                constraint=constraint_name(constraint),
                 table=table.name,
                 columns=columns,
             )
