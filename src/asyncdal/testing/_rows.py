@@ -131,6 +131,9 @@ def _sql_value(column: Column[Any], expression: Any) -> Any:
             return uuid.uuid4()
         if name == "current_date":
             return date.today()
+    if isinstance(expression, str):
+        # A plain string is a quoted literal (server_default="draft"), cast to the column.
+        return _literal(column, expression)
     text = str(expression.text if isinstance(expression, TextClause) else expression).strip()
     lowered = text.lower().removesuffix("()")
     if lowered in _NOW:
@@ -140,14 +143,21 @@ def _sql_value(column: Column[Any], expression: Any) -> Any:
     if lowered in ("true", "false"):
         return lowered == "true"
     if _NUMBER.match(text):
-        return column.type.python_type(text)
+        return _literal(column, text)
     quoted = _QUOTED.match(text)
     if quoted:
-        return quoted.group(1).replace("''", "'")
+        return _literal(column, quoted.group(1).replace("''", "'"))
     raise NotImplementedError(
         f"the in-memory repository cannot compute {column.table.name}.{column.name}'s "
         f"default ({text}); set the value before add()"
     )
+
+
+def _literal(column: Column[Any], text: str) -> Any:
+    kind = column.type.python_type
+    if kind is bool:
+        return text.strip().lower() in ("t", "true", "y", "yes", "on", "1")
+    return text if kind is str else kind(text)
 
 
 def _now(column: Column[Any]) -> datetime:
