@@ -31,7 +31,8 @@ async def test_the_fake_is_the_users_repository_class() -> None:
 
 async def test_a_method_using_the_session_fails_naming_itself() -> None:
     authors = InMemoryRepository.like(AuthorRepository)
-    with pytest.raises(NotImplementedError, match=r"AuthorRepository\.raw_count uses self\.session"):
+    named = r"AuthorRepository\.raw_count uses self\.session"
+    with pytest.raises(NotImplementedError, match=named):
         await authors.raw_count()
 
 
@@ -128,8 +129,7 @@ def test_like_is_typed_as_the_users_repository(tmp_path: Path) -> None:
     snippet = tmp_path / "snippet.py"
     snippet.write_text(SNIPPET)
     result = subprocess.run(
-        [sys.executable, "-m", "mypy", "--strict", "--cache-dir", str(tmp_path / "cache")]
-        + [str(snippet)],
+        [sys.executable, "-m", "mypy", "--strict", "--cache-dir", str(tmp_path), str(snippet)],
         capture_output=True,
         text=True,
         timeout=300,
