@@ -105,6 +105,8 @@ class PostRepository(Repository[Post]):
     """Posts: every column a client may filter or sort on."""
 
     sortable = frozenset({"id", "title", "slug", "rating", "published_on", "updated_at"})
-    filterable = frozenset({"title", "slug", "rating", "published_on", "status", "author_id"})
+    filterable = frozenset(
+        {"title", "slug", "rating", "published_on", "status", "author_id", "token"}
+    )
     default_page_size = 10
     max_page_size = 50

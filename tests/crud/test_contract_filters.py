@@ -104,3 +104,14 @@ async def test_a_timestamp_filter_needs_a_time_zone_when_the_column_has_one(blog
     await some_posts(blog)
     with pytest.raises(InvalidQueryError, match="with time zone"):
         await blog.authors.list(filters={"created_at__lt": datetime(2026, 1, 1)})
+
+
+async def test_a_uuid_may_come_as_text_and_in_takes_any_iterable(blog: Blog) -> None:
+    posts = await some_posts(blog)
+    token = posts["alpha"].token
+    assert titles(await blog.posts.list(filters={"token": str(token)})) == ["alpha"]
+    assert titles(await blog.posts.list(filters={"token__in": [token]})) == ["alpha"]
+    with pytest.raises(InvalidQueryError, match="token: not a UUID"):
+        await blog.posts.list(filters={"token": "nope"})
+    chosen = await blog.posts.list(filters={"slug__in": (slug for slug in ["a", "d"])})
+    assert sorted(titles(chosen)) == ["alpha", "delta"]

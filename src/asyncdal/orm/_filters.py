@@ -15,6 +15,7 @@ Example:
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -118,37 +119,41 @@ def parse_filters(
                 f"{key}: unknown filter operator {operator!r}; use one of {', '.join(OPERATORS)}"
             )
         check_allowed(name, filterable, "filter")
-        _check_operand(columns[name], key, operator, value)
-        conditions.append(Condition(key, name, operator, value))
+        checked = _check_operand(columns[name], key, operator, value)
+        conditions.append(Condition(key, name, operator, checked))
     return conditions
 
 
-def _check_operand(column: Column[Any], key: str, operator: str, value: Any) -> None:
+def _check_operand(column: Column[Any], key: str, operator: str, value: Any) -> Any:
+    """The value, checked (and a UUID given as text made a UUID); a list for ``in``."""
     # isnull applies to any column (true on a NOT NULL one matches nothing, as in SQL).
     if operator not in (*operators_for(column), "isnull"):
         raise InvalidQueryError(f"{key}: {operator!r} does not apply to this column")
     if operator == "isnull":
         if not isinstance(value, bool):
             raise InvalidQueryError(f"{key}: expected true or false")
-        return
+        return value
     if operator == "in":
         if isinstance(value, str | bytes | Mapping) or not isinstance(value, Iterable):
             raise InvalidQueryError(f"{key}: expected a list of values")
-        for item in value:
-            _check_scalar(column, key, item, none="use __isnull to match NULL")
-        return
+        # A list: an iterator would be used up by the checks before the query ran.
+        return [_checked(column, key, item) for item in value]
     if value is None and operator in ("eq", "ne"):
-        return
-    _check_scalar(column, key, value, none="use __isnull to match NULL")
-    if operator in TEXT_OPERATORS and not isinstance(value, str):
-        raise InvalidQueryError(f"{key}: expected text")
+        return None
+    return _checked(column, key, value)
 
 
-def _check_scalar(column: Column[Any], key: str, value: Any, *, none: str) -> None:
+def _checked(column: Column[Any], key: str, value: Any) -> Any:
     if value is None:
-        raise InvalidQueryError(f"{key}: NULL never compares true; {none}")
+        raise InvalidQueryError(f"{key}: NULL never compares true; use __isnull to match NULL")
+    if isinstance(value, str) and python_type(column.type) is uuid.UUID:
+        try:
+            value = uuid.UUID(value)
+        except ValueError:
+            raise InvalidQueryError(f"{key}: not a UUID") from None
     check_kind(column.type, value, key)
     check_value(column.type, value, key)
+    return value
 
 
 # autoescape: %, _ and the escape character itself are matched literally, not as wildcards.
