@@ -138,3 +138,14 @@ def test_like_is_typed_as_the_users_repository(tmp_path: Path) -> None:
     errors = [line for line in result.stdout.splitlines() if ": error:" in line]
     assert len(errors) == 1, result.stdout
     assert '"UserRepository", variable has type "int"' in errors[0]
+
+
+async def test_outbox_events_not_committed_are_gone() -> None:
+    from asyncdal.outbox import Outbox
+
+    uow = FakeUnitOfWork()
+    async with uow:
+        await Outbox.of(uow).add("kept", {})
+        await uow.commit()
+        await Outbox.of(uow).add("dropped", {})
+    assert [event for event, _, _ in uow.fake_outbox.events] == ["kept"]

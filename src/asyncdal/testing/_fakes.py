@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from asyncdal.errors import ReadOnlyError, UnitOfWorkError
 from asyncdal.orm._uow import UnitOfWork
+from asyncdal.testing._memory import InMemoryRepository, Snapshot
 
 __all__ = ["FakeOutbox", "FakeUnitOfWork"]
 
@@ -57,6 +58,9 @@ class FakeUnitOfWork(UnitOfWork):
 
     It is a :class:`~asyncdal.UnitOfWork`, so code typed against ``UnitOfWork`` accepts
     it; it has no session, and ``repository(cls)`` returns the fake registered for ``cls``.
+    As the real one, it is entered once, commits only while open, and what was not committed
+    when it rolls back or is left is undone: the in-memory repositories' rows and values, and
+    the outbox events, go back to how they were at the last commit (or on entering).
 
     Args:
         repositories: the fake to return for each repository class.
@@ -72,6 +76,8 @@ class FakeUnitOfWork(UnitOfWork):
         self.commits = 0
         self.rollbacks = 0
         self.fake_outbox = FakeOutbox()
+        self._saved: list[tuple[InMemoryRepository[Any], Snapshot]] = []
+        self._saved_events = 0
 
     @property
     def outbox_stand_in(self) -> FakeOutbox:
@@ -95,9 +101,26 @@ class FakeUnitOfWork(UnitOfWork):
             raise UnitOfWorkError("the unit of work is not open: use 'async with'")
         self.commits += 1
         self.committed = True
+        self._save()
 
     async def rollback(self) -> None:
         self.rollbacks += 1
+        self._restore()
+
+    def _save(self) -> None:
+        """Remember the state to go back to: the last commit."""
+        fakes = {id(fake): fake for fake in self.repositories.values()}
+        self._saved = [
+            (fake, fake.snapshot())
+            for fake in fakes.values()
+            if isinstance(fake, InMemoryRepository)
+        ]
+        self._saved_events = len(self.fake_outbox.events)
+
+    def _restore(self) -> None:
+        for fake, snapshot in self._saved:
+            fake.restore(snapshot)
+        del self.fake_outbox.events[self._saved_events :]
 
     @property
     def session(self) -> AsyncSession:
@@ -110,6 +133,7 @@ class FakeUnitOfWork(UnitOfWork):
             raise UnitOfWorkError("a unit of work can be entered only once; make a new one")
         self._entered = True
         self._open = True
+        self._save()
         return self
 
     async def __aexit__(
@@ -121,3 +145,4 @@ class FakeUnitOfWork(UnitOfWork):
         self._open = False
         if exc_type is not None or not self.committed:
             self.rollbacks += 1
+        self._restore()  # what was not committed is gone, as when a session closes

@@ -27,6 +27,7 @@ import builtins
 import functools
 import sys
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, NoReturn, TypeVar, cast
 
 from sqlalchemy import inspect
@@ -48,7 +49,7 @@ from asyncdal.testing._rows import (
     onupdate_value,
 )
 
-__all__ = ["InMemoryRepository"]
+__all__ = ["InMemoryRepository", "Snapshot"]
 
 ModelT = TypeVar("ModelT")
 RepositoryT = TypeVar("RepositoryT", bound=Repository[Any])
@@ -68,6 +69,14 @@ class _NoSession:
             "page, count, add, update, delete, upsert, ...) to run it on the fake, or test it "
             "against PostgreSQL"
         )
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """The rows of an in-memory repository and their column values at one moment."""
+
+    rows: dict[tuple[Any, ...], Any]
+    values: dict[int, dict[str, Any]]
 
 
 class InMemoryRepository(Repository[ModelT]):
@@ -101,6 +110,23 @@ class InMemoryRepository(Repository[ModelT]):
         fake = type(f"InMemory{repository.__name__}", (repository, cls), {})
         fake.__module__ = repository.__module__
         return cast("RepositoryT", fake(None))
+
+    def snapshot(self) -> Snapshot:
+        """The rows and their values now (``FakeUnitOfWork`` takes one at each commit)."""
+        columns = [name for name, _ in inspect(self.model).columns.items()]
+        values = {
+            id(obj): {name: getattr(obj, name) for name in columns} for obj in self.rows.values()
+        }
+        # Not the next id: as a sequence, it does not go back on rollback.
+        return Snapshot(dict(self.rows), values)
+
+    def restore(self, snapshot: Snapshot) -> None:
+        """Go back to ``snapshot``: rows added since are gone, deleted ones back, values as
+        they were (a rollback)."""
+        self.rows = dict(snapshot.rows)
+        for obj in self.rows.values():
+            for name, value in snapshot.values[id(obj)].items():
+                setattr(obj, name, value)
 
     async def get(self, ident: Any, *, load: Load = None) -> ModelT | None:
         self._check_load(load)
