@@ -5,13 +5,15 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from decimal import Decimal
-from typing import Any
+from typing import Annotated, Any
 
 import pytest
+from fastapi import Depends, FastAPI
 from httpx import AsyncClient
 from sqlalchemy import text
 
-from asyncdal import Database
+from asyncdal import Database, ListQuery
+from asyncdal.fastapi import list_query
 from tests.blog import Author, AuthorRepository, PostRepository
 from tests.crud.blogapp import create_app, databases
 from tests.helpers import app_client
@@ -225,3 +227,42 @@ async def test_a_write_racing_another_is_a_412(
     meddler.title = None
     assert (await client.get("/posts/1")).json()["title"] == "theirs"
     assert (await client.get("/posts/2")).json()["title"] == "theirs"
+
+
+NarrowQuery = Annotated[
+    ListQuery,
+    Depends(list_query(PostRepository, operators={"title": ["icontains"], "rating": ["gte"]})),
+]
+
+
+def test_operators_narrow_the_filters_offered() -> None:
+    app = FastAPI()
+
+    @app.get("/posts")
+    async def posts(query: NarrowQuery) -> dict[str, Any]:
+        return dict(query.filters)
+
+    parameters = app.openapi()["paths"]["/posts"]["get"]["parameters"]
+    assert [p["name"] for p in parameters] == [
+        "sort",
+        "limit",
+        "offset",
+        "cursor",
+        "rating__gte",
+        "title__icontains",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("operators", "message"),
+    [
+        ({"version": ["eq"]}, "not filterable"),
+        ({"rating": ["contains"]}, "does not apply"),
+        ({"title": ["like"]}, "does not apply"),
+    ],
+)
+def test_operators_are_checked_when_the_dependency_is_made(
+    operators: dict[str, list[str]], message: str
+) -> None:
+    with pytest.raises(TypeError, match=message):
+        list_query(PostRepository, operators=operators)
