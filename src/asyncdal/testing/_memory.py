@@ -11,9 +11,10 @@ What PostgreSQL would do, it does: filters with SQL's NULL semantics, the same c
 messages, NULLs last ascending, the same pages and cursors, Python-side and simple server
 defaults (``now()``, ``gen_random_uuid()``, literals), identity keys from 1, NOT NULL and
 unique constraints (``ConstraintViolationError``, ``UniqueViolationError``), version columns
-(``StaleVersionError``). What it does not: relationships are what you set (``load=`` is
-checked, then ignored), text sorts by code point (the ``C`` collation), and changes made by
-assigning attributes directly are not versioned (use ``update``).
+(``StaleVersionError``); in a ``FakeUnitOfWork``, what was not committed is undone. What it
+does not: relationships are what you set (``load=`` is checked, then ignored), foreign keys
+and check constraints are not enforced, text sorts by code point (the ``C`` collation), and
+changes made by assigning attributes directly are not versioned (use ``update``).
 
 Example:
     >>> users = InMemoryRepository.like(UserRepository)   # typed as UserRepository
