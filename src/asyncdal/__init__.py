@@ -28,10 +28,12 @@ from asyncdal.errors import (
     InvalidValueError,
     LockTimeoutError,
     NotCommittedError,
+    NotFoundError,
     PoolTimeoutError,
     QueryTimeoutError,
     ReadOnlyError,
     SerializationError,
+    StaleVersionError,
     StatementTimeoutError,
     UniqueViolationError,
     UnitOfWorkError,
@@ -43,6 +45,7 @@ from asyncdal.observe._request_id import RequestIdFilter
 from asyncdal.orm._budget import ExtraPool
 from asyncdal.orm._database import Database
 from asyncdal.orm._databases import Databases
+from asyncdal.orm._pages import ListQuery, Page
 from asyncdal.orm._repository import Repository
 from asyncdal.orm._transaction import run_in_transaction
 from asyncdal.orm._uow import UnitOfWork, current_unit_of_work
@@ -69,9 +72,12 @@ __all__ = [
     "HealthReport",
     "InvalidQueryError",
     "InvalidValueError",
+    "ListQuery",
     "LockTimeoutError",
     "LoggingSettings",
     "NotCommittedError",
+    "NotFoundError",
+    "Page",
     "PoolKind",
     "PoolTimeoutError",
     "QueryTimeoutError",
@@ -80,6 +86,7 @@ __all__ = [
     "RequestIdFilter",
     "RetryPolicy",
     "SerializationError",
+    "StaleVersionError",
     "StatementTimeoutError",
     "UniqueViolationError",
     "UnitOfWork",

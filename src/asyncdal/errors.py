@@ -31,10 +31,12 @@ __all__ = [
     "InvalidValueError",
     "LockTimeoutError",
     "NotCommittedError",
+    "NotFoundError",
     "PoolTimeoutError",
     "QueryTimeoutError",
     "ReadOnlyError",
     "SerializationError",
+    "StaleVersionError",
     "StatementTimeoutError",
     "UniqueViolationError",
     "UnitOfWorkError",
@@ -65,6 +67,50 @@ class InvalidQueryError(AsyncdalError, ValueError):
 
     The FastAPI integration turns it into a 422 response.
     """
+
+
+class NotFoundError(AsyncdalError, LookupError):
+    """No object has the key asked for (``Repository.get_one``). The FastAPI integration
+    answers 404.
+
+    Attributes:
+        model: the name of the mapped class, e.g. ``Post``.
+        ident: the primary key that was asked for.
+    """
+
+    def __init__(self, message: str, *, model: str, ident: object) -> None:
+        super().__init__(message)
+        self.model = model
+        self.ident = ident
+
+
+class StaleVersionError(AsyncdalError):
+    """An object changed since the version the caller saw: optimistic concurrency refused the
+    write. Nothing of it was saved; read the object again, then decide.
+
+    Raised when the version a caller expects (``Repository.update(..., expected_version=)``,
+    an ``If-Match`` header) is not the stored one, and when an ``UPDATE`` or ``DELETE`` of a
+    model with a version column (``__mapper_args__ = {"version_id_col": ...}``) finds that
+    another transaction changed the row first. The FastAPI integration answers 412.
+
+    Attributes:
+        model: the name of the mapped class, when known.
+        expected: the version the caller expected, when known.
+        actual: the stored version, when known.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        model: str | None = None,
+        expected: object = None,
+        actual: object = None,
+    ) -> None:
+        super().__init__(message)
+        self.model = model
+        self.expected = expected
+        self.actual = actual
 
 
 class UnitOfWorkError(AsyncdalError, RuntimeError):

@@ -25,6 +25,7 @@ from asyncdal.fastapi._consistency import (
     prefer_replicas,
     use_primary,
 )
+from asyncdal.fastapi._etag import check_if_match, etag_of
 from asyncdal.fastapi._lifespan import databases_lifespan, get_databases
 from asyncdal.fastapi._middleware import TransactionMiddleware
 from asyncdal.fastapi._providers import (
@@ -33,6 +34,7 @@ from asyncdal.fastapi._providers import (
     session_provider,
     unit_of_work_provider,
 )
+from asyncdal.fastapi._query import list_query
 from asyncdal.fastapi._routers import health_router, metrics_router
 from asyncdal.fastapi._setup import setup
 
@@ -40,9 +42,12 @@ __all__ = [
     "LSN_HEADER",
     "ReadYourWritesMiddleware",
     "TransactionMiddleware",
+    "check_if_match",
     "databases_lifespan",
+    "etag_of",
     "get_databases",
     "health_router",
+    "list_query",
     "metrics_router",
     "prefer_replicas",
     "read_only_unit_of_work_provider",

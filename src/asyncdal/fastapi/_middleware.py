@@ -14,6 +14,7 @@ from contextlib import suppress
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from asyncdal.errors import CommitOutcomeUnknownError, ConflictError, NotCommittedError
+from asyncdal.fastapi._crud_errors import crud_refusal
 from asyncdal.fastapi._errors import refusal
 from asyncdal.orm._uow import UnitOfWork
 
@@ -117,7 +118,7 @@ def _failure(error: Exception, database: str, committed: list[str]) -> tuple[int
     """The status and JSON body for a commit on ``database`` that raised ``error``."""
     # Databases commit one after the other; there is no atomic commit across them.
     already = f" the one(s) on {', '.join(map(repr, committed))} already were." if committed else ""
-    refused = refusal(error)
+    refused = refusal(error) or crud_refusal(error)  # crud: a version conflict at COMMIT, 412
     if refused is not None:
         status, body = refused
         logger.warning("commit refused on database %r (%s); answering %d", database, error, status)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from asyncdal.fastapi._consistency import ReadYourWritesMiddleware
+from asyncdal.fastapi._crud_errors import add_crud_error_handlers
 from asyncdal.fastapi._errors import add_error_handlers
 from asyncdal.fastapi._middleware import TransactionMiddleware
 from asyncdal.observe._request_id import RequestIdMiddleware
@@ -56,3 +57,4 @@ def setup(app: FastAPI) -> None:
     # Added last, so it runs first: the commit and its log lines see the request id.
     app.add_middleware(RequestIdMiddleware)
     add_error_handlers(app)
+    add_crud_error_handlers(app)  # NotFoundError 404, StaleVersionError 412

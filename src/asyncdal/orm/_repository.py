@@ -7,74 +7,53 @@ as ``name; drop table products`` is refused with :class:`~asyncdal.errors.Invali
 Example:
     >>> class ProductRepository(Repository[Product]):
     ...     sortable = frozenset({"id", "name", "price"})
-    ...     filterable = frozenset({"sku", "price"})
+    ...     filterable = frozenset({"sku", "name", "price"})
     >>> async with db.unit_of_work() as uow:
     ...     products = uow.repository(ProductRepository)
     ...     cheap = await products.list(filters={"price__lt": 10}, order_by="-price", limit=20)
+    ...     page = await products.page(ListQuery(filters={"name__icontains": "lamp"}))
 """
 
 from __future__ import annotations
 
 import builtins
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, ClassVar, Generic, TypeVar, cast, get_args, get_origin
 
-from sqlalchemy import ColumnElement, Select, func, inspect, select
+from sqlalchemy import ColumnElement, Select, and_, func, inspect, select
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import InstrumentedAttribute
+from sqlalchemy.sql.base import ExecutableOption
 
-from asyncdal.errors import InvalidQueryError
-from asyncdal.orm._values import MAX_BIGINT, check_value, check_values
+from asyncdal.errors import InvalidQueryError, NotFoundError
+from asyncdal.orm._cursors import can_encode, encode_cursor
+from asyncdal.orm._filters import Condition, parse_filters, where_clause
+from asyncdal.orm._loading import Load, loader_options
+from asyncdal.orm._ordering import after_clause, order_clauses
+from asyncdal.orm._pages import ListQuery, Page, PageRequest, plan_page
+from asyncdal.orm._upsert import plan_upsert, upsert_statement
+from asyncdal.orm._versions import check_expected_version, flush
 
 __all__ = ["Repository"]
 
 ModelT = TypeVar("ModelT")
 
-_OPERATORS: dict[str, Callable[[InstrumentedAttribute[Any], Any], ColumnElement[bool]]] = {
-    "eq": lambda column, value: column.is_(None) if value is None else column == value,
-    "ne": lambda column, value: column.is_not(None) if value is None else column != value,
-    "lt": lambda column, value: column < value,
-    "lte": lambda column, value: column <= value,
-    "gt": lambda column, value: column > value,
-    "gte": lambda column, value: column >= value,
-    "in": lambda column, value: column.in_(list(value)),
-}
-
-
-def check_page(limit: int | None, offset: int, *, default: int, maximum: int) -> int:
-    """The page size to use for ``limit``; shared by the in-memory fake.
-
-    Raises:
-        InvalidQueryError: ``limit`` outside 1..``maximum``, or ``offset`` negative or past
-            what PostgreSQL takes (a BIGINT).
-    """
-    page = default if limit is None else limit
-    if not 1 <= page <= maximum:
-        raise InvalidQueryError(f"limit must be between 1 and {maximum}")
-    if not 0 <= offset <= MAX_BIGINT:
-        raise InvalidQueryError(f"offset must be between 0 and {MAX_BIGINT}")
-    return page
-
-
-def check_allowed(name: str, allowed: frozenset[str], purpose: str) -> None:
-    """Refuse a column that is not whitelisted for ``purpose`` (sort, filter)."""
-    if name not in allowed:
-        choices = ", ".join(sorted(allowed)) or "none"
-        raise InvalidQueryError(f"cannot {purpose} by {name!r}; allowed: {choices}")
-
 
 class Repository(Generic[ModelT]):
     """Async CRUD for one mapped class, bound to one ``AsyncSession``.
 
-    Subclass it with the model as the type argument; the model is taken from there.
+    Subclass it with the model as the type argument; the model is taken from there. Custom
+    methods written with the public methods below also run on the in-memory fake
+    (``asyncdal.testing.InMemoryRepository.like``).
 
     Attributes:
         model: the mapped class (derived from ``Repository[Model]``).
         sortable: columns allowed in ``order_by``.
-        filterable: columns allowed in ``filters`` (with ``__lt``, ``__gte``, ``__in``, ...).
-        default_order: the order used when none is asked for (defaults to the primary key).
+        filterable: columns allowed in ``filters`` (see :meth:`list` for the operators).
+        default_order: fields (``"name"``, ``"-created_at"``) sorted by after those asked
+            for; the primary key always comes last, so every order is total.
         default_page_size: ``limit`` when none is given.
         max_page_size: the largest ``limit`` accepted.
+        default_load: relationships loaded when a method's ``load`` is None.
     """
 
     model: ClassVar[type[Any]]
@@ -83,6 +62,7 @@ class Repository(Generic[ModelT]):
     default_order: ClassVar[tuple[str, ...]] = ()
     default_page_size: ClassVar[int] = 50
     max_page_size: ClassVar[int] = 100
+    default_load: ClassVar[tuple[str | ExecutableOption, ...]] = ()
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -91,9 +71,10 @@ class Repository(Generic[ModelT]):
                 (model,) = get_args(base)
                 if isinstance(model, type):
                     cls.model = model
-        if "model" in cls.__dict__ or hasattr(cls, "model"):
+        if hasattr(cls, "model"):
             columns = set(inspect(cls.model).columns.keys())
-            unknown = (set(cls.sortable) | set(cls.filterable)) - columns
+            ordered = {field.removeprefix("-") for field in cls.default_order}
+            unknown = (set(cls.sortable) | set(cls.filterable) | ordered) - columns
             if unknown:
                 raise TypeError(f"{cls.__name__} whitelists unknown columns: {sorted(unknown)}")
             if not cls.default_order:
@@ -102,17 +83,44 @@ class Repository(Generic[ModelT]):
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
 
-    async def get(self, ident: Any) -> ModelT | None:
-        """The object with this primary key, or None."""
-        return cast("ModelT | None", await self.session.get(self.model, ident))
+    async def get(self, ident: Any, *, load: Load = None) -> ModelT | None:
+        """The object with this primary key, or None.
 
-    async def get_many(self, idents: Iterable[Any]) -> list[ModelT]:
+        Args:
+            ident: the primary key (a tuple for a composite one).
+            load: relationships to load with it (names or loader options; see :meth:`list`).
+        """
+        options = self._options(load)
+        if not options:
+            return cast("ModelT | None", await self.session.get(self.model, ident))
+        # A SELECT, not session.get: an object already in the session still gets its
+        # relationships loaded, where session.get would hand it over without a query.
+        statement = select(self.model).where(self._key_matches(ident)).options(*options)
+        return cast("ModelT | None", (await self.session.scalars(statement)).one_or_none())
+
+    async def get_one(self, ident: Any, *, load: Load = None) -> ModelT:
+        """The object with this primary key.
+
+        Raises:
+            NotFoundError: no object has it (404 through ``asyncdal.fastapi.setup``).
+
+        Example:
+            >>> post = await posts.get_one(post_id, load=["author"])
+        """
+        obj = await self.get(ident, load=load)
+        if obj is None:
+            name = self.model.__name__
+            raise NotFoundError(f"{name} {ident!r} not found", model=name, ident=ident)
+        return obj
+
+    async def get_many(self, idents: Iterable[Any], *, load: Load = None) -> builtins.list[ModelT]:
         """The objects with these primary keys, in the order asked for; missing ones left out."""
         wanted = list(idents)
         if not wanted:
             return []
         (key,) = inspect(self.model).primary_key
-        rows = await self.session.scalars(select(self.model).where(key.in_(wanted)))
+        statement = select(self.model).where(key.in_(wanted)).options(*self._options(load))
+        rows = await self.session.scalars(statement)
         by_key = {getattr(row, key.key): row for row in rows}
         return [by_key[ident] for ident in wanted if ident in by_key]
 
@@ -123,52 +131,145 @@ class Repository(Generic[ModelT]):
         order_by: str | Sequence[str] | None = None,
         limit: int | None = None,
         offset: int = 0,
+        load: Load = None,
     ) -> builtins.list[ModelT]:
         """A page of objects.
 
         Args:
             filters: ``{"column": value}`` for equality, or ``{"column__op": value}`` with
-                ``op`` one of ``eq ne lt lte gt gte in``; only ``filterable`` columns.
+                ``op`` one of ``eq ne lt lte gt gte in isnull`` and, on text columns,
+                ``contains icontains startswith istartswith endswith iendswith`` (``%`` and
+                ``_`` match themselves); only ``filterable`` columns. NULL follows SQL: a
+                comparison never matches a NULL column (``ne`` included); ask with
+                ``column__isnull=True`` or ``column=None``.
             order_by: ``"column"`` or ``"-column"`` (descending), or a sequence of them; only
-                ``sortable`` columns. The primary key is appended so pages are stable.
+                ``sortable`` columns. NULLs sort last ascending, first descending. The
+                ``default_order`` and the primary key follow, so pages are stable.
             limit: page size, 1 to ``max_page_size`` (default ``default_page_size``).
             offset: rows to skip, >= 0.
+            load: relationships to load with the objects: names (``"author"``,
+                ``"comments.author"``), each loaded with ``selectinload``, or loader options
+                (``joinedload(Post.author)``). None: ``default_load``.
 
         Raises:
-            InvalidQueryError: a column, operator, limit or offset that is not allowed, or a
-                filter value the column's type cannot hold (naming the filter).
+            InvalidQueryError: a column, operator, limit, offset or relationship that is not
+                allowed, or a filter value the column cannot be compared with (naming it).
         """
-        page = check_page(limit, offset, default=self.default_page_size, maximum=self.max_page_size)
-        statement = self._filtered(select(self.model), filters)
-        statement = statement.order_by(*self._ordering(order_by)).limit(page).offset(offset)
-        return list(await self.session.scalars(statement))
+        request = plan_page(self, filters=filters, order_by=order_by, limit=limit, offset=offset)
+        items, _, _ = await self._fetch(request, load=load, count=False, peek=False)
+        return items
 
     async def count(self, *, filters: Mapping[str, Any] | None = None) -> int:
         """How many objects match ``filters`` (same rules as :meth:`list`)."""
-        statement = self._filtered(select(func.count()).select_from(self.model), filters)
+        conditions = parse_filters(self.model, self.filterable, filters)
+        statement = select(func.count()).select_from(self.model).where(*self._where(conditions))
         return int(await self.session.scalar(statement) or 0)
+
+    async def list_and_count(
+        self,
+        *,
+        filters: Mapping[str, Any] | None = None,
+        order_by: str | Sequence[str] | None = None,
+        limit: int | None = None,
+        offset: int = 0,
+        load: Load = None,
+    ) -> tuple[builtins.list[ModelT], int]:
+        """A page of objects and how many match in all, in one round trip.
+
+        Same arguments as :meth:`list`. The count rides along as a scalar subquery; only a
+        page past the end (no rows, ``offset > 0``) costs a second query for it.
+
+        Example:
+            >>> posts, total = await repository.list_and_count(filters={"draft": False})
+        """
+        request = plan_page(self, filters=filters, order_by=order_by, limit=limit, offset=offset)
+        items, total, _ = await self._fetch(request, load=load, count=True, peek=False)
+        assert total is not None
+        return items, total
+
+    async def page(
+        self,
+        query: ListQuery | None = None,
+        *,
+        filters: Mapping[str, Any] | None = None,
+        order_by: str | Sequence[str] | None = None,
+        limit: int | None = None,
+        offset: int | None = None,
+        cursor: str | None = None,
+        load: Load = None,
+        count: bool = True,
+    ) -> Page[ModelT]:
+        """A :class:`~asyncdal.Page`: items, total, and the cursor of the next page.
+
+        Pages by offset, or by keyset when ``cursor`` (a previous ``Page.next_cursor``) is
+        given: a cursor page starts right after the last row of the previous one, however
+        many rows were added or removed before it, and costs an index seek, not a skip.
+
+        Args:
+            query: a :class:`~asyncdal.ListQuery` (e.g. from ``asyncdal.fastapi.list_query``).
+            filters: added to the query's filters (same key: this one wins), e.g. to scope a
+                list to the current user.
+            order_by, limit, offset: as in :meth:`list`, when not in ``query``.
+            cursor: continue after the page that gave it; not with ``offset``.
+            load: as in :meth:`list`.
+            count: count the matching rows (``Page.total``); False leaves it None.
+
+        Raises:
+            InvalidQueryError: as :meth:`list`, or a cursor that is malformed or was made for
+                another order or other filters.
+        """
+        request = plan_page(
+            self,
+            query=query,
+            filters=filters,
+            order_by=order_by,
+            limit=limit,
+            offset=offset,
+            cursor=cursor,
+        )
+        items, total, more = await self._fetch(request, load=load, count=count, peek=True)
+        next_cursor = None
+        if more and can_encode(self.model, request.keys):
+            next_cursor = encode_cursor(self.model, request.keys, items[-1], request.digest)
+        return Page(
+            items=items,
+            total=total,
+            limit=request.limit,
+            offset=None if request.position is not None else request.offset,
+            next_cursor=next_cursor,
+        )
 
     async def add(self, obj: ModelT) -> ModelT:
         """Add an object and flush, so defaults and the primary key are filled in."""
         self.session.add(obj)
-        await self.session.flush()
+        await flush(self.session)
         return obj
 
     async def add_many(self, objs: Iterable[ModelT]) -> builtins.list[ModelT]:
         """Add several objects in one flush."""
         added = list(objs)
         self.session.add_all(added)
-        await self.session.flush()
+        await flush(self.session)
         return added
 
-    async def update(self, obj_or_ident: Any, /, **values: Any) -> ModelT | None:
+    async def update(
+        self, obj_or_ident: Any, /, *, expected_version: Any = None, **values: Any
+    ) -> ModelT | None:
         """Set ``values`` on an object (given, or looked up by primary key) and flush.
+
+        Args:
+            obj_or_ident: the object, or its primary key.
+            expected_version: the version the caller saw (e.g. from ``If-Match``); refused
+                when the object is at another. Needs a version column.
+            values: column values to set.
 
         Returns:
             The updated object, or None when no object has that primary key.
 
         Raises:
             InvalidQueryError: a name in ``values`` is not a column of the model.
+            StaleVersionError: the object is not at ``expected_version``, or another
+                transaction changed it since it was read (with a version column).
         """
         columns = set(inspect(self.model).columns.keys())
         unknown = set(values) - columns
@@ -177,60 +278,132 @@ class Repository(Generic[ModelT]):
         obj = await self._resolve(obj_or_ident)
         if obj is None:
             return None
+        check_expected_version(obj, expected_version)
         for name, value in values.items():
             setattr(obj, name, value)
-        await self.session.flush()
+        await flush(self.session)
         return obj
 
-    async def delete(self, obj_or_ident: Any, /) -> bool:
+    async def delete(self, obj_or_ident: Any, /, *, expected_version: Any = None) -> bool:
         """Delete an object (given, or looked up by primary key) and flush.
 
         Returns:
             False when no object has that primary key.
+
+        Raises:
+            StaleVersionError: as :meth:`update`.
         """
         obj = await self._resolve(obj_or_ident)
         if obj is None:
             return False
+        check_expected_version(obj, expected_version)
         await self.session.delete(obj)
-        await self.session.flush()
+        await flush(self.session)
         return True
+
+    async def upsert(
+        self,
+        values: Mapping[str, Any],
+        *,
+        constraint: str,
+        update: Iterable[str] | None = None,
+    ) -> ModelT:
+        """Insert a row, or update the one that has the same key in ``constraint``.
+
+        Args:
+            values: column values by attribute name; every column of the constraint needed.
+            constraint: the name of a unique (or primary key) constraint of the table.
+            update: the columns a conflict updates (default: every given column outside the
+                constraint and the primary key; ``()``: none, returning the stored row as it
+                is). The version column is bumped and ``onupdate`` columns are set when
+                something is updated.
+
+        Returns:
+            The stored row as an ORM instance (the one in the session, refreshed, when it
+            was loaded already).
+
+        Raises:
+            InvalidQueryError: an unknown column, a missing or NULL key column.
+            ValueError: no unique constraint of that name.
+
+        Example:
+            >>> author = await authors.upsert(
+            ...     {"email": "ada@example.com", "name": "Ada"}, constraint="uq_authors_email"
+            ... )
+        """
+        (obj,) = await self.upsert_many([values], constraint=constraint, update=update)
+        return obj
+
+    async def upsert_many(
+        self,
+        rows: Iterable[Mapping[str, Any]],
+        *,
+        constraint: str,
+        update: Iterable[str] | None = None,
+    ) -> builtins.list[ModelT]:
+        """:meth:`upsert` for several rows in one statement; the objects in the rows' order.
+
+        Raises:
+            InvalidQueryError: as :meth:`upsert`, or two rows with the same key, or rows that
+                name different columns.
+        """
+        plan = plan_upsert(self.model, list(rows), constraint, update)
+        if not plan.rows:
+            return []
+        statement = upsert_statement(self.model, plan).returning(self.model)
+        stored = await self.session.scalars(
+            statement, execution_options={"populate_existing": True}
+        )
+        by_key = {tuple(getattr(obj, name) for name in plan.key): obj for obj in stored}
+        return [by_key[plan.key_of(row)] for row in plan.rows]
+
+    def _options(self, load: Load) -> builtins.list[ExecutableOption]:
+        return loader_options(self.model, self.default_load if load is None else load)
+
+    def _where(self, conditions: Sequence[Condition]) -> builtins.list[ColumnElement[bool]]:
+        return [where_clause(self.model, condition) for condition in conditions]
+
+    def _key_matches(self, ident: Any) -> ColumnElement[bool]:
+        keys = inspect(self.model).primary_key
+        values = ident if isinstance(ident, tuple) else (ident,)
+        if len(values) != len(keys):
+            raise InvalidQueryError(f"expected a key of {len(keys)} value(s)")
+        clauses = [column == value for column, value in zip(keys, values, strict=True)]
+        return and_(*clauses)
+
+    async def _fetch(
+        self, request: PageRequest, *, load: Load, count: bool, peek: bool
+    ) -> tuple[builtins.list[ModelT], int | None, bool]:
+        """One query: the page's rows (one more with ``peek``, to know whether more follow)
+        and, with ``count``, the number of matching rows beside each."""
+        where = self._where(request.conditions)
+        statement: Select[Any] = select(self.model).where(*where)
+        if count:
+            total = select(func.count()).select_from(self.model).where(*where).scalar_subquery()
+            statement = statement.add_columns(total)
+        if request.position is not None:
+            statement = statement.where(after_clause(self.model, request.keys, request.position))
+        statement = (
+            statement.order_by(*order_clauses(self.model, request.keys))
+            .limit(request.limit + 1 if peek else request.limit)
+            .offset(request.offset)
+            .options(*self._options(load))
+        )
+        rows = (await self.session.execute(statement)).unique().all()
+        more = len(rows) > request.limit
+        rows = rows[: request.limit]
+        items = [row[0] for row in rows]
+        if not count:
+            return items, None, more
+        if rows:
+            return items, int(rows[0][1]), more
+        if request.offset == 0 and request.position is None:
+            return items, 0, more
+        # Past the end (or at the end of a cursor): no row brought the count along.
+        counted = select(func.count()).select_from(self.model).where(*where)
+        return items, int(await self.session.scalar(counted) or 0), more
 
     async def _resolve(self, obj_or_ident: Any) -> ModelT | None:
         if isinstance(obj_or_ident, self.model):
             return cast("ModelT", obj_or_ident)
         return await self.get(obj_or_ident)
-
-    def _column(self, name: str, allowed: frozenset[str], purpose: str) -> Any:
-        check_allowed(name, allowed, purpose)
-        return getattr(self.model, name)
-
-    def _filtered(self, statement: Select[Any], filters: Mapping[str, Any] | None) -> Select[Any]:
-        for key, value in (filters or {}).items():
-            name, _, operator = key.partition("__")
-            compare = _OPERATORS.get(operator or "eq")
-            if compare is None:
-                raise InvalidQueryError(
-                    f"unknown filter operator {operator!r}; use one of {sorted(_OPERATORS)}"
-                )
-            column = self._column(name, self.filterable, "filter")
-            if operator == "in":
-                check_values(column.type, value, key)
-            else:
-                check_value(column.type, value, key)
-            statement = statement.where(compare(column, value))
-        return statement
-
-    def _ordering(self, order_by: str | Sequence[str] | None) -> builtins.list[Any]:
-        fields = [order_by] if isinstance(order_by, str) else list(order_by or ())
-        clauses: builtins.list[Any] = []
-        named: set[str] = set()
-        for field in fields:
-            descending = field.startswith("-")
-            name = field.removeprefix("-")
-            column = self._column(name, self.sortable, "sort")
-            clauses.append(column.desc() if descending else column.asc())
-            named.add(name)
-        for name in self.default_order:
-            if name not in named:
-                clauses.append(getattr(self.model, name).asc())
-        return clauses

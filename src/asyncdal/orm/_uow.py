@@ -34,6 +34,7 @@ from asyncdal.errors import (
     ReadOnlyError,
     UnitOfWorkError,
 )
+from asyncdal.orm._versions import flush
 from asyncdal.replicas._lsn import COMMIT_LSN
 
 __all__ = ["UnitOfWork", "current_unit_of_work"]
@@ -153,7 +154,7 @@ class UnitOfWork:
         if self.read_only:
             raise ReadOnlyError("a read-only unit of work cannot commit")
         if self.joined:
-            await self.session.flush()
+            await flush(self.session)
             return
         if self._failed_inside:
             await self.rollback()
@@ -163,7 +164,7 @@ class UnitOfWork:
         session = self.session
         # Flush first: a failure while flushing leaves nothing committed (a known outcome);
         # only a failure of COMMIT itself leaves the outcome unknown.
-        await session.flush()
+        await flush(session)
         try:
             await session.commit()
         except Exception as error:

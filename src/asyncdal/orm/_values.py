@@ -12,16 +12,19 @@ translates.
 
 from __future__ import annotations
 
+import enum
+import uuid
 from collections.abc import Iterable
+from datetime import date, datetime, time, timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import BigInteger, Integer, Numeric, SmallInteger, String
+from sqlalchemy import BigInteger, DateTime, Integer, Numeric, SmallInteger, String
 from sqlalchemy.types import TypeEngine
 
 from asyncdal.errors import InvalidQueryError
 
-__all__ = ["MAX_BIGINT", "check_value", "check_values"]
+__all__ = ["MAX_BIGINT", "check_kind", "check_value", "check_values", "python_type"]
 
 MAX_BIGINT = 2**63 - 1
 """The largest BIGINT, also the largest offset PostgreSQL takes."""
@@ -63,6 +66,76 @@ def check_value(column_type: TypeEngine[Any], value: Any, parameter: str) -> Non
         return
     if isinstance(value, int | Decimal | float) and isinstance(column_type, Numeric):
         _check_numeric(column_type, value, parameter)
+
+
+def python_type(column_type: TypeEngine[Any]) -> type[Any] | None:
+    """The Python type of a column's values (``Decimal`` for ``NUMERIC``), or None when the
+    type does not say (a user-defined type without ``python_type``)."""
+    try:
+        kind = column_type.python_type
+    except NotImplementedError:
+        return None
+    return kind if isinstance(kind, type) else None
+
+
+# What a filter may compare a column of each Python type with. Anything else would compare
+# differently in Python than in PostgreSQL (or not at all), so it is refused for both.
+_NUMBERS = (int, float, Decimal)
+_ACCEPTED: dict[type[Any], tuple[type[Any], ...]] = {
+    int: (int,),
+    float: _NUMBERS,
+    Decimal: _NUMBERS,
+    str: (str,),
+    bool: (bool,),
+    datetime: (datetime,),
+    date: (date,),
+    time: (time,),
+    timedelta: (timedelta,),
+    uuid.UUID: (uuid.UUID,),
+}
+
+
+def check_kind(column_type: TypeEngine[Any], value: Any, parameter: str) -> None:
+    """Refuse a filter value of another kind than the column's (text for a number, a date for
+    a timestamp, a naive datetime for a column ``WITH TIME ZONE``).
+
+    Args:
+        column_type: the type of the column the value is compared with.
+        value: the value (None always passes).
+        parameter: how the caller named it, for the message.
+
+    Raises:
+        InvalidQueryError: the value cannot be compared with the column, naming ``parameter``.
+
+    Example:
+        >>> check_kind(Integer(), "7", "stock__lt")
+        Traceback (most recent call last):
+        InvalidQueryError: stock__lt: expected int, got str
+    """
+    kind = python_type(column_type)
+    if value is None or kind is None:
+        return
+    if issubclass(kind, enum.Enum):
+        accepted: tuple[type[Any], ...] = (kind, str)
+    else:
+        accepted = _ACCEPTED.get(kind, ())
+    if not accepted:
+        return  # JSON, arrays and other types: left to PostgreSQL
+    # bool is an int, and a datetime is a date, to Python but not to PostgreSQL.
+    wrong = (
+        not isinstance(value, accepted)
+        or (isinstance(value, bool) and kind is not bool)
+        or (isinstance(value, datetime) and kind is date)
+    )
+    if wrong:
+        raise InvalidQueryError(
+            f"{parameter}: expected {kind.__name__}, got {type(value).__name__}"
+        )
+    if isinstance(value, datetime) and isinstance(column_type, DateTime):
+        aware = value.utcoffset() is not None
+        if aware != bool(column_type.timezone):
+            needs = "with" if column_type.timezone else "without"
+            raise InvalidQueryError(f"{parameter}: this column needs a datetime {needs} time zone")
 
 
 def check_values(column_type: TypeEngine[Any], values: Iterable[Any], parameter: str) -> None:

@@ -25,8 +25,9 @@ Real database with per-test rollback: in ``conftest.py``::
     pytest_plugins = ["asyncdal.testing.plugin"]
 """
 
-from asyncdal.testing._fakes import FakeOutbox, FakeUnitOfWork, InMemoryRepository
+from asyncdal.testing._fakes import FakeOutbox, FakeUnitOfWork
 from asyncdal.testing._faultproxy import FaultProxy
+from asyncdal.testing._memory import InMemoryRepository
 from asyncdal.testing._servers import (
     DEFAULT_TEST_DATABASE_URL,
     ReplicaPair,
