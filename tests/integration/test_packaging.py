@@ -62,6 +62,7 @@ USES = {
         "from opentelemetry.instrumentation.sqlalchemy import SQLAlchemyInstrumentor"
     ),
     "testing": "import asyncdal.testing",
+    "migrations": "import alembic",
 }
 
 # Every extra, in the order their environments are installed (after the core's): the outbox's
@@ -236,6 +237,9 @@ def test_the_wheel_holds_the_package_and_nothing_else(artefacts: Artefacts) -> N
     dist_info = f"asyncdal-{VERSION}.dist-info/"
     assert [name for name in names if not name.startswith(("asyncdal/", dist_info))] == []
     assert "asyncdal/py.typed" in names
+    # What `asyncdal migrations init` writes comes from the package.
+    for template in ("alembic.ini", "env.py", "script.py.mako"):
+        assert f"asyncdal/ops/templates/{template}" in names
     assert [name for name in names if "catalog" in name.split("/")] == []
     # Every module of the source tree, and no cache or stray file beside them.
     assert {name for name in names if name.startswith("asyncdal/")} == _source_files()
@@ -377,6 +381,24 @@ async def test_the_outbox_extra_runs_a_worker_without_prometheus(
     finally:
         await connection.close()
     assert [row["status"] for row in statuses] == ["done"]
+
+
+# -- the migrations extra alone ----------------------------------------------------------------
+
+
+def test_the_migrations_extra_runs_the_environment_init_writes(
+    environments: dict[str | None, Future[Environment]],
+) -> None:
+    migrations = environments["migrations"].result()
+    (migrations.workdir / "models.py").write_text(
+        "from sqlalchemy import MetaData\nmetadata = MetaData()\n"
+    )
+    init = migrations.run("asyncdal", "migrations", "init", "--metadata", "models:metadata")
+    assert init.returncode == 0, init.stderr
+    # Offline: no server needed, and the installed env.py, templates and settings all run.
+    done = migrations.run("alembic", "upgrade", "head", "--sql")
+    assert done.returncode == 0, done.stderr
+    assert "CREATE TABLE alembic_version" in done.stdout
 
 
 # -- every other extra alone -------------------------------------------------------------------
