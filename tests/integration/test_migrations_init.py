@@ -109,7 +109,7 @@ async def test_init_refuses_to_overwrite_anything(project: FreshProject) -> None
     )
     assert done.code == 2
     assert "alembic.ini" in done.output
-    assert "nothing was written" in done.output
+    assert "refusing to overwrite alembic.ini: nothing was written" in done.output
     assert ini.read_text() == "[alembic]\nscript_location = elsewhere\n"
     assert not (project.root / "migrations").exists()
 

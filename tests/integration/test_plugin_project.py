@@ -1,6 +1,7 @@
 """The pytest plugin in a fresh project of a user's own: loaded by its entry point alone (no
-``pytest_plugins``), its app client, per-test rollback across tests, provider overrides by
-name committed by the middleware, and the message when the loop-scope settings are missing.
+``pytest_plugins``), its app client on an app with two databases, per-test rollback across
+tests, provider overrides by name committed by the middleware, and the message when the
+loop-scope settings are missing.
 
 Each test runs ``pytest`` in the project as a subprocess and reads its JUnit report.
 """
@@ -46,9 +47,20 @@ class Item(Base):
     price: Mapped[Decimal] = mapped_column(Numeric(10, 2))
 
 
+class AuditEntry(Base):
+    # Kept in the "audit" database (in tests, the same throwaway database as the rest).
+    __tablename__ = "audit_entries"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    what: Mapped[str] = mapped_column(String(100))
+
+
 class ItemRepository(Repository[Item]):
     sortable = frozenset({"name"})
     filterable = frozenset({"name"})
+
+
+class AuditRepository(Repository[AuditEntry]):
+    sortable = frozenset({"id"})
 
 
 class ItemIn(BaseModel):
@@ -58,6 +70,7 @@ class ItemIn(BaseModel):
 
 Items = Annotated[ItemRepository, Depends(repository_provider(ItemRepository))]
 ReadItems = Annotated[ItemRepository, Depends(repository_provider(ItemRepository, read_only=True))]
+Audit = Annotated[AuditRepository, Depends(repository_provider(AuditRepository, database="audit"))]
 
 
 def create_app() -> FastAPI:
@@ -65,11 +78,17 @@ def create_app() -> FastAPI:
     setup(app)
 
     @app.post("/items", status_code=201)
-    async def add(body: ItemIn, items: Items) -> dict[str, object]:
+    async def add(body: ItemIn, audit: Audit, items: Items) -> dict[str, object]:
+        number = await audit.count() + 1
         if await items.count(filters={"name": body.name}):
             raise HTTPException(409, "taken")
         item = await items.add(Item(name=body.name, price=body.price))
+        await audit.add(AuditEntry(what=f"{number}: added {body.name}"))
         return {"id": item.id, "name": item.name}
+
+    @app.get("/audit")
+    async def audit_log(audit: Audit) -> list[str]:
+        return [entry.what for entry in await audit.list(order_by="id")]
 
     @app.get("/items")
     async def names(items: ReadItems) -> list[str]:
@@ -92,6 +111,11 @@ def asyncdal_metadata():
 @pytest.fixture
 def asyncdal_app():
     return create_app()
+
+
+@pytest.fixture(scope="session")
+def asyncdal_database_names():
+    return ("main", "audit")
 """
 
 TESTS = """
@@ -105,6 +129,7 @@ async def test_1_a_post_is_seen_by_the_test(asyncdal_client, rollback_database):
     response = await asyncdal_client.post("/items", json={"name": "kettle", "price": "9.50"})
     assert response.status_code == 201, response.text
     assert (await asyncdal_client.get("/items")).json() == ["kettle"]
+    assert (await asyncdal_client.get("/audit")).json() == ["1: added kettle"]
     # The test's own Database shares the transaction the request committed into.
     async with rollback_database.read_only_unit_of_work() as uow:
         assert await uow.repository(ItemRepository).count() == 1
@@ -112,6 +137,7 @@ async def test_1_a_post_is_seen_by_the_test(asyncdal_client, rollback_database):
 
 async def test_2_and_rolled_back_before_the_next(asyncdal_client, rollback_connection):
     assert (await asyncdal_client.get("/items")).json() == []
+    assert (await asyncdal_client.get("/audit")).json() == []
     assert await rollback_connection.scalar(text("SELECT count(*) FROM items")) == 0
 
 

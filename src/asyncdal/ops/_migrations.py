@@ -95,8 +95,8 @@ def init_migrations(
         existing.remove(directory)  # an empty folder is free to fill
     if existing:
         raise MigrationsInitError(
-            f"{', '.join(map(str, existing))} already exist(s); nothing was written "
-            "(remove or move them, or choose another DIR / --config)"
+            f"refusing to overwrite {' and '.join(map(str, existing))}: nothing was written "
+            "(move them away, or choose another DIR or --config)"
         )
     location = Path(os.path.relpath(directory.resolve(), config.resolve().parent)).as_posix()
     ini = string.Template(_template("alembic.ini")).substitute(

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
     from asyncdal.testing._fakes import FakeUnitOfWork
 
-__all__ = ["asyncdal_app", "asyncdal_client", "asyncdal_override"]
+__all__ = ["asyncdal_app", "asyncdal_client", "asyncdal_database_names", "asyncdal_override"]
 
 # ASGI's types, as httpx spells them (no starlette needed).
 Scope = MutableMapping[str, Any]
@@ -117,31 +117,55 @@ def _databases_of(state: dict[str, Any]) -> Databases:
     return databases
 
 
+@pytest.fixture(scope="session")
+def asyncdal_database_names() -> tuple[str, ...]:
+    """Override to name every database your app has (``("main", "reference")``): each one's
+    ``DB__<NAME>__URL`` names the test database while ``asyncdal_client`` runs the app."""
+    return ("main",)
+
+
+async def _transaction(stack: AsyncExitStack, database: Database) -> AsyncConnection:
+    """A connection to ``database`` in a transaction rolled back when ``stack`` closes."""
+    connection = await stack.enter_async_context(database.engine.connect())
+    transaction = await connection.begin()
+    stack.push_async_callback(transaction.rollback)
+    return connection
+
+
 @pytest_asyncio.fixture(loop_scope="session")
 async def asyncdal_client(
     asyncdal_app: Any,
     asyncdal_database: Database,
+    asyncdal_database_names: tuple[str, ...],
     rollback_connection: AsyncConnection,
 ) -> AsyncIterator[AsyncClient]:
     """An ``httpx.AsyncClient`` on ``asyncdal_app``, its lifespan running, and everything its
     requests commit rolled back after the test.
 
-    ``DB__MAIN__URL`` names the test database while the app runs, so an app that reads its
-    settings at startup (``databases_lifespan(lambda: Databases.from_settings(
-    load_settings()))``) warms up there. Then every database of the app (``main`` and any
-    other) is pinned to the test's connection (``rollback_connection``): a request's commit
-    releases a savepoint, and ``rollback_database`` in the same test sees it. Requests run in
-    the session's event loop, one at a time (they share that connection).
+    ``DB__MAIN__URL`` (and ``DB__<NAME>__URL`` for each of ``asyncdal_database_names``) names
+    the test database while the app runs, so an app that reads its settings at startup
+    (``databases_lifespan(lambda: Databases.from_settings(load_settings()))``) warms up there.
+    Then every database of the app is pinned to a connection in a transaction rolled back after
+    the test: ``main`` to ``rollback_connection``, so ``rollback_database`` in the same test
+    sees what a request committed (a savepoint released); any other to one of its own, as two
+    databases have two transactions in production. Requests run in the session's event loop,
+    one at a time (they share those connections).
     """
     from httpx import ASGITransport, AsyncClient
 
     url = asyncdal_database.settings.sqlalchemy_url().render_as_string(hide_password=False)
     with pytest.MonkeyPatch.context() as environment:
-        environment.setenv("DB__MAIN__URL", url)
+        for name in asyncdal_database_names:
+            environment.setenv(f"DB__{name.upper()}__URL", url)
         async with AsyncExitStack() as stack:
             lifespan = await stack.enter_async_context(_Lifespan(asyncdal_app))
-            for database in _databases_of(lifespan.state).values():
-                await stack.enter_async_context(database.use_connection(rollback_connection))
+            for name, database in _databases_of(lifespan.state).items():
+                connection = (
+                    rollback_connection
+                    if name == "main"
+                    else await _transaction(stack, asyncdal_database)
+                )
+                await stack.enter_async_context(database.use_connection(connection))
             # Entered last, so closed first: the client, then the pins, then the lifespan.
             yield await stack.enter_async_context(
                 AsyncClient(transport=ASGITransport(app=lifespan.serve()), base_url="http://test")

@@ -35,7 +35,10 @@ Fixtures:
     rollback_database: ``asyncdal_database`` with everything a test does rolled back.
     asyncdal_app: override it to return your app.
     asyncdal_client: an ``httpx.AsyncClient`` on ``asyncdal_app`` with its lifespan running
-        and every database of the app pinned to ``rollback_connection``.
+        and every database of the app pinned to a rolled-back transaction (``main`` to
+        ``rollback_connection``).
+    asyncdal_database_names: override it to name all your app's databases (default
+        ``("main",)``): each one's ``DB__<NAME>__URL`` names the test database meanwhile.
     asyncdal_override: ``override(target, fake=None, database="main")`` on ``asyncdal_app``
         (see :func:`asyncdal.testing.override`): fakes for the providers of a repository
         class, committed by the middleware like real units of work; undone after the test.
@@ -47,7 +50,12 @@ The fakes and harnesses in :mod:`asyncdal.testing` need no pytest; only this mod
 
 import pytest
 
-from asyncdal.testing._client import asyncdal_app, asyncdal_client, asyncdal_override
+from asyncdal.testing._client import (
+    asyncdal_app,
+    asyncdal_client,
+    asyncdal_database_names,
+    asyncdal_override,
+)
 from asyncdal.testing._fixtures import (
     asyncdal_database,
     asyncdal_metadata,
@@ -61,6 +69,7 @@ __all__ = [
     "asyncdal_app",
     "asyncdal_client",
     "asyncdal_database",
+    "asyncdal_database_names",
     "asyncdal_metadata",
     "asyncdal_override",
     "asyncdal_replica_pair",
