@@ -2,9 +2,9 @@
 an HTTP client on your app whose every commit is rolled back after the test.
 
 Installed with ``asyncdal[testing]``, it loads by itself (the ``pytest11`` entry point
-``asyncdal``): do not list it in ``pytest_plugins`` too, pytest refuses a plugin registered
-twice. In ``pyproject.toml`` (checked when a test uses the database fixtures; the message says
-what is missing)::
+``asyncdal``; ``-p no:asyncdal`` turns it off): do not list it in ``pytest_plugins`` too,
+pytest refuses a plugin registered twice. In ``pyproject.toml`` (checked when a test uses the
+database fixtures; the message says what is missing)::
 
     [tool.pytest.ini_options]
     asyncio_mode = "auto"
