@@ -229,6 +229,26 @@ async def test_the_entry_point_plugin_serves_a_fresh_project(
     assert done.code == 0, done.output
 
 
+@pytest.mark.parametrize("how", ["pytest_plugins", "-p"])
+async def test_naming_the_plugin_module_as_well_is_harmless(
+    project: FreshProject, server_url: str, how: str
+) -> None:
+    """Conftests written before the entry point list the plugin (or ``-p`` names it): it is
+    registered once, not refused as registered twice."""
+    arguments: tuple[str, ...] = ("tests", "-k", "test_1 or test_2")
+    if how == "-p":
+        arguments = ("-p", "asyncdal.testing.plugin", *arguments)
+    else:
+        project.write(
+            "tests/conftest.py", 'pytest_plugins = ["asyncdal.testing.plugin"]\n' + CONFTEST
+        )
+    done = await run_pytest(project, server_url, *arguments)
+    assert outcomes(project) == {
+        "test_1_a_post_is_seen_by_the_test": "passed",
+        "test_2_and_rolled_back_before_the_next": "passed",
+    }, done.output
+
+
 async def test_the_rollback_test_would_see_a_leftover(
     project: FreshProject, server_url: str
 ) -> None:

@@ -2,9 +2,9 @@
 an HTTP client on your app whose every commit is rolled back after the test.
 
 Installed with ``asyncdal[testing]``, it loads by itself (the ``pytest11`` entry point
-``asyncdal``; ``-p no:asyncdal`` turns it off): do not list it in ``pytest_plugins`` too,
-pytest refuses a plugin registered twice. In ``pyproject.toml`` (checked when a test uses the
-database fixtures; the message says what is missing)::
+``asyncdal``; ``-p no:asyncdal`` turns it off); an older ``pytest_plugins =
+["asyncdal.testing.plugin"]`` line is no longer needed, and harmless. In ``pyproject.toml``
+(checked when a test uses the database fixtures; the message says what is missing)::
 
     [tool.pytest.ini_options]
     asyncio_mode = "auto"
@@ -48,6 +48,8 @@ Fixtures:
 The fakes and harnesses in :mod:`asyncdal.testing` need no pytest; only this module does.
 """
 
+import sys
+
 import pytest
 
 from asyncdal.testing._client import (
@@ -75,6 +77,7 @@ __all__ = [
     "asyncdal_replica_pair",
     "asyncdal_test_url",
     "pytest_collection_modifyitems",
+    "pytest_plugin_registered",
     "rollback_connection",
     "rollback_database",
 ]
@@ -95,6 +98,23 @@ of pytest.ini):
 
 Now: asyncio_default_fixture_loop_scope = {fixture_scope!r}, this test's loop scope = \
 {test_scope!r}."""
+
+
+_ENTRY_POINT = "asyncdal"
+
+
+def pytest_plugin_registered(plugin: object, manager: pytest.PytestPluginManager) -> None:
+    """Once this module is registered under one of its names, the other one loads nothing.
+
+    Registered by the entry point (``asyncdal``), a ``pytest_plugins =
+    ["asyncdal.testing.plugin"]`` line becomes a no-op; registered by that line or by ``-p
+    asyncdal.testing.plugin`` (which comes before entry points), the entry point is skipped.
+    Either way instead of pytest's "Plugin already registered under a different name".
+    """
+    this = sys.modules[__name__]
+    if plugin is this:
+        name = manager.get_name(this)
+        manager.set_blocked(_ENTRY_POINT if name == __name__ else __name__)
 
 
 def _test_loop_scope(item: pytest.Item) -> object:
