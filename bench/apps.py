@@ -130,13 +130,13 @@ def _catalog(url: str, **database: object) -> tuple[CatalogContainer, FastAPI]:
     )
     main = settings.databases["main"]
     # load_settings also reads .env; a pool setting from there would make (c) unlike (b).
-    if (main.effective_pool_size, main.effective_max_overflow) != (
+    if (main.pool.effective_size, main.pool.effective_max_overflow) != (
         DEFAULT_POOL_SIZE,
         DEFAULT_MAX_OVERFLOW,
-    ) or main.model_fields_set != {"url", *database}:
+    ) or main.flat_fields_set != {"url", *database}:
         print(
             f"bench: warning: (c) does not run with asyncdal's default settings; it also sets "
-            f"{sorted(main.model_fields_set - {'url', *database})} (from .env?)",
+            f"{sorted(main.flat_fields_set - {'url', *database})} (from .env?)",
             file=sys.stderr,
         )
     container = CatalogContainer()

@@ -104,7 +104,7 @@ async def test_link_fault_fails_in_time_opens_breaker_fails_fast_and_recovers(
         )
 
         proxy.heal()
-        recovered = await until_ok(client, "/count", deadline=db.settings.breaker_cool_down + 5)
+        recovered = await until_ok(client, "/count", deadline=db.settings.breaker.cool_down + 5)
         assert db.breaker.state == "closed"
         assert (await client.post("/items?tag=healed")).status_code == 201
         print(

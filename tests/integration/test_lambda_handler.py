@@ -247,7 +247,9 @@ async def test_handler_survives_terminated_backends_and_leaves_no_connection(
     The handler's settings are on the null pool even though the given ones name no pool.
     """
     handler = create_handler(handler_settings)
-    assert {name: db.pool_class for name, db in settings_of(handler).databases.items()} == {
+    assert {
+        name: db.pool.effective_kind for name, db in settings_of(handler).databases.items()
+    } == {
         "main": "null",
         "reference": "null",
     }
@@ -337,5 +339,5 @@ async def test_module_entry_point_reads_settings_from_the_environment_at_first_i
         await assert_no_backend_left(admin, application_name)
 
     settings = settings_of(lambda_handler.default_handler())
-    assert settings.databases["main"].pool_class == "null"
+    assert settings.databases["main"].pool.effective_kind == "null"
     assert settings.databases["main"].application_name == application_name

@@ -112,7 +112,7 @@ async def test_a_missing_setting_falls_back_to_the_databases_own_default(
     try:
         reference = databases["reference"]
         assert reference.engine.pool.size() == DEFAULT_POOL_SIZE  # type: ignore[attr-defined]
-        assert reference.settings.effective_max_overflow == DEFAULT_MAX_OVERFLOW
+        assert reference.settings.pool.effective_max_overflow == DEFAULT_MAX_OVERFLOW
         async with reference.read_only_unit_of_work() as uow:
             name = await uow.session.scalar(text("SHOW application_name"))
         assert name == "asyncdal"  # its own default, not main's "main-app"

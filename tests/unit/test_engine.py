@@ -111,7 +111,7 @@ async def test_every_engine_gets_a_guard_with_the_breaker_and_retry_settings() -
             0.1,
             2,
         )
-        assert guard.budget == settings.connect_timeout
+        assert guard.budget == settings.timeouts.connect
         # A breaker is made from the settings when none is given; it survives recreate().
         own = circuit_breaker(null_engine)
         assert own is not None

@@ -140,11 +140,11 @@ def test_with_settings_derives_a_second_pool() -> None:
     derived = database.with_settings("main:handlers", pool_size=3, application_name="h")
     assert derived is not database
     assert derived.name == "main:handlers"
-    assert derived.settings.effective_pool_size == 3
+    assert derived.settings.pool.effective_size == 3
     assert derived.settings.application_name == "h"
-    assert derived.settings.command_timeout == 5
+    assert derived.settings.timeouts.command == 5
     assert derived.settings.safe_url == database.settings.safe_url
-    assert database.settings.effective_pool_size == 10
+    assert database.settings.pool.effective_size == 10
     assert derived._engine_hooks == database._engine_hooks
     with pytest.raises(ValueError, match="POOL_SIZE"):
         database.with_settings(pool_size=0)

@@ -42,9 +42,9 @@ def test_replicas_comma_separated_inherit_the_databases_own_parts(
     )
     url = second.sqlalchemy_url()
     assert (url.host, url.port, url.username, url.database) == ("r2", 6000, "other", "copy")
-    assert (first.effective_pool_size, main.effective_pool_size) == (3, 8)
-    assert first.statement_timeout == 2  # everything else is the database's own
-    assert main.weights == (1, 1)
+    assert (first.pool.effective_size, main.pool.effective_size) == (3, 8)
+    assert first.timeouts.statement == 2  # everything else is the database's own
+    assert main.replicas.effective_weights == (1, 1)
 
 
 def test_replicas_as_a_json_list_with_weights(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -53,13 +53,13 @@ def test_replicas_as_a_json_list_with_weights(monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setenv("DB__REFERENCE__REPLICA_WEIGHTS", "[3, 1]")
     monkeypatch.setenv("DB__REFERENCE__REPLICA_MAX_OVERFLOW", "4")
     reference = load_settings().databases["reference"]
-    assert reference.weights == (3, 1)
+    assert reference.replicas.effective_weights == (3, 1)
     assert [replica.sqlalchemy_url().host for replica in reference.replica_settings()] == [
         "a",
         "b",
     ]
-    assert reference.replica_settings()[0].effective_max_overflow == 4
-    assert reference.effective_max_overflow == 0
+    assert reference.replica_settings()[0].pool.effective_max_overflow == 4
+    assert reference.pool.effective_max_overflow == 0
 
 
 def test_replica_settings_of_one_database_never_leak_to_another(
@@ -70,9 +70,10 @@ def test_replica_settings_of_one_database_never_leak_to_another(
     monkeypatch.setenv("DB__MAIN__MAX_REPLICA_LAG", "5")
     monkeypatch.setenv("DB__REFERENCE__URL", "postgresql://u@ref/r")
     settings = load_settings()
-    assert settings.databases["reference"].replicas == ()
-    assert settings.databases["reference"].max_replica_lag == 30.0
-    assert settings.databases["main"].max_replica_lag == 5
+    assert settings.databases["reference"].replicas.urls == ()
+    assert not settings.databases["reference"].replicas
+    assert settings.databases["reference"].replicas.max_lag == 30.0
+    assert settings.databases["main"].replicas.max_lag == 5
 
 
 def test_web_concurrency_is_the_worker_count(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -65,9 +65,9 @@ def test_names_are_case_insensitive_and_each_database_is_separate(
     monkeypatch.setenv("DB__MAIN__POOL_SIZE", "7")
     databases = load_settings().databases
     assert set(databases) == {"main", "reference"}
-    assert databases["main"].effective_pool_size == 7
-    assert databases["reference"].effective_pool_size == 2
-    assert databases["reference"].effective_max_overflow == 0
+    assert databases["main"].pool.effective_size == 7
+    assert databases["reference"].pool.effective_size == 2
+    assert databases["reference"].pool.effective_max_overflow == 0
     assert databases["reference"].sqlalchemy_url().host == "ref-host"
 
 
@@ -102,16 +102,20 @@ def test_every_field_is_read_from_the_environment(monkeypatch: pytest.MonkeyPatc
     assert main.sqlalchemy_url().render_as_string(hide_password=False) == (
         "postgresql+asyncpg://u:pw@h:5433/n"
     )
-    assert (main.pool_class, main.effective_pool_size, main.effective_max_overflow) == (
+    assert (
+        main.pool.effective_kind,
+        main.pool.effective_size,
+        main.pool.effective_max_overflow,
+    ) == (
         "queue",
         3,
         4,
     )
-    assert (main.pool_timeout, main.pool_recycle, main.pre_ping) == (2.5, 60, True)
-    assert (main.connect_timeout, main.command_timeout, main.statement_timeout) == (1.5, 9, 0.25)
-    assert (main.lock_timeout, main.idle_in_transaction_session_timeout) == (0.5, 30)
-    assert (main.retry_attempts, main.retry_base_delay, main.retry_max_delay) == (5, 0.1, 2)
-    assert (main.breaker_failure_threshold, main.breaker_cool_down) == (7, 12)
+    assert (main.pool.timeout, main.pool.recycle, main.pool.pre_ping) == (2.5, 60, True)
+    assert (main.timeouts.connect, main.timeouts.command, main.timeouts.statement) == (1.5, 9, 0.25)
+    assert (main.timeouts.lock, main.timeouts.idle_in_transaction) == (0.5, 30)
+    assert (main.retry.attempts, main.retry.base_delay, main.retry.max_delay) == (5, 0.1, 2)
+    assert (main.breaker.failure_threshold, main.breaker.cool_down) == (7, 12)
     assert main.application_name == "shop"
 
 
@@ -245,13 +249,13 @@ def test_errors_never_show_the_password(monkeypatch: pytest.MonkeyPatch) -> None
 
 def test_null_pool_defaults_on_lambda(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DATABASE_URL", "postgresql://u@h/n")
-    assert load_settings().databases["main"].pool_class == "queue"
+    assert load_settings().databases["main"].pool.effective_kind == "queue"
     monkeypatch.setenv("AWS_LAMBDA_FUNCTION_NAME", "catalog")
     main = load_settings().databases["main"]
-    assert main.pool_class == "null"
-    assert (main.effective_pool_size, main.effective_max_overflow) == (0, 0)
+    assert main.pool.effective_kind == "null"
+    assert (main.pool.effective_size, main.pool.effective_max_overflow) == (0, 0)
     monkeypatch.setenv("DB__MAIN__POOL", "queue")
-    assert load_settings().databases["main"].pool_class == "queue"
+    assert load_settings().databases["main"].pool.effective_kind == "queue"
 
 
 SIZING_ON_LAMBDA = {
@@ -287,9 +291,9 @@ def test_lambda_null_pool_ignores_sizing_with_one_info_line(
             monkeypatch.setenv(name, value)
     with caplog.at_level(logging.INFO, logger="asyncdal.settings"):
         main = load_settings().databases["main"]
-    assert main.pool_class == "null"
-    assert (main.effective_pool_size, main.effective_max_overflow) == (0, 0)
-    assert (main.pool_size, main.max_overflow) == (None, None)  # dropped, not kept
+    assert main.pool.effective_kind == "null"
+    assert (main.pool.effective_size, main.pool.effective_max_overflow) == (0, 0)
+    assert (main.pool.size, main.pool.max_overflow) == (None, None)  # dropped, not kept
     [line] = _settings_records(caplog)
     assert "DB__MAIN__POOL_SIZE" in line
     assert "DB__MAIN__MAX_OVERFLOW" in line
@@ -301,7 +305,11 @@ def test_the_same_sizing_pools_outside_lambda(monkeypatch: pytest.MonkeyPatch) -
         if name != "AWS_LAMBDA_FUNCTION_NAME":
             monkeypatch.setenv(name, value)
     main = load_settings().databases["main"]
-    assert (main.pool_class, main.effective_pool_size, main.effective_max_overflow) == (
+    assert (
+        main.pool.effective_kind,
+        main.pool.effective_size,
+        main.pool.effective_max_overflow,
+    ) == (
         "queue",
         5,
         2,
@@ -314,7 +322,7 @@ def test_lambda_without_sizing_logs_nothing(
     monkeypatch.setenv("DATABASE_URL", "postgresql://u@h/n")
     monkeypatch.setenv("AWS_LAMBDA_FUNCTION_NAME", "catalog")
     with caplog.at_level(logging.INFO, logger="asyncdal.settings"):
-        assert load_settings().databases["main"].pool_class == "null"
+        assert load_settings().databases["main"].pool.effective_kind == "null"
     assert _settings_records(caplog) == []
 
 
@@ -349,12 +357,16 @@ def test_with_null_pool_drops_the_sizing_and_keeps_the_rest(
     )
     with caplog.at_level(logging.INFO, logger="asyncdal.settings"):
         single = pooled.with_null_pool()
-    assert single.pool == "null"
-    assert (single.pool_size, single.max_overflow, single.replica_pool_size) == (None, None, None)
-    assert (single.effective_pool_size, single.effective_max_overflow) == (0, 0)
+    assert single.pool.kind == "null"
+    assert (single.pool.size, single.pool.max_overflow, single.replicas.pool_size) == (
+        None,
+        None,
+        None,
+    )
+    assert (single.pool.effective_size, single.pool.effective_max_overflow) == (0, 0)
     assert single.sqlalchemy_url() == pooled.sqlalchemy_url()
     assert single.application_name == "shop"
-    assert [replica.pool_class for replica in single.replica_settings()] == ["null"]
+    assert [replica.pool.effective_kind for replica in single.replica_settings()] == ["null"]
     [line] = _settings_records(caplog)
     assert "POOL_SIZE, MAX_OVERFLOW, REPLICA_POOL_SIZE not used" in line
     assert "p@ss" not in line
@@ -362,7 +374,7 @@ def test_with_null_pool_drops_the_sizing_and_keeps_the_rest(
     caplog.clear()
     with caplog.at_level(logging.INFO, logger="asyncdal.settings"):
         assert single.with_null_pool() == single
-        assert pooled.with_null_pool(log=False).pool == "null"
+        assert pooled.with_null_pool(log=False).pool.kind == "null"
     assert _settings_records(caplog) == []
 
 

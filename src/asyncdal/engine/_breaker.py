@@ -9,8 +9,13 @@ again for another cool-down. A probe that never reports (its task was cancelled)
 by another after a further cool-down.
 
 Each engine's pool carries one (see :func:`circuit_breaker`), so a database's primary and each
-of its replicas have their own. It is plain synchronous code without locks: asyncio runs one
-callback at a time, and SQLAlchemy calls it from inside its greenlets on the same thread.
+of its replicas have their own. One breaker serves a server's engines in every event loop that
+uses the database, and those loops may run in different threads (Lambda, tests, a worker's
+threads), so asyncio running one callback at a time is not enough: a ``threading.Lock`` guards
+every change of state and of the count. The common calls take no lock: a success while closed
+with nothing to reset (after every statement) and a checkout while closed only read.
+State-change listeners are called outside the lock, one call at a time, in the order of the
+changes, from whichever thread made (or is delivering) them.
 
 Example:
     >>> breaker = CircuitBreaker("main", failure_threshold=5, cool_down=5.0)
@@ -21,7 +26,9 @@ Example:
 
 from __future__ import annotations
 
+import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -51,7 +58,8 @@ class CircuitBreaker:
         clock: monotonic seconds; replaced by tests.
 
     Attributes:
-        listeners: called with ``(breaker, old_state, new_state)`` on every change.
+        listeners: called with ``(breaker, old_state, new_state)`` on every change, in order
+            and one at a time, outside the breaker's lock (a listener may use the breaker).
     """
 
     def __init__(
@@ -77,6 +85,11 @@ class CircuitBreaker:
         self._failures = 0
         self._opened_at = 0.0
         self._probe_started: float | None = None
+        # Guards the state, the count and the changes not yet told to the listeners.
+        self._lock = threading.Lock()
+        self._untold: deque[tuple[BreakerState, BreakerState]] = deque()
+        # Held by the one thread telling the listeners, so they hear the changes in order.
+        self._telling = threading.Lock()
         self.last_error: str | None = None
         """Class name of the last connection failure counted (never its message)."""
 
@@ -88,8 +101,8 @@ class CircuitBreaker:
         return cls(
             name,
             node=node,
-            failure_threshold=settings.breaker_failure_threshold,
-            cool_down=settings.breaker_cool_down,
+            failure_threshold=settings.breaker.failure_threshold,
+            cool_down=settings.breaker.cool_down,
         )
 
     @property
@@ -104,9 +117,13 @@ class CircuitBreaker:
 
     def retry_after(self) -> float:
         """Seconds until a probe may go through (0 when closed or probing)."""
+        with self._lock:
+            return self._retry_after(self._clock())
+
+    def _retry_after(self, now: float) -> float:
         if self._state != "open":
             return 0.0
-        return max(0.0, self._opened_at + self.cool_down - self._clock())
+        return max(0.0, self._opened_at + self.cool_down - now)
 
     def before_connect(self) -> None:
         """Let a checkout through, or raise at once while open.
@@ -115,9 +132,17 @@ class CircuitBreaker:
             DatabaseUnavailableError: the breaker is open and cooling down, or a probe is
                 already in flight.
         """
+        if self._state == "closed":  # a read needs no lock; a failure after it comes after us
+            return
+        try:
+            with self._lock:
+                self._before_connect(self._clock())
+        finally:
+            self._tell()
+
+    def _before_connect(self, now: float) -> None:
         if self._state == "closed":
             return
-        now = self._clock()
         if self._state == "open":
             if now - self._opened_at < self.cool_down:
                 raise self._unavailable(self._opened_at + self.cool_down - now)
@@ -131,30 +156,40 @@ class CircuitBreaker:
 
     def record_success(self) -> None:
         """A connection opened or a statement ran: the server answers."""
-        self._failures = 0
-        if self._state != "closed":
-            self._probe_started = None
-            self._change("closed")
+        # After every statement, so nothing to reset must cost no lock. Reading without it is
+        # safe: this returns only when the count was 0 and then the state closed, and a
+        # failure counted meanwhile is simply ordered after this success.
+        if self._failures == 0 and self._state == "closed":
+            return
+        with self._lock:
+            self._failures = 0
+            if self._state != "closed":
+                self._probe_started = None
+                self._change("closed")
+        self._tell()
 
     def record_failure(self, error: BaseException | None = None) -> None:
         """A connection-class failure (see :func:`asyncdal.faults.is_connection_failure`)."""
-        if error is not None:
-            self.last_error = type(error).__name__
-        self._failures += 1
-        if self._state == "half_open" or (
-            self._state == "closed" and self._failures >= self.failure_threshold
-        ):
-            self._opened_at = self._clock()
-            self._probe_started = None
-            self._change("open")
+        with self._lock:
+            if error is not None:
+                self.last_error = type(error).__name__
+            self._failures += 1
+            if self._state == "half_open" or (
+                self._state == "closed" and self._failures >= self.failure_threshold
+            ):
+                self._opened_at = self._clock()
+                self._probe_started = None
+                self._change("open")
+        self._tell()
 
     def as_dict(self) -> dict[str, Any]:
         """State for health reports: ``state``, ``failures``, ``retry_after`` (seconds)."""
-        return {
-            "state": self._state,
-            "failures": self._failures,
-            "retry_after": round(self.retry_after(), 3),
-        }
+        with self._lock:
+            return {
+                "state": self._state,
+                "failures": self._failures,
+                "retry_after": round(self._retry_after(self._clock()), 3),
+            }
 
     def _unavailable(self, wait: float) -> DatabaseUnavailableError:
         return DatabaseUnavailableError(
@@ -166,9 +201,31 @@ class CircuitBreaker:
         )
 
     def _change(self, state: BreakerState) -> None:
+        """Change the state (the lock held); :meth:`_tell` tells the listeners after."""
         old, self._state = self._state, state
-        for listener in self.listeners:
-            listener(self, old, state)
+        self._untold.append((old, state))
+
+    def _tell(self) -> None:
+        """Tell the listeners every change not told yet, outside the state lock.
+
+        One thread tells at a time, so listeners hear the changes in their order. A thread that
+        finds another telling leaves its changes to it; the teller looks again after letting go,
+        so a change queued just before that is not left behind. A listener that changes the
+        breaker (same thread) queues its change for the loop it is called from.
+        """
+        while self._untold:
+            if not self._telling.acquire(blocking=False):
+                return
+            try:
+                while True:
+                    with self._lock:
+                        if not self._untold:
+                            break
+                        old, new = self._untold.popleft()
+                    for listener in self.listeners:
+                        listener(self, old, new)
+            finally:
+                self._telling.release()
 
     def __repr__(self) -> str:
         return f"<CircuitBreaker {self.name!r} {self._state} failures={self._failures}>"

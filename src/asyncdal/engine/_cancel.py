@@ -8,8 +8,9 @@ locks, until it next writes to the socket (a ``pg_sleep(30)`` holding ``FOR UPDA
 The cancellation test found that race. Here the cancel request's parameters are taken while the
 connection is still open, and it is sent from a task of our own, which closing cannot abort.
 
-This reaches into asyncpg internals (the backend's secret key and ``connect_utils._cancel``, the
-same call asyncpg makes) on purpose, and does nothing where they are not as expected.
+Building that request needs asyncpg internals, kept in :mod:`asyncdal.engine._asyncpg`. Should
+asyncpg change them, the unit test on their shape fails, and here an error is logged once per
+engine; the request is then left to asyncpg's own task, with the race above.
 """
 
 from __future__ import annotations
@@ -18,6 +19,9 @@ import asyncio
 import logging
 from collections.abc import Coroutine
 from typing import Any
+
+from asyncdal.engine._asyncio import DependencyChanged
+from asyncdal.engine._asyncpg import cancel_request
 
 __all__ = ["ServerCancel"]
 
@@ -29,28 +33,30 @@ class ServerCancel:
 
     def __init__(self) -> None:
         self._tasks: set[asyncio.Task[None]] = set()
+        self._reported = False
 
     def request(self, driver_connection: Any) -> None:
         """Ask the server to cancel what ``driver_connection`` (an asyncpg connection) is
         running; returns at once, the request is sent in the background."""
-        raw = driver_connection
-        protocol = getattr(raw, "_protocol", None)
-        if raw is None or protocol is None or raw.is_closed():
+        if driver_connection is None or driver_connection.is_closed():
             return
+        # SQLAlchemy's error handling runs in a greenlet of the connection's own loop.
+        loop = asyncio.get_running_loop()
         try:
-            from asyncpg import connect_utils
-
-            send_cancel: Any = getattr(connect_utils, "_cancel")  # noqa: B009 - private, typed Any
-            send = send_cancel(
-                loop=raw._loop,
-                addr=raw._addr,
-                params=raw._params,
-                backend_pid=protocol.backend_pid,
-                backend_secret=protocol.backend_secret,
-            )
-        except (AttributeError, ImportError, TypeError):  # asyncpg changed: leave it to asyncpg
+            send = cancel_request(driver_connection)
+        except DependencyChanged as error:
+            # Logged, not raised: this runs while SQLAlchemy handles the caller's timeout or
+            # cancellation, which an error of ours would replace.
+            if not self._reported:
+                self._reported = True
+                logger.error(
+                    "cannot send cancel requests of our own (%s); asyncpg's are left to race "
+                    "the closing of the connection, so an abandoned statement may keep running "
+                    "on the server (and keep its locks) until it ends",
+                    error,
+                )
             return
-        task = raw._loop.create_task(self._send(send, protocol.backend_pid))
+        task = loop.create_task(self._send(send, driver_connection.get_server_pid()))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 

@@ -54,6 +54,9 @@ class TimedQueuePool(GuardedPool, AsyncAdaptedQueuePool):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        # SQLAlchemy keeps its own copy private; create_engine and recreate() pass it by name.
+        self.max_overflow: int = kwargs.get("max_overflow", 10)
+        """Connections it may open beyond its size."""
         self.wait_listeners: list[Callable[[float, bool], None]] = []
 
     def recreate(self) -> TimedQueuePool:
@@ -92,9 +95,9 @@ def server_timeouts(settings: DatabaseSettings) -> dict[str, str]:
     not configured are left out (the server's defaults apply).
     """
     values = {
-        "statement_timeout": settings.statement_timeout,
-        "lock_timeout": settings.lock_timeout,
-        "idle_in_transaction_session_timeout": settings.idle_in_transaction_session_timeout,
+        "statement_timeout": settings.timeouts.statement,
+        "lock_timeout": settings.timeouts.lock,
+        "idle_in_transaction_session_timeout": settings.timeouts.idle_in_transaction,
     }
     # Never 0, which PostgreSQL reads as "no limit".
     return {
@@ -111,26 +114,26 @@ def _unique_statement_name() -> str:
 def connect_arguments(settings: DatabaseSettings) -> dict[str, Any]:
     """asyncpg ``connect()`` keyword arguments for these settings.
 
-    In pooler mode (``settings.pgbouncer``) asyncpg's and SQLAlchemy's statement caches are
-    off and every prepared statement gets a unique name, as a transaction-mode pooler hands
-    each transaction a different server connection; the server-side timeouts are then not
+    In pooler mode (``settings.pooler.transaction_mode``) asyncpg's and SQLAlchemy's statement
+    caches are off and every prepared statement gets a unique name, as a transaction-mode pooler
+    hands each transaction a different server connection; the server-side timeouts are then not
     startup parameters (PgBouncer refuses those) but set per transaction by the ``Database``.
     """
     server_settings = {"application_name": settings.application_name}
-    if not settings.pgbouncer:
+    if not settings.pooler.transaction_mode:
         server_settings.update(server_timeouts(settings))
     arguments: dict[str, Any] = {
-        "timeout": settings.connect_timeout,
+        "timeout": settings.timeouts.connect,
         "server_settings": server_settings,
     }
-    if settings.pgbouncer:
+    if settings.pooler.transaction_mode:
         arguments.update(
             statement_cache_size=0,
             prepared_statement_cache_size=0,
             prepared_statement_name_func=_unique_statement_name,
         )
-    if settings.command_timeout is not None:
-        arguments["command_timeout"] = settings.command_timeout
+    if settings.timeouts.command is not None:
+        arguments["command_timeout"] = settings.timeouts.command
     arguments.update(settings.tls_arguments())
     return arguments
 
@@ -161,16 +164,16 @@ def create_engine(
         A new engine; the caller owns it and must ``await engine.dispose()``.
     """
     options: dict[str, Any] = {"connect_args": connect_arguments(settings)}
-    if settings.pool_class == "null":
+    if settings.pool.effective_kind == "null":
         options["poolclass"] = GuardedNullPool
     else:
         options.update(
             poolclass=TimedQueuePool,
-            pool_size=settings.effective_pool_size,
-            max_overflow=settings.effective_max_overflow,
-            pool_timeout=settings.pool_timeout,
-            pool_recycle=settings.pool_recycle,
-            pool_pre_ping=settings.pre_ping,
+            pool_size=settings.pool.effective_size,
+            max_overflow=settings.pool.effective_max_overflow,
+            pool_timeout=settings.pool.timeout,
+            pool_recycle=settings.pool.recycle,
+            pool_pre_ping=settings.pool.pre_ping,
         )
     options.update(engine_options)
     # Looked up at call time, not imported by name, so that instrumentation that wraps
@@ -179,7 +182,7 @@ def create_engine(
     if breaker is None:
         breaker = CircuitBreaker.from_settings(settings.application_name, settings)
     guard = ConnectionGuard(
-        breaker, RetryPolicy.from_settings(settings), settings.connect_timeout, on_retry
+        breaker, RetryPolicy.from_settings(settings), settings.timeouts.connect, on_retry
     )
     attach_guard(engine, guard)
     # After the guard, whose listener decides the connection's fate (abort, keep the pool).

@@ -49,7 +49,7 @@ class RetryPolicy:
     @classmethod
     def from_settings(cls, settings: DatabaseSettings) -> RetryPolicy:
         """The policy of one database (``DB__<NAME>__RETRY_*``)."""
-        return cls(settings.retry_attempts, settings.retry_base_delay, settings.retry_max_delay)
+        return cls(settings.retry.attempts, settings.retry.base_delay, settings.retry.max_delay)
 
     def wait(self) -> wait_random_exponential:
         """Full jitter: a uniform draw between 0 and ``min(max_delay, base_delay * 2**n)``."""

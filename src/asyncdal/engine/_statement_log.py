@@ -84,7 +84,7 @@ def attach_query_log(
 
     pool = sync_engine.pool
     if isinstance(pool, TimedQueuePool):
-        capacity = pool.size() + max(0, pool._max_overflow)
+        capacity = pool.size() + max(0, pool.max_overflow)
         last_warning = [float("-inf")]
 
         def checked_out(dbapi_connection: Any, record: Any, proxy: Any) -> None:

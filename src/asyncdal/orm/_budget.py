@@ -50,7 +50,7 @@ _LIMIT_QUERY = text(
 )
 
 CHECK_POOL = {"pool": "queue", "pool_size": 1, "max_overflow": 0}
-"""The pool of the replica check's own engine to each node (settings to update)."""
+"""The pool of the replica check's own engine to each node (``DatabaseSettings.replace``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,16 +166,16 @@ def budget_lines(
         for node, node_settings in nodes:
             engines = [(node, node_settings)]
             if settings.replicas:
-                engines.append((f"{node} check", node_settings.model_copy(update=CHECK_POOL)))
+                engines.append((f"{node} check", node_settings.replace(**CHECK_POOL)))
             for label, engine_settings in engines:
                 lines.append(
                     BudgetLine(
                         server=_server(engine_settings),
                         database=name,
                         node=label,
-                        pool=engine_settings.pool_class,
-                        pool_size=engine_settings.effective_pool_size,
-                        max_overflow=engine_settings.effective_max_overflow,
+                        pool=engine_settings.pool.effective_kind,
+                        pool_size=engine_settings.pool.effective_size,
+                        max_overflow=engine_settings.pool.effective_max_overflow,
                         workers=workers,
                         strict=settings.strict_budget,
                     )
@@ -194,7 +194,7 @@ async def _ask(settings: DatabaseSettings) -> tuple[int, str]:
     """The server's connection limit for clients, and what identifies the server."""
     engine = create_engine(settings.with_null_pool(log=False))
     try:
-        async with asyncio.timeout(settings.connect_timeout), engine.connect() as connection:
+        async with asyncio.timeout(settings.timeouts.connect), engine.connect() as connection:
             row = (await connection.execute(_LIMIT_QUERY)).one()
             return int(row.limit), str(row.identity)
     finally:

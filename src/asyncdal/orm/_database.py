@@ -21,34 +21,21 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, AbstractContextManager, asynccontextmanager
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any, TypeVar
 
-from sqlalchemy import event, text
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
-from sqlalchemy.orm import ORMExecuteState, Session
 
-from asyncdal._sql import may_write
 from asyncdal.engine._breaker import CircuitBreaker
-from asyncdal.engine._create import connect_arguments, create_engine, server_timeouts
-from asyncdal.engine._request_tags import tag_connections_with_request_id
-from asyncdal.engine._retry import RetryListener, RetryPolicy
-from asyncdal.engine._statement_log import attach_query_log, warming_up
-from asyncdal.errors import ReadOnlyError, UnitOfWorkError
-from asyncdal.orm._budget import CHECK_POOL
-from asyncdal.orm._transaction import retry_dropped_reads, run_in_transaction
+from asyncdal.engine._retry import RetryListener
+from asyncdal.engine._statement_log import warming_up
+from asyncdal.errors import UnitOfWorkError
+from asyncdal.orm._loop_engines import LoopEngine, LoopEngines
+from asyncdal.orm._sessions import ReadOnlySession
+from asyncdal.orm._transaction import run_in_transaction
 from asyncdal.orm._uow import UnitOfWork
-from asyncdal.replicas._lsn import track_commit_lsn
-from asyncdal.replicas._monitor import ReplicaMonitor
-from asyncdal.replicas._routing import (
-    ReplicaNode,
-    Router,
-    RoutingSession,
-    handwritten_sql,
-    route,
-    session_info,
-    translate_read_only_errors,
-)
+from asyncdal.replicas._routing import ReplicaNode, route
 from asyncdal.settings import DatabaseSettings
 
 __all__ = ["Database"]
@@ -56,52 +43,6 @@ __all__ = ["Database"]
 T = TypeVar("T")
 
 logger = logging.getLogger("asyncdal.database")
-
-
-class _ReadOnlySession(Session):
-    """A session that refuses writes: the default read-only path runs in autocommit mode,
-    where a write would be permanent at once."""
-
-
-@event.listens_for(_ReadOnlySession, "before_flush")
-def _refuse_flush(session: Session, flush_context: Any, instances: Any) -> None:
-    raise ReadOnlyError("a read-only unit of work cannot write (flush refused)")
-
-
-@event.listens_for(_ReadOnlySession, "do_orm_execute")
-def _refuse_write_statements(state: ORMExecuteState) -> None:
-    if state.is_insert or state.is_update or state.is_delete:
-        raise ReadOnlyError("a read-only unit of work cannot run INSERT, UPDATE or DELETE")
-    # A raw text() must be a plain read (asyncdal._sql: keywords inside literals and comments
-    # do not count). A SELECT of a function that writes cannot be seen from here: use
-    # read_only_unit_of_work(snapshot=True), or replicas, whose connections are READ ONLY, to
-    # have the server refuse it.
-    sql = handwritten_sql(state.statement)
-    if sql is not None and may_write(sql):
-        raise ReadOnlyError(
-            "a read-only unit of work runs only reads (SELECT, WITH, SHOW, EXPLAIN, "
-            "VALUES, TABLE); use unit_of_work() to write"
-        )
-
-
-@dataclass(slots=True)
-class _LoopEngine:
-    """The engine and session factories that belong to one event loop."""
-
-    loop: asyncio.AbstractEventLoop
-    engine: AsyncEngine
-    sessions: async_sessionmaker[AsyncSession]
-    quick_reads: async_sessionmaker[AsyncSession]
-    snapshot_reads: async_sessionmaker[AsyncSession]
-    router: Router | None = None
-    monitor: ReplicaMonitor | None = None
-    replica_engines: tuple[AsyncEngine, ...] = ()
-    check_engines: tuple[AsyncEngine, ...] = ()
-    """The replica check's own connections (primary, then each replica): not for requests."""
-
-    def all_engines(self) -> tuple[AsyncEngine, ...]:
-        """Every engine of this loop, the check's included (to dispose of them)."""
-        return (self.engine, *self.replica_engines, *self.check_engines)
 
 
 class Database:
@@ -117,19 +58,18 @@ class Database:
         self.name = name
         self.settings = settings
         self._engine_options = engine_options
-        self._by_loop: dict[asyncio.AbstractEventLoop, _LoopEngine] = {}
-        self._last: _LoopEngine | None = None
-        self._pinned: _LoopEngine | None = None
+        self._by_loop: dict[asyncio.AbstractEventLoop, LoopEngine] = {}
+        self._last: LoopEngine | None = None
+        self._pinned: LoopEngine | None = None
         self._engine_hooks: list[Callable[[AsyncEngine], None]] = []
-        self._node_names: dict[int, str] = {}
-        # One breaker per server, shared by the engines of every event loop.
-        self.breaker = CircuitBreaker.from_settings(name, settings)
-        # Each replica's own breaker, also shared across event loops.
-        self._replica_breakers: dict[str, CircuitBreaker] = {}
+        # Breakers (one per server) and session classes are shared by every loop's engines.
+        self._engines = LoopEngines(name, settings, engine_options, self.note_retry)
+        self.breaker: CircuitBreaker = self._engines.breaker
+        """The primary's circuit breaker."""
         self.retry_listeners: list[RetryListener] = []
         """Told ``(kind, node)`` before each retry of this database (see :meth:`note_retry`)."""
 
-    def _bound(self) -> _LoopEngine:
+    def _bound(self) -> LoopEngine:
         loop = asyncio.get_running_loop()
         last = self._last
         if last is not None and last.loop is loop:
@@ -146,7 +86,7 @@ class Database:
         bound = self._by_loop.get(loop)
         if bound is None:
             self._forget_closed_loops()
-            bound = self._by_loop[loop] = self._build(loop)
+            bound = self._by_loop[loop] = self._engines.build(loop)
             for hook in self._engine_hooks:
                 for engine in (bound.engine, *bound.replica_engines):
                     hook(engine)
@@ -154,151 +94,6 @@ class Database:
                 bound.monitor.start()
         self._last = bound
         return bound
-
-    def _session_classes(self) -> tuple[type[Session], type[Session], type[Session]]:
-        """The read-write, read-only (snapshot) and quick-read session classes."""
-        timeouts = server_timeouts(self.settings)
-        writer: type[Session] = Session
-        reader: type[Session] = _ReadOnlySession
-        if self.settings.pgbouncer and timeouts:
-            # Behind a transaction-mode pooler a session-level setting would leak to other
-            # clients' transactions, so the timeouts are set in each transaction instead.
-            statements = [f"SET LOCAL {name} = {value}" for name, value in timeouts.items()]
-
-            def set_timeouts(session: Session, transaction: Any, connection: Any) -> None:
-                for statement in statements:
-                    connection.exec_driver_sql(statement)
-
-            writer = type("PoolerSession", (Session,), {})
-            reader = type("PoolerReadOnlySession", (_ReadOnlySession,), {})
-            for session_class in (writer, reader):
-                event.listen(session_class, "after_begin", set_timeouts)
-        quick = type("QuickReadSession", (reader,), {})
-        retry_dropped_reads(quick, RetryPolicy.from_settings(self.settings), self.note_retry)
-        return writer, reader, quick
-
-    def _flavors(self, engine: AsyncEngine, *, replica: bool) -> dict[str, AsyncEngine]:
-        """The engine as each kind of session uses it: plain (read-write units of work),
-        quick (autocommit reads) and snapshot (``REPEATABLE READ, READ ONLY``)."""
-        plain = engine.execution_options(postgresql_readonly=True) if replica else engine
-        if self.settings.pgbouncer:
-            # In a transaction, so that SET LOCAL statement_timeout applies to the reads too.
-            quick = engine.execution_options(postgresql_readonly=True)
-        else:
-            quick = engine.execution_options(isolation_level="AUTOCOMMIT")
-        snapshot = engine.execution_options(
-            isolation_level="REPEATABLE READ", postgresql_readonly=True
-        )
-        return {"plain": plain, "quick": quick, "snapshot": snapshot}
-
-    def _replica_engine(self, index: int, settings: DatabaseSettings) -> AsyncEngine:
-        arguments = connect_arguments(settings)
-        if not settings.pgbouncer:
-            # Every transaction on a replica connection is READ ONLY, so a write that slips
-            # past the routing fails loudly, even on a node that is not a standby.
-            arguments["server_settings"]["default_transaction_read_only"] = "on"
-        node = f"replica-{index}"
-        breaker = self._replica_breakers.get(node)
-        if breaker is None:
-            breaker = self._replica_breakers[node] = CircuitBreaker.from_settings(
-                f"{self.name}/{node}", settings, node=node
-            )
-        engine = create_engine(
-            settings,
-            breaker=breaker,
-            on_retry=self.note_retry,
-            **{"connect_args": arguments, **self._engine_options},
-        )
-        attach_query_log(engine, self.name, settings.slow_query_seconds, node=node)
-        if settings.tag_requests:
-            tag_connections_with_request_id(engine, settings.application_name)
-        translate_read_only_errors(engine.sync_engine, self.name, node)
-        self._node_names[id(engine)] = node
-        return engine
-
-    def _check_engine(self, settings: DatabaseSettings) -> AsyncEngine:
-        """An engine of one connection for the replica check, apart from the request pool (so
-        a busy pool cannot make a healthy replica look down; counted in the budget)."""
-        # No connect retries and no breaker to speak of: the check itself says up or down each
-        # interval; either would only delay seeing a replica go or come back.
-        update = {**CHECK_POOL, "retry_attempts": 1, "breaker_failure_threshold": 1 << 30}
-        return create_engine(settings.model_copy(update=update))
-
-    def _build(self, loop: asyncio.AbstractEventLoop) -> _LoopEngine:
-        engine = create_engine(
-            self.settings, breaker=self.breaker, on_retry=self.note_retry, **self._engine_options
-        )
-        attach_query_log(engine, self.name, self.settings.slow_query_seconds)
-        if self.settings.tag_requests:
-            tag_connections_with_request_id(engine, self.settings.application_name)
-        self._node_names[id(engine)] = "primary"
-        writer, reader, quick = self._session_classes()
-        primary = self._flavors(engine, replica=False)
-        router: Router | None = None
-        monitor: ReplicaMonitor | None = None
-        replica_engines: list[AsyncEngine] = []
-        check_engines: list[AsyncEngine] = []
-        infos: dict[str, dict[str, Any]] = {"plain": {}, "quick": {}, "snapshot": {}}
-        if self.settings.replicas:
-            nodes: list[tuple[ReplicaNode, AsyncEngine]] = []
-            for index, (settings, weight) in enumerate(
-                zip(self.settings.replica_settings(), self.settings.weights, strict=True), 1
-            ):
-                replica = self._replica_engine(index, settings)
-                replica_engines.append(replica)
-                flavors = self._flavors(replica, replica=True)
-                node = ReplicaNode(
-                    name=f"replica-{index}",
-                    weight=weight,
-                    engines={key: value.sync_engine for key, value in flavors.items()},  # type: ignore[misc]
-                )
-                check_engines.append(self._check_engine(settings))
-                nodes.append((node, check_engines[-1]))
-            router = Router(
-                self.name,
-                {key: value.sync_engine for key, value in primary.items()},  # type: ignore[misc]
-                [node for node, _ in nodes],
-                on_retry=self.note_retry,
-            )
-            check_engines.insert(0, self._check_engine(self.settings))
-            monitor = ReplicaMonitor(
-                self.name,
-                nodes,
-                primary=check_engines[0],
-                interval=self.settings.replica_check_interval,
-                max_lag=self.settings.max_replica_lag,
-                breakers=self._replica_breakers,
-            )
-            writer = type("RoutingWriteSession", (RoutingSession, writer), {})
-            reader = type("RoutingReadOnlySession", (RoutingSession, reader), {})
-            quick = type("RoutingQuickReadSession", (RoutingSession, quick), {})
-            track_commit_lsn(writer, engine.sync_engine)
-            infos = {flavor: session_info(router, flavor) for flavor in infos}  # type: ignore[arg-type]
-        # expire_on_commit=False: objects stay readable after commit without a lazy load,
-        # which async code cannot do implicitly.
-        return _LoopEngine(
-            loop=loop,
-            engine=engine,
-            sessions=async_sessionmaker(
-                engine, expire_on_commit=False, sync_session_class=writer, info=infos["plain"]
-            ),
-            quick_reads=async_sessionmaker(
-                primary["quick"],
-                expire_on_commit=False,
-                sync_session_class=quick,
-                info=infos["quick"],
-            ),
-            snapshot_reads=async_sessionmaker(
-                primary["snapshot"],
-                expire_on_commit=False,
-                sync_session_class=reader,
-                info=infos["snapshot"],
-            ),
-            router=router,
-            monitor=monitor,
-            replica_engines=tuple(replica_engines),
-            check_engines=tuple(check_engines),
-        )
 
     @asynccontextmanager
     async def use_connection(self, connection: AsyncConnection) -> AsyncIterator[None]:
@@ -316,7 +111,7 @@ class Database:
             bind=connection,
             expire_on_commit=False,
             join_transaction_mode="create_savepoint",
-            sync_session_class=_ReadOnlySession,
+            sync_session_class=ReadOnlySession,
         )
         # Pinned apart from the per-loop engines, so that an app's lifespan calling dispose()
         # in the middle of a test cannot unpin it.
@@ -333,9 +128,7 @@ class Database:
 
     def _forget_closed_loops(self) -> None:
         for loop in [loop for loop in self._by_loop if loop.is_closed()]:
-            bound = self._by_loop.pop(loop)
-            for engine in bound.all_engines():
-                _abandon(engine)
+            self._engines.abandon(self._by_loop.pop(loop))
 
     def add_engine_hook(self, hook: Callable[[AsyncEngine], None]) -> None:
         """Call ``hook`` with every engine of this database: those built and those to come.
@@ -358,7 +151,7 @@ class Database:
 
     def node_name(self, engine: AsyncEngine) -> str:
         """``primary`` or ``replica-<n>``: which node ``engine`` talks to."""
-        return self._node_names.get(id(engine), "primary")
+        return self._engines.node_names.get(id(engine), "primary")
 
     def replica_nodes(self) -> list[ReplicaNode]:
         """The replicas as the background check last saw them (empty without replicas or
@@ -390,7 +183,7 @@ class Database:
 
     def replica_breaker(self, node: str) -> CircuitBreaker | None:
         """The circuit breaker of replica ``node`` (``replica-1``, ...), once its engine exists."""
-        return self._replica_breakers.get(node)
+        return self._engines.replica_breakers.get(node)
 
     def primary(self) -> _Override:
         """Send every statement of this database in the block to the primary (``with`` or
@@ -421,17 +214,14 @@ class Database:
 
         Args:
             name: its name (default: this database's).
-            **changes: :class:`~asyncdal.settings.DatabaseSettings` fields to override.
+            **changes: :class:`~asyncdal.settings.DatabaseSettings` settings to override, by
+                their flat names (``pool_size=8``) or by group
+                (:meth:`~asyncdal.settings.DatabaseSettings.replace`).
 
         Raises:
             pydantic.ValidationError: the changed settings are invalid.
         """
-        fields = {
-            field: getattr(self.settings, field)
-            for field in self.settings.model_fields_set | set(changes)
-            if field not in changes
-        }
-        settings = DatabaseSettings.model_validate({**fields, **changes})
+        settings = self.settings.replace(**changes)
         copy = Database(name or self.name, settings, **self._engine_options)
         for hook in self._engine_hooks:
             copy.add_engine_hook(hook)
@@ -521,7 +311,7 @@ class Database:
         Replicas are checked once (their state known before the first request) and their
         pools opened; a replica that is down is logged, not fatal: reads go elsewhere.
         """
-        count = max(1, self.settings.effective_pool_size)
+        count = max(1, self.settings.pool.effective_size)
         bound = self._bound()
 
         async def check(engine: AsyncEngine) -> None:
@@ -535,7 +325,7 @@ class Database:
                 for engine, settings in zip(
                     bound.replica_engines, self.settings.replica_settings(), strict=True
                 ):
-                    size = max(1, settings.effective_pool_size)
+                    size = max(1, settings.pool.effective_size)
                     results = await asyncio.gather(
                         *(check(engine) for _ in range(size)), return_exceptions=True
                     )
@@ -567,19 +357,18 @@ class Database:
                 for engine in engines:
                     await engine.dispose()
             elif loop.is_closed():
-                for engine in engines:
-                    _abandon(engine)
+                self._engines.abandon(bound)
             else:
                 # Another live loop owns these connections; only it may close them.
                 for engine in engines:
                     engine.sync_engine.dispose(close=False)
             for engine in engines:
-                self._node_names.pop(id(engine), None)
+                self._engines.node_names.pop(id(engine), None)
 
     def __repr__(self) -> str:
         return (
             f"Database(name={self.name!r}, url={self.settings.safe_url!r}, "
-            f"pool={self.settings.pool_class!r})"
+            f"pool={self.settings.pool.effective_kind!r})"
         )
 
 
@@ -600,23 +389,3 @@ class _Override(AbstractContextManager[None], AbstractAsyncContextManager[None])
 
     async def __aexit__(self, *exc_info: Any) -> None:
         self._route.__exit__(*exc_info)
-
-
-def _abandon(engine: AsyncEngine) -> None:
-    """Let go of an engine whose event loop is closed, closing its idle sockets directly.
-
-    Closing an asyncpg connection the normal way needs its loop, which is gone; left alone, the
-    connections would linger until garbage collection and warn there. This reaches into the
-    pool and asyncpg internals on purpose, and does nothing where they are not as expected.
-    """
-    idle = getattr(engine.sync_engine.pool, "_pool", None)
-    while idle is not None and not idle.empty():
-        record = idle.get_nowait()
-        raw = getattr(getattr(record, "dbapi_connection", None), "_connection", None)
-        transport = getattr(raw, "_transport", None)
-        sock = getattr(transport, "_sock", None)
-        if sock is not None:
-            sock.close()
-            transport._sock = None  # type: ignore[union-attr]
-            raw._aborted = True  # type: ignore[union-attr]
-    engine.sync_engine.dispose(close=False)

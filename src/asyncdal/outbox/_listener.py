@@ -44,7 +44,7 @@ class Listener:
 
     async def run(self) -> None:
         """Listen, and listen again whenever the connection is lost."""
-        if self._database.settings.pgbouncer:
+        if self._database.settings.pooler.transaction_mode:
             logger.info("pooler mode: LISTEN is not possible through a pooler; polling only")
             self.ready.set()
             return

@@ -23,12 +23,13 @@ from contextlib import contextmanager, suppress
 from contextvars import ContextVar
 from typing import Any
 
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
 __all__ = [
     "COMMIT_LSN",
     "DATABASE",
+    "PRIMARY_ENGINE",
     "UNCOMMITTED_WRITE",
     "current_commit_lsns",
     "format_lsn",
@@ -45,6 +46,8 @@ DATABASE = "asyncdal.database"
 """``Session.info`` key: the name of the database a routing session belongs to."""
 UNCOMMITTED_WRITE = "asyncdal.uncommitted_write"
 """``Session.info`` key: the session sent a write to the primary since its last commit."""
+PRIMARY_ENGINE = "asyncdal.primary_engine"
+"""``Session.info`` key: the (sync) engine of the primary a routing session writes to."""
 
 _LSN = re.compile(r"^\s*([0-9A-Fa-f]{1,8})/([0-9A-Fa-f]{1,8})\s*$")
 _PRIMARY_CONNECTION = "asyncdal.primary_connection"
@@ -127,13 +130,14 @@ def current_commit_lsns() -> Iterator[dict[str, int]]:
             _unknown_positions.reset(unknown)
 
 
-def track_commit_lsn(session_class: type[Session], primary: Engine) -> None:
+def track_commit_lsn(session_class: type[Session]) -> None:
     """After a session of ``session_class`` that wrote commits, read the primary's WAL insert
     position on the same connection and keep it in ``session.info`` (and in the collector of
     :func:`current_commit_lsns`).
 
-    The session's ``info`` names its database (:data:`DATABASE`), and the routing session marks
-    it when it sends a write to the primary (:data:`UNCOMMITTED_WRITE`).
+    The session's ``info`` names its database (:data:`DATABASE`) and its primary's engine
+    (:data:`PRIMARY_ENGINE`, so one class serves the engines of every event loop), and the
+    routing session marks it when it sends a write to the primary (:data:`UNCOMMITTED_WRITE`).
 
     It is read right *after* COMMIT, not inside the transaction: the commit record comes after
     every statement of the transaction, so only a position taken once COMMIT has returned
@@ -143,7 +147,7 @@ def track_commit_lsn(session_class: type[Session], primary: Engine) -> None:
     from sqlalchemy import event
 
     def remember(session: Session, transaction: Any, connection: Connection) -> None:
-        if connection.engine is primary:
+        if connection.engine is session.info.get(PRIMARY_ENGINE):
             session.info[_PRIMARY_CONNECTION] = connection
 
     def after_commit(session: Session) -> None:

@@ -45,6 +45,7 @@ from asyncdal.engine._sqlalchemy import select_locks_rows
 from asyncdal.errors import QueryTimeoutError
 from asyncdal.replicas._lsn import (
     DATABASE,
+    PRIMARY_ENGINE,
     UNCOMMITTED_WRITE,
     format_lsn,
     position_unknown,
@@ -331,4 +332,9 @@ def translate_read_only_errors(engine: Engine, database: str, node: str) -> None
 
 def session_info(router: Router, flavor: Flavor) -> dict[str, Any]:
     """The ``info`` a routing session of ``flavor`` starts with."""
-    return {_ROUTER: router, _FLAVOR: flavor, DATABASE: router.database}
+    return {
+        _ROUTER: router,
+        _FLAVOR: flavor,
+        DATABASE: router.database,
+        PRIMARY_ENGINE: router.primary["plain"],
+    }

@@ -14,19 +14,42 @@ import logging
 from typing import Any
 
 from pydantic import Field, SecretStr, ValidationError, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
+from pydantic.fields import FieldInfo
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    SettingsError,
+)
 
 from asyncdal.errors import ConfigurationError
-from asyncdal.settings._model import (
-    LAMBDA_MARKER,
-    SIZING_FIELDS,
-    DatabaseSettings,
-    on_lambda,
-)
+from asyncdal.settings._flat import ENV_NAMES, FLAT_NAMES, SIZING_FIELDS
+from asyncdal.settings._groups import GROUPS, LAMBDA_MARKER, on_lambda
+from asyncdal.settings._model import DatabaseSettings
 
 __all__ = ["AsyncdalSettings", "load_settings"]
 
 logger = logging.getLogger("asyncdal.settings")
+
+
+def _flat_names_as_text(source: PydanticBaseSettingsSource) -> PydanticBaseSettingsSource:
+    """``source``, reading a grouped setting's flat name (``DB__MAIN__REPLICA_WEIGHTS``) as
+    text, as it reads every field that is neither a list nor a model.
+
+    A flat name is no field of ``DatabaseSettings`` (``replica_weights`` fills
+    ``replicas.weights``), and pydantic-settings tries JSON on a variable it finds no field
+    for: ``REPLICA_WEIGHTS=3`` would be the number 3 (refused where ``(3,)`` was meant) and
+    ``COMMAND_TIMEOUT=null`` no timeout at all. The fields' own validators read the text.
+    """
+    decode = source.decode_complex_value
+
+    def decode_unless_flat(field_name: str, field: FieldInfo | None, value: Any) -> Any:
+        if field is None and field_name in FLAT_NAMES:
+            return value
+        return decode(field_name, field, value)  # type: ignore[arg-type]
+
+    source.decode_complex_value = decode_unless_flat  # type: ignore[method-assign]
+    return source
 
 
 class AsyncdalSettings(BaseSettings):
@@ -41,6 +64,9 @@ class AsyncdalSettings(BaseSettings):
         env_file=".env",
         env_file_encoding="utf-8",
         env_nested_delimiter="__",
+        # DB__<NAME>__<FIELD> and no deeper: a grouped setting has one name, its flat one
+        # (DB__MAIN__POOL_SIZE), so DB__MAIN__POOL__SIZE is refused as unknown.
+        env_nested_max_split=2,
         case_sensitive=False,
         extra="ignore",
         frozen=True,
@@ -55,6 +81,24 @@ class AsyncdalSettings(BaseSettings):
     web_concurrency: int = Field(default=1, ge=1)
     """Worker processes serving the app (``WEB_CONCURRENCY``, as uvicorn and gunicorn read
     it); each has its own pools, which the connection budget multiplies by this."""
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """pydantic-settings' sources in its own order, the environment and ``.env`` reading
+        the flat names as text (:func:`_flat_names_as_text`)."""
+        return (
+            init_settings,
+            _flat_names_as_text(env_settings),
+            _flat_names_as_text(dotenv_settings),
+            file_secret_settings,
+        )
 
     @model_validator(mode="before")
     @classmethod
@@ -98,9 +142,9 @@ class AsyncdalSettings(BaseSettings):
         dropped = [
             f"DB__{name.upper()}__{field.upper()}"
             for name, database in self.db.items()
-            if database.pool is None
+            if database.pool.kind is None
             for field in SIZING_FIELDS
-            if field in database.model_fields_set
+            if field in database.flat_fields_set
         ]
         if dropped:
             logger.info(
@@ -113,10 +157,13 @@ class AsyncdalSettings(BaseSettings):
 
 
 def _variable_name(loc: tuple[int | str, ...]) -> str:
-    """Turn a validation location into the environment variable a user would set."""
+    """Turn a validation location into the environment variable a user would set: a grouped
+    setting by its flat name (``("db", "main", "pool", "size")`` is ``DB__MAIN__POOL_SIZE``)."""
     parts = [str(part) for part in loc]
     if parts[:1] == ["database_url"]:
         return "DATABASE_URL"
+    if len(parts) >= 4 and parts[0] == "db" and (parts[2], parts[3]) in ENV_NAMES:
+        parts[2:4] = [ENV_NAMES[parts[2], parts[3]]]
     return "__".join(part.upper() for part in parts) or "settings"
 
 
@@ -133,7 +180,10 @@ def _describe(error: Any) -> str:
         name, message = field, rest
     if name == "DB__MAIN__URL":
         name = "DB__MAIN__URL (or DATABASE_URL)"
-    if error["type"] == "extra_forbidden":
+    # In the environment a group given whole is a variable named like it (DB__MAIN__TIMEOUTS),
+    # which is no setting: a grouped setting is read by its flat name only.
+    group_given = len(location) == 3 and location[0] == "db" and location[2] in GROUPS
+    if error["type"] == "extra_forbidden" or (group_given and error["type"] == "model_type"):
         return f"{name}: unknown setting"
     return f"{name}: {message}"
 

@@ -1,79 +1,62 @@
-"""The settings of one named database: connection, pool, timeouts, retries, replicas.
+"""The settings of one named database: connection fields, and the rest grouped by concern
+(pool, timeouts, retry, breaker, replicas, observability, pooler).
 
 Every value is checked on its own when the settings are made, so that one load reports every
 problem at once; what needs two values (a pool size and the pool kind, the URL and the parts
-that override it) is checked as soon as both are known.
+that override it) is checked as soon as both are known. The environment names stay flat
+(``DB__MAIN__POOL_SIZE`` fills ``pool.size``), and so may keyword arguments in code.
 
 Example:
     >>> settings = DatabaseSettings(url="postgresql://app:s3cret@db.internal/catalog")
     >>> settings.safe_url
     'postgresql+asyncpg://app:***@db.internal/catalog'
+    >>> DatabaseSettings(url="postgresql://db/shop", pool_size=5).pool.size
+    5
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import os
-from typing import Annotated, Any, Literal
+from collections.abc import Mapping
+from typing import Annotated, Any
 
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    SecretStr,
-    ValidationInfo,
-    field_validator,
-    model_validator,
-)
+from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
 from pydantic_settings import NoDecode
 from sqlalchemy.engine import URL, make_url
 
+from asyncdal.settings._flat import FLAT_NAMES, SIZING_FIELDS, nest
+from asyncdal.settings._groups import (
+    GROUPS,
+    BreakerSettings,
+    FrozenSettings,
+    ObservabilitySettings,
+    PoolerSettings,
+    PoolSettings,
+    ReplicaSettings,
+    RetrySettings,
+    TimeoutSettings,
+    on_lambda,
+)
 from asyncdal.settings._tls import TLS_PARAMETERS, check_tls, tls_dsn, tls_parameters
 from asyncdal.settings._url import DRIVER, parse_url
 
-__all__ = [
-    "DEFAULT_MAX_OVERFLOW",
-    "DEFAULT_POOL_SIZE",
-    "LAMBDA_MARKER",
-    "SIZING_FIELDS",
-    "DatabaseSettings",
-    "PoolKind",
-    "on_lambda",
-]
+__all__ = ["DatabaseSettings"]
 
 logger = logging.getLogger("asyncdal.settings")
 
-PoolKind = Literal["queue", "null"]
-"""``queue`` (a pool, for servers) or ``null`` (a connection per use: Lambda, scripts)."""
 
-# A fixed-size pool by default: overflow connections are opened under load and closed again as
-# soon as the pool is full, and that churn cost a third of the throughput in `make bench`.
-DEFAULT_POOL_SIZE = 10
-"""Connections a ``queue`` pool keeps open when ``POOL_SIZE`` is not set."""
-DEFAULT_MAX_OVERFLOW = 0
-"""Extra connections a ``queue`` pool may open when ``MAX_OVERFLOW`` is not set."""
-SIZING_FIELDS = ("pool_size", "max_overflow", "replica_pool_size", "replica_max_overflow")
-"""The fields that size a ``queue`` pool, which a null pool has no use for."""
-LAMBDA_MARKER = "AWS_LAMBDA_FUNCTION_NAME"
-"""Set in AWS Lambda, where an unset ``POOL`` means ``null``."""
-
-
-def on_lambda() -> bool:
-    """Whether this process runs in AWS Lambda (``AWS_LAMBDA_FUNCTION_NAME`` is set)."""
-    return bool(os.environ.get(LAMBDA_MARKER))
-
-
-class DatabaseSettings(BaseModel):
-    """Connection and pool settings of one named database.
+class DatabaseSettings(FrozenSettings):
+    """Connection settings of one named database, and the rest grouped by concern.
 
     Either ``url`` or ``host`` must be given; the parts (``host``, ``port``, ``user``,
     ``password``, ``name``) override the matching part of ``url`` when both are set, so a URL
     without a password can be combined with a password from a secret store.
-    """
 
-    # No input in error messages: it would show the URL, password and all.
-    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
+    A grouped setting may be given by its flat name, the one the environment uses
+    (``pool_size=5``, see :data:`~asyncdal.settings._flat.FLAT_NAMES`), or inside its group
+    (``pool={"size": 5}``, or a :class:`PoolSettings`); it is read from its group
+    (``settings.pool.size``).
+    """
 
     # Before ``url``, so that the URL's check can tell "missing" from "given as parts".
     host: str | None = None
@@ -92,88 +75,48 @@ class DatabaseSettings(BaseModel):
     """Password of ``user``; never shown in logs, reprs or errors."""
     name: str | None = None
     """Database name on the server."""
-    pool: PoolKind | None = None
-    """``queue`` (a pool for servers) or ``null`` (no pooling: Lambda, scripts, migrations).
-    Unset means ``null`` under AWS Lambda and ``queue`` everywhere else."""
-    pool_size: int | None = Field(default=None, ge=0)
-    """Connections kept open by a ``queue`` pool (default 10). Under AWS Lambda with ``POOL``
-    unset it is dropped (the pool is null there), so one configuration serves both."""
-    max_overflow: int | None = Field(default=None, ge=0)
-    """Extra connections a ``queue`` pool may open under load and close again (default 0);
-    dropped like ``pool_size`` under AWS Lambda."""
-    pool_timeout: float = Field(default=30.0, gt=0)
-    """Seconds to wait for a free connection before giving up."""
-    pool_recycle: int = Field(default=1800, ge=-1)
-    """Seconds after which a pooled connection is replaced; -1 never replaces."""
-    pre_ping: bool = False
-    """Test each connection with a round trip when it leaves the pool."""
-    connect_timeout: float = Field(default=10.0, gt=0)
-    """Seconds allowed to open a connection."""
-    command_timeout: float | None = Field(default=30.0, gt=0)
-    """Client-side limit in seconds for one statement (asyncpg's ``command_timeout``). Finite
-    by default: without it a statement on a connection whose server went silent (a dropped
-    link, a blackholed host) waits for ever, and nothing counts it as a failure."""
-    statement_timeout: float | None = Field(default=None, gt=0)
-    """Server-side limit in seconds for one statement (PostgreSQL's ``statement_timeout``)."""
-    lock_timeout: float | None = Field(default=None, gt=0)
-    """Server-side limit in seconds to wait for a lock (PostgreSQL's ``lock_timeout``)."""
-    idle_in_transaction_session_timeout: float | None = Field(default=None, gt=0)
-    """Seconds after which the server ends a session left idle inside a transaction."""
-    retry_attempts: int = Field(default=3, ge=1)
-    """Attempts (the first included) for work that is safe to retry: opening a connection, a
-    read on the read-only path whose connection dropped, ``run_in_transaction``."""
-    retry_base_delay: float = Field(default=0.05, ge=0)
-    """Seconds of the first backoff; each further one doubles, with full jitter."""
-    retry_max_delay: float = Field(default=1.0, ge=0)
-    """Cap in seconds of one backoff."""
-    breaker_failure_threshold: int = Field(default=5, ge=1)
-    """Consecutive connection failures that open the circuit breaker."""
-    breaker_cool_down: float = Field(default=5.0, gt=0)
-    """Seconds the breaker stays open (failing fast) before it lets one probe through."""
+    # A connection field: a startup parameter of every connection, like the user (libpq's
+    # own application_name), that each replica and each derived pool inherits.
     application_name: str = "asyncdal"
     """Shown in ``pg_stat_activity.application_name``."""
     optional: bool = False
     """When down, readiness reports ``degraded`` instead of failing."""
-    slow_query_seconds: float | None = Field(default=None, gt=0)
-    """Log statements that take at least this long (without their parameter values)."""
-    tag_requests: bool = False
-    """Under a request id, tag each connection's ``application_name`` with it before its first
-    statement for the request, so ``pg_stat_activity`` shows which request runs a query. Off by
-    default: the extra round trip per request cost 15-20% of the catalog's read throughput in
-    ``make bench`` (the ``tagged`` line)."""
-    pgbouncer: bool = False
-    """A transaction-mode pooler (PgBouncer, Supavisor, RDS Proxy) is in front: no statement
-    caches, unique prepared-statement names, and ``statement_timeout`` set per transaction."""
-    replicas: Annotated[tuple[SecretStr, ...], NoDecode] = ()
-    """Streaming replicas that serve reads: URLs, comma-separated or a JSON list. A part a
-    replica URL leaves out (user, password, database name, port) is this database's own."""
-    replica_weights: Annotated[tuple[int, ...] | None, NoDecode] = None
-    """Share of plain reads per replica, in the order of ``replicas`` (default: all 1)."""
-    replica_pool_size: int | None = Field(default=None, ge=1)
-    """Pool size of each replica's engine (default: this database's ``pool_size``)."""
-    replica_max_overflow: int | None = Field(default=None, ge=0)
-    """Overflow of each replica's engine (default: this database's ``max_overflow``)."""
-    max_replica_lag: float = Field(default=30.0, gt=0)
-    """Seconds of replay lag after which a replica is taken out of rotation."""
-    replica_check_interval: float = Field(default=2.0, gt=0)
-    """Seconds between background checks of each replica (health, lag, replay position)."""
     strict_budget: bool = False
     """Refuse to start when the pools of every engine on this database's server, times the
     worker processes, exceed the server's connection limit (default: only warn)."""
+    # NoDecode: the environment never gives a group as such (the pool's and the replicas'
+    # variables share their group's name, POOL=null and REPLICAS=url,url); its text is
+    # nested by flat name, or refused.
+    pool: Annotated[PoolSettings, NoDecode] = Field(default_factory=PoolSettings)
+    """The connection pool (``POOL``, ``POOL_SIZE``, ``MAX_OVERFLOW``, ``POOL_TIMEOUT``,
+    ``POOL_RECYCLE``, ``PRE_PING``)."""
+    timeouts: Annotated[TimeoutSettings, NoDecode] = Field(default_factory=TimeoutSettings)
+    """Time limits (``CONNECT_TIMEOUT``, ``COMMAND_TIMEOUT``, ``STATEMENT_TIMEOUT``,
+    ``LOCK_TIMEOUT``, ``IDLE_IN_TRANSACTION_SESSION_TIMEOUT``)."""
+    retry: Annotated[RetrySettings, NoDecode] = Field(default_factory=RetrySettings)
+    """Retries (``RETRY_ATTEMPTS``, ``RETRY_BASE_DELAY``, ``RETRY_MAX_DELAY``)."""
+    breaker: Annotated[BreakerSettings, NoDecode] = Field(default_factory=BreakerSettings)
+    """The circuit breaker (``BREAKER_FAILURE_THRESHOLD``, ``BREAKER_COOL_DOWN``)."""
+    # After ``pool``: under AWS Lambda the replicas' sizing depends on the pool's kind.
+    replicas: Annotated[ReplicaSettings, NoDecode] = Field(default_factory=ReplicaSettings)
+    """Read replicas (``REPLICAS``, ``REPLICA_WEIGHTS``, ``REPLICA_POOL_SIZE``,
+    ``REPLICA_MAX_OVERFLOW``, ``MAX_REPLICA_LAG``, ``REPLICA_CHECK_INTERVAL``)."""
+    observability: Annotated[ObservabilitySettings, NoDecode] = Field(
+        default_factory=ObservabilitySettings
+    )
+    """What statements and connections show (``SLOW_QUERY_SECONDS``, ``TAG_REQUESTS``)."""
+    pooler: Annotated[PoolerSettings, NoDecode] = Field(default_factory=PoolerSettings)
+    """A pooler in front of the server (``PGBOUNCER``)."""
 
-    @field_validator("replicas", "replica_weights", mode="before")
+    def __init__(self, **data: Any) -> None:
+        """Validate ``data``: the fields, each grouped setting by its flat name or inside its
+        group (declared so that type checkers accept the flat names)."""
+        super().__init__(**data)
+
+    @model_validator(mode="before")
     @classmethod
-    def _split_list(cls, value: Any) -> Any:
-        # Environment values arrive as text: a JSON list, or items separated by commas.
-        if not isinstance(value, str):
-            return value
-        text = value.strip()
-        if text.startswith("["):
-            try:
-                return json.loads(text)
-            except ValueError:
-                raise ValueError("not a valid JSON list") from None
-        return [item.strip() for item in text.split(",") if item.strip()]
+    def _nest(cls, data: Any) -> Any:
+        return nest(data) if isinstance(data, Mapping) else data
 
     # Checks of one field that need another read it from info.data, which holds the fields
     # above it that were valid: a field missing from it has an error of its own already.
@@ -189,62 +132,19 @@ class DatabaseSettings(BaseModel):
         check_tls(tls_parameters(parsed.query))
         return url
 
-    @field_validator(*SIZING_FIELDS)
-    @classmethod
-    def _check_sizing(cls, value: int | None, info: ValidationInfo) -> int | None:
-        if value is None or "pool" not in info.data:
-            return value
-        pool = info.data["pool"]
-        if pool is None and on_lambda():
-            # The environment chose a null pool: sizing meant for a server is dropped (the
-            # settings say so in one log line at load), so one configuration serves both.
-            return None
-        if pool == "null" and info.field_name in {"pool_size", "max_overflow"}:
-            raise ValueError(
-                "cannot be set when the pool is null (a null pool keeps no connections)"
-            )
-        if info.field_name == "pool_size" and value == 0:
-            raise ValueError(
-                "must be at least 1 for a queue pool, which reads POOL_SIZE=0 as no limit "
-                "(POOL=null pools none)"
-            )
-        return value
-
-    @field_validator("retry_max_delay")
-    @classmethod
-    def _check_retry_delays(cls, value: float, info: ValidationInfo) -> float:
-        base = info.data.get("retry_base_delay")
-        if base is not None and value < base:
-            raise ValueError(f"{value} is below RETRY_BASE_DELAY ({base})")
-        return value
-
     @field_validator("replicas")
     @classmethod
-    def _check_replicas(cls, replicas: tuple[SecretStr, ...]) -> tuple[SecretStr, ...]:
-        for index, replica in enumerate(replicas, 1):
-            try:
-                url = parse_url(replica.get_secret_value())
-                # A replica without TLS parameters takes the database's, checked with its URL.
-                check_tls(tls_parameters(url.query))
-            except ValueError as exc:
-                raise ValueError(f"replica {index}: {exc}") from None
-        return replicas
-
-    @field_validator("replica_weights")
-    @classmethod
-    def _check_weights(
-        cls, weights: tuple[int, ...] | None, info: ValidationInfo
-    ) -> tuple[int, ...] | None:
-        if weights is None:
-            return None
-        if any(weight < 1 for weight in weights):
-            raise ValueError("every weight must be at least 1")
-        replicas = info.data.get("replicas")
-        if replicas is not None and len(weights) != len(replicas):
-            raise ValueError(
-                f"{len(weights)} weight(s) for {len(replicas)} replica(s); give one per replica"
-            )
-        return weights
+    def _drop_replica_sizing_on_lambda(
+        cls, replicas: ReplicaSettings, info: ValidationInfo
+    ) -> ReplicaSettings:
+        # As the pool drops its own sizing (PoolSettings): the environment chose a null pool.
+        pool = info.data.get("pool")
+        if pool is None or pool.kind is not None or not on_lambda():
+            return replicas
+        # Only those given: what was not stays out of model_fields_set (the load's log line).
+        given = {"pool_size": replicas.pool_size, "max_overflow": replicas.max_overflow}
+        dropped = {field: None for field, value in given.items() if value is not None}
+        return replicas.model_copy(update=dropped) if dropped else replicas
 
     # Model-level messages start with "FIELD: " so that load_settings can name the variable.
     @model_validator(mode="after")
@@ -254,7 +154,7 @@ class DatabaseSettings(BaseModel):
             self.sqlalchemy_url()
         except ValueError as exc:
             raise ValueError(f"URL: {exc}") from None
-        for index, replica in enumerate(self.replicas, 1):
+        for index, replica in enumerate(self.replicas.urls, 1):
             try:
                 self._replica_settings(replica).sqlalchemy_url()
             except ValueError as exc:
@@ -262,25 +162,55 @@ class DatabaseSettings(BaseModel):
         return self
 
     @property
-    def pool_class(self) -> PoolKind:
-        """The pool kind in force: the configured one, else ``null`` on Lambda, else ``queue``."""
-        if self.pool is not None:
-            return self.pool
-        return "null" if on_lambda() else "queue"
+    def flat_fields_set(self) -> frozenset[str]:
+        """``model_fields_set`` by the names the environment uses: the connection fields and
+        the flat names of the grouped settings given explicitly (``{"url", "pool_size"}``)."""
+        names = {field for field in self.model_fields_set if field not in GROUPS}
+        for flat, (group, field) in FLAT_NAMES.items():
+            if field in getattr(self, group).model_fields_set:
+                names.add(flat)
+        return frozenset(names)
 
-    @property
-    def effective_pool_size(self) -> int:
-        """Pool size in force (0 for a ``null`` pool)."""
-        if self.pool_class == "null":
-            return 0
-        return DEFAULT_POOL_SIZE if self.pool_size is None else self.pool_size
+    def _value(self, flat: str) -> Any:
+        """The value of a grouped setting, by its flat name (``pool_size``)."""
+        group, field = FLAT_NAMES[flat]
+        return getattr(getattr(self, group), field)
 
-    @property
-    def effective_max_overflow(self) -> int:
-        """Overflow in force (0 for a ``null`` pool)."""
-        if self.pool_class == "null":
-            return 0
-        return DEFAULT_MAX_OVERFLOW if self.max_overflow is None else self.max_overflow
+    def _given(self) -> dict[str, Any]:
+        """The settings given explicitly, groups as mappings of their own given fields."""
+        given: dict[str, Any] = {}
+        for field in self.model_fields_set:
+            value = getattr(self, field)
+            if field in GROUPS:
+                value = {name: getattr(value, name) for name in value.model_fields_set}
+                if not value:
+                    continue
+            given[field] = value
+        return given
+
+    def replace(self, **changes: Any) -> DatabaseSettings:
+        """New, validated settings: these with some changed, and nothing else set.
+
+        Example:
+            >>> check = settings.replace(pool="queue", pool_size=1, retry_attempts=1)
+            >>> settings.replace(timeouts={"command": None}).timeouts.command is None
+            True
+
+        Args:
+            **changes: settings by field name or flat name (``pool_size=1``); a group given
+                as a mapping changes only the fields it names, a group model replaces the group.
+
+        Raises:
+            ValueError: the changed settings are invalid (a ``pydantic.ValidationError``), or
+                a setting is given twice.
+        """
+        settings = self._given()
+        for key, value in nest(changes).items():
+            kept = settings.get(key)
+            if key in GROUPS and isinstance(value, Mapping) and isinstance(kept, dict):
+                value = {**kept, **value}
+            settings[key] = value
+        return type(self).model_validate(settings)
 
     def with_null_pool(self, *, log: bool = True) -> DatabaseSettings:
         """These settings on a null pool (a connection per use), without the pool sizes a
@@ -296,17 +226,21 @@ class DatabaseSettings(BaseModel):
         Returns:
             New, validated settings; everything but the pool and its sizing is kept.
         """
-        dropped = [field.upper() for field in SIZING_FIELDS if getattr(self, field) is not None]
+        dropped = [flat.upper() for flat in SIZING_FIELDS if self._value(flat) is not None]
         if dropped and log:
             logger.info(
                 "%s not used: a null pool keeps no connections (with_null_pool)",
                 ", ".join(dropped),
             )
-        kept = {
-            field: getattr(self, field)
-            for field in self.model_fields_set - {"pool", *SIZING_FIELDS}
-        }
-        return type(self).model_validate({**kept, "pool": "null"})
+        kept = self._given()
+        for flat in ("pool", *SIZING_FIELDS):
+            group, field = FLAT_NAMES[flat]
+            if group in kept:
+                kept[group].pop(field, None)
+                if not kept[group]:
+                    del kept[group]
+        kept["pool"] = {**kept.get("pool", {}), "kind": "null"}
+        return type(self).model_validate(kept)
 
     def sqlalchemy_url(self) -> URL:
         """The ``postgresql+asyncpg`` URL, built with ``URL.create`` so any password works.
@@ -385,27 +319,25 @@ class DatabaseSettings(BaseModel):
             "user": None,
             "password": None,
             "name": None,
-            "replicas": (),
-            "replica_weights": None,
+            "replicas": self.replicas.model_copy(update={"urls": (), "weights": None}),
         }
-        if self.replica_pool_size is not None:
-            update["pool_size"] = self.replica_pool_size
-        if self.replica_max_overflow is not None:
-            update["max_overflow"] = self.replica_max_overflow
+        sizing = {
+            field: value
+            for field, value in (
+                ("size", self.replicas.pool_size),
+                ("max_overflow", self.replicas.max_overflow),
+            )
+            if value is not None
+        }
+        if sizing:
+            update["pool"] = self.pool.model_copy(update=sizing)
         return self.model_copy(update=update)
 
     def replica_settings(self) -> list[DatabaseSettings]:
         """Settings of each replica: its URL (TLS parameters, when it has none, the primary's),
         the replica pool sizes, and otherwise this database's own settings (timeouts, pooler
         mode, application name)."""
-        return [self._replica_settings(replica) for replica in self.replicas]
-
-    @property
-    def weights(self) -> tuple[int, ...]:
-        """The replica weights in force (1 each unless ``replica_weights`` says otherwise)."""
-        if self.replica_weights is not None:
-            return self.replica_weights
-        return tuple(1 for _ in self.replicas)
+        return [self._replica_settings(replica) for replica in self.replicas.urls]
 
     @property
     def safe_url(self) -> str:

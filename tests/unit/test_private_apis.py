@@ -1,0 +1,277 @@
+"""The private parts of dependencies that asyncdal relies on still have the shape it expects.
+
+They are used in one module per dependency (``asyncdal/engine/_asyncpg.py``, ``_asyncio.py``,
+``_sqlalchemy.py``); each test here fails naming what changed, so that an upgrade that breaks
+one is caught here rather than by a fallback that hides it. No server needed: fast.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import inspect
+import logging
+import socket
+import struct
+import warnings
+from collections.abc import Callable, Iterator
+from types import SimpleNamespace
+from typing import Any
+from weakref import WeakSet
+
+import asyncpg
+import pytest
+import sqlalchemy
+import sqlalchemy.util
+import uvloop
+from asyncpg import connect_utils
+from asyncpg.protocol import Protocol
+from sqlalchemy import event
+from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.util import greenlet_spawn
+
+from asyncdal import DatabaseSettings, create_engine
+from asyncdal.engine._asyncio import DependencyChanged, close_socket_of_closed_loop
+from asyncdal.engine._asyncpg import CANCEL_PARAMETERS, abandon_connection, cancel_request
+from asyncdal.engine._cancel import ServerCancel
+from asyncdal.engine._create import TimedQueuePool
+from asyncdal.engine._sqlalchemy import await_in_greenlet
+from asyncdal.orm._loop_engines import LoopEngine, LoopEngines
+
+CANCEL_REQUEST_CODE = 80877102  # PostgreSQL's CancelRequest: (1234 << 16) | 5678
+
+# asyncpg
+
+
+def test_asyncpg_cancel_takes_the_arguments_asyncdal_passes() -> None:
+    send = getattr(connect_utils, "_cancel", None)
+    assert send is not None, "asyncpg.connect_utils._cancel is gone"
+    assert inspect.iscoroutinefunction(send), "asyncpg.connect_utils._cancel is no longer async"
+    signature = inspect.signature(send)
+    keyword_only = {
+        name
+        for name, parameter in signature.parameters.items()
+        if parameter.kind is parameter.KEYWORD_ONLY
+    }
+    assert keyword_only == set(CANCEL_PARAMETERS), (
+        f"asyncpg.connect_utils._cancel{signature} no longer takes {CANCEL_PARAMETERS}"
+    )
+
+
+def test_asyncpg_connections_keep_what_asyncdal_reads() -> None:
+    slots = set(asyncpg.Connection.__slots__)
+    missing = {"_protocol", "_loop", "_addr", "_params", "_transport"} - slots
+    assert not missing, f"asyncpg.Connection no longer has the attributes {sorted(missing)}"
+    for name in ("backend_pid", "backend_secret"):
+        assert hasattr(Protocol, name), f"asyncpg's Protocol no longer has {name}"
+    for name in ("terminate", "is_closed", "get_server_pid"):  # public, relied on as well
+        assert callable(getattr(asyncpg.Connection, name, None)), f"Connection.{name} is gone"
+
+
+def bare_connection(**attributes: Any) -> asyncpg.Connection[Any]:
+    """An asyncpg Connection with only the given attributes set (no server behind it)."""
+    connection: asyncpg.Connection[Any] = asyncpg.Connection.__new__(asyncpg.Connection)
+    # Marked aborted so that collecting it does not warn of an unclosed connection.
+    for name, value in {"_aborted": True, **attributes}.items():
+        setattr(connection, name, value)
+    return connection
+
+
+async def test_a_cancel_request_built_from_asyncpg_reaches_the_server() -> None:
+    received: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+
+    async def server_side(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        received.set_result(await reader.readexactly(16))
+        writer.close()
+        await writer.wait_closed()
+
+    server = await asyncio.start_server(server_side, "127.0.0.1", 0)
+    address = server.sockets[0].getsockname()[:2]
+    connection = bare_connection(
+        _protocol=SimpleNamespace(
+            backend_pid=4242, backend_secret=987654, get_server_pid=lambda: 4242
+        ),
+        _loop=asyncio.get_running_loop(),
+        _addr=address,
+        _params=SimpleNamespace(ssl=None, sslmode=None),
+    )
+    async with server:
+        await cancel_request(connection)
+        message = await asyncio.wait_for(received, 5)
+    assert struct.unpack("!iiii", message) == (16, CANCEL_REQUEST_CODE, 4242, 987654)
+
+
+def test_a_cancel_request_names_what_asyncpg_no_longer_has() -> None:
+    with pytest.raises(DependencyChanged, match="_protocol"):
+        cancel_request(bare_connection())
+
+
+class Unbuildable:
+    """Looks open to ServerCancel, but has none of asyncpg's insides."""
+
+    def is_closed(self) -> bool:
+        return False
+
+
+async def test_server_cancel_logs_a_changed_asyncpg_once_and_does_not_raise(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    cancel = ServerCancel()
+    with caplog.at_level(logging.ERROR, logger="asyncdal.cancel"):
+        cancel.request(Unbuildable())
+        cancel.request(Unbuildable())
+    errors = [record for record in caplog.records if record.levelno == logging.ERROR]
+    assert len(errors) == 1
+    assert "asyncpg changed" in errors[0].getMessage()
+
+
+class Unterminable:
+    """terminate() leaves it open: what a changed asyncpg might do."""
+
+    def is_closed(self) -> bool:
+        return False
+
+    def terminate(self) -> None:
+        pass
+
+
+def test_abandoning_names_what_asyncpg_no_longer_does() -> None:
+    with pytest.raises(DependencyChanged, match=r"terminate\(\) no longer marks"):
+        abandon_connection(Unterminable())  # type: ignore[arg-type]
+
+
+def test_abandoning_logs_a_changed_asyncpg_once_per_database(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    engines = LoopEngines(
+        "main",
+        DatabaseSettings.model_validate({"url": "postgresql+asyncpg://u@127.0.0.1/d"}),
+        {},
+        lambda kind, node: None,
+    )
+    loop = asyncio.new_event_loop()
+    loop.close()
+    kept = [Unterminable(), Unterminable()]
+
+    def bound() -> LoopEngine:
+        engine = create_async_engine("postgresql+asyncpg://u@127.0.0.1/d")
+        factory: Any = None
+        return LoopEngine(loop, engine, factory, factory, factory, opened=WeakSet(kept))
+
+    with caplog.at_level(logging.ERROR, logger="asyncdal.database"):
+        engines.abandon(bound())
+        engines.abandon(bound())
+    errors = [record for record in caplog.records if record.levelno == logging.ERROR]
+    assert len(errors) == 1
+    assert "2 connection(s)" in errors[0].getMessage()
+    assert "terminate() no longer marks" in errors[0].getMessage()
+
+
+# asyncio and uvloop: the socket of a transport whose loop is closed
+
+
+@pytest.fixture
+def socket_pair() -> Iterator[tuple[socket.socket, socket.socket]]:
+    ours, theirs = socket.socketpair()
+    try:
+        yield ours, theirs
+    finally:
+        ours.close()  # harmless when closed already
+        theirs.close()
+
+
+def transport_of_a_closed_loop(
+    new_loop: Callable[[], asyncio.AbstractEventLoop], ours: socket.socket
+) -> tuple[asyncio.BaseTransport, list[warnings.WarningMessage]]:
+    """A transport on ``ours`` in a loop that is then closed, and what closing it warned."""
+    loop = new_loop()
+    transport, _ = loop.run_until_complete(loop.connect_accepted_socket(asyncio.Protocol, ours))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        loop.close()
+    return transport, caught
+
+
+def test_asyncio_leaves_the_socket_of_a_closed_loop_open_and_it_is_closed_here(
+    socket_pair: tuple[socket.socket, socket.socket],
+) -> None:
+    ours, theirs = socket_pair
+    transport, at_close = transport_of_a_closed_loop(asyncio.new_event_loop, ours)
+    assert at_close == []
+    assert transport.get_extra_info("socket").fileno() != -1, "asyncio now closes it itself"
+    with pytest.raises(RuntimeError, match="closed"):
+        transport.close()  # what the public API cannot do on a closed loop
+    assert close_socket_of_closed_loop(transport) is True
+    assert transport.get_extra_info("socket").fileno() == -1
+    theirs.settimeout(5)
+    assert theirs.recv(1) == b"", "the other end did not see the socket closed"
+    with warnings.catch_warnings(record=True) as at_collection:
+        warnings.simplefilter("always")
+        del transport
+        gc.collect()
+    assert [str(warning.message) for warning in at_collection] == []
+
+
+def test_uvloop_closes_the_sockets_of_a_loop_with_the_loop(
+    socket_pair: tuple[socket.socket, socket.socket],
+) -> None:
+    ours, theirs = socket_pair
+    transport, at_close = transport_of_a_closed_loop(uvloop.new_event_loop, ours)
+    # uvloop says so, when its loop is closed with transports open: before asyncdal can act.
+    assert [type(warning.message) for warning in at_close] == [ResourceWarning]
+    assert "unclosed resource" in str(at_close[0].message)
+    theirs.settimeout(5)
+    assert theirs.recv(1) == b"", "uvloop no longer closes a loop's sockets with the loop"
+    assert close_socket_of_closed_loop(transport) is False  # nothing left to do
+
+
+def test_asyncio_keeps_the_socket_where_asyncdal_looks() -> None:
+    from asyncio import selector_events, sslproto
+
+    assert hasattr(selector_events, "_SelectorTransport"), "asyncio's _SelectorTransport is gone"
+    loop = asyncio.new_event_loop()
+    try:
+        protocol = sslproto.SSLProtocol(loop, asyncio.Protocol(), None, None)
+        assert hasattr(protocol, "_transport"), "asyncio's SSLProtocol has no _transport"
+        app_transport = protocol._get_app_transport()
+        assert getattr(app_transport, "_ssl_protocol", None) is protocol, (
+            "asyncio's _SSLProtocolTransport no longer keeps its protocol in _ssl_protocol"
+        )
+        app_transport.abort()  # nothing under it yet: only marks it closed
+    finally:
+        loop.close()
+
+
+# SQLAlchemy
+
+
+async def test_sqlalchemy_awaits_from_its_greenlets() -> None:
+    assert callable(getattr(sqlalchemy.util, "await_", None)), "sqlalchemy.util.await_ is gone"
+
+    async def answer() -> int:
+        await asyncio.sleep(0)
+        return 42
+
+    assert await greenlet_spawn(lambda: await_in_greenlet(answer())) == 42
+
+
+def test_sqlalchemy_pool_entries_name_their_driver_connection() -> None:
+    # Public API (the "connect" pool event and ConnectionPoolEntry.driver_connection), relied
+    # on to find the connections of a closed loop instead of reading the pool's private queue.
+    engine = sqlalchemy.create_engine("sqlite://")
+    seen: list[Any] = []
+    event.listen(engine, "connect", lambda dbapi, record: seen.append(record.driver_connection))
+    with engine.connect() as connection:
+        assert seen == [connection.connection.driver_connection]
+    engine.dispose()
+
+
+def test_the_pool_knows_its_overflow_without_sqlalchemy_private_attribute() -> None:
+    settings = DatabaseSettings.model_validate(
+        {"url": "postgresql+asyncpg://u@127.0.0.1/d", "pool_size": 3, "max_overflow": 4}
+    )
+    pool = create_engine(settings).sync_engine.pool
+    assert isinstance(pool, TimedQueuePool)
+    assert (pool.size(), pool.max_overflow) == (3, 4)
+    fresh = pool.recreate()  # what dispose() and invalidation use
+    assert (fresh.size(), fresh.max_overflow) == (3, 4)
