@@ -9,7 +9,7 @@ INSTALLED := $(VENV)/.installed
 $(INSTALLED): pyproject.toml examples/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e ".[fastapi,container,metrics,outbox,tracing,testing]" -e ./examples --group dev
+	$(BIN)/pip install --quiet -e ".[fastapi,container,metrics,outbox,tracing,testing,migrations]" -e ./examples --group dev
 	touch $(INSTALLED)
 
 install: $(INSTALLED)

@@ -18,7 +18,7 @@ from logging.config import fileConfig
 from pathlib import Path
 
 from alembic import context
-from alembic.script.revision import RevisionMap
+from alembic.script import ScriptDirectory
 from sqlalchemy.engine import Connection
 
 from asyncdal import AsyncdalSettings, create_engine
@@ -45,8 +45,12 @@ def _database_name() -> str:
 def _use_reference_history() -> None:
     """Point this run at the reference history: its own folder, so ``head`` means its head."""
     script = context.script
+    # The command holds on to this ScriptDirectory: its history is swapped for the one a
+    # ScriptDirectory on the reference folder reads (public constructor and attributes).
     script.version_locations = [str(REFERENCE_VERSIONS)]
-    script.revision_map = RevisionMap(script._load_revisions)
+    script.revision_map = ScriptDirectory(
+        script.dir, version_locations=[str(REFERENCE_VERSIONS)]
+    ).revision_map
 
 
 is_reference = _database_name() == REFERENCE

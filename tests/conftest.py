@@ -27,8 +27,6 @@ from catalog.app import create_app
 from catalog.container import CatalogContainer
 from tests.helpers import app_client
 
-pytest_plugins = ["asyncdal.testing.plugin"]
-
 ROOT = Path(__file__).resolve().parent.parent
 TEST_APPLICATION_NAME = "asyncdal-tests"
 

@@ -62,6 +62,7 @@ USES = {
         "from opentelemetry.instrumentation.sqlalchemy import SQLAlchemyInstrumentor"
     ),
     "testing": "import asyncdal.testing",
+    "migrations": "import alembic",
 }
 
 # Every extra, in the order their environments are installed (after the core's): the outbox's
@@ -236,6 +237,9 @@ def test_the_wheel_holds_the_package_and_nothing_else(artefacts: Artefacts) -> N
     dist_info = f"asyncdal-{VERSION}.dist-info/"
     assert [name for name in names if not name.startswith(("asyncdal/", dist_info))] == []
     assert "asyncdal/py.typed" in names
+    # What `asyncdal migrations init` writes comes from the package.
+    for template in ("alembic.ini", "env.py", "script.py.mako"):
+        assert f"asyncdal/ops/templates/{template}" in names
     assert [name for name in names if "catalog" in name.split("/")] == []
     # Every module of the source tree, and no cache or stray file beside them.
     assert {name for name in names if name.startswith("asyncdal/")} == _source_files()
@@ -247,11 +251,16 @@ def test_the_wheel_declares_the_command_and_the_extras(artefacts: Artefacts) -> 
         entry_points = archive.read(f"{dist_info}/entry_points.txt").decode()
         metadata = email.parser.Parser().parsestr(archive.read(f"{dist_info}/METADATA").decode())
     assert "asyncdal = asyncdal.ops._cli:main" in entry_points
+    # The pytest plugin loads by itself where the wheel is installed.
+    assert "[pytest11]\nasyncdal = asyncdal.testing.plugin" in entry_points
     assert set(metadata.get_all("Provides-Extra") or []) == EXTRAS
     # The catalog and the development tools are no dependency of the library.
-    requirements = " ".join(metadata.get_all("Requires-Dist") or [])
-    for unpublished in ("asyncdal-catalog", "mypy", "ruff", "build", "httpx"):
-        assert unpublished not in requirements
+    requirements = metadata.get_all("Requires-Dist") or []
+    for unpublished in ("asyncdal-catalog", "mypy", "ruff", "build"):
+        assert unpublished not in " ".join(requirements)
+    # httpx only for the testing extra's app client, never for the core.
+    core = [requirement for requirement in requirements if "extra ==" not in requirement]
+    assert [requirement for requirement in core if requirement.startswith("httpx")] == []
 
 
 def test_the_sdist_holds_the_sources_and_no_local_state(artefacts: Artefacts) -> None:
@@ -379,6 +388,31 @@ async def test_the_outbox_extra_runs_a_worker_without_prometheus(
     assert [row["status"] for row in statuses] == ["done"]
 
 
+# -- the migrations extra alone ----------------------------------------------------------------
+
+
+def test_the_migrations_extra_runs_the_environment_init_writes(
+    environments: dict[str | None, Future[Environment]],
+) -> None:
+    migrations = environments["migrations"].result()
+    (migrations.workdir / "models.py").write_text(
+        "from sqlalchemy import MetaData\nmetadata = MetaData()\n"
+    )
+    init = migrations.run("asyncdal", "migrations", "init", "--metadata", "models:metadata")
+    assert init.returncode == 0, init.stderr
+    (migrations.workdir / "migrations" / "versions" / "0001_probe.py").write_text(
+        'revision = "0001"\ndown_revision = None\n'
+        "from alembic import op\n"
+        "def upgrade():\n    op.execute('SELECT 1')\n"
+        "def downgrade():\n    pass\n"
+    )
+    # Offline: no server needed, and the installed env.py, templates and settings all run.
+    done = migrations.run("alembic", "upgrade", "head", "--sql")
+    assert done.returncode == 0, done.stderr
+    assert "CREATE TABLE alembic_version" in done.stdout
+    assert "VALUES ('0001')" in done.stdout
+
+
 # -- every other extra alone -------------------------------------------------------------------
 
 
@@ -393,9 +427,8 @@ def test_each_extra_alone_installs_what_it_imports(
     environment = environments[extra].result()
     environment.probe(USES[extra])
     if extra == "testing":
-        # The pytest plugin loads, with its fixtures.
-        done = environment.run(
-            "python", "-m", "pytest", "-p", "asyncdal.testing.plugin", "--fixtures"
-        )
+        # The pytest plugin loads by its entry point alone, with its fixtures.
+        done = environment.run("python", "-m", "pytest", "--fixtures")
         assert done.returncode == 0, done.stdout + done.stderr
         assert "asyncdal_database" in done.stdout
+        assert "asyncdal_client" in done.stdout

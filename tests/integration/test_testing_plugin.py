@@ -61,5 +61,10 @@ async def test_use_from_another_event_loop_is_refused_clearly(
     assert "another event loop" in str(errors[0])
 
 
-def test_fixture_module_is_a_pytest_plugin(pytestconfig: pytest.Config) -> None:
-    assert pytestconfig.pluginmanager.has_plugin("asyncdal.testing.plugin")
+def test_the_plugin_is_loaded_by_its_entry_point(pytestconfig: pytest.Config) -> None:
+    """Loaded by the ``pytest11`` entry point ``asyncdal`` alone: tests/conftest.py does not
+    list it (pytest would refuse it twice)."""
+    import asyncdal.testing.plugin
+
+    assert pytestconfig.pluginmanager.get_plugin("asyncdal") is asyncdal.testing.plugin
+    assert not pytestconfig.pluginmanager.has_plugin("asyncdal.testing.plugin")

@@ -13,7 +13,12 @@ from contextlib import suppress
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from asyncdal.errors import CommitOutcomeUnknownError, ConflictError, NotCommittedError
+from asyncdal.errors import (
+    CommitOutcomeUnknownError,
+    ConflictError,
+    NotCommittedError,
+    UnitOfWorkError,
+)
 from asyncdal.fastapi._crud_errors import crud_refusal
 from asyncdal.fastapi._errors import refusal
 from asyncdal.orm._uow import UnitOfWork
@@ -80,13 +85,24 @@ class TransactionMiddleware:
                 # Settled: give the connections back before the body is sent and before any
                 # background task runs, instead of after both.
                 for uow in pending:
-                    await uow.session.close()
+                    await _release(uow)
             await send(message)
 
         # An unhandled exception propagates as usual; the dependencies' teardown closes (and so
         # rolls back) every unit of work of the request.
         with suppress(_CommitFailedError):
             await self.app(scope, receive, send_after_commit)
+
+
+async def _release(uow: UnitOfWork) -> None:
+    """Close the session of a settled unit of work, so its connection goes back to the pool."""
+    try:
+        session = uow.session
+    except UnitOfWorkError:
+        # No session, so no connection to give back: a test's FakeUnitOfWork standing in for
+        # a provider (an open real unit of work always has one).
+        return
+    await session.close()
 
 
 class _CommitFailedError(Exception):

@@ -2,13 +2,20 @@
 
 Each provider opens (or joins) the request's unit of work on a database and registers it with
 :class:`~asyncdal.fastapi.TransactionMiddleware`, which commits it before the response starts.
+
+A provider equals any other made with the same arguments, so it is its own stable key in
+``app.dependency_overrides``: ``app.dependency_overrides[repository_provider(Products)]``
+replaces the one every route declared (``asyncdal.testing.override`` builds such overrides
+from fakes, registered so the middleware commits them).
 """
 
-from __future__ import annotations
+# No ``from __future__ import annotations`` here: FastAPI reads the annotations of a provider's
+# ``__call__`` (``request: Request``), and some of its versions cannot resolve string
+# annotations of a method on an object.
 
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from typing import TypeVar
+from typing import Generic, TypeVar
 
 from fastapi import Request
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -21,6 +28,7 @@ from asyncdal.orm._uow import UnitOfWork
 
 __all__ = [
     "read_only_unit_of_work_provider",
+    "register_unit_of_work",
     "repository_provider",
     "session_provider",
     "unit_of_work_provider",
@@ -29,14 +37,24 @@ __all__ = [
 R = TypeVar("R")
 
 
-def _register(request: Request, uow: UnitOfWork) -> None:
+def register_unit_of_work(request: Request, uow: UnitOfWork) -> None:
+    """Hand ``uow`` to :class:`~asyncdal.fastapi.TransactionMiddleware`, which commits it
+    before the response starts (status below 400) or rolls it back.
+
+    What every provider does once its unit of work is open; a test's stand-in for a provider
+    (a ``FakeUnitOfWork``) must do it too, or nothing commits it. Registering one twice, or
+    one that joined another, does nothing more.
+
+    Raises:
+        UnitOfWorkError: the middleware is not installed (``setup(app)`` was not called).
+    """
     units: list[UnitOfWork] | None = request.scope.get(SCOPE_KEY)
     if units is None:
         raise UnitOfWorkError(
             "asyncdal.fastapi.TransactionMiddleware is not installed: call "
             "asyncdal.fastapi.setup(app) so request units of work commit before the response"
         )
-    if not uow.joined:
+    if not uow.joined and uow not in units:
         units.append(uow)
 
 
@@ -47,7 +65,7 @@ async def _request_unit_of_work(
     db: Database = get_databases(request)[database]
     uow = db.read_only_unit_of_work(snapshot=snapshot) if read_only else db.unit_of_work()
     async with uow:
-        _register(request, uow)
+        register_unit_of_work(request, uow)
         yield uow
         if uow in request.scope[SCOPE_KEY]:
             # Torn down before the response started (``Depends(..., scope="function")``):
@@ -58,6 +76,57 @@ async def _request_unit_of_work(
             )
 
 
+class _Provider:
+    """A provider: equal to (and hashed like) any other of its kind with the same arguments."""
+
+    def __init__(self, database: str, *, read_only: bool, snapshot: bool = False) -> None:
+        # Databases are looked up case-insensitively; so are providers.
+        self.database = database.lower()
+        self.read_only = read_only
+        self.snapshot = snapshot
+
+    def _key(self) -> tuple[object, ...]:
+        return (type(self), self.database, self.read_only, self.snapshot)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _Provider) and other._key() == self._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__.lstrip('_')} {self._key()[1:]!r}>"
+
+
+class _UnitOfWorkProvider(_Provider):
+    async def __call__(self, request: Request) -> AsyncIterator[UnitOfWork]:
+        async with _request_unit_of_work(
+            request, self.database, read_only=self.read_only, snapshot=self.snapshot
+        ) as uow:
+            yield uow
+
+
+class _SessionProvider(_Provider):
+    async def __call__(self, request: Request) -> AsyncIterator[AsyncSession]:
+        async with _request_unit_of_work(request, self.database, read_only=False) as uow:
+            yield uow.session
+
+
+class _RepositoryProvider(_Provider, Generic[R]):
+    def __init__(
+        self, repository_class: Callable[[AsyncSession], R], database: str, *, read_only: bool
+    ) -> None:
+        super().__init__(database, read_only=read_only)
+        self.repository_class = repository_class
+
+    def _key(self) -> tuple[object, ...]:
+        return (*super()._key(), self.repository_class)
+
+    async def __call__(self, request: Request) -> AsyncIterator[R]:
+        async with _request_unit_of_work(request, self.database, read_only=self.read_only) as uow:
+            yield uow.repository(self.repository_class)
+
+
 def unit_of_work_provider(
     database: str = "main",
 ) -> Callable[[Request], AsyncIterator[UnitOfWork]]:
@@ -65,36 +134,19 @@ def unit_of_work_provider(
 
     It is committed before the response when the status is below 400, else rolled back.
     """
-
-    async def provide(request: Request) -> AsyncIterator[UnitOfWork]:
-        async with _request_unit_of_work(request, database, read_only=False) as uow:
-            yield uow
-
-    return provide
+    return _UnitOfWorkProvider(database, read_only=False)
 
 
 def read_only_unit_of_work_provider(
     database: str = "main", *, snapshot: bool = False
 ) -> Callable[[Request], AsyncIterator[UnitOfWork]]:
     """A dependency giving a read-only unit of work (see ``Database.read_only_unit_of_work``)."""
-
-    async def provide(request: Request) -> AsyncIterator[UnitOfWork]:
-        async with _request_unit_of_work(
-            request, database, read_only=True, snapshot=snapshot
-        ) as uow:
-            yield uow
-
-    return provide
+    return _UnitOfWorkProvider(database, read_only=True, snapshot=snapshot)
 
 
 def session_provider(database: str = "main") -> Callable[[Request], AsyncIterator[AsyncSession]]:
     """A dependency giving the ``AsyncSession`` of the request's unit of work on ``database``."""
-
-    async def provide(request: Request) -> AsyncIterator[AsyncSession]:
-        async with _request_unit_of_work(request, database, read_only=False) as uow:
-            yield uow.session
-
-    return provide
+    return _SessionProvider(database, read_only=False)
 
 
 def repository_provider(
@@ -109,10 +161,10 @@ def repository_provider(
         repository_class: the :class:`~asyncdal.repository.Repository` subclass.
         database: the named database.
         read_only: use a read-only unit of work (for endpoints that only read).
+
+    Example:
+        ``repository_provider(ProductRepository) == repository_provider(ProductRepository)``,
+        so a test replaces what every route declared with
+        ``app.dependency_overrides[repository_provider(ProductRepository)] = ...``.
     """
-
-    async def provide(request: Request) -> AsyncIterator[R]:
-        async with _request_unit_of_work(request, database, read_only=read_only) as uow:
-            yield uow.repository(repository_class)
-
-    return provide
+    return _RepositoryProvider(repository_class, database, read_only=read_only)

@@ -10,6 +10,10 @@ settings (environment, ``.env``) name; exit code 1 when not ready, 2 on bad sett
 from ``WEB_CONCURRENCY`` or ``--workers``) against the server's limit; exit code 1 when a
 server is over budget, 2 on bad settings.
 
+``asyncdal migrations init [DIR] --metadata module:attribute``: ``alembic.ini`` and an async
+``env.py`` on asyncdal's settings for your project (see :mod:`asyncdal.ops._migrations`); exit
+code 2 when a file exists already.
+
 ``asyncdal outbox run|dead|requeue|counts``: the outbox worker and its operations (see
 :mod:`asyncdal.outbox._cli`).
 """
@@ -26,6 +30,7 @@ from pathlib import Path
 from asyncdal.errors import ConfigurationError
 from asyncdal.observe._health import HealthReport, check_health
 from asyncdal.ops._check import check_paths
+from asyncdal.ops._migrations import add_migrations_commands
 from asyncdal.orm._budget import check_budget, format_budget
 from asyncdal.orm._databases import Databases
 from asyncdal.outbox._cli import add_outbox_commands
@@ -114,6 +119,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--workers", type=int, default=None, help="worker processes (default: WEB_CONCURRENCY)"
     )
     budget.set_defaults(run=_budget)
+    add_migrations_commands(commands)
     add_outbox_commands(commands)
     arguments = parser.parse_args(argv)
     code: int = arguments.run(arguments)

@@ -20,10 +20,15 @@ a server you name, such as :data:`DEFAULT_TEST_DATABASE_URL`), :func:`spare_port
 :class:`FaultProxy` sits between an app and its server and can blackhole, reset or cut the
 link, for tests of failure behaviour.
 
-Real database with per-test rollback: in ``conftest.py``::
+Providers replaced by fakes, by name (needs the ``fastapi`` extra):
+:func:`override` makes ``repository_provider(ProductRepository)`` everywhere in an app hand out
+an in-memory repository inside a :class:`FakeUnitOfWork` that the commit middleware commits.
 
-    pytest_plugins = ["asyncdal.testing.plugin"]
+Real database with per-test rollback, and an HTTP client on your app: the pytest plugin
+:mod:`asyncdal.testing.plugin`, which loads by itself once ``asyncdal[testing]`` is installed.
 """
+
+import typing
 
 from asyncdal.testing._fakes import FakeOutbox, FakeUnitOfWork
 from asyncdal.testing._faultproxy import FaultProxy
@@ -40,6 +45,22 @@ from asyncdal.testing._servers import (
     throwaway_cluster,
 )
 
+if typing.TYPE_CHECKING:
+    from asyncdal.testing._overrides import override
+
+# Imported when first used: it needs FastAPI (the ``fastapi`` extra); the fakes do not.
+_LAZY = {"override": "asyncdal.testing._overrides"}
+
+
+def __getattr__(name: str) -> typing.Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'asyncdal.testing' has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(module), name)
+
+
 __all__ = [
     "DEFAULT_TEST_DATABASE_URL",
     "FakeOutbox",
@@ -50,6 +71,7 @@ __all__ = [
     "ThrowawayCluster",
     "create_test_database",
     "drop_test_database",
+    "override",
     "replica_pair",
     "run_pgbouncer",
     "spare_port",

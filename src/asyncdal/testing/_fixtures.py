@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 import pytest_asyncio
 from sqlalchemy import MetaData
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from asyncdal.orm._database import Database
 from asyncdal.settings import DatabaseSettings
@@ -24,6 +25,7 @@ __all__ = [
     "asyncdal_metadata",
     "asyncdal_replica_pair",
     "asyncdal_test_url",
+    "rollback_connection",
     "rollback_database",
 ]
 
@@ -68,17 +70,29 @@ async def asyncdal_database(
 
 
 @pytest_asyncio.fixture(loop_scope="session")
-async def rollback_database(asyncdal_database: Database) -> AsyncIterator[Database]:
-    """``asyncdal_database`` with every session inside one transaction rolled back afterwards.
+async def rollback_connection(asyncdal_database: Database) -> AsyncIterator[AsyncConnection]:
+    """A connection to ``asyncdal_database`` in a transaction rolled back after the test.
 
-    All its sessions share one connection: run the test in the session's event loop
-    (``@pytest.mark.asyncio(loop_scope="session")``, or ``asyncio_default_test_loop_scope =
-    "session"``), and don't use it from concurrent tasks.
+    ``rollback_database`` and ``asyncdal_client`` route every session through it, so a test
+    sees what its requests wrote, and the next test sees none of it.
     """
     async with asyncdal_database.engine.connect() as connection:
         transaction = await connection.begin()
         try:
-            async with asyncdal_database.use_connection(connection):
-                yield asyncdal_database
+            yield connection
         finally:
             await transaction.rollback()
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def rollback_database(
+    asyncdal_database: Database, rollback_connection: AsyncConnection
+) -> AsyncIterator[Database]:
+    """``asyncdal_database`` with every session inside one transaction rolled back afterwards.
+
+    All its sessions share one connection: run the test in the session's event loop
+    (``asyncio_default_test_loop_scope = "session"``, which the plugin checks), and don't use
+    it from concurrent tasks.
+    """
+    async with asyncdal_database.use_connection(rollback_connection):
+        yield asyncdal_database
