@@ -209,7 +209,9 @@ class Repository(Generic[ModelT]):
             query: a :class:`~asyncdal.ListQuery` (e.g. from ``asyncdal.fastapi.list_query``).
             filters: added to the query's filters (same key: this one wins), e.g. to scope a
                 list to the current user.
-            order_by, limit, offset: as in :meth:`list`, when not in ``query``.
+            order_by: as in :meth:`list`, when not in ``query``.
+            limit: as in :meth:`list`, when not in ``query``.
+            offset: as in :meth:`list`, when not in ``query``.
             cursor: continue after the page that gave it; not with ``offset``.
             load: as in :meth:`list`.
             count: count the matching rows (``Page.total``); False leaves it None.
