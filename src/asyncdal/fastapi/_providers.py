@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import TypeVar
 
 from fastapi import Request
@@ -20,6 +21,8 @@ from asyncdal.orm._database import Database
 from asyncdal.orm._uow import UnitOfWork
 
 __all__ = [
+    "RequestUnitOfWork",
+    "provided_unit_of_work",
     "read_only_unit_of_work_provider",
     "repository_provider",
     "session_provider",
@@ -27,6 +30,30 @@ __all__ = [
 ]
 
 R = TypeVar("R")
+P = TypeVar("P", bound=Callable[..., object])
+
+# The attribute that marks a provider, so that the OpenAPI document can name the answers of
+# the routes that reach a database (see asyncdal.fastapi._openapi).
+_MARK = "__asyncdal_unit_of_work__"
+
+
+@dataclass(frozen=True, slots=True)
+class RequestUnitOfWork:
+    """What a provider gives a route: a unit of work on ``database``, read-only or not."""
+
+    database: str
+    read_only: bool
+
+
+def _marked(provide: P, database: str, *, read_only: bool) -> P:
+    provide.__dict__[_MARK] = RequestUnitOfWork(database, read_only)
+    return provide
+
+
+def provided_unit_of_work(dependency: object) -> RequestUnitOfWork | None:
+    """The unit of work ``dependency`` provides, when it is one of asyncdal's providers."""
+    mark = getattr(dependency, _MARK, None)
+    return mark if isinstance(mark, RequestUnitOfWork) else None
 
 
 def _register(request: Request, uow: UnitOfWork) -> None:
@@ -70,7 +97,7 @@ def unit_of_work_provider(
         async with _request_unit_of_work(request, database, read_only=False) as uow:
             yield uow
 
-    return provide
+    return _marked(provide, database, read_only=False)
 
 
 def read_only_unit_of_work_provider(
@@ -84,7 +111,7 @@ def read_only_unit_of_work_provider(
         ) as uow:
             yield uow
 
-    return provide
+    return _marked(provide, database, read_only=True)
 
 
 def session_provider(database: str = "main") -> Callable[[Request], AsyncIterator[AsyncSession]]:
@@ -94,7 +121,7 @@ def session_provider(database: str = "main") -> Callable[[Request], AsyncIterato
         async with _request_unit_of_work(request, database, read_only=False) as uow:
             yield uow.session
 
-    return provide
+    return _marked(provide, database, read_only=False)
 
 
 def repository_provider(
@@ -115,4 +142,4 @@ def repository_provider(
         async with _request_unit_of_work(request, database, read_only=read_only) as uow:
             yield uow.repository(repository_class)
 
-    return provide
+    return _marked(provide, database, read_only=read_only)
