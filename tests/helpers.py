@@ -1,4 +1,5 @@
-"""What the tests share: poll with a deadline, a client on an app with its lifespan running, and
+"""What the tests share: poll with a deadline, a client on an app with its lifespan running, a
+validator for parts of an OpenAPI document, and
 a count of a server's connections.
 
 One of each, so a fix to one (a deadline, a teardown on failure) reaches every test.
@@ -13,12 +14,19 @@ from contextlib import asynccontextmanager
 from typing import Any, TypeVar, overload
 
 import asyncpg
+import jsonschema_rs
 from asgi_lifespan import LifespanManager
-from httpx import ASGITransport, AsyncClient
+from httpx import ASGITransport, AsyncClient, Response
 from sqlalchemy.engine import URL, make_url
 from starlette.types import ASGIApp
 
-__all__ = ["app_client", "count_connections", "wait_until"]
+__all__ = [
+    "app_client",
+    "assert_documented",
+    "count_connections",
+    "documented_validator",
+    "wait_until",
+]
 
 T = TypeVar("T")
 
@@ -166,3 +174,44 @@ async def count_connections(
         return int(await connection.fetchval(_COUNT_CONNECTIONS, *arguments))
     finally:
         await connection.close()
+
+
+def documented_validator(document: dict[str, Any], schema: Any) -> jsonschema_rs.Validator:
+    """A JSON Schema validator for ``schema``, a part of the OpenAPI ``document`` whose
+    ``$ref`` point into the document's components.
+
+    Example:
+        >>> content = document["paths"]["/products"]["post"]["requestBody"]["content"]
+        >>> documented_validator(document, content["application/json"]["schema"]).is_valid({})
+        False
+    """
+    return jsonschema_rs.validator_for(
+        {"allOf": [schema], "components": document.get("components", {})}
+    )
+
+
+def assert_documented(document: dict[str, Any], path: str, method: str, answer: Response) -> None:
+    """Fail unless ``document`` lists ``answer``'s status for the operation, with a JSON body
+    schema that ``answer``'s body matches, and every header it says is required.
+
+    Args:
+        document: the app's OpenAPI document.
+        path: the operation's path as the document writes it (``/products/{product_id}``).
+        method: the operation's method, lowercase.
+        answer: the response to check.
+    """
+    responses = document["paths"][path][method]["responses"]
+    status = str(answer.status_code)
+    assert status in responses, f"{method} {path}: {status} is not documented ({sorted(responses)})"
+    documented = responses[status]
+    for name, header in documented.get("headers", {}).items():
+        if header.get("required"):
+            assert name in answer.headers, f"{method} {path} {status}: no {name} header"
+    if "content" not in documented:
+        assert not answer.content, f"{method} {path} {status}: a body where none is documented"
+        return
+    schema = documented["content"]["application/json"]["schema"]
+    errors = [
+        error.message for error in documented_validator(document, schema).iter_errors(answer.json())
+    ]
+    assert not errors, f"{method} {path} {status}: {answer.text} does not match: {errors}"

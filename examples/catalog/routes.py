@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import (
     APIRouter,
@@ -15,10 +15,17 @@ from fastapi import (
     Response,
     status,
 )
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic.json_schema import SkipJsonSchema
 
 from asyncdal import UniqueViolationError, UnitOfWork
-from asyncdal.fastapi import get_databases, repository_provider, unit_of_work_provider
+from asyncdal.fastapi import (
+    ErrorDetail,
+    get_databases,
+    repository_provider,
+    unit_of_work_provider,
+)
 from asyncdal.outbox import Outbox
 from catalog.container import REFERENCE
 from catalog.idempotency import IdempotencyKeys, KeyReusedError, request_hash
@@ -42,11 +49,14 @@ Products = Annotated[ProductRepository, Depends(repository_provider(ProductRepos
 Work = Annotated[UnitOfWork, Depends(unit_of_work_provider())]
 Keys = Annotated[IdempotencyKeys, Depends(repository_provider(IdempotencyKeys))]
 IdempotencyKey = Annotated[
-    str | None,
+    # A header is sent or not, never null: SkipJsonSchema keeps null out of the document.
+    str | SkipJsonSchema[None],
     Header(
         alias="Idempotency-Key",
         min_length=1,
         max_length=200,
+        # PostgreSQL's text cannot hold a NUL character.
+        pattern=r"^[^\x00]+$",
         description="Retry-safe writes: a retry with the same key returns the first answer.",
     ),
 ]
@@ -59,6 +69,32 @@ ReadProducts = Annotated[
 MAX_OFFSET = 2**63 - 1
 ProductId = Annotated[int, Path(ge=1, le=2**63 - 1)]
 
+# The fields ?sort= takes, in the document too: a sort the pattern allows is one the
+# repository takes, so a valid request is never refused.
+_SORT_FIELD = "-?(?:" + "|".join(sorted(ProductRepository.sortable)) + ")"
+SORT_PATTERN = f"^{_SORT_FIELD}(?:,{_SORT_FIELD})*$"
+
+# The product an answer shows, reached by its id: OpenAPI links, for clients and for
+# schemathesis' stateful tests.
+_PRODUCT_LINKS = {
+    name: {
+        "operationId": operation,
+        "parameters": {"product_id": "$response.body#/id"},
+        "description": description,
+    }
+    for name, operation, description in (
+        ("GetProduct", "getProduct", "The product, read back."),
+        ("UpdateProduct", "updateProduct", "Change the product."),
+        ("DeleteProduct", "deleteProduct", "Delete the product."),
+    )
+}
+_NOT_FOUND: dict[int | str, dict[str, Any]] = {
+    404: {"model": ErrorDetail, "description": "No product has this id."}
+}
+_SKU_TAKEN: dict[int | str, dict[str, Any]] = {
+    409: {"model": ErrorDetail, "description": "Another product has this sku."}
+}
+
 
 def _not_found(product_id: int) -> HTTPException:
     return HTTPException(status.HTTP_404_NOT_FOUND, f"product {product_id} not found")
@@ -66,6 +102,14 @@ def _not_found(product_id: int) -> HTTPException:
 
 def _sku_taken() -> HTTPException:
     return HTTPException(status.HTTP_409_CONFLICT, "a product with this sku already exists")
+
+
+def _invalid(location: tuple[str, ...], message: str, value: Any) -> RequestValidationError:
+    """A 422 in FastAPI's validation-error shape, as the document's 422 says, naming the
+    request's part at fault."""
+    return RequestValidationError(
+        [{"type": "value_error", "loc": location, "msg": message, "input": value}]
+    )
 
 
 async def _category_names(request: Request, ids: set[int]) -> dict[int, str]:
@@ -81,8 +125,8 @@ async def _category_names(request: Request, ids: set[int]) -> dict[int, str]:
 
 async def _check_category(request: Request, category_id: int | None) -> None:
     if category_id is not None and not await _category_names(request, {category_id}):
-        raise HTTPException(
-            status.HTTP_422_UNPROCESSABLE_CONTENT, f"category {category_id} does not exist"
+        raise _invalid(
+            ("body", "category_id"), f"category {category_id} does not exist", category_id
         )
 
 
@@ -99,14 +143,16 @@ async def _shown(request: Request, items: list[Product]) -> list[ProductRead]:
     return shown
 
 
-@categories_router.get("", response_model=list[CategoryRead])
+@categories_router.get("", response_model=list[CategoryRead], operation_id="listCategories")
 async def list_categories(categories: Categories) -> list[CategoryRead]:
     """Every category, by name."""
     found = await categories.list(order_by="name", limit=categories.max_page_size)
     return [CategoryRead.model_validate(category) for category in found]
 
 
-@router.get("/{product_id}", response_model=ProductRead)
+@router.get(
+    "/{product_id}", response_model=ProductRead, operation_id="getProduct", responses=_NOT_FOUND
+)
 async def get_product(
     product_id: ProductId, products: ReadProducts, request: Request
 ) -> ProductRead:
@@ -118,7 +164,7 @@ async def get_product(
     return shown
 
 
-@router.get("", response_model=ProductPage)
+@router.get("", response_model=ProductPage, operation_id="listProducts")
 async def list_products(
     products: ReadProducts,
     request: Request,
@@ -128,7 +174,8 @@ async def list_products(
         str,
         Query(
             max_length=64,
-            description="A field, or -field for descending: "
+            pattern=SORT_PATTERN,
+            description="Fields separated by commas, each -field for descending: "
             + ", ".join(sorted(ProductRepository.sortable)),
         ),
     ] = "id",
@@ -144,7 +191,29 @@ async def list_products(
     )
 
 
-@router.post("", response_model=ProductRead, status_code=status.HTTP_201_CREATED)
+@router.post(
+    "",
+    response_model=ProductRead,
+    status_code=status.HTTP_201_CREATED,
+    operation_id="createProduct",
+    responses={
+        201: {
+            "links": _PRODUCT_LINKS,
+            "headers": {
+                "Idempotent-Replayed": {
+                    "description": "Sent when this is the stored answer to an earlier request "
+                    "with the same Idempotency-Key.",
+                    "schema": {"type": "string", "enum": ["true"]},
+                }
+            },
+        },
+        409: {
+            "model": ErrorDetail,
+            "description": "Another product has this sku, or the Idempotency-Key has no "
+            "recorded answer.",
+        },
+    },
+)
 async def create_product(
     body: ProductCreate,
     products: Products,
@@ -163,7 +232,7 @@ async def create_product(
         try:
             stored = await keys.claim(idempotency_key, fingerprint)
         except KeyReusedError as error:
-            raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(error)) from None
+            raise _invalid(("header", "Idempotency-Key"), str(error), idempotency_key) from None
         if stored is not None:
             if stored.status_code is None:
                 # Claimed and committed without an answer: never by this code, which stores
@@ -189,7 +258,12 @@ async def create_product(
     return shown
 
 
-@router.patch("/{product_id}", response_model=ProductRead)
+@router.patch(
+    "/{product_id}",
+    response_model=ProductRead,
+    operation_id="updateProduct",
+    responses={200: {"links": _PRODUCT_LINKS}, **_NOT_FOUND, **_SKU_TAKEN},
+)
 async def update_product(
     product_id: ProductId, body: ProductUpdate, products: Products, uow: Work, request: Request
 ) -> ProductRead:
@@ -209,7 +283,12 @@ async def update_product(
     return shown
 
 
-@router.delete("/{product_id}", status_code=status.HTTP_204_NO_CONTENT)
+@router.delete(
+    "/{product_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    operation_id="deleteProduct",
+    responses=_NOT_FOUND,
+)
 async def delete_product(product_id: ProductId, products: Products, uow: Work) -> Response:
     """Delete a product (and emit ``product.deleted``)."""
     if not await products.delete(product_id):

@@ -2,18 +2,70 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema, model_validator
+from pydantic.json_schema import SkipJsonSchema
 
-__all__ = ["CategoryRead", "ProductCreate", "ProductPage", "ProductRead", "ProductUpdate"]
+__all__ = [
+    "PRICE_PATTERN",
+    "CategoryRead",
+    "ProductCreate",
+    "ProductPage",
+    "ProductRead",
+    "ProductUpdate",
+]
 
+# The patterns are what the OpenAPI document says and what the service takes, both: pydantic
+# checks them with Rust's regex, where "$" ends the text (Python's would allow a newline).
 Sku = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._-]+$")]
-Name = Annotated[str, Field(min_length=1, max_length=200)]
-Price = Annotated[Decimal, Field(ge=0, max_digits=12, decimal_places=2)]
-CategoryId = Annotated[int, Field(ge=1, le=2**63 - 1)]
+# PostgreSQL's text cannot hold a NUL character: refused here, it is a 422 naming the field.
+Name = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[^\x00]+$")]
+# Within what a JSON number carries exactly (2**53 - 1, as I-JSON advises): FastAPI writes a
+# body's bounds as floats, and a bound past 2**53 would not say exactly what is taken.
+CategoryId = Annotated[int, Field(ge=1, le=2**53 - 1)]
+
+PRICE_PATTERN = r"^[0-9]{1,10}(\.[0-9]{1,2})?$"
+"""A price as text: up to 10 digits, then a point and one or two decimals (NUMERIC(12, 2))."""
+_PRICE_TEXT = re.compile(PRICE_PATTERN.removeprefix("^").removesuffix("$"))
+_LARGEST_PRICE = 9999999999.99
+
+
+def _price_text(value: Any) -> Any:
+    """Refuse a price string the pattern does not match: pydantic's ``Decimal`` alone would
+    also take ``"1e2"``, ``" 5"`` or ``"1_000"``, which the document cannot describe."""
+    if isinstance(value, str) and _PRICE_TEXT.fullmatch(value) is None:
+        raise ValueError(
+            "a price is a number, or a text like 24.50: up to 10 digits, then a point and "
+            "one or two decimals"
+        )
+    return value
+
+
+Price = Annotated[
+    Decimal,
+    BeforeValidator(_price_text),
+    Field(ge=0, max_digits=12, decimal_places=2),
+    # A JSON number is taken as written (0.07 is 0.07), so multipleOf 0.01 holds exactly for
+    # what pydantic takes: no more than two decimals.
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "string", "pattern": PRICE_PATTERN},
+                {
+                    "type": "number",
+                    "minimum": 0,
+                    "maximum": _LARGEST_PRICE,
+                    "multipleOf": 0.01,
+                },
+            ],
+            "examples": ["24.50"],
+        }
+    ),
+]
 
 
 class ProductCreate(BaseModel):
@@ -27,15 +79,24 @@ class ProductCreate(BaseModel):
     category_id: CategoryId | None = None
 
 
+def _no_null_defaults(schema: dict[str, Any]) -> None:
+    """Drop ``"default": null`` from the document: null is refused, not a value to send."""
+    for field in schema.get("properties", {}).values():
+        if "default" in field and field["default"] is None:
+            del field["default"]
+
+
 class ProductUpdate(BaseModel):
     """Changes to a product; fields left out stay as they are, and none may be null."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_no_null_defaults)
 
-    sku: Sku | None = None
-    name: Name | None = None
-    price: Price | None = None
-    category_id: CategoryId | None = None
+    # None is only the default (left out); a null sent is refused below, so the document
+    # shows no null (SkipJsonSchema).
+    sku: Sku | SkipJsonSchema[None] = None
+    name: Name | SkipJsonSchema[None] = None
+    price: Price | SkipJsonSchema[None] = None
+    category_id: CategoryId | SkipJsonSchema[None] = None
 
     @model_validator(mode="before")
     @classmethod

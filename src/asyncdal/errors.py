@@ -65,8 +65,17 @@ class UnknownDatabaseError(ConfigurationError, KeyError):
 class InvalidQueryError(AsyncdalError, ValueError):
     """A repository query asked for a column, operator or page size that is not allowed.
 
-    The FastAPI integration turns it into a 422 response.
+    The FastAPI integration turns it into a 422 in FastAPI's validation-error shape, naming
+    ``parameter`` when it is known.
+
+    Attributes:
+        parameter: the query parameter that carried the refused value (``sort``), when the
+            code that raised it knows; None otherwise.
     """
+
+    def __init__(self, message: str, *, parameter: str | None = None) -> None:
+        super().__init__(message)
+        self.parameter = parameter
 
 
 class NotFoundError(AsyncdalError, LookupError):

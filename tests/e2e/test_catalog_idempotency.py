@@ -49,7 +49,9 @@ async def test_same_key_with_another_body_is_refused(client: AsyncClient) -> Non
     other = {**KETTLE, "sku": "KETTLE-2"}
     response = await client.post("/products", json=other, headers=headers)
     assert response.status_code == 422
-    assert "different request" in response.json()["detail"]
+    (problem,) = response.json()["detail"]
+    assert problem["loc"] == ["header", "Idempotency-Key"]
+    assert "different request" in problem["msg"]
 
 
 async def test_concurrent_retries_with_one_key_create_one_row(

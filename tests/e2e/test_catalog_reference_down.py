@@ -16,7 +16,7 @@ from asyncdal.testing import FaultProxy
 from catalog.app import create_app
 from catalog.container import CatalogContainer
 from tests.conftest import TEST_APPLICATION_NAME, empty_tables, plain
-from tests.helpers import app_client
+from tests.helpers import app_client, assert_documented
 
 
 async def median_latency(client: AsyncClient, path: str, n: int = 30) -> float:
@@ -129,3 +129,21 @@ async def test_idempotent_replay_needs_no_reference_database(
     assert replay.status_code == 201, replay.text
     assert replay.headers["Idempotent-Replayed"] == "true"
     assert replay.json() == first.json()
+
+
+async def test_the_answers_with_the_reference_database_down_match_the_document(
+    reference_proxied: tuple[AsyncClient, FaultProxy],
+) -> None:
+    client, proxy = reference_proxied
+    document = (await client.get("/openapi.json")).json()
+    proxy.reset()  # the reference database is gone
+    unavailable = await client.get("/categories")
+    assert unavailable.status_code == 503, unavailable.text
+    assert_documented(document, "/categories", "get", unavailable)
+    named = await client.post(
+        "/products", json={"sku": "C-1", "name": "c", "price": "1", "category_id": 1}
+    )
+    assert named.status_code == 503, named.text
+    assert_documented(document, "/products", "post", named)
+    degraded = await client.get("/health/ready")
+    assert_documented(document, "/health/ready", "get", degraded)

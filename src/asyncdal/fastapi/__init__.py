@@ -5,7 +5,8 @@ One unit of work per request and database, never shared between requests or task
 so a failed commit becomes an error answer instead of a 2xx the client already received; a
 handler that raises, or answers with a 4xx/5xx status, rolls back. asyncdal's errors become
 JSON answers (503, 504, 409 naming the constraint, 422; see :func:`setup`), and every answer,
-a 500 included, carries ``X-Request-ID``.
+a 500 included, carries ``X-Request-ID``. The app's OpenAPI document describes those answers,
+with the bodies' models exported here; :func:`error_responses` documents a route's own.
 
 Example:
     >>> from fastapi import Depends, FastAPI
@@ -35,16 +36,34 @@ from asyncdal.fastapi._providers import (
     unit_of_work_provider,
 )
 from asyncdal.fastapi._query import list_query
+from asyncdal.fastapi._responses import (
+    CommitFailed,
+    ConstraintViolation,
+    ErrorDetail,
+    InternalError,
+    InvalidRequest,
+    RequestIssue,
+    ServiceUnavailable,
+    error_responses,
+)
 from asyncdal.fastapi._routers import health_router, metrics_router
 from asyncdal.fastapi._setup import setup
 
 __all__ = [
     "LSN_HEADER",
+    "CommitFailed",
+    "ConstraintViolation",
+    "ErrorDetail",
+    "InternalError",
+    "InvalidRequest",
     "ReadYourWritesMiddleware",
+    "RequestIssue",
+    "ServiceUnavailable",
     "TransactionMiddleware",
     "check_if_match",
     "databases_lifespan",
     "etag_of",
+    "error_responses",
     "get_databases",
     "health_router",
     "list_query",

@@ -19,6 +19,7 @@ servers cannot be compared.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -30,11 +31,23 @@ from asyncdal.replicas._lsn import (
 )
 from asyncdal.replicas._routing import route
 
-__all__ = ["LSN_HEADER", "ReadYourWritesMiddleware", "prefer_replicas", "use_primary"]
+__all__ = [
+    "LSN_HEADER",
+    "LSN_PATTERN",
+    "ReadYourWritesMiddleware",
+    "prefer_replicas",
+    "use_primary",
+]
 
 LSN_HEADER = "X-DB-LSN"
 """The header carrying a commit's WAL position: sent on write responses, honoured on reads."""
 _HEADER_KEY = LSN_HEADER.lower().encode()
+LSN_PATTERN = "^[0-9A-Fa-f]{1,8}/[0-9A-Fa-f]{1,8}$"
+"""What ``X-DB-LSN`` takes (the OpenAPI documents it): PostgreSQL's text form of a WAL
+position."""
+# The value on the wire may have HTTP's optional whitespace (space, tab) around it, and nothing
+# else: the document's pattern must say exactly what is accepted.
+_WIRE_LSN = re.compile(r"[ \t]*[0-9A-Fa-f]{1,8}/[0-9A-Fa-f]{1,8}[ \t]*")
 
 ASGIApp = Callable[[Any, Any, Any], Any]
 
@@ -58,11 +71,13 @@ class ReadYourWritesMiddleware:
         sent = next((value for key, value in scope["headers"] if key == _HEADER_KEY), None)
         required: int | None = None
         if sent is not None:
-            try:
-                required = parse_lsn(sent.decode("latin-1"))
-            except ValueError as error:
-                await _bad_request(send, f"{LSN_HEADER}: {error}")
+            text = sent.decode("latin-1")
+            if _WIRE_LSN.fullmatch(text) is None:
+                await _bad_request(
+                    send, f"{LSN_HEADER}: not a WAL position like 0/16B3748: {text[:40]!r}"
+                )
                 return
+            required = parse_lsn(text)
 
         async def send_with_position(message: Any) -> None:
             if message["type"] == "http.response.start":

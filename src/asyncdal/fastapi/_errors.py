@@ -23,19 +23,28 @@ server unreachable)
 other ``ConstraintViolationError`` (class     422    ``{"detail": ..., "constraint": ...}``
 23: check, not null, exclusion)
 ``InvalidValueError`` (class 22)              422    ``{"detail": ...}``
-``InvalidQueryError`` (repository query)      422    ``{"detail": ...}``
+``InvalidQueryError`` (repository query)      422    FastAPI's validation-error body:
+                                                     ``{"detail": [{"loc": ["query", parameter],
+                                                     "msg": ..., "type": "invalid_query"}]}``
+FastAPI's ``RequestValidationError``          422    FastAPI's own body, which cannot fail to
+                                                     encode (a lone surrogate in the input)
 any other exception                           500    ``{"detail": ..., "request_id": ...}``
 ============================================  =====  ==============================================
+
+The bodies are the models of ``asyncdal.fastapi._responses``, which the OpenAPI document uses.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 
 from asyncdal._request_id import REQUEST_ID_HEADER, accepted_request_id, request_id_scope
@@ -64,6 +73,23 @@ logger = logging.getLogger("asyncdal.fastapi")
 Handler = Callable[[Request, Exception], Awaitable[Response]]
 
 
+class _JSONResponse(JSONResponse):
+    """Starlette's JSON answer, which never fails to encode.
+
+    A JSON body may carry a lone surrogate (``"\\ud800"``), which Python decodes but UTF-8
+    cannot encode: an answer echoing it (FastAPI's 422 shows the input) would become a 500.
+    Such a body is sent with non-ASCII characters escaped instead, which JSON allows.
+    """
+
+    def render(self, content: Any) -> bytes:
+        try:
+            return super().render(content)
+        except UnicodeEncodeError:
+            return json.dumps(
+                content, ensure_ascii=True, allow_nan=False, separators=(",", ":")
+            ).encode("ascii")
+
+
 def refusal(error: Exception) -> tuple[int, dict[str, Any]] | None:
     """The status and JSON body for data the database refused, whichever way it came.
 
@@ -88,18 +114,30 @@ def _unavailable(
 ) -> JSONResponse:
     headers = {} if retry_after is None else {"Retry-After": str(max(1, math.ceil(retry_after)))}
     body = {"detail": detail} if outcome is None else {"detail": detail, "outcome": outcome}
-    return JSONResponse(body, status_code=status, headers=headers)
+    return _JSONResponse(body, status_code=status, headers=headers)
 
 
 async def _refused(request: Request, exc: Exception) -> Response:
     answer = refusal(exc)
     assert answer is not None
     status, body = answer
-    return JSONResponse(body, status_code=status)
+    return _JSONResponse(body, status_code=status)
 
 
 async def _invalid_query(request: Request, exc: Exception) -> Response:
-    return JSONResponse({"detail": str(exc)}, status_code=422)
+    """FastAPI's validation-error body: one 422 shape for every invalid request, so the
+    document's ``HTTPValidationError`` holds for this one too."""
+    assert isinstance(exc, InvalidQueryError)
+    location = ["query"] if exc.parameter is None else ["query", exc.parameter]
+    issue = {"type": "invalid_query", "loc": location, "msg": str(exc)}
+    return _JSONResponse({"detail": [issue]}, status_code=422)
+
+
+async def _request_invalid(request: Request, exc: Exception) -> Response:
+    """FastAPI's own answer to a request that fails validation, rendered by
+    :class:`_JSONResponse`."""
+    assert isinstance(exc, RequestValidationError)
+    return _JSONResponse({"detail": jsonable_encoder(exc.errors())}, status_code=422)
 
 
 async def _database_unavailable(request: Request, exc: Exception) -> Response:
@@ -171,7 +209,7 @@ async def _internal_error(request: Request, exc: Exception) -> Response:
     with request_id_scope(request_id):
         # One line that ties the id the client saw to the traceback the server logs next.
         logger.error("unhandled %s; answering 500", type(exc).__name__)
-    return JSONResponse(
+    return _JSONResponse(
         {"detail": "Internal Server Error", "request_id": request_id},
         status_code=500,
         headers={REQUEST_ID_HEADER: request_id},
@@ -179,6 +217,7 @@ async def _internal_error(request: Request, exc: Exception) -> Response:
 
 
 _HANDLERS: dict[type[Exception], Handler] = {
+    RequestValidationError: _request_invalid,
     InvalidQueryError: _invalid_query,
     DatabaseUnavailableError: _database_unavailable,
     ConnectionLostError: _connection_lost,

@@ -15,6 +15,7 @@ from fakes, registered so the middleware commits them).
 
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 from fastapi import Request
@@ -27,6 +28,8 @@ from asyncdal.orm._database import Database
 from asyncdal.orm._uow import UnitOfWork
 
 __all__ = [
+    "RequestUnitOfWork",
+    "provided_unit_of_work",
     "read_only_unit_of_work_provider",
     "register_unit_of_work",
     "repository_provider",
@@ -35,6 +38,21 @@ __all__ = [
 ]
 
 R = TypeVar("R")
+
+@dataclass(frozen=True, slots=True)
+class RequestUnitOfWork:
+    """What a provider gives a route: a unit of work on ``database``, read-only or not."""
+
+    database: str
+    read_only: bool
+
+
+def provided_unit_of_work(dependency: object) -> RequestUnitOfWork | None:
+    """The unit of work ``dependency`` provides, when it is one of asyncdal's providers (so
+    that the OpenAPI document can name the answers of the routes that reach a database)."""
+    if isinstance(dependency, _Provider):
+        return RequestUnitOfWork(dependency.database, dependency.read_only)
+    return None
 
 
 def register_unit_of_work(request: Request, uow: UnitOfWork) -> None:

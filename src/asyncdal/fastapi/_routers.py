@@ -2,14 +2,37 @@
 
 from __future__ import annotations
 
+from typing import Any, Literal
+
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel
 
 from asyncdal.errors import UnitOfWorkError
 from asyncdal.fastapi._lifespan import get_databases
 from asyncdal.observe._health import check_health
 
-__all__ = ["health_router", "metrics_router"]
+__all__ = ["DatabaseStatus", "ReadinessReport", "health_router", "metrics_router"]
+
+
+class DatabaseStatus(BaseModel):
+    """One database in ``/health/ready`` (see ``asyncdal.health.DatabaseHealth``)."""
+
+    status: Literal["ok", "down"]
+    optional: bool
+    latency_ms: float | None
+    pool: dict[str, int]
+    error: str | None
+    replicas: dict[str, dict[str, Any]]
+    breaker: dict[str, Any] | None
+
+
+class ReadinessReport(BaseModel):
+    """The body of ``/health/ready``: ``ok``, ``degraded`` (an optional database is down) or
+    ``down``, and each database by name."""
+
+    status: Literal["ok", "degraded", "down"]
+    databases: dict[str, DatabaseStatus]
 
 
 def health_router(*, answer_within: float = 2.0) -> APIRouter:
@@ -25,7 +48,21 @@ def health_router(*, answer_within: float = 2.0) -> APIRouter:
     async def live() -> dict[str, str]:
         return {"status": "ok"}
 
-    @router.get("/ready")
+    @router.get(
+        "/ready",
+        response_model=None,
+        responses={
+            200: {
+                "model": ReadinessReport,
+                "description": "Ready: every required database "
+                "answered (an optional one may be down: degraded).",
+            },
+            503: {
+                "model": ReadinessReport,
+                "description": "Not ready: a required database is down.",
+            },
+        },
+    )
     async def ready(request: Request) -> JSONResponse:
         report = await check_health(get_databases(request), answer_within=answer_within)
         return JSONResponse(report.as_dict(), status_code=200 if report.ready else 503)

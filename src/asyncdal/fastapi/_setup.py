@@ -8,6 +8,7 @@ from asyncdal.fastapi._consistency import ReadYourWritesMiddleware
 from asyncdal.fastapi._crud_errors import add_crud_error_handlers
 from asyncdal.fastapi._errors import add_error_handlers
 from asyncdal.fastapi._middleware import TransactionMiddleware
+from asyncdal.fastapi._openapi import document_answers
 from asyncdal.observe._request_id import RequestIdMiddleware
 
 __all__ = ["setup"]
@@ -43,11 +44,16 @@ def setup(app: FastAPI) -> None:
     other ``ConstraintViolationError`` (23xxx)      422    ``{"detail": ..., "constraint":
                                                            ...}``
     ``InvalidValueError`` (class 22)                422    ``{"detail": ...}``
-    ``InvalidQueryError`` (sort/filter not          422    ``{"detail": ...}``
-    whitelisted)
+    ``InvalidQueryError`` (sort/filter not          422    FastAPI's validation-error body,
+    whitelisted)                                           ``loc`` naming the parameter
     any other exception                             500    ``{"detail": ..., "request_id":
                                                            ...}``
     ==============================================  =====  ==================================
+
+    A malformed ``X-DB-LSN`` header is a 400. The app's OpenAPI document says all this: every
+    operation gets the ``X-DB-LSN`` header, the 400 and the 500; every operation that uses a
+    database provider the 503 (with ``Retry-After``) and the 504. A route states the 409 and
+    422 of data the database may refuse with :func:`~asyncdal.fastapi.error_responses`.
 
     A handler for ``Exception`` (or 500) registered after this call replaces the JSON 500.
     """
@@ -58,3 +64,4 @@ def setup(app: FastAPI) -> None:
     app.add_middleware(RequestIdMiddleware)
     add_error_handlers(app)
     add_crud_error_handlers(app)  # NotFoundError 404, StaleVersionError 412
+    document_answers(app)
