@@ -18,6 +18,7 @@ from asyncdal.outbox._bookkeeping import Claim, Outcomes, WorkerStats, record_se
 from asyncdal.outbox._connection import WorkerConnection
 from asyncdal.outbox._execution import DONE, HandlerExecution, describe_failure
 from asyncdal.outbox._maintenance import Maintenance
+from asyncdal.outbox._resilience import FailureStreak, OutboxWorkerCrashedError, first_failure
 
 
 def claim(event_id: int = 1, *, attempts: int = 1, event_type: str = "t") -> Claim:
@@ -247,3 +248,63 @@ async def test_maintenance_without_retention_or_metrics_only_reclaims() -> None:
     await maintenance.once()
     assert connection.executed == [sql.RECLAIM_EXPIRED]
     assert woken == []
+
+
+# -- riding out faults ---------------------------------------------------------------------------
+
+
+def test_a_failure_streak_backs_off_warns_once_and_says_when_it_works_again(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    now = [0.0]
+    streak = FailureStreak("claim", lambda: now[0])
+    caplog.set_level("DEBUG", logger="asyncdal.outbox")
+    delays = [streak.failed(OSError("connection refused")) for _ in range(12)]
+    assert all(0 <= delay <= 2.0 for delay in delays)
+    assert max(delays[:1]) <= 0.05  # the first retry comes at once
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert warnings == [
+        "outbox claim failed (OSError: connection refused); retrying",
+        "outbox claim still failing: 10 times in 0.0 s (OSError: connection refused)",
+    ]
+    now[0] = 3.0
+    streak.succeeded()
+    assert (
+        caplog.records[-1].getMessage() == "outbox claim works again after 12 failure(s) in 3.0 s"
+    )
+    # Flapping (fail, recover, fail...) within the quiet period: DEBUG, then counted.
+    caplog.clear()
+    for second in (4.0, 5.0, 6.0):
+        now[0] = second
+        streak.failed(OSError("reset"))
+        streak.succeeded()
+    assert [r.levelname for r in caplog.records] == ["DEBUG"] * 3
+    now[0] = 20.0
+    streak.failed(OSError("reset"))
+    assert caplog.records[-1].getMessage() == (
+        "outbox claim failed (OSError: reset); retrying (and 3 time(s) since the last warning)"
+    )
+
+
+async def test_a_side_task_that_fails_or_returns_is_a_bug() -> None:
+    async def fails() -> None:
+        raise ZeroDivisionError("bug")
+
+    async def returns() -> None:
+        return None
+
+    async def runs() -> None:
+        await asyncio.Event().wait()
+
+    failing = asyncio.create_task(fails(), name="settler")
+    returning = asyncio.create_task(returns(), name="heartbeat")
+    running = asyncio.create_task(runs())
+    await asyncio.wait([failing, returning], return_when=asyncio.ALL_COMPLETED)
+    error = first_failure([running, failing])
+    assert isinstance(error, ZeroDivisionError)
+    assert "(in the outbox worker's settler task)" in (error.__notes__ or [])
+    assert isinstance(first_failure([returning]), OutboxWorkerCrashedError)
+    assert first_failure([returning], may_return={returning}) is None
+    running.cancel()
+    await asyncio.gather(running, return_exceptions=True)
+    assert first_failure([running]) is None

@@ -152,10 +152,16 @@ async def test_sigterm_finishes_or_releases_everything(
         concurrency=10, shutdown_timeout=1.5, metrics_port=port, metrics_address="127.0.0.2"
     )
     await wait_until(lambda: sql.fetchval("SELECT count(*) > 0 FROM handled"), timeout=30)
+    done_total = 'asyncdal_outbox_done_total{event_type="test.event"}'
     async with httpx.AsyncClient() as http:
-        scraped = (await http.get(f"http://127.0.0.2:{port}/metrics")).text
+
+        async def scrape_after_a_settle() -> str | None:
+            # A handler records its call before its outcome is settled (and counted).
+            text = (await http.get(f"http://127.0.0.2:{port}/metrics")).text
+            return text if done_total in text else None
+
+        scraped = await wait_until(scrape_after_a_settle)
     assert "asyncdal_outbox_claimed_total 40.0" in scraped
-    assert 'asyncdal_outbox_done_total{event_type="test.event"}' in scraped
     assert "asyncdal_query_seconds_bucket" in scraped  # the database metrics, same registry
     # The worker's pools, under their own names, pool gauges included.
     assert 'asyncdal_pool_size{database="main:outbox-worker",node="primary"} 4.0' in scraped
