@@ -74,6 +74,8 @@ class Listener:
         """Set after the first attempt to listen, whether it worked or not."""
         self.hearing: bool | None = None
         """Whether the last conclusive probe arrived (None before the first)."""
+        self.checks = 0
+        """Conclusive checks so far."""
 
     async def run(self) -> None:
         """Listen, and listen again whenever the connection is lost."""
@@ -144,6 +146,7 @@ class Listener:
                 self._poll_interval,
             )
         self.hearing = heard
+        self.checks += 1
         return True
 
 
