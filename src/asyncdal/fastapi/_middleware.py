@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Awaitable
 from contextlib import suppress
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -75,17 +76,34 @@ class TransactionMiddleware:
                         raise _CommitFailedError
                 else:
                     for uow in pending:
-                        await uow.rollback()
+                        await _quietly(uow.rollback(), uow, "roll back")
                 # Settled: give the connections back before the body is sent and before any
                 # background task runs, instead of after both.
                 for uow in pending:
-                    await uow.session.close()
+                    await _quietly(uow.session.close(), uow, "close")
             await send(message)
 
         # An unhandled exception propagates as usual; the dependencies' teardown closes (and so
         # rolls back) every unit of work of the request.
         with suppress(_CommitFailedError):
             await self.app(scope, receive, send_after_commit)
+
+
+async def _quietly(step: Awaitable[None], uow: UnitOfWork, what: str) -> None:
+    """Run a step that cannot change the answer any more (a rollback, closing a settled
+    session): when it fails, the connection is gone and with it the transaction (the server
+    rolls back what was not committed, and the pool discards the connection), so the answer
+    stands rather than becoming a 500 or a reset connection."""
+    try:
+        await step
+    except Exception as error:
+        logger.warning(
+            "could not %s the unit of work on %r after the answer was settled (%s); "
+            "its connection is discarded",
+            what,
+            _name(uow),
+            type(error.__cause__ or error).__name__,
+        )
 
 
 class _CommitFailedError(Exception):
