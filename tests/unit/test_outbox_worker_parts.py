@@ -12,6 +12,7 @@ from typing import Any, cast
 
 import pytest
 
+from asyncdal.errors import DatabaseUnavailableError
 from asyncdal.outbox import Handlers, OutboxEvent, load_outbox_settings
 from asyncdal.outbox import _sql as sql
 from asyncdal.outbox._bookkeeping import Claim, Outcomes, WorkerStats, record_settled
@@ -122,6 +123,24 @@ async def test_a_failure_is_retried_after_a_backoff_then_dead() -> None:
     assert retry.error == "ValueError: no stock"
     dead = await runner.run(claim(attempts=3))
     assert (dead.status, dead.error) == ("dead", "ValueError: no stock")
+
+
+async def test_a_database_fault_is_retried_without_using_up_an_attempt() -> None:
+    """The handlers' database down (a restart, a pooler restarting, its breaker open) is not
+    the handler's failure: even at its last attempt the event is retried, the attempt
+    given back, and the outcome says so (the settle subtracts it)."""
+
+    async def unreachable(payload: dict[str, Any]) -> None:
+        raise DatabaseUnavailableError(
+            "database 'main:outbox-handlers' is unavailable", database="main:outbox-handlers"
+        )
+
+    runner = execution(Handlers({"t": unreachable}), max_attempts=3)
+    outcome = await runner.run(claim(attempts=3))
+    assert (outcome.status, outcome.refund) == ("pending", True)
+    outcomes = Outcomes()
+    outcomes.add(claim(1), *outcome)
+    assert outcomes.refunds == [1]
 
 
 async def test_an_event_no_handler_takes_fails() -> None:
