@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import random
+import re
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -44,6 +45,8 @@ class Load:
     updated: set[str] = field(default_factory=set)
     slowest_503: float = 0.0
     unsent: int = 0
+    reasons: collections.Counter[str] = field(default_factory=collections.Counter)
+    """The 503s' ``detail``, shortened."""
 
     def merge(self, other: Load) -> None:
         self.sent += other.sent
@@ -52,6 +55,7 @@ class Load:
         self.updated |= other.updated
         self.slowest_503 = max(self.slowest_503, other.slowest_503)
         self.unsent += other.unsent
+        self.reasons.update(other.reasons)
 
     def answers(self) -> str:
         """``201:150 200:80 503:12 refused:3``, codes first."""
@@ -96,6 +100,16 @@ async def _send(http: httpx.AsyncClient, load: Load, kind: str, rng: random.Rand
     load.statuses[str(response.status_code)] += 1
     if response.status_code == 503:
         load.slowest_503 = max(load.slowest_503, time.perf_counter() - started)
+        load.reasons[_reason(response)] += 1
+
+
+def _reason(response: httpx.Response) -> str:
+    try:
+        detail = str(response.json().get("detail", ""))
+    except ValueError:
+        detail = response.text
+    # Numbers (seconds left, counts) would make every message its own reason.
+    return re.sub(r"\d+(\.\d+)?", "N", detail)[:90]
 
 
 def _kind(rng: random.Random) -> str:

@@ -97,6 +97,16 @@ class ManagedProcess:
         self.process.wait(STOP_SECONDS)
         self.kills += 1
 
+    def freeze(self) -> None:
+        """SIGSTOP: the process runs no more until :meth:`thaw` (its sockets stay open)."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        """SIGCONT after :meth:`freeze`."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGCONT)
+
     async def stop(self) -> int:
         """SIGTERM, and its exit status (killed after 20 s)."""
         process = self.process

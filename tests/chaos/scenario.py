@@ -103,6 +103,9 @@ def format_table(rows: list[Row], parameters: Parameters) -> list[str]:
     ]
     for row in rows:
         lines.extend(f"{row.scenario}: {note}" for note in row.notes)
+        if row.load.reasons:
+            top = "; ".join(f"{n}x {why}" for why, n in row.load.reasons.most_common(3))
+            lines.append(f"{row.scenario}: 503s (slowest {row.load.slowest_503:.2f} s): {top}")
     return lines
 
 
