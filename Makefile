@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: install run worker test lint docs bench migrate clean
+.PHONY: install run worker test chaos lint docs bench migrate clean
 
 $(INSTALLED): pyproject.toml examples/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,13 @@ worker: install
 ## Run the whole suite against TEST_DATABASE_URL (default: 127.0.0.1:5432, else embedded).
 test: install
 	$(BIN)/pytest
+
+## The chaos scenarios at full size (CI runs them short, in `make test`): backend kills,
+## restarts, a paused and restarted PgBouncer, a saturated server, vacuum held back, kill -9.
+## CHAOS_SCALE=1 is CI's size; the table of results is printed at the end.
+CHAOS_SCALE ?= 5
+chaos: install
+	CHAOS_SCALE=$(CHAOS_SCALE) $(BIN)/pytest -p no:cacheprovider tests/chaos
 
 ## ruff, mypy --strict, and the architecture check on the catalog.
 lint: install

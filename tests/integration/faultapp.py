@@ -7,6 +7,7 @@ from typing import Annotated
 
 import asyncpg
 from fastapi import Depends, FastAPI, Request
+from fastapi.responses import JSONResponse
 from sqlalchemy import text
 
 from asyncdal import Database, Databases, UnitOfWork
@@ -74,6 +75,22 @@ def build_app(
         await request.app.state.proceed.wait()
         await uow.session.execute(text("SELECT 1"))
         return {"id": 0}
+
+    @app.get("/count/held")
+    async def count_held(uow: Reader, request: Request) -> dict[str, int]:
+        """Read, then wait for the test (which ends the session's backend meanwhile)."""
+        rows = await uow.session.scalar(text("SELECT count(*) FROM fault_items"))
+        request.app.state.inside.set()
+        await request.app.state.proceed.wait()
+        return {"count": int(rows or 0)}
+
+    @app.post("/items/held-refused")
+    async def add_held_refused(tag: str, uow: Writer, request: Request) -> JSONResponse:
+        """Insert, wait for the test (which ends the backend), then refuse: a rollback."""
+        await uow.session.execute(text("INSERT INTO fault_items (tag) VALUES (:tag)"), {"tag": tag})
+        request.app.state.inside.set()
+        await request.app.state.proceed.wait()
+        return JSONResponse({"detail": "refused after all"}, status_code=409)
 
     @app.get("/slow")
     async def slow(seconds: float, uow: Reader) -> dict[str, str]:

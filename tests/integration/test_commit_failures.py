@@ -3,6 +3,7 @@ ordinary request are a 503 to retry."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Callable
 
@@ -82,3 +83,51 @@ async def test_serialization_failure_in_an_ordinary_request_is_a_503_to_retry(
         assert "conflicted with concurrent work" in response.json()["detail"]
         assert response.headers["Retry-After"] == "1"
         assert (await client.get("/count")).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "status", "pgbouncer"),
+    [
+        # Pooler mode reads in a transaction: closing the session rolls it back.
+        ("GET", "/count/held", 200, True),
+        # A refusal after a write: the middleware rolls the write back.
+        ("POST", "/items/held-refused?tag=refused", 409, False),
+    ],
+)
+async def test_an_answer_stands_when_its_connection_dies_before_the_session_is_closed(
+    make_database: Callable[..., Database],
+    test_database_url: URL,
+    method: str,
+    path: str,
+    status: int,
+    pgbouncer: bool,
+) -> None:
+    """The answer is settled; the session's rollback on a connection that died meanwhile
+    fails, and that must not turn it into a 500 or a reset connection (found by the chaos
+    suite, the PgBouncer restarted under load)."""
+    await create_table(plain(test_database_url.set(drivername="postgresql")))
+    db = make_database(pool_size=1, pgbouncer=pgbouncer)
+    name = db.settings.application_name
+    app = build_app({"main": db})
+
+    async def ended() -> bool:
+        return await count_connections(test_database_url, application_name=name) == 0
+
+    async with app_client(app) as client:
+        answer = asyncio.create_task(client.request(method, path))
+        await asyncio.wait_for(app.state.inside.wait(), 10)
+        killer = await asyncpg.connect(plain(test_database_url.set(drivername="postgresql")))
+        try:
+            await killer.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE application_name = $1 OR starts_with(application_name, $1 || ':')",
+                name,
+            )
+        finally:
+            await killer.close()
+        await wait_until(ended, message="the backend was not ended")
+        app.state.proceed.set()
+        response = await asyncio.wait_for(answer, 10)
+        assert response.status_code == status, response.text
+        assert (await client.get("/count")).status_code == 200  # the pool replaced it
+    assert await saved(test_database_url, "refused") == 0

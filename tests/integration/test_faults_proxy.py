@@ -11,7 +11,9 @@ from collections.abc import AsyncIterator
 import asyncpg
 import pytest
 from httpx import AsyncClient
+from sqlalchemy import select, text
 from sqlalchemy.engine import URL
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from asyncdal import Database, DatabaseSettings
 from asyncdal.observe._metrics import DatabaseMetrics
@@ -197,3 +199,32 @@ async def test_half_open_probe_is_bounded_by_connect_timeout_not_command_timeout
         assert seconds < CONNECT + 0.5
         assert db.breaker.state == "open"
         proxy.heal()
+
+
+class _Base(DeclarativeBase):
+    pass
+
+
+class _FaultItem(_Base):
+    __tablename__ = "fault_items"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    tag: Mapped[str]
+
+
+async def test_a_retried_read_keeps_what_the_unit_of_work_read_before(
+    proxy: FaultProxy, test_database_url: URL
+) -> None:
+    """Retrying a dropped read must not expire the objects read before it in the same unit
+    of work: an expired attribute is loaded lazily when used, which in async code raises
+    ``MissingGreenlet`` (a 500 in the catalog's ``GET /products``, found by the chaos suite:
+    its page of products was read, the count's connection was killed, the count retried)."""
+    db = through(proxy, test_database_url, breaker_failure_threshold=5)
+    try:
+        async with db.read_only_unit_of_work() as uow:
+            item = await uow.session.scalar(select(_FaultItem).where(_FaultItem.id == 0))
+            assert item is not None
+            proxy.cut_answer_to(b"SELECT count(*) FROM fault_items")
+            assert await uow.session.scalar(text("SELECT count(*) FROM fault_items")) >= 1
+            assert item.tag == "locked"  # still loaded, not expired by the retry
+    finally:
+        await db.dispose()

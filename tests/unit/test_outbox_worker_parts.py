@@ -12,12 +12,14 @@ from typing import Any, cast
 
 import pytest
 
+from asyncdal.errors import DatabaseUnavailableError
 from asyncdal.outbox import Handlers, OutboxEvent, load_outbox_settings
 from asyncdal.outbox import _sql as sql
 from asyncdal.outbox._bookkeeping import Claim, Outcomes, WorkerStats, record_settled
 from asyncdal.outbox._connection import WorkerConnection
 from asyncdal.outbox._execution import DONE, HandlerExecution, describe_failure
 from asyncdal.outbox._maintenance import Maintenance
+from asyncdal.outbox._resilience import FailureStreak, OutboxWorkerCrashedError, first_failure
 
 
 def claim(event_id: int = 1, *, attempts: int = 1, event_type: str = "t") -> Claim:
@@ -121,6 +123,24 @@ async def test_a_failure_is_retried_after_a_backoff_then_dead() -> None:
     assert retry.error == "ValueError: no stock"
     dead = await runner.run(claim(attempts=3))
     assert (dead.status, dead.error) == ("dead", "ValueError: no stock")
+
+
+async def test_a_database_fault_is_retried_without_using_up_an_attempt() -> None:
+    """The handlers' database down (a restart, a pooler restarting, its breaker open) is not
+    the handler's failure: even at its last attempt the event is retried, the attempt
+    given back, and the outcome says so (the settle subtracts it)."""
+
+    async def unreachable(payload: dict[str, Any]) -> None:
+        raise DatabaseUnavailableError(
+            "database 'main:outbox-handlers' is unavailable", database="main:outbox-handlers"
+        )
+
+    runner = execution(Handlers({"t": unreachable}), max_attempts=3)
+    outcome = await runner.run(claim(attempts=3))
+    assert (outcome.status, outcome.refund) == ("pending", True)
+    outcomes = Outcomes()
+    outcomes.add(claim(1), *outcome)
+    assert outcomes.refunds == [1]
 
 
 async def test_an_event_no_handler_takes_fails() -> None:
@@ -247,3 +267,63 @@ async def test_maintenance_without_retention_or_metrics_only_reclaims() -> None:
     await maintenance.once()
     assert connection.executed == [sql.RECLAIM_EXPIRED]
     assert woken == []
+
+
+# -- riding out faults ---------------------------------------------------------------------------
+
+
+def test_a_failure_streak_backs_off_warns_once_and_says_when_it_works_again(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    now = [0.0]
+    streak = FailureStreak("claim", lambda: now[0])
+    caplog.set_level("DEBUG", logger="asyncdal.outbox")
+    delays = [streak.failed(OSError("connection refused")) for _ in range(12)]
+    assert all(0 <= delay <= 2.0 for delay in delays)
+    assert max(delays[:1]) <= 0.05  # the first retry comes at once
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert warnings == [
+        "outbox claim failed (OSError: connection refused); retrying",
+        "outbox claim still failing: 10 times in 0.0 s (OSError: connection refused)",
+    ]
+    now[0] = 3.0
+    streak.succeeded()
+    assert (
+        caplog.records[-1].getMessage() == "outbox claim works again after 12 failure(s) in 3.0 s"
+    )
+    # Flapping (fail, recover, fail...) within the quiet period: DEBUG, then counted.
+    caplog.clear()
+    for second in (4.0, 5.0, 6.0):
+        now[0] = second
+        streak.failed(OSError("reset"))
+        streak.succeeded()
+    assert [r.levelname for r in caplog.records] == ["DEBUG"] * 3
+    now[0] = 20.0
+    streak.failed(OSError("reset"))
+    assert caplog.records[-1].getMessage() == (
+        "outbox claim failed (OSError: reset); retrying (and 3 time(s) since the last warning)"
+    )
+
+
+async def test_a_side_task_that_fails_or_returns_is_a_bug() -> None:
+    async def fails() -> None:
+        raise ZeroDivisionError("bug")
+
+    async def returns() -> None:
+        return None
+
+    async def runs() -> None:
+        await asyncio.Event().wait()
+
+    failing = asyncio.create_task(fails(), name="settler")
+    returning = asyncio.create_task(returns(), name="heartbeat")
+    running = asyncio.create_task(runs())
+    await asyncio.wait([failing, returning], return_when=asyncio.ALL_COMPLETED)
+    error = first_failure([running, failing])
+    assert isinstance(error, ZeroDivisionError)
+    assert "(in the outbox worker's settler task)" in (error.__notes__ or [])
+    assert isinstance(first_failure([returning]), OutboxWorkerCrashedError)
+    assert first_failure([returning], may_return={returning}) is None
+    running.cancel()
+    await asyncio.gather(running, return_exceptions=True)
+    assert first_failure([running]) is None

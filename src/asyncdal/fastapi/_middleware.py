@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Awaitable
 from contextlib import suppress
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -81,11 +82,11 @@ class TransactionMiddleware:
                         raise _CommitFailedError
                 else:
                     for uow in pending:
-                        await uow.rollback()
+                        await _quietly(uow.rollback(), uow, "roll back")
                 # Settled: give the connections back before the body is sent and before any
                 # background task runs, instead of after both.
                 for uow in pending:
-                    await _release(uow)
+                    await _quietly(_release(uow), uow, "close")
             await send(message)
 
         # An unhandled exception propagates as usual; the dependencies' teardown closes (and so
@@ -103,6 +104,23 @@ async def _release(uow: UnitOfWork) -> None:
         # a provider (an open real unit of work always has one).
         return
     await session.close()
+
+
+async def _quietly(step: Awaitable[None], uow: UnitOfWork, what: str) -> None:
+    """Run a step that cannot change the answer any more (a rollback, closing a settled
+    session): when it fails, the connection is gone and with it the transaction (the server
+    rolls back what was not committed, and the pool discards the connection), so the answer
+    stands rather than becoming a 500 or a reset connection."""
+    try:
+        await step
+    except Exception as error:
+        logger.warning(
+            "could not %s the unit of work on %r after the answer was settled (%s); "
+            "its connection is discarded",
+            what,
+            _name(uow),
+            type(error.__cause__ or error).__name__,
+        )
 
 
 class _CommitFailedError(Exception):

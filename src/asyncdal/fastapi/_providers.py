@@ -39,6 +39,7 @@ __all__ = [
 
 R = TypeVar("R")
 
+
 @dataclass(frozen=True, slots=True)
 class RequestUnitOfWork:
     """What a provider gives a route: a unit of work on ``database``, read-only or not."""

@@ -25,8 +25,9 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from sqlalchemy import event, exc
+from sqlalchemy import event, exc, inspect
 from sqlalchemy.orm import ORMExecuteState, Session
+from sqlalchemy.orm.attributes import set_committed_value
 from tenacity import (
     AsyncRetrying,
     RetryCallState,
@@ -120,6 +121,26 @@ async def run_in_transaction(
 _DROPPED = (ConnectionLostError, exc.DBAPIError)
 
 
+def _roll_back_keeping_loaded(session: Session) -> None:
+    """Leave the session's broken transaction without expiring what it read before.
+
+    A rollback expires every object of the session. On the autocommit read path nothing was
+    written and each statement saw its own snapshot, so what earlier reads loaded is as good
+    after it as before; expired, it would be loaded again lazily when next used, which in
+    async code raises ``MissingGreenlet`` (a page of products read, the count's connection
+    killed and the count retried: then a 500 when the page was shown).
+    """
+    loaded = []
+    for instance in list(session.identity_map.values()):
+        state = inspect(instance)
+        values = {key: value for key, value in state.dict.items() if key in state.manager}
+        loaded.append((instance, values))
+    session.rollback()
+    for instance, values in loaded:
+        for key, value in values.items():
+            set_committed_value(instance, key, value)
+
+
 def retry_dropped_reads(
     session_class: type[Session], policy: RetryPolicy, on_retry: RetryListener | None = None
 ) -> None:
@@ -143,7 +164,7 @@ def retry_dropped_reads(
         def leave_broken_transaction(retry_state: RetryCallState) -> None:
             # The broken connection is invalidated; leaving the failed (empty) transaction
             # makes the next try check out a new one.
-            state.session.rollback()
+            _roll_back_keeping_loaded(state.session)
             log_retry("read on a dropped connection", offset=1)(retry_state)
             if on_retry is not None:
                 on_retry("read", node_used(state.session))
@@ -158,7 +179,7 @@ def retry_dropped_reads(
             sleep=greenlet_sleep,
             reraise=True,
         )
-        state.session.rollback()
+        _roll_back_keeping_loaded(state.session)
         delay = policy.wait()(RetryCallState(retrying, None, (), {}))
         if on_retry is not None:
             on_retry("read", node_used(state.session))

@@ -75,6 +75,8 @@ class Outcome(NamedTuple):
     """Seconds before a ``pending`` event may be claimed again."""
     error: str | None = None
     """The failure kept in the event's ``last_error``."""
+    refund: bool = False
+    """Give the attempt back: the failure was the database's, not the handler's."""
 
 
 @dataclass(slots=True)
@@ -88,15 +90,22 @@ class Outcomes:
     errors: list[str | None] = field(default_factory=list)
     refunds: list[int] = field(default_factory=list)
 
-    def add(self, claim: Claim, status: str, delay: float = 0.0, error: str | None = None) -> None:
+    def add(
+        self,
+        claim: Claim,
+        status: str,
+        delay: float = 0.0,
+        error: str | None = None,
+        refund: bool = False,
+    ) -> None:
         """Add the outcome of ``claim``; a ``release`` refunds the attempt (a shutdown is not
-        the handler's failure)."""
+        the handler's failure), as does a ``refund`` (a database fault is not either)."""
         self.ids.append(claim.event.id)
         self.tokens.append(claim.token)
         self.statuses.append(status)
         self.delays.append(delay)
         self.errors.append(error)
-        self.refunds.append(1 if status == "release" else 0)
+        self.refunds.append(1 if status == "release" or refund else 0)
 
     def refs(self) -> list[ClaimRef]:
         """The claims these outcomes settle, in order."""

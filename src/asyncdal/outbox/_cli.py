@@ -90,7 +90,7 @@ def _served_metrics(settings: OutboxSettings) -> OutboxMetrics | None:
 
 
 async def _run_worker(arguments: argparse.Namespace, settings: OutboxSettings) -> int:
-    from asyncdal.outbox._worker import OutboxWorker
+    from asyncdal.outbox._worker import OutboxWorker, OutboxWorkerCrashedError
 
     # Before the handlers' module is imported: a worker that cannot start says so at once.
     metrics = _served_metrics(settings)
@@ -119,7 +119,13 @@ async def _run_worker(arguments: argparse.Namespace, settings: OutboxSettings) -
         loop.add_signal_handler(signum, worker.stop)
     try:
         await worker.run()
+    except OutboxWorkerCrashedError:
+        # Logged with its traceback by the worker, which released its leases first; a
+        # process manager restarts it on a non-zero status.
+        return 1
     finally:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(signum)
         await database.dispose()
     return 0
 

@@ -4,7 +4,8 @@ A handler gets the payload or the event, and the database access its signature a
 unit of work of its own per call, committed when it returns, or the handlers' database). Sync
 handlers run in daemon threads (:mod:`asyncdal.outbox._threads`). A handler past
 ``handler_timeout`` is cancelled by one watchdog; a failure becomes a retry after a jittered
-exponential backoff, or ``dead`` after ``max_attempts``.
+exponential backoff, or ``dead`` after ``max_attempts``; a database fault (the database down,
+the connection or the commit lost) is retried without using up an attempt.
 """
 
 from __future__ import annotations
@@ -14,6 +15,13 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+from asyncdal.errors import (
+    CommitOutcomeUnknownError,
+    ConflictError,
+    DatabaseUnavailableError,
+    NotCommittedError,
+    PoolTimeoutError,
+)
 from asyncdal.orm._database import Database
 from asyncdal.outbox._backoff import Backoff
 from asyncdal.outbox._bookkeeping import Claim, Outcome
@@ -22,7 +30,7 @@ from asyncdal.outbox._handlers import Handlers, HandlerSpec
 from asyncdal.outbox._settings import OutboxSettings
 from asyncdal.outbox._threads import DaemonThreads
 
-__all__ = ["DONE", "HandlerExecution", "describe_failure"]
+__all__ = ["DATABASE_FAULTS", "DONE", "HandlerExecution", "describe_failure"]
 
 logger = logging.getLogger("asyncdal.outbox")
 
@@ -30,6 +38,19 @@ DONE = Outcome("done")
 """The outcome of a handler that returned."""
 
 _ERROR_LIMIT = 2000
+
+DATABASE_FAULTS = (
+    DatabaseUnavailableError,
+    NotCommittedError,
+    CommitOutcomeUnknownError,
+    PoolTimeoutError,
+    ConflictError,
+)
+"""Failures of the database a handler was given, not of the handler: unreachable (a restart,
+a pooler restarting, its breaker open), the connection lost, the commit lost, the pool
+exhausted, a deadlock or serialization failure. They do not use up attempts: an outage
+longer than ``max_attempts`` backoffs must not kill events (they are retried, with backoff,
+until the database is back)."""
 
 
 def describe_failure(error: BaseException, timeout: float) -> str:
@@ -145,6 +166,18 @@ class HandlerExecution:
     def _failed(self, claim: Claim, error: BaseException) -> Outcome:
         event = claim.event
         message = describe_failure(error, self._settings.handler_timeout)
+        if isinstance(error, DATABASE_FAULTS):
+            delay = self._backoff.delay(event.attempts)
+            logger.info(
+                "outbox event %d (%s) met a database fault, retry in %.2fs (the attempt is "
+                "given back): %s",
+                event.id,
+                event.event_type,
+                delay,
+                message,
+                extra={"event_id": event.id, "event_type": event.event_type},
+            )
+            return Outcome("pending", delay=delay, error=message, refund=True)
         if event.attempts >= self._settings.max_attempts:
             logger.error(
                 "outbox event %d (%s) is dead after %d attempts: %s",

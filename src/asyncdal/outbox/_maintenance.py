@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from asyncdal.outbox import _sql as sql
 from asyncdal.outbox._connection import DATABASE_ERRORS, WorkerConnection
+from asyncdal.outbox._resilience import FailureStreak
 from asyncdal.outbox._settings import OutboxSettings
 
 if TYPE_CHECKING:
@@ -57,13 +58,16 @@ class Maintenance:
 
     async def run(self) -> None:
         """Maintain every ``maintenance_seconds`` until cancelled; a database error is logged
-        and the next round tries again."""
+        (once while it lasts) and the next round tries again."""
+        streak = FailureStreak("maintenance", self._clock)
         while True:
             await asyncio.sleep(self._settings.maintenance_seconds)
             try:
                 await self.once()
             except DATABASE_ERRORS as error:
-                logger.warning("outbox maintenance failed (%s)", error)
+                streak.failed(error)  # the next round is the retry
+                continue
+            streak.succeeded()
 
     async def once(self) -> None:
         """One round: reclaim expired leases, delete old done events and inbox entries, and

@@ -67,6 +67,9 @@ class OutboxSettings(BaseSettings):
     unset keeps them forever. Keep it longer than an event can take to be delivered again."""
     maintenance_seconds: float = Field(default=5.0, gt=0)
     """Seconds between reclaiming expired leases, retention deletes, and the pending-age gauge."""
+    listen_check_seconds: float = Field(default=30.0, gt=0)
+    """Seconds between the worker's checks that its ``LISTEN`` hears (a NOTIFY it sends
+    itself); when one does not come back, it says so once and relies on polling."""
     worker_name: str | None = None
     """Lease owner shown in the table (default: ``<host>:<pid>``)."""
     metrics_port: int | None = Field(default=None, ge=0, le=65535)

@@ -17,7 +17,9 @@ __all__ = [
     "DELETE_INBOX",
     "EXTEND",
     "OLDEST_PENDING_AGE",
+    "PROBE",
     "RECLAIM_EXPIRED",
+    "RELEASE_CLAIMS",
     "SETTLE",
 ]
 
@@ -98,6 +100,19 @@ SET status = CASE WHEN attempts >= $1 THEN 'dead' ELSE 'pending' END,
     updated_at = now()
 WHERE status = 'leased' AND lease_expires_at < now()
 """
+
+# The leases of claims whose answer never came (the connection broke once the statement was
+# sent, so it may have been committed): back to pending at once, their attempt given back,
+# rather than after the lease expired (or the worker's crash, had it been one).
+RELEASE_CLAIMS = f"""
+UPDATE {OUTBOX_TABLE}
+SET status = 'pending', attempts = attempts - 1, available_at = now(),
+    lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL, updated_at = now()
+WHERE status = 'leased' AND lease_token = ANY($1::uuid[])
+"""
+
+# A worker's notification to itself, checking that its LISTEN hears (see _listener.py).
+PROBE = "SELECT pg_notify($1, $2)"
 
 DELETE_DONE = f"""
 DELETE FROM {OUTBOX_TABLE}

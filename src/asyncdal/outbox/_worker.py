@@ -17,6 +17,13 @@ third, bounded pool. Its shape:
 - ``stop()`` (SIGTERM) stops claiming, lets handlers finish within ``shutdown_timeout``,
   cancels the rest, and releases their leases, so nothing stays leased.
 
+Database faults never stop it: every loop logs a database or network error once, backs off
+and tries again on a new connection (:mod:`asyncdal.outbox._resilience`); a claim whose answer
+was lost has its leases released as soon as the database answers again. Its side tasks are
+supervised: one that fails otherwise (a bug) stops the worker, which releases its leases and
+raises :class:`~asyncdal.outbox._resilience.OutboxWorkerCrashedError` (``asyncdal outbox run``
+exits with status 1).
+
 Running a handler (arguments, timeout, retry or dead) is :mod:`asyncdal.outbox._execution`;
 the periodic upkeep is :mod:`asyncdal.outbox._maintenance`; claims, outcomes and their counts
 are :mod:`asyncdal.outbox._bookkeeping`. Metrics are optional: without them the worker imports
@@ -41,21 +48,24 @@ from typing import TYPE_CHECKING, Any
 
 from asyncdal.orm._database import Database
 from asyncdal.outbox import _sql as sql
-from asyncdal.outbox._bookkeeping import Claim, ClaimRef, Outcomes, WorkerStats, record_settled
-from asyncdal.outbox._connection import DATABASE_ERRORS, WorkerConnection, describe_database_error
+from asyncdal.outbox._bookkeeping import Claim, WorkerStats
+from asyncdal.outbox._connection import DATABASE_ERRORS, WorkerConnection
 from asyncdal.outbox._event import OutboxEvent
 from asyncdal.outbox._execution import HandlerExecution
 from asyncdal.outbox._handlers import Handlers
 from asyncdal.outbox._listener import Listener
 from asyncdal.outbox._maintenance import Maintenance
+from asyncdal.outbox._resilience import FailureStreak, OutboxWorkerCrashedError, first_failure
 from asyncdal.outbox._settings import OUTBOX_WORKER_POOL, OutboxSettings
+from asyncdal.outbox._settling import Leases
+from asyncdal.outbox._table import NOTIFY_CHANNEL
 
 if TYPE_CHECKING:
     # Only for annotations: metrics are optional (the ``metrics`` extra, prometheus-client),
     # and a worker without them imports nothing of it.
     from asyncdal.outbox._metrics import OutboxMetrics
 
-__all__ = ["OutboxWorker", "WorkerStats"]
+__all__ = ["OutboxWorker", "OutboxWorkerCrashedError", "WorkerStats"]
 
 logger = logging.getLogger("asyncdal.outbox")
 
@@ -125,20 +135,28 @@ class OutboxWorker:
         self._max_in_flight = 3 * settings.batch_size + settings.concurrency
         self._stopping = asyncio.Event()
         self._wake = asyncio.Event()
-        self._settle_wake = asyncio.Event()
-        # Keyed by (event id, token): after its lease expired, an event still running here
-        # may be claimed again, here too, and the two attempts must not share bookkeeping.
-        self._in_flight: dict[ClaimRef, Claim] = {}
-        self._outcomes = Outcomes()
         self._tasks: set[asyncio.Task[None]] = set()
         self._loop_time = time.monotonic
         self._semaphore = asyncio.Semaphore(settings.concurrency)
         self._execution = HandlerExecution(handlers, handler_database, settings, self._loop_time)
-        self._listener = Listener(
-            self._database, self._wake.set, retry_seconds=min(1.0, settings.poll_interval)
-        )
         self._claiming = WorkerConnection(self._database)
         self._settling = WorkerConnection(self._database)
+        self._listener = Listener(
+            self._database,
+            self._wake.set,
+            notify=self._probe,
+            poll_interval=settings.poll_interval,
+            check_seconds=settings.listen_check_seconds,
+            clock=self._loop_time,
+        )
+        self._leases = Leases(
+            self._settling,
+            settings,
+            self.stats,
+            metrics,
+            settled=self._wake.set,
+            clock=self._loop_time,
+        )
         self._maintenance = Maintenance(
             self._claiming, settings, metrics, wake=self._wake.set, clock=self._loop_time
         )
@@ -167,34 +185,43 @@ class OutboxWorker:
         """Set once the worker holds its connection and listens."""
         return self._started
 
+    @property
+    def hears_notifications(self) -> bool | None:
+        """Whether the last check of ``LISTEN`` heard the worker's own NOTIFY (None before
+        the first check); when False, the worker relies on polling."""
+        return self._listener.hearing
+
     async def run(self) -> WorkerStats:
         """Run until :meth:`stop`; then finish or release everything in flight.
 
         Returns:
             What the worker did.
+
+        Raises:
+            OutboxWorkerCrashedError: a part of the worker failed with an error that is not a
+                database fault (its ``__cause__``); the leases were released first.
         """
         self._execution.open()
+        crash: BaseException | None = None
         try:
             await self._first_maintenance()
             side = [
                 asyncio.create_task(self._listener.run(), name="outbox-listener"),
-                asyncio.create_task(self._settler(), name="outbox-settler"),
+                asyncio.create_task(self._leases.settler(), name="outbox-settler"),
                 asyncio.create_task(self._execution.watchdog(), name="outbox-watchdog"),
-                asyncio.create_task(self._heartbeat(), name="outbox-heartbeat"),
+                asyncio.create_task(self._leases.heartbeat(), name="outbox-heartbeat"),
                 asyncio.create_task(self._maintenance.run(), name="outbox-maintenance"),
             ]
+            claimer = asyncio.create_task(self._start_and_claim(), name="outbox-claimer")
             try:
-                await self._listener.ready.wait()
-                self._started.set()
-                logger.info("outbox worker %s started", self.owner, extra={"owner": self.owner})
-                await self._claimer()
+                crash = await self._supervise(claimer, side)
                 await self._drain()
             finally:
                 # A settle cut short puts its outcomes back, so the last settle below
                 # writes them (or releases their leases) all the same.
-                for task in side:
+                for task in (claimer, *side):
                     task.cancel()
-                await asyncio.gather(*side, return_exceptions=True)
+                await asyncio.gather(claimer, *side, return_exceptions=True)
                 await self._settle_or_release()
         finally:
             self._execution.close()
@@ -204,28 +231,57 @@ class OutboxWorker:
             await self._database.dispose()
             if self._owns_handler_database and self.handler_database is not None:
                 await self.handler_database.dispose()
+        if crash is not None:
+            raise OutboxWorkerCrashedError(f"outbox worker {self.owner} failed") from crash
         logger.info("outbox worker %s stopped: %s", self.owner, self.stats)
         return self.stats
 
+    async def _supervise(
+        self, claimer: asyncio.Task[None], side: list[asyncio.Task[None]]
+    ) -> BaseException | None:
+        """Wait until the claimer stops; a task that fails first (a bug) stops the worker,
+        and is returned."""
+        running = {claimer, *side}
+        while claimer in running:
+            done, running = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+            # The claimer returns when stopped, and the listener in pooler mode.
+            crash = first_failure(done, may_return={claimer, side[0]})
+            if crash is not None:
+                logger.critical(
+                    "outbox worker %s stops: a bug, not a database fault", self.owner,
+                    exc_info=crash,
+                )  # fmt: skip
+                self.stop()
+                return crash
+        return None
+
     # -- claiming ------------------------------------------------------------------------
+
+    async def _start_and_claim(self) -> None:
+        await self._listener.ready.wait()
+        self._started.set()
+        logger.info("outbox worker %s started", self.owner, extra={"owner": self.owner})
+        await self._claimer()
 
     async def _claimer(self) -> None:
         poll = self.settings.poll_interval
+        streak = FailureStreak("claim", self._loop_time)
         while not self._stopping.is_set():
             # Cleared before looking: a NOTIFY or a settle from now on wakes the wait below.
             self._wake.clear()
-            room = self._max_in_flight - len(self._in_flight)
+            room = self._max_in_flight - len(self._leases.in_flight)
             wanted = min(self.settings.batch_size, room)
             enough_waiting = self._queued > self.settings.concurrency
             if enough_waiting or wanted < min(self.settings.batch_size, self.settings.concurrency):
                 await self._wait(poll)
                 continue
             try:
+                await self._leases.release_unanswered()
                 claimed = await self._claim(wanted)
             except DATABASE_ERRORS as error:
-                logger.warning("outbox claim failed (%s); retrying", error)
-                await self._wait(poll)
+                await self._pause(streak.failed(error))
                 continue
+            streak.succeeded()
             if claimed < wanted:
                 await self._wait(poll)
 
@@ -234,12 +290,24 @@ class OutboxWorker:
             async with asyncio.timeout(seconds):
                 await self._wake.wait()
 
+    async def _pause(self, seconds: float) -> None:
+        """Back off after a failure: woken only by stop(), not by a NOTIFY or a settle."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds):
+                await self._stopping.wait()
+
     async def _claim(self, limit: int) -> int:
         token = uuid.uuid4()
         arguments: list[Any] = [limit, self.owner, token, self.settings.lease_seconds]
         if self._event_types is not None:
             arguments.append(self._event_types)
-        rows = await self._claiming.run(lambda c: c.fetch(self._claim_sql, *arguments))
+        try:
+            rows = await self._claiming.run(lambda c: c.fetch(self._claim_sql, *arguments))
+        except BaseException:
+            # It may have been committed with its answer lost: release what it leased, if
+            # anything, as soon as the database answers again.
+            self._leases.unanswered.append(token)
+            raise
         if not rows:
             return 0
         rows.sort(key=lambda row: row[0])
@@ -250,11 +318,15 @@ class OutboxWorker:
         for row in rows:
             event = OutboxEvent(row[0], row[1], row[2], json.loads(row[3]), row[4], row[5])
             claim = Claim(event, token)
-            self._in_flight[claim.ref] = claim
+            self._leases.in_flight[claim.ref] = claim
             task = claim.task = asyncio.create_task(self._handle(claim))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
         return len(rows)
+
+    async def _probe(self, payload: str) -> None:
+        """Send the listener's self-addressed notification, from the claim connection."""
+        await self._claiming.run(lambda c: c.execute(sql.PROBE, NOTIFY_CHANNEL, payload))
 
     # -- handling ------------------------------------------------------------------------
 
@@ -267,91 +339,27 @@ class OutboxWorker:
                 self._wake.set()  # room for another batch behind the running handlers
             started = time.perf_counter()
             outcome = await self._execution.run(claim)
-            # The buffer of now, not of the handler's start: a settle may have taken that one.
-            self._outcomes.add(claim, *outcome)
+            self._leases.finish(claim, outcome)
             if self.metrics is not None:
                 self.metrics.handler_duration.labels(claim.event.event_type).observe(
                     time.perf_counter() - started
                 )
-        self._settle_wake.set()
+        self._leases.wake.set()
 
-    # -- settling ------------------------------------------------------------------------
-
-    async def _settler(self) -> None:
-        while True:
-            await self._settle_wake.wait()
-            self._settle_wake.clear()
-            try:
-                await self._settle()
-            except DATABASE_ERRORS as error:
-                # The outcomes stay buffered; if the leases expire first, the events are
-                # delivered again (at least once).
-                logger.warning("outbox settle failed (%s); retrying", error)
-                await asyncio.sleep(min(1.0, self.settings.poll_interval))
-                self._settle_wake.set()
-
-    async def _settle(self) -> None:
-        outcomes = self._outcomes
-        if not outcomes:
-            return
-        self._outcomes = Outcomes()
-        try:
-            rows = await self._settling.run(
-                lambda c: c.fetch(
-                    sql.SETTLE,
-                    outcomes.ids,
-                    outcomes.tokens,
-                    ["pending" if s == "release" else s for s in outcomes.statuses],
-                    outcomes.delays,
-                    outcomes.errors,
-                    outcomes.refunds,
-                )
-            )
-        except BaseException:
-            self._outcomes = Outcomes.merged(outcomes, self._outcomes)
-            raise
-        written = {(row[0], row[1]) for row in rows}
-        if len(written) < len(outcomes):
-            self.stats.lost += len(outcomes) - len(written)
-            logger.warning(
-                "%d outbox outcome(s) not written: their lease was taken over",
-                len(outcomes) - len(written),
-            )
-        record_settled(outcomes, written, self._in_flight, self.stats, self.metrics)
-        for ref in outcomes.refs():
-            self._in_flight.pop(ref, None)
-        self._wake.set()
-
-    # -- leases and maintenance ----------------------------------------------------------
-
-    async def _heartbeat(self) -> None:
-        while True:
-            await asyncio.sleep(self.settings.effective_heartbeat_seconds)
-            try:
-                await self._extend_leases()
-            except DATABASE_ERRORS as error:
-                logger.warning("outbox lease extension failed (%s)", error)
-
-    async def _extend_leases(self) -> None:
-        tokens = list({claim.token for claim in self._in_flight.values()})
-        if tokens:
-            await self._settling.run(
-                lambda c: c.execute(sql.EXTEND, tokens, self.settings.lease_seconds)
-            )
+    # -- upkeep --------------------------------------------------------------------------
 
     async def _first_maintenance(self) -> None:
         """Maintain once before claiming; a database not reachable yet (or not migrated yet)
         is waited for like the claimer does, not a reason to exit."""
+        streak = FailureStreak("start (first maintenance)", self._loop_time)
         while not self._stopping.is_set():
             try:
                 await self._maintenance.once()
-                return
             except DATABASE_ERRORS as error:
-                logger.warning(
-                    "outbox worker cannot start yet (%s); retrying", describe_database_error(error)
-                )
-                self._wake.clear()
-                await self._wait(self.settings.poll_interval)
+                await self._pause(max(self.settings.poll_interval, streak.failed(error)))
+                continue
+            streak.succeeded()
+            return
 
     # -- shutdown ------------------------------------------------------------------------
 
@@ -365,23 +373,7 @@ class OutboxWorker:
             await asyncio.gather(*pending, return_exceptions=True)
 
     async def _settle_or_release(self) -> None:
-        """Write the outcomes still buffered, and release every other lease we hold (the
-        attempt is refunded: a shutdown is not the handler's failure)."""
+        """Write the outcomes still buffered, and release every other lease we hold."""
         for task in list(self._tasks):
             task.cancel()
-        outcomes = self._outcomes
-        finished = set(outcomes.refs())
-        for claim in self._in_flight.values():
-            if claim.ref not in finished:
-                outcomes.add(claim, "release")
-        if not outcomes:
-            return
-        try:
-            await self._settle()
-        except DATABASE_ERRORS as error:
-            logger.error(
-                "could not release %d outbox lease(s) (%s); they expire after %gs",
-                len(outcomes),
-                error,
-                self.settings.lease_seconds,
-            )
+        await self._leases.release_all()

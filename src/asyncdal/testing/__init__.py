@@ -12,10 +12,11 @@ Fakes (no database):
     >>> uow.committed
     True
 
-Real servers: :func:`throwaway_cluster` (a cluster of the test's own, to stop and restart),
-:func:`replica_pair` (a primary and a streaming replica), :func:`run_pgbouncer` (transaction
-mode), :func:`create_test_database` / :func:`drop_test_database` (a uniquely named database on
-a server you name, such as :data:`DEFAULT_TEST_DATABASE_URL`), :func:`spare_port`.
+Real servers: :func:`throwaway_cluster` (a cluster of the test's own, to stop, crash and
+restart), :func:`replica_pair` (a primary and a streaming replica), :func:`pgbouncer`
+(transaction mode; pause, resume, restart) or :func:`run_pgbouncer` (its port),
+:func:`create_test_database` / :func:`drop_test_database` (a uniquely named database on a
+server you name, such as :data:`DEFAULT_TEST_DATABASE_URL`), :func:`spare_port`.
 
 :class:`FaultProxy` sits between an app and its server and can blackhole, reset or cut the
 link, for tests of failure behaviour.
@@ -33,6 +34,7 @@ import typing
 from asyncdal.testing._fakes import FakeOutbox, FakeUnitOfWork
 from asyncdal.testing._faultproxy import FaultProxy
 from asyncdal.testing._memory import InMemoryRepository
+from asyncdal.testing._pgbouncer import PgBouncer, pgbouncer, run_pgbouncer
 from asyncdal.testing._servers import (
     DEFAULT_TEST_DATABASE_URL,
     ReplicaPair,
@@ -40,7 +42,6 @@ from asyncdal.testing._servers import (
     create_test_database,
     drop_test_database,
     replica_pair,
-    run_pgbouncer,
     spare_port,
     throwaway_cluster,
 )
@@ -67,11 +68,13 @@ __all__ = [
     "FakeUnitOfWork",
     "FaultProxy",
     "InMemoryRepository",
+    "PgBouncer",
     "ReplicaPair",
     "ThrowawayCluster",
     "create_test_database",
     "drop_test_database",
     "override",
+    "pgbouncer",
     "replica_pair",
     "run_pgbouncer",
     "spare_port",

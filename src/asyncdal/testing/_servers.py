@@ -1,6 +1,7 @@
 """Real servers for tests: a throwaway PostgreSQL cluster, a primary with a streaming replica,
-a PgBouncer, and databases created and dropped on a server. No pytest needed: they are context
-managers and coroutines, usable from a benchmark or a script as well as from fixtures.
+and databases created and dropped on a server (PgBouncer: :mod:`asyncdal.testing._pgbouncer`).
+No pytest needed: they are context managers and coroutines, usable from a benchmark or a
+script as well as from fixtures.
 
 Example:
     >>> with replica_pair() as pair:                   # initdb + pg_basebackup, spare ports
@@ -15,13 +16,12 @@ import asyncio
 import os
 import pwd
 import shutil
-import signal
 import socket
 import subprocess
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
@@ -36,7 +36,6 @@ __all__ = [
     "create_test_database",
     "drop_test_database",
     "replica_pair",
-    "run_pgbouncer",
     "spare_port",
     "throwaway_cluster",
 ]
@@ -50,75 +49,6 @@ def spare_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
-
-
-@contextmanager
-def run_pgbouncer(
-    server_url: str, *, pool_size: int = 5, os_user: str = "postgres"
-) -> Iterator[int]:
-    """Run a PgBouncer in ``pool_mode = transaction`` in front of ``server_url``; yield its port.
-
-    It listens on a spare 127.0.0.1 port, trusts every user listed (the URL's), runs as
-    ``os_user`` (it refuses to run as root), and is stopped and cleaned up on exit.
-
-    Args:
-        server_url: the PostgreSQL server behind it (trust or no authentication).
-        pool_size: PgBouncer's ``default_pool_size``: server connections per user and database.
-        os_user: the account to run it as when this process is root.
-
-    Raises:
-        RuntimeError: pgbouncer is not installed, or did not start within 10 s.
-    """
-    binary = shutil.which("pgbouncer") or "/usr/sbin/pgbouncer"
-    if not os.path.exists(binary):
-        raise RuntimeError("pgbouncer is not installed (apt-get install pgbouncer)")
-    server = make_url(server_url)
-    folder = Path(tempfile.mkdtemp(prefix="pgbouncer-"))
-    port = spare_port()
-    (folder / "userlist.txt").write_text(f'"{server.username or "postgres"}" ""\n')
-    (folder / "pgbouncer.ini").write_text(
-        "[databases]\n"
-        f"* = host={server.host or '127.0.0.1'} port={server.port or 5432}\n"
-        "[pgbouncer]\n"
-        f"listen_addr = 127.0.0.1\nlisten_port = {port}\nunix_socket_dir =\n"
-        f"auth_type = trust\nauth_file = {folder}/userlist.txt\n"
-        f"pool_mode = transaction\ndefault_pool_size = {pool_size}\nmax_client_conn = 1000\n"
-        "ignore_startup_parameters = extra_float_digits\n"
-        f"logfile = {folder}/pgbouncer.log\npidfile = {folder}/pgbouncer.pid\n"
-    )
-    account = pwd.getpwnam(os_user) if os.geteuid() == 0 else None
-    if account is not None:
-        for path in (folder, *folder.iterdir()):
-            os.chown(path, account.pw_uid, account.pw_gid)
-    process = subprocess.Popen(  # noqa: S603 - our own binary and config file, no shell
-        [binary, str(folder / "pgbouncer.ini")],
-        user=account.pw_uid if account else None,
-        group=account.pw_gid if account else None,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.STDOUT,
-    )
-    try:
-        deadline = time.monotonic() + 10
-        while True:
-            if process.poll() is not None:
-                log = folder / "pgbouncer.log"
-                tail = log.read_text()[-2000:] if log.exists() else ""
-                raise RuntimeError(f"pgbouncer exited with {process.returncode}: {tail}")
-            with socket.socket() as probe:
-                if probe.connect_ex(("127.0.0.1", port)) == 0:
-                    break
-            if time.monotonic() > deadline:
-                raise RuntimeError("pgbouncer did not start listening within 10 s")
-            time.sleep(0.05)  # poll interval; the deadline bounds the wait
-        yield port
-    finally:
-        process.send_signal(signal.SIGINT)
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        shutil.rmtree(folder, ignore_errors=True)
 
 
 class ThrowawayCluster:
@@ -163,13 +93,19 @@ class ThrowawayCluster:
         log = str(self._data / "server.log")
         self._run("pg_ctl", "-D", str(self._data), "-o", options, "-l", log, "-w", "start")
 
-    def stop(self) -> None:
-        """Stop the server (fast shutdown: sessions are ended) and wait for it."""
-        self._run("pg_ctl", "-D", str(self._data), "-m", "fast", "-w", "stop")
+    def stop(self, mode: str = "fast") -> None:
+        """Stop the server and wait for it.
 
-    def restart(self) -> None:
-        """Stop and start again."""
-        self.stop()
+        Args:
+            mode: ``fast`` (sessions are ended, a checkpoint is written), ``immediate`` (every
+                process killed at once, as in a crash: the next start recovers from the WAL),
+                or ``smart`` (waits for the sessions to end).
+        """
+        self._run("pg_ctl", "-D", str(self._data), "-m", mode, "-w", "stop")
+
+    def restart(self, mode: str = "fast") -> None:
+        """Stop (in ``mode``, see :meth:`stop`) and start again."""
+        self.stop(mode)
         self.start()
 
 
@@ -199,11 +135,18 @@ def _stop_quietly(cluster: ThrowawayCluster) -> None:
 
 
 @contextmanager
-def throwaway_cluster(os_user: str = "postgres") -> Iterator[ThrowawayCluster]:
+def throwaway_cluster(
+    os_user: str = "postgres", *, settings: Mapping[str, str] | None = None
+) -> Iterator[ThrowawayCluster]:
     """Create, start and finally remove a PostgreSQL cluster on a spare port.
 
     It runs as ``os_user`` when this process is root (PostgreSQL refuses root). The server
     binaries are Debian's (``/usr/lib/postgresql/<version>/bin``).
+
+    Args:
+        os_user: the account the server runs as when this process is root.
+        settings: server settings for its ``postgresql.conf``, e.g. ``{"max_connections":
+            "20"}`` (kept across restarts).
 
     Raises:
         RuntimeError: no PostgreSQL server binaries are installed.
@@ -215,6 +158,10 @@ def throwaway_cluster(os_user: str = "postgres") -> Iterator[ThrowawayCluster]:
     cluster = ThrowawayCluster(bindir, data, spare_port(), account)
     try:
         cluster._run("initdb", "-D", str(data), "-A", "trust", "-U", "postgres", "--no-sync")
+        if settings:
+            with (data / "postgresql.conf").open("a") as conf:
+                for name, value in settings.items():
+                    conf.write(f"{name} = '{value}'\n")
         cluster.start()
         yield cluster
     finally:

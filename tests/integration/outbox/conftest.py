@@ -140,15 +140,22 @@ class WorkerProcesses:
     processes: list[subprocess.Popen[bytes]]
 
     def start(
-        self, mode: str = "record", *, fail_rate: float = 0.0, **settings: Any
+        self,
+        mode: str = "record",
+        *,
+        fail_rate: float = 0.0,
+        sleep: float = 0.0,
+        **settings: Any,
     ) -> subprocess.Popen[bytes]:
-        """Start ``asyncdal outbox run`` with the test handlers in ``mode``."""
+        """Start ``asyncdal outbox run`` with the test handlers in ``mode`` (``sleep``: the
+        seconds a ``record`` handler sleeps when the payload does not say)."""
         environment = {
             **os.environ,
             "DATABASE_URL": plain(self.url),
             "DB__MAIN__APPLICATION_NAME": "outbox-test-worker",
             "OUTBOX_TEST_MODE": mode,
             "OUTBOX_TEST_FAIL_RATE": str(fail_rate),
+            "OUTBOX_TEST_SLEEP": str(sleep),
             "PYTHONPATH": str(ROOT),
         }
         for name, value in {**FAST, **settings}.items():
@@ -190,3 +197,13 @@ def worker_processes(outbox_url: URL) -> Iterator[WorkerProcesses]:
             process.wait()
             if process.stderr is not None:
                 process.stderr.close()
+
+
+def peek_stderr(process: subprocess.Popen[bytes]) -> bytes:
+    """What the process wrote to stderr so far (read without blocking)."""
+    assert process.stderr is not None
+    os.set_blocking(process.stderr.fileno(), False)
+    chunk = process.stderr.read() or b""
+    seen: bytes = getattr(process, "_seen_stderr", b"") + chunk
+    process._seen_stderr = seen  # type: ignore[attr-defined]
+    return seen

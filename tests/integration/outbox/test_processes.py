@@ -1,12 +1,12 @@
 """Real worker processes (``asyncdal outbox run``) side by side: no event lost or handled by
-two workers at once, crash recovery after ``kill -9``, per-key ordering, graceful SIGTERM."""
+two workers at once, crash recovery after ``kill -9``, a stalled worker fenced off, per-key
+ordering, graceful SIGTERM."""
 
 from __future__ import annotations
 
 import asyncio
 import os
 import signal
-import subprocess
 
 import asyncpg
 import httpx
@@ -22,6 +22,7 @@ from tests.integration.outbox.conftest import (
     WorkerProcesses,
     dsn,
     insert_events,
+    peek_stderr,
     status_counts,
 )
 
@@ -102,8 +103,8 @@ async def test_events_of_a_killed_worker_are_finished_by_another(
     ]
 
 
-async def _all_done(sql: asyncpg.Connection) -> bool:
-    return await status_counts(sql) == {"done": 5}
+async def _all_done(sql: asyncpg.Connection, count: int = 5) -> bool:
+    return await status_counts(sql) == {"done": count}
 
 
 async def test_per_key_ordering_with_four_workers(
@@ -152,10 +153,16 @@ async def test_sigterm_finishes_or_releases_everything(
         concurrency=10, shutdown_timeout=1.5, metrics_port=port, metrics_address="127.0.0.2"
     )
     await wait_until(lambda: sql.fetchval("SELECT count(*) > 0 FROM handled"), timeout=30)
+    done_total = 'asyncdal_outbox_done_total{event_type="test.event"}'
     async with httpx.AsyncClient() as http:
-        scraped = (await http.get(f"http://127.0.0.2:{port}/metrics")).text
+
+        async def scrape_after_a_settle() -> str | None:
+            # A handler records its call before its outcome is settled (and counted).
+            text = (await http.get(f"http://127.0.0.2:{port}/metrics")).text
+            return text if done_total in text else None
+
+        scraped = await wait_until(scrape_after_a_settle)
     assert "asyncdal_outbox_claimed_total 40.0" in scraped
-    assert 'asyncdal_outbox_done_total{event_type="test.event"}' in scraped
     assert "asyncdal_query_seconds_bucket" in scraped  # the database metrics, same registry
     # The worker's pools, under their own names, pool gauges included.
     assert 'asyncdal_pool_size{database="main:outbox-worker",node="primary"} 4.0' in scraped
@@ -231,7 +238,7 @@ async def test_worker_started_before_its_database_exists_waits_for_it(
     worker = worker_processes.start()
     try:
         await wait_until(  # it tried: its connection attempts were refused, yet it runs
-            lambda: b"does not exist" in _peek_stderr(worker), timeout=30
+            lambda: b"does not exist" in peek_stderr(worker), timeout=30
         )
         assert worker.poll() is None
         await sql.execute(f'CREATE DATABASE "{late.database}"')
@@ -260,11 +267,52 @@ async def test_worker_started_before_its_database_exists_waits_for_it(
         await drop_test_database(late)
 
 
-def _peek_stderr(process: subprocess.Popen[bytes]) -> bytes:
-    """What the process wrote to stderr so far (read without blocking)."""
-    assert process.stderr is not None
-    os.set_blocking(process.stderr.fileno(), False)
-    chunk = process.stderr.read() or b""
-    seen: bytes = getattr(process, "_seen_stderr", b"") + chunk
-    process._seen_stderr = seen  # type: ignore[attr-defined]
-    return seen
+async def test_a_worker_that_outlived_its_lease_changes_nothing_when_it_settles_late(
+    worker_processes: WorkerProcesses, sql: asyncpg.Connection
+) -> None:
+    """Fenced completion: worker A stalls (SIGSTOP, as in a long GC pause or a frozen VM)
+    while its handler runs; its lease expires and worker B claims the event again. When A
+    wakes, its handler completes and it settles late: the token guard refuses, and the row
+    B holds does not change. Two handler completions, one outcome written."""
+    await insert_events(sql, 1)
+    a = worker_processes.start(sleep=3.0, lease_seconds=2, heartbeat_seconds=0.5)
+    await wait_until(lambda: _owned_by(sql, a.pid), timeout=30)
+    os.kill(a.pid, signal.SIGSTOP)
+    try:
+        b = worker_processes.start(sleep=5.0, lease_seconds=2, heartbeat_seconds=0.5)
+        await wait_until(lambda: _owned_by(sql, b.pid), timeout=30)  # expired, reclaimed
+        held_by_b = await sql.fetchrow("SELECT * FROM asyncdal_outbox")
+        assert held_by_b["attempts"] == 2
+        assert await sql.fetchval("SELECT count(*) FROM handled") == 0
+    finally:
+        os.kill(a.pid, signal.SIGCONT)
+    # A's handler ends (its sleep is long over) and A settles: refused.
+    await wait_until(
+        lambda: b"1 outbox outcome(s) not written: their lease was taken over" in peek_stderr(a),
+        timeout=30,
+    )
+    assert await sql.fetchval("SELECT count(*) FROM handled WHERE worker = $1", a.pid) == 1
+    # Only B's heartbeat moved its lease on: A's late settle wrote nothing.
+    now = dict(await sql.fetchrow(f"SELECT {UNTOUCHED} FROM asyncdal_outbox"))
+    assert now == {name: held_by_b[name] for name in now}
+    # B finishes and writes the only outcome.
+    await wait_until(lambda: _all_done(sql, 1), timeout=30)
+    for process in (a, b):
+        process.send_signal(signal.SIGTERM)
+    assert [await _exit_code(process) for process in (a, b)] == [0, 0]
+    calls = await sql.fetch("SELECT worker, ok FROM handled ORDER BY ended")
+    assert [tuple(call) for call in calls] == [(a.pid, True), (b.pid, True)]
+    row = await sql.fetchrow("SELECT status, attempts, lease_token, done_at FROM asyncdal_outbox")
+    assert (row["status"], row["attempts"], row["lease_token"]) == ("done", 2, None)
+    assert row["done_at"] > held_by_b["updated_at"]
+    assert b"not written" not in peek_stderr(b)
+
+
+UNTOUCHED = (
+    "status, attempts, lease_owner, lease_token, available_at, last_error, updated_at, done_at"
+)
+
+
+async def _owned_by(sql: asyncpg.Connection, pid: int) -> bool:
+    owner = await sql.fetchval("SELECT lease_owner FROM asyncdal_outbox")
+    return owner is not None and owner.endswith(f":{pid}")
