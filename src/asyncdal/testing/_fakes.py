@@ -127,6 +127,18 @@ class FakeUnitOfWork(UnitOfWork):
         """Always raises: a fake unit of work has no session."""
         return _no_session()
 
+    def reopen(self) -> None:
+        """Let this fake be entered again once it has been left: for a fake that stands in
+        for a provider across requests (``asyncdal.testing.override``), one transaction per
+        request, as the real providers open a new unit of work for each.
+
+        Raises:
+            UnitOfWorkError: it is still open.
+        """
+        if self._open:
+            raise UnitOfWorkError("the unit of work is still open: leave it before reopening")
+        self._entered = False
+
     async def __aenter__(self) -> Self:
         # As the real one: a unit of work is one transaction, entered once.
         if self._entered:

@@ -52,6 +52,7 @@ class _StandIn:
             yield self._give()
             return
         entered.append(self.unit_of_work)
+        self.unit_of_work.reopen()  # the same fake serves every request, one at a time
         async with self.unit_of_work:
             # Without this the middleware never sees the fake, so never commits it.
             register_unit_of_work(request, self.unit_of_work)
