@@ -1,12 +1,15 @@
 """``python -m bench [http|data|pooler|outbox|replicas]``: raw asyncpg vs plain SQLAlchemy vs
 asyncdal.
 
-``http`` loads ``GET /products/{id}`` of three uvicorn-served apps with wrk; ``data`` runs the
-same read in-process without HTTP, including asyncdal's three read paths; ``pooler`` measures
-pooler mode directly and through a PgBouncer it starts; ``outbox`` burns down a pre-filled
-outbox (raw asyncpg, the worker with a no-op handler and with a one-row write) and measures
-the LISTEN wake-up delay; ``replicas`` starts a primary + replica pair and measures reads on
-the primary alone vs spread over both, and the cost of routing. No argument runs them all.
+``http`` loads ``GET /products/{id}``, ``GET /products?limit=50`` and ``POST /products`` of
+uvicorn-served apps with wrk (raw asyncpg, the same with ``setup(app)``, plain SQLAlchemy, the
+catalog) and checks the ratios issue 15 asks for; ``data`` runs the same reads and writes
+in-process without HTTP, including asyncdal's three read paths, with the CPU time per
+operation; ``pooler`` measures pooler mode directly and through a PgBouncer it starts;
+``outbox`` burns down a pre-filled outbox (raw asyncpg, the worker with a no-op handler and
+with a one-row write) and measures the LISTEN wake-up delay; ``replicas`` starts a primary +
+replica pair and measures reads on the primary alone vs spread over both, and the cost of
+routing. No argument runs them all.
 Everything runs against a fresh ``bench_<random>`` database on the server, migrated with the
 repository's Alembic migrations, seeded, and dropped at the end, also on errors and Ctrl-C.
 
@@ -29,7 +32,7 @@ import asyncpg
 
 from bench.data import DataSettings, run_data
 from bench.database import ROOT, safe_url, throwaway_database
-from bench.http import HttpSettings, run_http
+from bench.http import ENDPOINTS, HttpSettings, run_http
 from bench.outbox import OutboxBenchSettings, run_outbox
 from bench.pooler import run_pooler
 from bench.replicas import run_replicas
@@ -80,13 +83,23 @@ def _non_negative_float(text: str) -> float:
     return value
 
 
+def _endpoints(text: str) -> tuple[str, ...]:
+    known = [endpoint.key for endpoint in ENDPOINTS]
+    chosen = tuple(part.strip() for part in text.split(",") if part.strip())
+    unknown = sorted(set(chosen) - set(known))
+    if unknown or not chosen:
+        raise argparse.ArgumentTypeError(f"choose among {', '.join(known)}, not {text!r}")
+    return chosen
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m bench",
         description=(
-            "Throughput of GET /products/{id} through raw asyncpg (a), plain SQLAlchemy (b) and "
-            "asyncdal's catalog (c), in interleaved rounds, over HTTP (uvicorn + wrk) and "
-            "in-process. Uses a throwaway database on the server, dropped at the end."
+            "Throughput and CPU per operation of reads, lists and writes through raw asyncpg "
+            "(a), plain SQLAlchemy (b) and asyncdal's catalog (c), in interleaved rounds, over "
+            "HTTP (uvicorn + wrk) and in-process. Uses a throwaway database on the server, "
+            "dropped at the end."
         ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
@@ -134,6 +147,12 @@ def _parser() -> argparse.ArgumentParser:
         type=_positive_int,
         default=_env("THREADS", "2"),
         help="wrk threads [env BENCH_THREADS]",
+    )
+    http.add_argument(
+        "--endpoints",
+        type=_endpoints,
+        default=_env("ENDPOINTS", ",".join(endpoint.key for endpoint in ENDPOINTS)),
+        help="comma-separated endpoints to load: get, list, write [env BENCH_ENDPOINTS]",
     )
     http.add_argument(
         "--warmup",
@@ -207,6 +226,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         connections=args.connections,
         threads=args.threads,
         products=args.products,
+        endpoints=args.endpoints,
     )
     data_settings = DataSettings(
         rounds=args.rounds,

@@ -1,21 +1,31 @@
-"""The apps under test; each serves ``GET /products/{product_id}`` with the same JSON.
+"""The apps under test; each serves the catalog's three benchmarked endpoints with the same JSON.
 
-(a) ``asyncpg_app``: a raw asyncpg pool and one ``fetchrow``.
+The endpoints: ``GET /products/{product_id}`` (one product), ``GET /products?limit=50`` (a page
+and the total count) and ``POST /products`` (a product and its ``product.created`` outbox event,
+inserted in one transaction).
+
+(a) ``asyncpg_app``: a raw asyncpg pool: ``fetchrow``; ``fetch`` + ``fetchval`` on one
+    connection; two inserts in ``connection.transaction()``.
+(s) ``asyncpg_setup_app``: (a) with ``asyncdal.fastapi.setup(app)`` added and nothing else: what
+    asyncdal's middlewares and error handlers cost an endpoint that does not use them.
 (b) ``sqlalchemy_app``: the FastAPI docs pattern, ``create_async_engine`` with default settings,
-    ``async_sessionmaker``, a yield dependency giving a session, and ``session.get``.
+    ``async_sessionmaker``, a yield dependency giving a session; ``session.get``; ``scalars`` +
+    ``scalar``; ``add`` + ``flush`` + ``execute`` (the outbox insert) + ``commit``.
 (c) ``asyncdal_app``: the catalog service itself, built by ``catalog.app.create_app``, with
-    metrics, request-id tagging, the slow-statement log and JSON logging on.
+    metrics, request ids, the slow-statement log and JSON logging on.
 (d) ``asyncdal_unobserved_app``: the same with those off, for the observability cost (c/d).
 (e) ``asyncdal_tagged_app``: (c) with the request id put into ``application_name`` (e/d).
 
-All three are FastAPI apps whose route has ``response_model=ProductRead``, so the framework,
-validation and serialization are the same and only the data path differs. Pools and engines are
-built in each app's lifespan, never at import time.
+All are FastAPI apps whose routes have the catalog's ``response_model`` and status codes, so the
+framework, validation and serialization are the same and only the data path differs. The outbox
+insert is the SQL of asyncdal's writer (with its ``pg_notify``), so the server does the same work
+for each app. Pools and engines are built in each app's lifespan, never at import time.
 
 This module deliberately has no ``from __future__ import annotations``: FastAPI reads the
 route signatures at runtime.
 """
 
+import json
 import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -23,31 +33,57 @@ from typing import Annotated, Any
 
 import asyncpg
 from dependency_injector import providers
-from fastapi import Depends, FastAPI, HTTPException, Request, status
+from fastapi import Depends, FastAPI, HTTPException, Query, Request, status
+from sqlalchemy import func, select, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
 
 from asyncdal import configure_logging, load_settings
+from asyncdal.fastapi import setup
+from asyncdal.outbox._table import NOTIFY_CHANNEL, OUTBOX_TABLE
 from asyncdal.settings import DEFAULT_MAX_OVERFLOW, DEFAULT_POOL_SIZE
 from catalog.app import create_app
 from catalog.container import CatalogContainer
 from catalog.models import Product
-from catalog.schemas import ProductRead
+from catalog.schemas import ProductCreate, ProductPage, ProductRead
 
 __all__ = [
     "APPS",
     "ASYNCPG_MAX_SIZE",
     "ASYNCPG_MIN_SIZE",
+    "COUNT_SQL",
+    "INSERT_SQL",
+    "OUTBOX_SQL",
+    "OUTBOX_TEXT",
+    "PAGE_SQL",
     "PRODUCT_SQL",
     "asyncdal_app",
     "asyncdal_tagged_app",
     "asyncdal_unobserved_app",
     "asyncpg_app",
+    "asyncpg_setup_app",
+    "event_payload",
     "sqlalchemy_app",
     "sqlalchemy_url",
 ]
 
-PRODUCT_SQL = "SELECT id, sku, name, price, created_at, updated_at FROM products WHERE id = $1"
+_COLUMNS = "id, sku, name, price, category_id, created_at, updated_at"
+PRODUCT_SQL = f"SELECT {_COLUMNS} FROM products WHERE id = $1"
+PAGE_SQL = f"SELECT {_COLUMNS} FROM products ORDER BY id LIMIT $1 OFFSET $2"
+COUNT_SQL = "SELECT count(*) FROM products"
+INSERT_SQL = (
+    f"INSERT INTO products (sku, name, price, category_id) VALUES ($1, $2, $3, $4) "
+    f"RETURNING {_COLUMNS}"
+)
+# The statement asyncdal's Outbox.add runs (asyncdal.outbox._writer), in asyncpg's and in
+# SQLAlchemy's parameter style.
+_OUTBOX = (
+    f"INSERT INTO {OUTBOX_TABLE} (event_type, key, payload) "
+    "SELECT {}, {}, CAST({} AS jsonb) "
+    f"FROM (SELECT pg_notify('{NOTIFY_CHANNEL}', '')) AS wake RETURNING id"
+)
+OUTBOX_SQL = _OUTBOX.format("$1", "$2", "$3")
+OUTBOX_TEXT = text(_OUTBOX.format(":event_type", ":key", ":payload"))
 
 # SQLAlchemy's default QueuePool (b) keeps 5 connections and may open 10 more under load; the
 # asyncpg pool gets the same floor and ceiling. asyncdal (c) runs with its own defaults, a fixed
@@ -65,8 +101,17 @@ def _not_found(product_id: int) -> HTTPException:
     return HTTPException(status.HTTP_404_NOT_FOUND, f"product {product_id} not found")
 
 
+def event_payload(shown: ProductRead) -> str:
+    """The ``product.created`` event's JSON, as the catalog and asyncdal's writer make it."""
+    return json.dumps(shown.model_dump(mode="json"), default=str)
+
+
+Limit = Annotated[int, Query(ge=1, le=100)]
+Offset = Annotated[int, Query(ge=0)]
+
+
 def asyncpg_app(url: str) -> FastAPI:
-    """(a) Raw asyncpg: ``pool.fetchrow`` and the record as a dict."""
+    """(a) Raw asyncpg: records turned into dicts and models by hand."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
@@ -86,6 +131,36 @@ def asyncpg_app(url: str) -> FastAPI:
             raise _not_found(product_id)
         return dict(row)
 
+    @app.get("/products", response_model=ProductPage)
+    async def list_products(request: Request, limit: Limit = 50, offset: Offset = 0) -> Any:
+        pool: asyncpg.Pool = request.state.pool
+        async with pool.acquire() as connection:
+            rows = await connection.fetch(PAGE_SQL, limit, offset)
+            total = await connection.fetchval(COUNT_SQL)
+        items = [dict(row) for row in rows]
+        return {"items": items, "total": total, "limit": limit, "offset": offset}
+
+    @app.post("/products", response_model=ProductRead, status_code=status.HTTP_201_CREATED)
+    async def create_product(body: ProductCreate, request: Request) -> ProductRead:
+        pool: asyncpg.Pool = request.state.pool
+        async with pool.acquire() as connection, connection.transaction():
+            row = await connection.fetchrow(
+                INSERT_SQL, body.sku, body.name, body.price, body.category_id
+            )
+            assert row is not None  # INSERT ... RETURNING returns the row
+            shown = ProductRead.model_validate(dict(row))
+            await connection.fetchval(
+                OUTBOX_SQL, "product.created", str(shown.id), event_payload(shown)
+            )
+        return shown
+
+    return app
+
+
+def asyncpg_setup_app(url: str) -> FastAPI:
+    """(s) (a) with ``asyncdal.fastapi.setup(app)``: its middlewares and error handlers only."""
+    app = asyncpg_app(url)
+    setup(app)
     return app
 
 
@@ -118,6 +193,30 @@ def sqlalchemy_app(url: str) -> FastAPI:
         if product is None:
             raise _not_found(product_id)
         return product
+
+    @app.get("/products", response_model=ProductPage)
+    async def list_products(session: SessionDep, limit: Limit = 50, offset: Offset = 0) -> Any:
+        page = select(Product).order_by(Product.id).limit(limit).offset(offset)
+        items = list(await session.scalars(page))
+        total = await session.scalar(select(func.count()).select_from(Product))
+        return {"items": items, "total": total, "limit": limit, "offset": offset}
+
+    @app.post("/products", response_model=ProductRead, status_code=status.HTTP_201_CREATED)
+    async def create_product(body: ProductCreate, session: SessionDep) -> ProductRead:
+        product = Product(**body.model_dump())
+        session.add(product)
+        await session.flush()
+        shown = ProductRead.model_validate(product)
+        await session.execute(
+            OUTBOX_TEXT,
+            {
+                "event_type": "product.created",
+                "key": str(shown.id),
+                "payload": event_payload(shown),
+            },
+        )
+        await session.commit()
+        return shown
 
     return app
 
@@ -168,6 +267,7 @@ def asyncdal_tagged_app(url: str) -> FastAPI:
 
 APPS: dict[str, Callable[[str], FastAPI]] = {
     "asyncpg": asyncpg_app,
+    "asyncpg_setup": asyncpg_setup_app,
     "sqlalchemy": sqlalchemy_app,
     "asyncdal": asyncdal_app,
     "asyncdal_unobserved": asyncdal_unobserved_app,

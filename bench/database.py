@@ -19,7 +19,14 @@ from sqlalchemy.engine import make_url
 from asyncdal import load_settings
 from bench.runner import run
 
-__all__ = ["ROOT", "ConnectionCounter", "connection_counter", "safe_url", "throwaway_database"]
+__all__ = [
+    "ROOT",
+    "ConnectionCounter",
+    "connection_counter",
+    "remove_written",
+    "safe_url",
+    "throwaway_database",
+]
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -84,6 +91,18 @@ async def _seed(url: str, products: int) -> None:
     # The load generators pick ids in 1..products; a gap would turn requests into 404s.
     if span is None or tuple(span) != (1, products, products):
         raise RuntimeError(f"seeding gave (min id, max id, rows) {span}, not 1..{products}")
+
+
+async def remove_written(url: str, products: int) -> None:
+    """Delete what the write paths added (products past the seeded ones, outbox events), and
+    vacuum, so that every round reads (and counts) the same table."""
+    connection = await asyncpg.connect(url)
+    try:
+        await connection.execute("DELETE FROM products WHERE id > $1", products)
+        await connection.execute("DELETE FROM asyncdal_outbox")
+        await connection.execute("VACUUM (ANALYZE) products, asyncdal_outbox")
+    finally:
+        await connection.close()
 
 
 @contextmanager

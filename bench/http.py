@@ -1,10 +1,14 @@
 """HTTP benchmark: the apps under uvicorn, loaded by ``wrk`` in interleaved rounds.
 
 Each app runs in its own uvicorn process (one worker, uvloop + httptools), started once and kept
-running; every round then loads each app in turn for the same duration, starting one app later
-each round, so slow drift of a shared, noisy machine, and the aftermath of one app's load on the
-server, hit all of them alike. wrk asks for random ids in 1..products
-(``random_ids.lua``), so the database and the identity map see a realistic mix.
+running. Every round loads, for each endpoint, each app that serves it in turn for the same
+duration, starting one app later each round, so slow drift of a shared, noisy machine, and the
+aftermath of one app's load on the server, hit all of them alike. Reads ask for random ids in
+1..products; the rows a write run added are deleted after it, so every run reads the same table.
+
+Besides requests per second, each run reports the server process's CPU time per request (from
+``/proc``): on a machine whose cores are shared with the database and wrk, and here with other
+work too, it varies much less than throughput.
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import re
+import secrets
 import shutil
 import sys
 import urllib.error
@@ -20,18 +24,19 @@ import urllib.request
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from asyncdal.testing import spare_port
-from bench.database import ROOT, connection_counter
-from bench.report import print_summary, rate
+from bench.database import ROOT, connection_counter, remove_written
+from bench.report import Goal, print_goals, print_summary, rate
 from bench.server import DATABASE_URL_VARIABLE, PARENT_PID_VARIABLE
+from bench.wrk import WrkLoad, WrkResult, cpu_seconds, run_wrk
 
-__all__ = ["HttpSettings", "WrkResult", "run_http"]
+__all__ = ["ENDPOINTS", "GOALS", "Endpoint", "HttpSettings", "run_http"]
 
 PATHS = {
     "a": "asyncpg",
+    "s": "asyncpg_setup",
     "b": "sqlalchemy",
     "c": "asyncdal",
     "d": "asyncdal_unobserved",
@@ -40,19 +45,65 @@ PATHS = {
 """Path key to the app name in ``bench.apps.APPS``."""
 LABELS = {
     "a": "(a) raw asyncpg",
+    "s": "(s) raw asyncpg + setup(app)",
     "b": "(b) plain SQLAlchemy",
     "c": "(c) asyncdal catalog",
     "d": "(d) catalog unobserved",
     "e": "(e) catalog tagged",
 }
-# c/d: the cost of metrics and logging as configured by default (target: at least 0.95);
-# e/d: the same plus request ids in application_name (TAG_REQUESTS, off by default).
-RATIOS = [("c", "a"), ("c", "b"), ("b", "a"), ("c", "d"), ("e", "d")]
 
-LUA_SCRIPT = Path(__file__).with_name("random_ids.lua")
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """One endpoint of the apps, the apps compared on it, and the ratios printed."""
+
+    key: str
+    """``get``, ``list`` or ``write``: also the first argument of ``load.lua``."""
+    title: str
+    paths: tuple[str, ...]
+    ratios: tuple[tuple[str, str], ...]
+
+    def arguments(self, products: int) -> list[str]:
+        """``load.lua``'s arguments for one run (a write run gets skus of its own)."""
+        if self.key == "get":
+            return ["get", str(products)]
+        if self.key == "write":
+            return ["write", f"w{secrets.token_hex(4)}"]
+        return [self.key]
+
+
+ENDPOINTS = (
+    # c/d: the cost of metrics and logging as configured by default; e/d: the same plus
+    # request ids in application_name (TAG_REQUESTS, off by default).
+    Endpoint(
+        "get",
+        "GET /products/{random id}",
+        ("a", "s", "b", "c", "d", "e"),
+        (("c", "a"), ("c", "b"), ("s", "a"), ("b", "a"), ("c", "d"), ("e", "d")),
+    ),
+    Endpoint(
+        "list", "GET /products?limit=50", ("a", "b", "c"), (("c", "a"), ("c", "b"), ("b", "a"))
+    ),
+    Endpoint(
+        "write",
+        "POST /products (+ its outbox event, one transaction)",
+        ("a", "b", "c"),
+        (("c", "a"), ("c", "b"), ("b", "a")),
+    ),
+)
+"""The endpoints, in the order every round runs them."""
+
+GOALS = (
+    Goal("read path: at least 0.50x raw asyncpg", "get", "c", "a", 0.50),
+    Goal("read path: at least 2.0x plain SQLAlchemy", "get", "c", "b", 2.0),
+    Goal("setup(app): costs at most 5% of the raw endpoint", "get", "s", "a", 0.95),
+    Goal("list path: at least 2.0x plain SQLAlchemy", "list", "c", "b", 2.0),
+    Goal("write path: at least 1.5x plain SQLAlchemy", "write", "c", "b", 1.5),
+)
+"""What issue 15 asks of asyncdal's paths, each a ratio to what ran beside it."""
+
 _STARTUP_TIMEOUT = 30.0
 _STOP_TIMEOUT = 10.0
-_RESULT_LINE = re.compile(r"^BENCH (.*)$", re.MULTILINE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,32 +114,13 @@ class HttpSettings:
     duration: int
     """Seconds per wrk run."""
     warmup: int
-    """Seconds of unreported load per app before the first round (0 skips it)."""
+    """Seconds of unreported load per app and endpoint before the first round (0 skips it)."""
     connections: int
     threads: int
     products: int
     """Ids are drawn from 1..products."""
-
-
-@dataclass(frozen=True, slots=True)
-class WrkResult:
-    """What one wrk run measured."""
-
-    requests: int
-    seconds: float
-    errors: dict[str, int]
-    p50_ms: float
-    p99_ms: float
-
-    @property
-    def per_second(self) -> float:
-        """Completed requests per second."""
-        return self.requests / self.seconds
-
-    @property
-    def error_count(self) -> int:
-        """Socket errors, timeouts and non-2xx/3xx answers."""
-        return sum(self.errors.values())
+    endpoints: tuple[str, ...] = tuple(endpoint.key for endpoint in ENDPOINTS)
+    """Which endpoints to load."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,9 +147,13 @@ def _server_environment(database_url: str) -> dict[str, str]:
     return environment
 
 
-def _get_json(url: str) -> Any:
-    with urllib.request.urlopen(url, timeout=2) as response:
-        return json.load(response)
+def _request_json(url: str, body: dict[str, Any] | None = None) -> tuple[int, Any]:
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(
+        url, data=data, headers={"Content-Type": "application/json"} if data else {}
+    )
+    with urllib.request.urlopen(request, timeout=5) as response:
+        return response.status, json.load(response)
 
 
 async def _stop(server: _Server) -> None:
@@ -141,7 +177,7 @@ async def _wait_until_ready(server: _Server) -> None:
                 "(its error is printed above)"
             )
         try:
-            await asyncio.to_thread(_get_json, f"{server.url}/products/1")
+            await asyncio.to_thread(_request_json, f"{server.url}/products/1")
             return
         except (OSError, urllib.error.URLError):
             if loop.time() > deadline:
@@ -171,12 +207,12 @@ async def _start(name: str, database_url: str) -> _Server:
 
 
 @asynccontextmanager
-async def _running_servers(database_url: str) -> AsyncIterator[dict[str, _Server]]:
-    """All the servers, started together, ready, and stopped on the way out."""
+async def _running_servers(database_url: str, keys: list[str]) -> AsyncIterator[dict[str, _Server]]:
+    """The servers of ``keys``, started together, ready, and stopped on the way out."""
     async with AsyncExitStack() as stack:
         servers: dict[str, _Server] = {}
-        for key, name in PATHS.items():
-            server = servers[key] = await _start(name, database_url)
+        for key in keys:
+            server = servers[key] = await _start(PATHS[key], database_url)
             stack.push_async_callback(_stop, server)
         # A task group, so one server failing to start cancels the wait for the others.
         async with asyncio.TaskGroup() as group:
@@ -185,62 +221,51 @@ async def _running_servers(database_url: str) -> AsyncIterator[dict[str, _Server
         yield servers
 
 
-async def _check_same_answers(servers: dict[str, _Server], products: int) -> None:
-    """Refuse to compare apps that do not return the same JSON for the same product."""
-    for product_id in sorted({1, (products + 1) // 2, products}):
-        answers = {
-            key: await asyncio.to_thread(_get_json, f"{server.url}/products/{product_id}")
-            for key, server in servers.items()
-        }
-        if len({json.dumps(answer, sort_keys=True) for answer in answers.values()}) != 1:
-            raise RuntimeError(f"the apps answer /products/{product_id} differently: {answers}")
-    print(f"  all apps answer /products/{{id}} identically, e.g. {answers['c']}")
+async def _answers(servers: dict[str, _Server], path: str) -> dict[str, Any]:
+    return {
+        key: (await asyncio.to_thread(_request_json, f"{server.url}{path}"))[1]
+        for key, server in servers.items()
+    }
 
 
-def _parse_wrk(output: str) -> WrkResult:
-    match = _RESULT_LINE.search(output)
-    if match is None:
-        raise RuntimeError(f"no result line in wrk's output:\n{output}")
-    values = {key: int(value) for key, value in (pair.split("=") for pair in match[1].split())}
-    return WrkResult(
-        requests=values["requests"],
-        seconds=values["duration_us"] / 1e6,
-        errors={key: values[key] for key in ("connect", "read", "write", "status", "timeout")},
-        p50_ms=values["p50_us"] / 1e3,
-        p99_ms=values["p99_us"] / 1e3,
-    )
+async def _check_same_answers(
+    servers: dict[str, _Server], endpoints: list[Endpoint], database_url: str, products: int
+) -> None:
+    """Refuse to compare apps that do not answer the same requests with the same JSON."""
+    for endpoint in endpoints:
+        serving = {key: servers[key] for key in endpoint.paths}
+        if endpoint.key == "get":
+            for product_id in sorted({1, (products + 1) // 2, products}):
+                answers = await _answers(serving, f"/products/{product_id}")
+                _same(answers, f"GET /products/{product_id}")
+        elif endpoint.key == "list":
+            _same(await _answers(serving, "/products?limit=50"), "GET /products?limit=50")
+        else:
+            created = {}
+            for key, server in serving.items():
+                body = {"sku": f"check-{key}", "name": "Check", "price": "1.50"}
+                status, created[key] = await asyncio.to_thread(
+                    _request_json, f"{server.url}/products", body
+                )
+                if status != 201:
+                    raise RuntimeError(f"{LABELS[key]} answered POST /products with {status}")
+                # Made by the server (or from the sku): the rest must be the same.
+                for field in ("id", "sku", "created_at", "updated_at"):
+                    created[key].pop(field, None)
+            _same(created, "POST /products")
+            await remove_written(database_url, products)
+    print("  every app answers the benchmarked requests with the same JSON")
 
 
-async def run_wrk(url: str, settings: HttpSettings, duration: int) -> WrkResult:
-    """Load ``url`` with wrk for ``duration`` seconds and return what it measured."""
-    process = await asyncio.create_subprocess_exec(
-        "wrk",
-        f"--threads={settings.threads}",
-        f"--connections={settings.connections}",
-        f"--duration={duration}s",
-        f"--script={LUA_SCRIPT}",
-        url,
-        "--",
-        str(settings.products),
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        start_new_session=True,
-    )
-    try:
-        stdout, stderr = await process.communicate()
-    finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
-    if process.returncode != 0:
-        raise RuntimeError(f"wrk failed ({process.returncode}): {stderr.decode().strip()}")
-    return _parse_wrk(stdout.decode())
+def _same(answers: dict[str, Any], request: str) -> None:
+    if len({json.dumps(answer, sort_keys=True) for answer in answers.values()}) != 1:
+        raise RuntimeError(f"the apps answer {request} differently: {answers}")
 
 
-def _describe(result: WrkResult, opened: int) -> str:
+def _describe(result: WrkResult, cpu_us: float, opened: int) -> str:
     line = (
-        f"{rate(result.per_second):>8} req/s   p50 {result.p50_ms:6.2f} ms"
-        f"   p99 {result.p99_ms:7.2f} ms   new conns {opened:>4}"
+        f"{rate(result.per_second):>8} req/s  {cpu_us:6,.0f} CPU us/req   p50 "
+        f"{result.p50_ms:6.2f} ms   p99 {result.p99_ms:7.2f} ms   new conns {opened:>4}"
     )
     if result.error_count:
         failed = ", ".join(f"{key} {count}" for key, count in result.errors.items() if count)
@@ -248,40 +273,92 @@ def _describe(result: WrkResult, opened: int) -> str:
     return line
 
 
-async def run_http(database_url: str, settings: HttpSettings) -> dict[str, float]:
-    """Run the HTTP benchmark against the seeded database; return the median req/s by path."""
+@dataclass
+class _Results:
+    per_second: dict[str, list[float]]
+    cpu_us: dict[str, list[float]]
+    opened: dict[str, list[int]]
+
+
+async def run_http(database_url: str, settings: HttpSettings) -> dict[str, dict[str, float]]:
+    """Run the HTTP benchmark against the seeded database.
+
+    Returns:
+        The median req/s of each path, by endpoint key and path key.
+    """
     if shutil.which("wrk") is None:
         raise RuntimeError("wrk is not installed (apt-get install wrk)")
+    endpoints = [endpoint for endpoint in ENDPOINTS if endpoint.key in settings.endpoints]
+    keys = [key for key in PATHS if any(key in endpoint.paths for endpoint in endpoints)]
+    load = WrkLoad(threads=settings.threads, connections=settings.connections)
     print(
-        f"\n== HTTP: GET /products/{{random id in 1..{settings.products}}}, "
-        f"{settings.rounds} rounds x {settings.duration}s per app, wrk {settings.threads} "
-        f"threads / {settings.connections} connections, uvicorn 1 worker (uvloop, httptools)"
+        f"\n== HTTP: {', '.join(endpoint.title for endpoint in endpoints)}; ids in "
+        f"1..{settings.products}; {settings.rounds} rounds x {settings.duration}s per app and "
+        f"endpoint, wrk {settings.threads} threads / {settings.connections} connections, "
+        "uvicorn 1 worker (uvloop, httptools)"
     )
-    print("  (new conns: connections the app's pool opened during the run, from pg_stat_database)")
-    results: dict[str, list[float]] = {key: [] for key in PATHS}
-    opened: dict[str, list[int]] = {key: [] for key in PATHS}
+    print(
+        "  (CPU us/req: the server process's CPU time per answered request; new conns: "
+        "connections the app's pool opened during the run, from pg_stat_database)"
+    )
+    results = {
+        endpoint.key: _Results(
+            {key: [] for key in endpoint.paths},
+            {key: [] for key in endpoint.paths},
+            {key: [] for key in endpoint.paths},
+        )
+        for endpoint in endpoints
+    }
     async with (
-        _running_servers(database_url) as servers,
+        _running_servers(database_url, keys) as servers,
         connection_counter(database_url) as counter,
     ):
-        await _check_same_answers(servers, settings.products)
+        await _check_same_answers(servers, endpoints, database_url, settings.products)
         if settings.warmup:
-            print(f"  warming up each app for {settings.warmup}s (not reported)")
-            for server in servers.values():
-                await run_wrk(server.url, settings, settings.warmup)
+            print(f"  warming up each app on each endpoint for {settings.warmup}s (not reported)")
+            for endpoint in endpoints:
+                for key in endpoint.paths:
+                    arguments = endpoint.arguments(settings.products)
+                    await run_wrk(servers[key].url, load, settings.warmup, arguments)
+                    if endpoint.key == "write":
+                        await remove_written(database_url, settings.products)
         for round_number in range(1, settings.rounds + 1):
             print(f"round {round_number}/{settings.rounds}")
-            # Each round starts one app later, so each app runs after each other in turn: an
-            # app that runs right after (b) inherits the aftermath of (b)'s connection churn.
-            keys = list(servers)
-            shift = (round_number - 1) % len(keys)
-            for key in keys[shift:] + keys[:shift]:
-                server = servers[key]
-                before = await counter.opened()
-                result = await run_wrk(server.url, settings, settings.duration)
-                opened[key].append(await counter.opened() - before)
-                results[key].append(result.per_second)
-                print(f"  {LABELS[key]:<22} {_describe(result, opened[key][-1])}", flush=True)
-    return print_summary(
-        f"HTTP summary over {settings.rounds} rounds", "req/s", LABELS, results, RATIOS, opened
-    )
+            for endpoint in endpoints:
+                print(f"  {endpoint.title}")
+                # Each round starts one app later, so each app runs after each other in turn:
+                # an app that runs right after (b) inherits the aftermath of (b)'s churn.
+                shift = (round_number - 1) % len(endpoint.paths)
+                for key in endpoint.paths[shift:] + endpoint.paths[:shift]:
+                    server = servers[key]
+                    before = await counter.opened()
+                    cpu_before = cpu_seconds(server.process.pid)
+                    result = await run_wrk(
+                        server.url, load, settings.duration, endpoint.arguments(settings.products)
+                    )
+                    cpu_us = (cpu_seconds(server.process.pid) - cpu_before) * 1e6
+                    measured = results[endpoint.key]
+                    measured.opened[key].append(await counter.opened() - before)
+                    measured.per_second[key].append(result.per_second)
+                    measured.cpu_us[key].append(cpu_us / max(1, result.requests))
+                    print(
+                        f"    {LABELS[key]:<28} "
+                        f"{_describe(result, measured.cpu_us[key][-1], measured.opened[key][-1])}",
+                        flush=True,
+                    )
+                    if endpoint.key == "write":
+                        await remove_written(database_url, settings.products)
+    medians = {}
+    for endpoint in endpoints:
+        measured = results[endpoint.key]
+        medians[endpoint.key] = print_summary(
+            f"HTTP summary, {endpoint.title}, over {settings.rounds} rounds",
+            "req/s",
+            {key: LABELS[key] for key in endpoint.paths},
+            measured.per_second,
+            endpoint.ratios,
+            measured.opened,
+            measured.cpu_us,
+        )
+    print_goals(GOALS, medians)
+    return medians

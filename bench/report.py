@@ -1,11 +1,13 @@
-"""Printing results: one line per measurement, then medians, spreads and ratios per path."""
+"""Printing results: one line per measurement, then medians, spreads and ratios per path, and
+the goals the numbers are held to."""
 
 from __future__ import annotations
 
 import statistics
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
-__all__ = ["CHURN_NOTE_THRESHOLD", "print_summary", "rate"]
+__all__ = ["CHURN_NOTE_THRESHOLD", "Goal", "print_goals", "print_summary", "rate"]
 
 CHURN_NOTE_THRESHOLD = 20
 """New connections per round above which the summary points out connection churn. A pool of
@@ -24,6 +26,7 @@ def print_summary(
     results: Mapping[str, Sequence[float]],
     ratios: Sequence[tuple[str, str]],
     connections: Mapping[str, Sequence[int]] | None = None,
+    cpu: Mapping[str, Sequence[float]] | None = None,
 ) -> dict[str, float]:
     """Print the median, min and max of each path and the asked-for ratios of medians.
 
@@ -34,14 +37,21 @@ def print_summary(
         results: the per-round values of each path, by key.
         ratios: ``(numerator, denominator)`` pairs of keys.
         connections: the connections each path opened per round, by key (optional).
+        cpu: CPU microseconds per operation of each path per round, by key (optional); each
+            ratio is then also printed as the inverse ratio of their medians (the CPU each
+            operation of the denominator took over that of the numerator: above 1 when the
+            numerator is cheaper), which varies less than throughput on a shared machine.
 
     Returns:
         The median of each path, by key.
     """
     medians = {key: statistics.median(results[key]) for key in labels if results.get(key)}
+    cpu_medians = {key: statistics.median(values) for key, values in (cpu or {}).items() if values}
     print(f"\n{title}")
     width = max(len(label) for label in labels.values())
     header = f"  {'path':<{width}}  {'median':>10}  {'min':>10}  {'max':>10}"
+    if cpu is not None:
+        header += f"  {'CPU us/op':>9}"
     if connections is not None:
         header += f"  {'new conns/round':>15}"
     print(f"{header}   ({unit})")
@@ -53,13 +63,19 @@ def print_summary(
             f"  {label:<{width}}  {rate(medians[key]):>10}  {rate(min(values)):>10}"
             f"  {rate(max(values)):>10}"
         )
+        if cpu is not None:
+            line += f"  {cpu_medians[key]:>9,.0f}" if key in cpu_medians else f"  {'':>9}"
         if connections is not None and connections.get(key):
             line += f"  {statistics.median(connections[key]):>15g}"
         print(line)
     for numerator, denominator in ratios:
         if numerator in medians and denominator in medians:
-            ratio = medians[numerator] / medians[denominator]
-            print(f"  {numerator}/{denominator} = {ratio:.3f}")
+            line = f"  {numerator}/{denominator} = {medians[numerator] / medians[denominator]:.3f}"
+            if numerator in cpu_medians and denominator in cpu_medians:
+                line += (
+                    f"   (by CPU per op: {cpu_medians[denominator] / cpu_medians[numerator]:.3f})"
+                )
+            print(line)
     for key, counts in (connections or {}).items():
         if counts and statistics.median(counts) > CHURN_NOTE_THRESHOLD:
             print(
@@ -68,3 +84,36 @@ def print_summary(
                 "and that cost is part of its number"
             )
     return medians
+
+
+@dataclass(frozen=True, slots=True)
+class Goal:
+    """A ratio of two paths measured in the same run, and the least it should be."""
+
+    description: str
+    group: str
+    """Which block of results the two paths belong to (an endpoint, say)."""
+    numerator: str
+    denominator: str
+    at_least: float
+
+
+def print_goals(goals: Sequence[Goal], medians: Mapping[str, Mapping[str, float]]) -> None:
+    """Print each goal with the ratio of medians measured and whether it is met.
+
+    Args:
+        goals: what to check.
+        medians: the median of each path, by group and then by path key.
+    """
+    print("\nGoals (ratios of medians measured side by side in this run)")
+    width = max(len(goal.description) for goal in goals)
+    for goal in goals:
+        group = medians.get(goal.group, {})
+        if goal.numerator not in group or goal.denominator not in group:
+            continue
+        ratio = group[goal.numerator] / group[goal.denominator]
+        verdict = "met" if ratio >= goal.at_least else "NOT met"
+        print(
+            f"  {goal.description:<{width}}  {goal.numerator}/{goal.denominator} = {ratio:.3f}"
+            f"   (at least {goal.at_least:.2f}: {verdict})"
+        )
