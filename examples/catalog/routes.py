@@ -181,7 +181,13 @@ async def list_products(
     ] = "id",
 ) -> ProductPage:
     """A page of products in the order asked for."""
-    items = await products.list(order_by=sort.split(","), limit=limit, offset=offset)
+    # The document's pattern allows a field twice (a pattern cannot forbid it); the first
+    # mention decides, as in SQL, and the repository, which refuses repeats, gets each once.
+    fields = list(dict.fromkeys(sort.split(","), None))
+    first = [
+        f for i, f in enumerate(fields) if f.lstrip("-") not in {g.lstrip("-") for g in fields[:i]}
+    ]
+    items = await products.list(order_by=first, limit=limit, offset=offset)
     total = await products.count()
     return ProductPage(
         items=await _shown(request, items),
