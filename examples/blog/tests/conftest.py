@@ -1,0 +1,19 @@
+"""asyncdal's pytest plugin gives the fixtures: a throwaway database with these tables, and
+``asyncdal_client``, whose requests commit into a transaction rolled back after each test."""
+
+import pytest
+from fastapi import FastAPI
+from sqlalchemy import MetaData
+
+from blog.app import app
+from blog.models import Base
+
+
+@pytest.fixture(scope="session")
+def asyncdal_metadata() -> MetaData:
+    return Base.metadata
+
+
+@pytest.fixture
+def asyncdal_app() -> FastAPI:
+    return app
