@@ -70,7 +70,9 @@ PostQuery = Annotated[ListQuery, Depends(list_query(PostRepository))]
 Work = Annotated[UnitOfWork, Depends(unit_of_work_provider())]
 
 # The databases are built from the settings (DATABASE_URL) when the app starts, not on import.
-app = FastAPI(title="Blog", lifespan=databases_lifespan(lambda: Databases.from_settings(load_settings())))
+app = FastAPI(
+    title="Blog", lifespan=databases_lifespan(lambda: Databases.from_settings(load_settings()))
+)
 # Commits each request's unit of work before the response starts; 404, 409, 412, 422 answers.
 setup(app)
 

@@ -73,7 +73,9 @@ async def test_a_change_needs_the_current_etag(asyncdal_client: AsyncClient) -> 
     assert changed.status_code == 200
     assert changed.json()["title"] == "Hello again"
     assert changed.headers["ETag"] != etag
-    stale = await asyncdal_client.patch(f"/posts/{post_id}", json=change, headers={"If-Match": etag})
+    stale = await asyncdal_client.patch(
+        f"/posts/{post_id}", json=change, headers={"If-Match": etag}
+    )
     assert stale.status_code == 412
 
 
