@@ -47,11 +47,11 @@ async def test_posts_are_filtered_sorted_and_paged(asyncdal_client: AsyncClient)
     for title in ["SQL tips", "Async sql", "Gardening", "more SQL"]:
         await new_post(asyncdal_client, ada, title)
     await new_post(asyncdal_client, bo, "SQL by Bo")
-    query = {"author_id": ada, "title__icontains": "sql", "sort": "-title", "limit": 2}
+    query = {"author_id": str(ada), "title__icontains": "sql", "sort": "-title", "limit": "2"}
     page = (await asyncdal_client.get("/posts", params=query)).json()
     assert [post["title"] for post in page["items"]] == ["more SQL", "SQL tips"]
     assert (page["total"], page["limit"], page["offset"]) == (3, 2, 0)
-    following = (await asyncdal_client.get("/posts", params={**query, "offset": 2})).json()
+    following = (await asyncdal_client.get("/posts", params={**query, "offset": "2"})).json()
     assert [post["title"] for post in following["items"]] == ["Async sql"]
 
 
