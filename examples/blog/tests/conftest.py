@@ -1,5 +1,6 @@
 """asyncdal's pytest plugin gives the fixtures: a throwaway database with these tables, and
-``asyncdal_client``, whose requests commit into a transaction rolled back after each test."""
+``asyncdal_client``, whose requests commit into a transaction rolled back after each test.
+Run with ``pytest examples/blog/tests``."""
 
 import pytest
 from fastapi import FastAPI

@@ -44,12 +44,12 @@ async def test_what_does_not_exist_is_a_404(asyncdal_client: AsyncClient) -> Non
 
 async def test_posts_are_filtered_sorted_and_paged(asyncdal_client: AsyncClient) -> None:
     ada, bo = await new_author(asyncdal_client), await new_author(asyncdal_client, "bo@x.org")
-    for title in ["SQL tips", "Async sql", "Gardening", "more SQL"]:
+    for title in ["SQL tips", "Async sql", "Gardening", "More SQL"]:
         await new_post(asyncdal_client, ada, title)
     await new_post(asyncdal_client, bo, "SQL by Bo")
     query = {"author_id": str(ada), "title__icontains": "sql", "sort": "-title", "limit": "2"}
     page = (await asyncdal_client.get("/posts", params=query)).json()
-    assert [post["title"] for post in page["items"]] == ["more SQL", "SQL tips"]
+    assert [post["title"] for post in page["items"]] == ["SQL tips", "More SQL"]
     assert (page["total"], page["limit"], page["offset"]) == (3, 2, 0)
     following = (await asyncdal_client.get("/posts", params={**query, "offset": "2"})).json()
     assert [post["title"] for post in following["items"]] == ["Async sql"]

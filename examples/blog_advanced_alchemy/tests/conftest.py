@@ -1,5 +1,10 @@
 """A throwaway database with the blog's tables for the session, emptied after each test, and a
-client on the app with its lifespan running."""
+client on the app with its lifespan running.
+
+Run with ``pytest -W "ignore:The declarative_mixin decorator:DeprecationWarning"
+examples/blog_advanced_alchemy/tests`` here, where pytest turns warnings into errors and
+advanced-alchemy 1.12 still uses a decorator SQLAlchemy 2.1 deprecates.
+"""
 
 import os
 from collections.abc import AsyncIterator
