@@ -1,10 +1,9 @@
 """The blog's two test suites (``examples/blog/tests`` for asyncdal, and
 ``examples/blog_advanced_alchemy/tests``) run as a user runs them, on the test server.
 
-Each runs in a pytest of its own: a user's project has one ``asyncdal_metadata``, and the
-plugin's session-wide ``asyncdal_database`` is made once per pytest session with the first
-``asyncdal_metadata`` it meets, so the blog's tables and the catalog's (``tests/integration``)
-cannot share one run.
+Each runs in a pytest of its own, from its own folder, as in the user's project it stands
+for: its conftest, its settings and its warnings filter are that project's, not this
+repository's.
 """
 
 from __future__ import annotations

@@ -25,9 +25,9 @@ def asyncdal_metadata() -> MetaData:
     return Base.metadata
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture
 def test_database_url(asyncdal_database: Database) -> URL:
-    """The URL of asyncdal.testing's throwaway database (tables created, session-wide)."""
+    """The URL of asyncdal.testing's throwaway database (the catalog's tables, made once)."""
     return asyncdal_database.settings.sqlalchemy_url()
 
 

@@ -311,3 +311,60 @@ async def test_a_missing_app_fixture_says_what_to_define(
     done = await run_pytest(project, server_url, "tests", "-k", "test_2")
     assert outcomes(project) == {"test_2_and_rolled_back_before_the_next": "error"}
     assert "define a fixture named asyncdal_app" in done.output
+
+
+TWO_METADATAS = {
+    "tests/first/conftest.py": """
+        import pytest
+        from sqlalchemy import Column, Integer, MetaData, Table
+
+        metadata = MetaData()
+        Table("first_things", metadata, Column("id", Integer, primary_key=True))
+
+
+        @pytest.fixture(scope="session")
+        def asyncdal_metadata():
+            return metadata
+    """,
+    "tests/second/conftest.py": """
+        import pytest
+        from sqlalchemy import Column, Integer, MetaData, Table
+
+        metadata = MetaData()
+        Table("second_things", metadata, Column("id", Integer, primary_key=True))
+
+
+        @pytest.fixture(scope="session")
+        def asyncdal_metadata():
+            return metadata
+    """,
+}
+
+TABLES_SEEN = """
+from sqlalchemy import text
+
+
+async def test_{name}_sees_its_own_tables(rollback_database):
+    async with rollback_database.session() as session:
+        tables = await session.scalars(
+            text("select tablename from pg_tables where schemaname = 'public'")
+        )
+        assert set(tables) == {{"{name}_things"}}
+"""
+
+
+async def test_each_metadata_override_gets_a_database_of_its_own(
+    project: FreshProject, server_url: str
+) -> None:
+    """Two folders, each with its own ``asyncdal_metadata``: each test sees its folder's tables
+    (the database is not the first override's for the whole session)."""
+    for path, text in TWO_METADATAS.items():
+        project.write(path, text)
+    for name in ("first", "second"):
+        project.write(f"tests/{name}/__init__.py", "")
+        project.write(f"tests/{name}/test_tables.py", TABLES_SEEN.format(name=name))
+    done = await run_pytest(project, server_url, "tests/first", "tests/second")
+    assert outcomes(project) == {
+        "test_first_sees_its_own_tables": "passed",
+        "test_second_sees_its_own_tables": "passed",
+    }, done.output

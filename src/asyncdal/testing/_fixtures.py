@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 import pytest_asyncio
 from sqlalchemy import MetaData
+from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from asyncdal.orm._database import Database
@@ -49,24 +50,63 @@ def asyncdal_metadata() -> MetaData | None:
     return None
 
 
-@pytest_asyncio.fixture(scope="session", loop_scope="session")
-async def asyncdal_database(
-    asyncdal_test_url: str, asyncdal_metadata: MetaData | None
-) -> AsyncIterator[Database]:
-    """A :class:`Database` on a throwaway database, with the metadata's tables, dropped after."""
-    url = await create_test_database(asyncdal_test_url)
-    database = Database(
-        "main",
-        DatabaseSettings(url=url.render_as_string(hide_password=False), pool="queue"),
-    )
-    try:
-        if asyncdal_metadata is not None:
+class _ThrowawayDatabases:
+    """The session's throwaway databases, one per ``MetaData`` a test asks for.
+
+    One project may hold several ``asyncdal_metadata`` overrides (a conftest per folder): each
+    test gets the database with its own tables, each made once and dropped at the end.
+    """
+
+    def __init__(self, server_url: str) -> None:
+        self._server_url = server_url
+        # Keyed by identity; the MetaData is kept in the value, so its id is never reused.
+        self._made: dict[int, tuple[MetaData | None, Database, URL]] = {}
+
+    async def of(self, metadata: MetaData | None) -> Database:
+        made = self._made.get(id(metadata))
+        if made is not None:
+            return made[1]
+        url = await create_test_database(self._server_url)
+        database = Database(
+            "main",
+            DatabaseSettings(url=url.render_as_string(hide_password=False), pool="queue"),
+        )
+        self._made[id(metadata)] = (metadata, database, url)
+        if metadata is not None:
             async with database.engine.begin() as connection:
-                await connection.run_sync(asyncdal_metadata.create_all)
-        yield database
+                await connection.run_sync(metadata.create_all)
+        return database
+
+    async def drop_all(self) -> None:
+        for _, database, url in self._made.values():
+            await database.dispose()
+            await drop_test_database(url)
+        self._made.clear()
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def _asyncdal_throwaway_databases(
+    asyncdal_test_url: str,
+) -> AsyncIterator[_ThrowawayDatabases]:
+    """The throwaway databases behind ``asyncdal_database``, dropped at the session's end."""
+    databases = _ThrowawayDatabases(asyncdal_test_url)
+    try:
+        yield databases
     finally:
-        await database.dispose()
-        await drop_test_database(url)
+        await databases.drop_all()
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def asyncdal_database(
+    _asyncdal_throwaway_databases: _ThrowawayDatabases, asyncdal_metadata: MetaData | None
+) -> Database:
+    """A :class:`Database` on a throwaway database with the tables of the ``asyncdal_metadata``
+    that applies to the test.
+
+    The database is made the first time a test asks for those tables and dropped at the end of
+    the session; tests under another ``asyncdal_metadata`` override get a database of their own.
+    """
+    return await _asyncdal_throwaway_databases.of(asyncdal_metadata)
 
 
 @pytest_asyncio.fixture(loop_scope="session")

@@ -29,8 +29,9 @@ Fixtures:
     asyncdal_test_url: the server the databases are created on: ``TEST_DATABASE_URL``, else
         ``postgresql://postgres@127.0.0.1:5432/postgres``. Override it to choose another.
     asyncdal_metadata: override it to return the ``MetaData`` to create (default: none).
-    asyncdal_database: a ``Database`` on a throwaway database with those tables, for the whole
-        session; dropped at the end.
+    asyncdal_database: a ``Database`` on a throwaway database with those tables, made once per
+        session for each ``asyncdal_metadata`` override (a conftest per folder may have its
+        own) and dropped at the end.
     rollback_connection: a connection to it, in a transaction rolled back after the test.
     rollback_database: ``asyncdal_database`` with everything a test does rolled back.
     asyncdal_app: override it to return your app.
@@ -59,6 +60,7 @@ from asyncdal.testing._client import (
     asyncdal_override,
 )
 from asyncdal.testing._fixtures import (
+    _asyncdal_throwaway_databases,  # noqa: F401  (a fixture: pytest finds it by name)
     asyncdal_database,
     asyncdal_metadata,
     asyncdal_replica_pair,
