@@ -5,7 +5,10 @@
 (``catalog.models.ReferenceBase``) have a history of their own in ``reference_versions/`` and
 their own version table. Without ``DB__REFERENCE__*`` the reference database is the main one
 (the catalog's settings say so): each history then sees only its own tables. Any other
-``-x database=NAME`` runs the main history on that database.
+``-x database=NAME`` runs the main history on that database. New revisions follow the same
+choice: ``alembic -x database=reference revision -m "..."`` writes into
+``reference_versions/`` on top of its head (``revision_environment`` in alembic.ini), and a
+revision without ``--autogenerate`` connects to no database.
 
 A caller that already holds a connection (tests, the dev server) passes it as
 ``config.attributes["connection"]``; settings can be passed as ``config.attributes["settings"]``.
@@ -107,6 +110,19 @@ async def run_async_migrations() -> None:
         await engine.dispose()
 
 
+def _only_writes_a_revision() -> bool:
+    """``alembic revision`` without ``--autogenerate``: env.py runs (``revision_environment``)
+    only so that ``-x database=`` picks the history; a blank revision reads no database, so
+    none is needed to write one."""
+    options = config.cmd_opts
+    command = getattr(options, "cmd", None)
+    if not command:
+        return False  # called from code (alembic.command), not the shell: run as asked
+    return getattr(command[0], "__name__", "") == "revision" and not getattr(
+        options, "autogenerate", False
+    )
+
+
 def run_migrations_online() -> None:
     connection = config.attributes.get("connection")
     if connection is not None:
@@ -115,7 +131,9 @@ def run_migrations_online() -> None:
         asyncio.run(run_async_migrations())
 
 
-if context.is_offline_mode():
+if _only_writes_a_revision():
+    pass  # the history is chosen above; the blank revision needs nothing from the database
+elif context.is_offline_mode():
     run_migrations_offline()
 else:
     run_migrations_online()

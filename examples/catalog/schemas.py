@@ -9,6 +9,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema, model_validator
 from pydantic.json_schema import SkipJsonSchema
+from pydantic_core import PydanticCustomError
 
 __all__ = [
     "PRICE_PATTERN",
@@ -24,9 +25,21 @@ __all__ = [
 Sku = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._-]+$")]
 # PostgreSQL's text cannot hold a NUL character: refused here, it is a 422 naming the field.
 Name = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[^\x00]+$")]
+
+
+def _json_integer(value: Any) -> Any:
+    """Refuse what pydantic's lax ``int`` would turn into one but the document's ``"type":
+    "integer"`` does not take: ``true`` and ``false``, and text such as ``"5"``. A JSON
+    number with no fraction (``5.0``) is an integer to JSON Schema, so it stays taken."""
+    if isinstance(value, bool | str):
+        kind = "a boolean" if isinstance(value, bool) else "a string"
+        raise PydanticCustomError("int_type", f"Input should be a valid integer, not {kind}")
+    return value
+
+
 # Within what a JSON number carries exactly (2**53 - 1, as I-JSON advises): FastAPI writes a
 # body's bounds as floats, and a bound past 2**53 would not say exactly what is taken.
-CategoryId = Annotated[int, Field(ge=1, le=2**53 - 1)]
+CategoryId = Annotated[int, Field(ge=1, le=2**53 - 1), BeforeValidator(_json_integer)]
 
 PRICE_PATTERN = r"^[0-9]{1,10}(\.[0-9]{1,2})?$"
 """A price as text: up to 10 digits, then a point and one or two decimals (NUMERIC(12, 2))."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -118,19 +119,63 @@ async def test_patch_takes_no_null_and_the_document_says_so(
 
 @pytest.mark.parametrize(
     ("field", "value"),
-    [("name", "a\x00b"), ("sku", "a b"), ("category_id", 2**53), ("category_id", 0)],
+    [
+        ("name", "a\x00b"),
+        ("sku", "a b"),
+        ("category_id", 2**53),
+        ("category_id", 0),
+        # The document says integer: pydantic's lax int took true as 1 and "5" as 5.
+        ("category_id", True),
+        ("category_id", False),
+        ("category_id", "5"),
+        ("category_id", "\ud800"),
+        # A lone surrogate: JSON can carry it, UTF-8 (and so PostgreSQL) cannot.
+        ("name", "\ud800"),
+        ("name", "a\udfffb"),
+        ("sku", "\ud800"),
+        ("price", "\ud800"),
+    ],
 )
 async def test_values_postgresql_or_json_cannot_carry_are_refused_by_the_document_and_the_service(
     client: AsyncClient, document: dict[str, Any], field: str, value: Any
 ) -> None:
     # A NUL in a name was a 422 with a plain-text detail from the database (SQLSTATE 22021),
     # a shape the document did not have.
+    created = await client.post("/products", json={"sku": "V-0", "name": "v", "price": "1"})
     body = {"sku": "V-1", "name": "v", "price": "1", field: value}
+    for schema, method, path, operation in [
+        ("ProductCreate", "POST", "/products", "/products"),
+        ("ProductUpdate", "PATCH", f"/products/{created.json()['id']}", PRODUCT),
+    ]:
+        validator = documented_validator(document, {"$ref": f"#/components/schemas/{schema}"})
+        # A lone surrogate is no Unicode text, so no JSON Schema string (the validator, in
+        # Rust, cannot even be handed one).
+        surrogate = isinstance(value, str) and any("\ud800" <= c <= "\udfff" for c in value)
+        assert surrogate or not validator.is_valid(body)
+        # As sent on the wire: JSON escapes a lone surrogate (httpx's json= would not encode it).
+        sent = json.dumps(body).encode()
+        headers = {"Content-Type": "application/json"}
+        answer = await client.request(method, path, content=sent, headers=headers)
+        assert answer.status_code == 422, answer.text
+        (error, *_) = answer.json()["detail"]
+        assert error["loc"][:2] == ["body", field]
+        # Refused for its shape, not for naming a category that does not exist (true was
+        # category 1).
+        assert "does not exist" not in error["msg"]
+        assert_documented(document, operation, method.lower(), answer)
+
+
+async def test_a_category_id_written_as_a_whole_float_is_an_integer_as_the_document_says(
+    client: AsyncClient, document: dict[str, Any]
+) -> None:
+    # JSON Schema's integer is a number with no fraction, 2.0 included.
+    body = {"sku": "F-1", "name": "f", "price": "1", "category_id": 2.0}
     validator = documented_validator(document, {"$ref": "#/components/schemas/ProductCreate"})
-    assert not validator.is_valid(body)
+    assert validator.is_valid(body)
     answer = await client.post("/products", json=body)
+    # No category 2 in this database: refused for what it names, not for its shape.
     assert answer.status_code == 422, answer.text
-    assert answer.json()["detail"][0]["loc"] == ["body", field]
+    assert answer.json()["detail"][0]["msg"] == "category 2 does not exist"
 
 
 async def test_sort_is_taken_exactly_when_the_document_takes_it(

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import shutil
+import sys
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 from alembic import command
@@ -14,7 +18,7 @@ from sqlalchemy.engine import URL
 
 from asyncdal import Database
 from catalog.models import Base, ReferenceBase
-from tests.conftest import alembic_config, database_settings, reference_alembic_config
+from tests.conftest import ROOT, alembic_config, database_settings, reference_alembic_config
 
 
 @pytest.fixture
@@ -136,3 +140,36 @@ async def test_alembic_command_migrates_the_reference_database(empty_url: URL) -
     output, _ = await process.communicate()
     assert process.returncode == 0, output.decode()
     assert await tables(empty_url) == {"categories", "alembic_version_reference"}
+
+
+@pytest.mark.parametrize(
+    ("arguments", "folder", "parent"),
+    [
+        (("-x", "database=reference"), "reference_versions", "r0001"),
+        ((), "versions", "0005"),
+    ],
+)
+async def test_a_new_revision_lands_in_its_databases_history(
+    tmp_path: Path, arguments: tuple[str, ...], folder: str, parent: str
+) -> None:
+    """`alembic -x database=reference revision -m ...` writes into the reference history, on
+    top of its head; without ``-x`` into main's. Neither needs a database: writing a blank
+    revision asks nothing of one (no DATABASE_URL here)."""
+    shutil.copy(ROOT / "alembic.ini", tmp_path)
+    shutil.copytree(ROOT / "migrations", tmp_path / "migrations")
+    before = {path.name for path in (tmp_path / "migrations").rglob("*.py")}
+    alembic = Path(sys.executable).parent / "alembic"
+    env = {k: v for k, v in os.environ.items() if not k.upper().startswith("DB__")}
+    env.pop("DATABASE_URL", None)
+    process = await asyncio.create_subprocess_exec(
+        *(str(alembic), *arguments, "revision", "-m", "add colour"),
+        cwd=tmp_path,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    output, _ = await process.communicate()
+    assert process.returncode == 0, output.decode()
+    (new,) = [path for path in (tmp_path / "migrations").rglob("*.py") if path.name not in before]
+    assert new.parent == tmp_path / "migrations" / folder, output.decode()
+    assert f"\nRevises: {parent}\n" in new.read_text()

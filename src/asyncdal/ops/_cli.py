@@ -23,7 +23,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import re
 import sys
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -37,7 +39,33 @@ from asyncdal.outbox._cli import add_outbox_commands
 from asyncdal.outbox._settings import outbox_pools
 from asyncdal.settings import load_settings
 
-__all__ = ["main"]
+__all__ = ["main", "plain"]
+
+# A reference a terminal cannot follow: "(see :mod:`asyncdal.ops._migrations`)".
+_SEE = re.compile(r"\s*\(see\s+:(?:py:)?[a-z]+:`[^`]+`\)")
+_ROLE = re.compile(r":(?:py:)?[a-z]+:`(~?)([^`]+)`")
+
+
+def plain(text: str) -> str:
+    """Docstring text as a terminal shows it: no reStructuredText markup.
+
+    ``literals`` lose their backticks, a role (``:class:`~asyncdal.Database```) becomes the
+    name it shows (``Database``), and "(see :mod:`...`)" references are left out.
+
+    Example:
+        >>> plain("The ``asyncdal`` command (see :mod:`asyncdal.ops._check`).")
+        'The asyncdal command.'
+    """
+    text = _SEE.sub("", text)
+    text = _ROLE.sub(lambda m: m.group(2).rsplit(".", 1)[-1] if m.group(1) else m.group(2), text)
+    return text.replace("``", "")
+
+
+def _paragraphs(text: str, width: int = 88) -> str:
+    """``text``'s paragraphs, each filled to ``width`` (argparse's raw formatter keeps them
+    apart, where its default one would run them into one)."""
+    paragraphs = (" ".join(paragraph.split()) for paragraph in text.strip().split("\n\n"))
+    return "\n\n".join(textwrap.fill(paragraph, width) for paragraph in paragraphs)
 
 
 def _check(arguments: argparse.Namespace) -> int:
@@ -98,7 +126,12 @@ def _budget(arguments: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code."""
-    parser = argparse.ArgumentParser(prog="asyncdal", description=__doc__.splitlines()[0])
+    # The module's docstring, as plain text: what each command does and its exit codes.
+    parser = argparse.ArgumentParser(
+        prog="asyncdal",
+        description=_paragraphs(plain(__doc__)),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     check = commands.add_parser(
         "check", help="report code that opens database access around asyncdal"

@@ -1,13 +1,14 @@
 """Check a value against the column it is compared with, before it reaches SQL.
 
 A value that PostgreSQL cannot take for the column's type (an integer past BIGINT, a decimal
-with more digits than ``NUMERIC(p, s)`` holds, text with a NUL byte) would otherwise fail in
-the driver or the server as a data error. Checked here, it is an
+with more digits than ``NUMERIC(p, s)`` holds, text with a NUL character or a lone surrogate,
+text for a number, date or other non-text column) would otherwise fail in the driver or the
+server as a data error that names no parameter, or as a ``ProgrammingError`` (``operator does
+not exist: numeric > character varying``). Checked here, it is an
 :class:`~asyncdal.errors.InvalidQueryError` naming the parameter: a 422 through FastAPI.
 
-Only what the column's type says for sure is checked; a value whose type does not match (a
-string for an integer column) is left to SQLAlchemy and the driver, whose errors the error map
-translates.
+Text is refused for a number, boolean, date, time or interval column; :func:`check_kind`
+checks the kind of the other values.
 """
 
 from __future__ import annotations
@@ -46,13 +47,19 @@ def check_value(column_type: TypeEngine[Any], value: Any, parameter: str) -> Non
         parameter: how the caller named it (``price__lt``), for the message.
 
     Raises:
-        InvalidQueryError: the value is out of range for the type, naming ``parameter``.
+        InvalidQueryError: the value is out of range for the type, or text the column cannot
+            take (a NUL character, a lone surrogate, text for a number or date), naming
+            ``parameter``.
+
+    Example:
+        >>> check_value(Numeric(12, 2), "abc", "price__gt")
+        Traceback (most recent call last):
+        InvalidQueryError: price__gt: expected Decimal, got str
     """
     if value is None:
         return
     if isinstance(value, str):
-        if "\x00" in value:
-            raise InvalidQueryError(f"{parameter}: text may not contain a NUL character")
+        _check_text(column_type, value, parameter)
         return
     if isinstance(value, bool):
         return
@@ -66,6 +73,28 @@ def check_value(column_type: TypeEngine[Any], value: Any, parameter: str) -> Non
         return
     if isinstance(value, int | Decimal | float) and isinstance(column_type, Numeric):
         _check_numeric(column_type, value, parameter)
+
+
+def _check_text(column_type: TypeEngine[Any], value: str, parameter: str) -> None:
+    if "\x00" in value:
+        raise InvalidQueryError(f"{parameter}: text may not contain a NUL character")
+    try:
+        value.encode()
+    except UnicodeEncodeError as error:
+        # JSON's "\ud800" decodes to one; UTF-8, and so PostgreSQL and asyncpg, cannot hold it.
+        code = ord(value[error.start])
+        raise InvalidQueryError(
+            f"{parameter}: text may not contain a lone surrogate (U+{code:04X} at position "
+            f"{error.start})"
+        ) from None
+    kind = python_type(column_type)
+    if kind in _NOT_TEXT:
+        raise InvalidQueryError(f"{parameter}: expected {kind.__name__}, got str")
+
+
+# Column kinds PostgreSQL will not compare with text (a literal, or a parameter asyncpg typed
+# as text); JSON, arrays and types of their own are left to PostgreSQL.
+_NOT_TEXT = frozenset({int, float, Decimal, bool, datetime, date, time, timedelta})
 
 
 def python_type(column_type: TypeEngine[Any]) -> type[Any] | None:
