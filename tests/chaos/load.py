@@ -37,6 +37,8 @@ class Load:
         created: sku -> product id, for every 201.
         updated: the names (markers) of every PATCH answered 200.
         slowest_503: the longest a 503 took, in seconds.
+        timed_503: each 503's request: when it was sent (``time.perf_counter()``) and the
+            seconds its answer took.
     """
 
     sent: int = 0
@@ -44,6 +46,7 @@ class Load:
     created: dict[str, int] = field(default_factory=dict)
     updated: set[str] = field(default_factory=set)
     slowest_503: float = 0.0
+    timed_503: list[tuple[float, float]] = field(default_factory=list)
     unsent: int = 0
     reasons: collections.Counter[str] = field(default_factory=collections.Counter)
     """The 503s' ``detail``, shortened."""
@@ -54,6 +57,7 @@ class Load:
         self.created.update(other.created)
         self.updated |= other.updated
         self.slowest_503 = max(self.slowest_503, other.slowest_503)
+        self.timed_503 += other.timed_503
         self.unsent += other.unsent
         self.reasons.update(other.reasons)
 
@@ -99,7 +103,9 @@ async def _send(http: httpx.AsyncClient, load: Load, kind: str, rng: random.Rand
         load.sent += 1
     load.statuses[str(response.status_code)] += 1
     if response.status_code == 503:
-        load.slowest_503 = max(load.slowest_503, time.perf_counter() - started)
+        took = time.perf_counter() - started
+        load.slowest_503 = max(load.slowest_503, took)
+        load.timed_503.append((started, took))
         load.reasons[_reason(response)] += 1
 
 

@@ -27,6 +27,7 @@ from tests.conftest import alembic_config, database_settings, reference_alembic_
 __all__ = [
     "SERVICE_APP",
     "SERVICE_POOL",
+    "SERVICE_POOL_TIMEOUT",
     "WORKER_APP",
     "ManagedProcess",
     "Stack",
@@ -39,6 +40,8 @@ SERVICE_APP = "chaos-catalog"
 WORKER_APP = "chaos-worker"
 SERVICE_POOL = 6
 """The service's pool: its size, no overflow."""
+SERVICE_POOL_TIMEOUT = 2.0
+"""Seconds a request of the service waits for a pooled connection before its 503."""
 HANDLER_POOL = 4
 STARTUP_SECONDS = 60.0
 STOP_SECONDS = 20.0
@@ -49,9 +52,12 @@ CREATE TABLE chaos_effects (event_id bigint NOT NULL, applied_at timestamptz DEF
 CREATE TABLE chaos_repeats (event_id bigint NOT NULL, seen_at timestamptz DEFAULT now());
 """
 
-# Fast and gentle on a shared machine; fsync only matters when the machine itself crashes,
-# which no scenario does (an immediate shutdown kills the server, not the page cache).
-CLUSTER_SETTINGS = {"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off"}
+# Fast and gentle on a shared machine; fsync and full-page writes only matter when the machine
+# itself crashes, which no scenario does (an immediate shutdown kills the server, not the page
+# cache). synchronous_commit stays on: off, a commit is answered before its WAL leaves the
+# server's shared memory, and an immediate shutdown (scenario 2) would lose transactions the
+# service had answered 201 for, which is the server keeping no promise, not the service.
+CLUSTER_SETTINGS = {"fsync": "off", "full_page_writes": "off"}
 
 
 def _clean_environment() -> dict[str, str]:
@@ -211,7 +217,7 @@ def _service(app_url: str, port: int, pooled: bool, log: Path) -> ManagedProcess
         "DB__MAIN__APPLICATION_NAME": SERVICE_APP,
         "DB__MAIN__POOL_SIZE": str(SERVICE_POOL),
         "DB__MAIN__MAX_OVERFLOW": "0",
-        "DB__MAIN__POOL_TIMEOUT": "2",
+        "DB__MAIN__POOL_TIMEOUT": f"{SERVICE_POOL_TIMEOUT:g}",
         "DB__MAIN__CONNECT_TIMEOUT": "3",
         "DB__MAIN__COMMAND_TIMEOUT": "10",
         "DB__MAIN__PGBOUNCER": "true" if pooled else "false",

@@ -55,8 +55,13 @@ class Parameters:
 
 @dataclass
 class Row:
-    """One scenario's line in the report."""
+    """One scenario's line in the report.
 
+    Attributes:
+        number: the scenario's number in issue 13's list (the table's order).
+    """
+
+    number: int
     scenario: str
     load: Load
     events: int
@@ -74,10 +79,12 @@ _HEADER = ("scenario", "requests", "answers", "events", "repeats", "recover s", 
 
 
 def format_table(rows: list[Row], parameters: Parameters) -> list[str]:
-    """The report: one line per scenario, then the scenarios' notes."""
+    """The report: one line per scenario, in the order of their numbers (not the order they
+    ran in), then the scenarios' notes."""
+    rows = sorted(rows, key=lambda row: row.number)
     cells = [
         (
-            row.scenario,
+            f"{row.number}. {row.scenario}",
             str(row.load.sent),
             row.load.answers(),
             str(row.events),
@@ -102,10 +109,11 @@ def format_table(rows: list[Row], parameters: Parameters) -> list[str]:
         *(line(values) for values in cells),
     ]
     for row in rows:
-        lines.extend(f"{row.scenario}: {note}" for note in row.notes)
+        name = f"{row.number}. {row.scenario}"
+        lines.extend(f"{name}: {note}" for note in row.notes)
         if row.load.reasons:
             top = "; ".join(f"{n}x {why}" for why, n in row.load.reasons.most_common(3))
-            lines.append(f"{row.scenario}: 503s (slowest {row.load.slowest_503:.2f} s): {top}")
+            lines.append(f"{name}: 503s (slowest {row.load.slowest_503:.2f} s): {top}")
     return lines
 
 

@@ -44,6 +44,7 @@ async def test_backends_killed_every_300_ms(
         checked = await verify(stack, load)
     report(
         Row(
+            1,
             "backend kills /300 ms",
             load,
             checked.events,

@@ -80,6 +80,7 @@ async def test_service_and_worker_killed_and_restarted(
     )
     report(
         Row(
+            6,
             "kill -9 service, worker",
             load,
             checked.events,

@@ -41,6 +41,7 @@ async def test_pgbouncer_paused_resumed_then_restarted(
         checked = await verify(stack, load)
     report(
         Row(
+            3,
             "pgbouncer pause 3 s, restart",
             load,
             checked.events,

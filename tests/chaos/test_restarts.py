@@ -20,6 +20,13 @@ async def test_postgres_restarted_fast_then_immediate(
     started = time.monotonic()
     downtimes: list[str] = []
     async with chaos_stack(tmp_path) as stack:
+        # The server keeps what it answered committed through a crash (the immediate
+        # restart) only when a commit waits for its WAL: what the checks rely on.
+        observer = await stack.connect()
+        try:
+            assert await observer.fetchval("SHOW synchronous_commit") == "on"
+        finally:
+            await observer.close()
 
         async def restart_twice() -> None:
             for mode in ("fast", "immediate"):
@@ -35,6 +42,7 @@ async def test_postgres_restarted_fast_then_immediate(
         checked = await verify(stack, load)
     report(
         Row(
+            2,
             "postgres restart fast+immediate",
             load,
             checked.events,

@@ -98,6 +98,7 @@ async def test_outbox_churns_while_vacuum_is_held_back(
     )
     report(
         Row(
+            5,
             "vacuum held back, churn",
             load,
             checked.events,

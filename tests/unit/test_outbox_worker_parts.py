@@ -20,6 +20,8 @@ from asyncdal.outbox._connection import WorkerConnection
 from asyncdal.outbox._execution import DONE, HandlerExecution, describe_failure
 from asyncdal.outbox._maintenance import Maintenance
 from asyncdal.outbox._resilience import FailureStreak, OutboxWorkerCrashedError, first_failure
+from asyncdal.outbox._settling import Leases
+from tests.helpers import wait_until
 
 
 def claim(event_id: int = 1, *, attempts: int = 1, event_type: str = "t") -> Claim:
@@ -327,3 +329,57 @@ async def test_a_side_task_that_fails_or_returns_is_a_bug() -> None:
     running.cancel()
     await asyncio.gather(running, return_exceptions=True)
     assert first_failure([running]) is None
+
+
+# -- settling at shutdown ------------------------------------------------------------------------
+
+
+class SettledTable:
+    """Stands in for the settle connection: the outbox rows' lease tokens, and a settle whose
+    ``UPDATE`` is committed at once and whose answer comes only when ``answer`` is set."""
+
+    def __init__(self, claims: list[Claim]) -> None:
+        self.tokens: dict[int, uuid.UUID | None] = {c.event.id: c.token for c in claims}
+        self.committed = asyncio.Event()
+        self.answer = asyncio.Event()
+
+    async def fetch(self, statement: str, ids: list[int], tokens: list[uuid.UUID], *_: Any) -> Any:
+        assert statement == sql.SETTLE
+        written = []
+        for event_id, token in zip(ids, tokens, strict=True):
+            if self.tokens.get(event_id) == token:
+                self.tokens[event_id] = None  # settled: the token guard refuses it from now on
+                written.append((event_id, token))
+        self.committed.set()
+        await self.answer.wait()
+        return written
+
+    async def run(self, call: Callable[[SettledTable], Awaitable[Any]]) -> Any:
+        return await call(self)
+
+
+async def test_a_settle_committed_when_the_worker_stops_is_counted_done_not_lost() -> None:
+    claims = [claim(1), claim(2)]
+    table = SettledTable(claims)
+    stats = WorkerStats()
+    leases = Leases(
+        cast("WorkerConnection", table),
+        load_outbox_settings(),
+        stats,
+        None,
+        settled=lambda: None,
+        clock=asyncio.get_running_loop().time,
+    )
+    for each in claims:
+        leases.in_flight[each.ref] = each
+        leases.finish(each, DONE)
+    settler = asyncio.create_task(leases.settler())
+    leases.wake.set()
+    await table.committed.wait()  # committed on the server, its answer on the way
+    stopping = asyncio.create_task(leases.stop_settler(settler))
+    await wait_until(lambda: leases.closing)
+    table.answer.set()
+    await stopping
+    await leases.release_all()  # what the worker does next: nothing is left to write
+    assert stats == WorkerStats(done=2)
+    assert not leases.in_flight

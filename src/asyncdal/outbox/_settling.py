@@ -84,6 +84,8 @@ class Leases:
         """Tokens of claims that failed after they may have reached the server."""
         self.wake = asyncio.Event()
         """Set when there is something to settle."""
+        self.closing = False
+        """Set by :meth:`stop_settler`: the settler ends after the round in progress."""
 
     def finish(self, claim: Claim, outcome: Outcome) -> None:
         """Buffer the outcome of ``claim``'s handler (settled by the next round)."""
@@ -91,19 +93,42 @@ class Leases:
         self.outcomes.add(claim, *outcome)
 
     async def settler(self) -> None:
-        """Settle whenever woken, until cancelled; a failure keeps the outcomes buffered."""
+        """Settle whenever woken, until :meth:`stop_settler` (or cancelled); a failure keeps
+        the outcomes buffered."""
         streak = FailureStreak("settle", self._clock)
-        while True:
+        while not self.closing:
             await self.wake.wait()
             self.wake.clear()
+            if self.closing:
+                return  # what is buffered is written by release_all
             try:
                 await self.settle()
             except DATABASE_ERRORS as error:
+                delay = streak.failed(error)
+                if self.closing:
+                    return
                 # If the leases expire first, the events are delivered again (at least once).
-                await asyncio.sleep(streak.failed(error))
+                await asyncio.sleep(delay)
                 self.wake.set()
                 continue
             streak.succeeded()
+
+    async def stop_settler(self, settler: asyncio.Task[None]) -> None:
+        """End ``settler`` (the task running :meth:`settler`) between two rounds.
+
+        A settle is not cancelled mid-statement: its ``UPDATE`` may have been committed with
+        its answer still on the way, and the outcomes put back would then be written again
+        by :meth:`release_all`, found settled, and counted lost instead of done (the stats
+        would lie). The round in progress gets a few seconds; only a settle still hanging
+        after them is cancelled (the database does not answer; what it had written is then
+        unknown, and the leases expire by themselves).
+        """
+        self.closing = True
+        self.wake.set()
+        if not settler.done():
+            await asyncio.wait({settler}, timeout=_RELEASE_SECONDS)
+        settler.cancel()
+        await asyncio.gather(settler, return_exceptions=True)
 
     async def settle(self) -> None:
         """Write the buffered outcomes in one statement; put them back if it fails."""

@@ -205,9 +205,10 @@ class OutboxWorker:
         crash: BaseException | None = None
         try:
             await self._first_maintenance()
+            settler = asyncio.create_task(self._leases.settler(), name="outbox-settler")
             side = [
                 asyncio.create_task(self._listener.run(), name="outbox-listener"),
-                asyncio.create_task(self._leases.settler(), name="outbox-settler"),
+                settler,
                 asyncio.create_task(self._execution.watchdog(), name="outbox-watchdog"),
                 asyncio.create_task(self._leases.heartbeat(), name="outbox-heartbeat"),
                 asyncio.create_task(self._maintenance.run(), name="outbox-maintenance"),
@@ -217,11 +218,14 @@ class OutboxWorker:
                 crash = await self._supervise(claimer, side)
                 await self._drain()
             finally:
-                # A settle cut short puts its outcomes back, so the last settle below
-                # writes them (or releases their leases) all the same.
-                for task in (claimer, *side):
+                # The settler ends between two rounds, not mid-statement (see stop_settler);
+                # a settle cut short all the same puts its outcomes back, so the last settle
+                # below writes them (or releases their leases) all the same.
+                others = [task for task in (claimer, *side) if task is not settler]
+                for task in others:
                     task.cancel()
-                await asyncio.gather(claimer, *side, return_exceptions=True)
+                await self._leases.stop_settler(settler)
+                await asyncio.gather(*others, return_exceptions=True)
                 await self._settle_or_release()
         finally:
             self._execution.close()
