@@ -19,7 +19,7 @@ __all__ = ["EXAMPLES", "Count", "code_lines", "count", "main", "table"]
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 # The two sides of the comparison: the package's name under examples/, and its label.
-SIDES = {"blog": "asyncdal", "blog_advanced_alchemy": "advanced-alchemy"}
+SIDES = {"blog_asyncdal": "asyncdal", "blog_advanced_alchemy": "advanced-alchemy"}
 
 # Tokens that are no code by themselves.
 _NOT_CODE = frozenset(
@@ -75,6 +75,8 @@ class Count:
 def count(package: str, examples: Path = EXAMPLES) -> Count:
     """Count the code lines of ``examples/<package>``: service and ``tests/``."""
     root = examples / package
+    if not (root / "__init__.py").is_file():
+        raise FileNotFoundError(f"no package at {root}")
     service = tests = 0
     for path in sorted(root.rglob("*.py")):
         lines = code_lines(path.read_text(encoding="utf-8"))

@@ -1,4 +1,4 @@
-"""The blog's two test suites (``examples/blog/tests`` for asyncdal, and
+"""The blog's two test suites (``examples/blog_asyncdal/tests`` for asyncdal, and
 ``examples/blog_advanced_alchemy/tests``) run as a user runs them, on the test server.
 
 Each runs in a pytest of its own, from its own folder, as in the user's project it stands
@@ -18,7 +18,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 SUITES = {
-    "blog": ROOT / "examples" / "blog" / "tests",
+    "blog_asyncdal": ROOT / "examples" / "blog_asyncdal" / "tests",
     "blog_advanced_alchemy": ROOT / "examples" / "blog_advanced_alchemy" / "tests",
 }
 # advanced-alchemy 1.12 decorates its mixins with SQLAlchemy 2.1's deprecated declarative_mixin;

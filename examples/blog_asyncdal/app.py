@@ -1,6 +1,6 @@
 """The blog's HTTP API: authors, their posts, and a ``post.published`` event.
 
-Run it with ``DATABASE_URL=postgresql://... uvicorn blog.app:app``.
+Run it with ``DATABASE_URL=postgresql://... uvicorn blog_asyncdal.app:app``.
 """
 
 from datetime import datetime
@@ -20,7 +20,7 @@ from asyncdal.fastapi import (
     unit_of_work_provider,
 )
 from asyncdal.outbox import Outbox
-from blog.models import Author, AuthorRepository, Post, PostRepository
+from blog_asyncdal.models import Author, AuthorRepository, Post, PostRepository
 
 
 class AuthorIn(BaseModel):

@@ -4,7 +4,7 @@ from httpx import AsyncClient
 from sqlalchemy import select
 
 from asyncdal import Database
-from blog.models import outbox
+from blog_asyncdal.models import outbox
 
 
 async def new_author(client: AsyncClient, email: str = "ada@example.org") -> int:

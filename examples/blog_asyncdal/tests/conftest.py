@@ -6,8 +6,8 @@ import pytest
 from fastapi import FastAPI
 from sqlalchemy import MetaData
 
-from blog.app import app
-from blog.models import Base
+from blog_asyncdal.app import app
+from blog_asyncdal.models import Base
 
 
 @pytest.fixture(scope="session")
