@@ -1,5 +1,6 @@
 """Settings grouped by concern: every flat environment name fills its group's field, in the
-environment, in code and in errors; the README and .env.example list the same names."""
+environment, in code and in errors; the settings page (docs/guide/settings.md) and .env.example
+list the same names."""
 
 from __future__ import annotations
 
@@ -78,10 +79,10 @@ def top_level_names() -> set[str]:
     return {name.upper() for name in DatabaseSettings.model_fields if name not in GROUPS}
 
 
-def readme_rows() -> dict[str, str]:
-    """Each DB__<NAME>__* variable of the README's settings table, and its attribute."""
+def page_rows() -> dict[str, str]:
+    """Each DB__<NAME>__* variable of docs/guide/settings.md's table, and its attribute."""
     rows: dict[str, str] = {}
-    for line in (ROOT / "README.md").read_text().splitlines():
+    for line in (ROOT / "docs" / "guide" / "settings.md").read_text().splitlines():
         cells = [cell.strip() for cell in line.split("|")]
         if len(cells) < 4 or not cells[1].startswith("`DB__<NAME>__"):
             continue
@@ -96,10 +97,10 @@ def _code(cell: str) -> list[str]:
     return re.findall(r"`([^`]+)`", cell)
 
 
-def test_the_readme_lists_every_variable_where_it_lands() -> None:
+def test_the_settings_page_lists_every_variable_where_it_lands() -> None:
     expected = {name: name.lower() for name in top_level_names()}
     expected |= {flat.upper(): ".".join(place) for flat, place in FLAT_NAMES.items()}
-    assert readme_rows() == expected
+    assert page_rows() == expected
 
 
 def test_env_example_lists_every_variable() -> None:
