@@ -26,8 +26,10 @@ from asyncdal import (
     ForeignKeyViolationError,
     InvalidQueryError,
     InvalidValueError,
+    NotFoundError,
     QueryTimeoutError,
     ReadOnlyError,
+    StaleVersionError,
     StatementTimeoutError,
     UniqueViolationError,
 )
@@ -204,6 +206,14 @@ def test_error_responses_names_each_errors_status_and_body() -> None:
     assert error_responses(500)[500]["model"] == InternalError | CommitFailed
     assert error_responses(StatementTimeoutError)[504]["model"] is ErrorDetail
     assert error_responses(InvalidQueryError)[422]["model"] is InvalidRequest
+
+
+def test_error_responses_documents_the_crud_helpers_answers() -> None:
+    """get_one's 404, a stale version's 412 and check_if_match(required=True)'s 428."""
+    documented = error_responses(NotFoundError, StaleVersionError, 428)
+    assert documented.keys() == {404, 412, 428}
+    assert all(entry["model"] is ErrorDetail for entry in documented.values())
+    assert "If-Match" in documented[428]["description"]
 
 
 @pytest.mark.parametrize("refused", [ReadOnlyError, 418])

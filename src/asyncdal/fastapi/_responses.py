@@ -46,8 +46,10 @@ from asyncdal.errors import (
     InvalidValueError,
     LockTimeoutError,
     NotCommittedError,
+    NotFoundError,
     PoolTimeoutError,
     QueryTimeoutError,
+    StaleVersionError,
     StatementTimeoutError,
     UniqueViolationError,
 )
@@ -190,11 +192,17 @@ _ROWS: tuple[tuple[type[Exception], int, type[BaseModel]], ...] = (
     (ForeignKeyViolationError, 409, ConstraintViolation),
     (ConstraintViolationError, 422, ConstraintViolation),
     (InvalidValueError, 422, ErrorDetail),
+    (NotFoundError, 404, ErrorDetail),
+    (StaleVersionError, 412, ErrorDetail),
 )
 
 # What each body means under each status, for the response's description.
 _MEANINGS: dict[tuple[int, type[BaseModel]], str] = {
     (400, ErrorDetail): "The X-DB-LSN header is not a WAL position.",
+    (404, ErrorDetail): "No row has that key.",
+    (412, ErrorDetail): "The row changed since the version named in If-Match was read; read "
+    "it again (its new ETag) and retry.",
+    (428, ErrorDetail): "If-Match is required: send the ETag of the version you are changing.",
     (409, ConstraintViolation): "The database refused the data: a duplicate key or a missing "
     "parent row (the constraint is named).",
     (422, InvalidRequest): "The request is invalid (each problem is located and named).",
@@ -214,8 +222,11 @@ _MEANINGS: dict[tuple[int, type[BaseModel]], str] = {
 # Every body each status can have, for a status asked for as a number.
 _ALL_MODELS: dict[int, tuple[type[BaseModel], ...]] = {
     400: (ErrorDetail,),
+    404: (ErrorDetail,),
     409: (ConstraintViolation,),
+    412: (ErrorDetail,),
     422: (InvalidRequest, ConstraintViolation, ErrorDetail),
+    428: (ErrorDetail,),
     500: (InternalError, CommitFailed),
     503: (ServiceUnavailable,),
     504: (ErrorDetail,),
