@@ -228,7 +228,7 @@ def test_make_run_serves_seeded_products_from_embedded_postgres(devserver: DevSe
 async def test_make_run_with_only_database_url_uses_it_for_the_reference_database_too(
     workdir: Path, server_url: str
 ) -> None:
-    # The README's way to use one's own server: DATABASE_URL and nothing else.
+    # The getting-started page's way to use one's own server: DATABASE_URL and nothing else.
     from asyncdal.testing import create_test_database, drop_test_database
 
     url = await create_test_database(server_url, prefix="catalog_only_url")

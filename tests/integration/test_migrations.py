@@ -119,7 +119,7 @@ async def test_reference_history_is_its_own(empty_url: URL) -> None:
 
 
 async def test_alembic_command_migrates_the_reference_database(empty_url: URL) -> None:
-    """`alembic -x database=reference upgrade head`, as the README shows."""
+    """`alembic -x database=reference upgrade head`, as the migrations page shows."""
     import os
     import sys
     from pathlib import Path
