@@ -51,7 +51,8 @@ class Repository(Generic[ModelT]):
         filterable: columns allowed in ``filters`` (see :meth:`list` for the operators).
         default_order: fields (``"name"``, ``"-created_at"``) sorted by after those asked
             for; the primary key always comes last, so every order is total.
-        default_page_size: ``limit`` when none is given.
+        default_page_size: ``limit`` when none is given, 1 to ``max_page_size`` (checked
+            when the class is defined: a ``TypeError`` names both).
         max_page_size: the largest ``limit`` accepted.
         default_load: relationships loaded when a method's ``load`` is None.
     """
@@ -79,6 +80,13 @@ class Repository(Generic[ModelT]):
                 raise TypeError(f"{cls.__name__} whitelists unknown columns: {sorted(unknown)}")
             if not cls.default_order:
                 cls.default_order = tuple(column.key for column in inspect(cls.model).primary_key)
+        # Here, not at the first list() without a limit: there it would be a 422 to a client
+        # for what the class says.
+        if not 1 <= cls.default_page_size <= cls.max_page_size:
+            raise TypeError(
+                f"{cls.__name__}: default_page_size ({cls.default_page_size}) must be between 1 "
+                f"and max_page_size ({cls.max_page_size})"
+            )
 
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
