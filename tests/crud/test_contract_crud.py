@@ -3,7 +3,9 @@ memory alike."""
 
 from __future__ import annotations
 
+import re
 import uuid
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -56,6 +58,36 @@ async def test_get_get_one_get_many_update_delete(blog: Blog) -> None:
     assert await blog.authors.delete(bob) is True
     assert await blog.authors.delete(bob.id) is False
     assert await blog.authors.count() == 1
+
+
+@pytest.mark.parametrize(
+    ("key", "message"),
+    [
+        ("abc", "id: expected int, got str"),
+        ("1", "id: expected int, got str"),
+        (True, "id: expected int, got bool"),
+        (2**63, "id: 9223372036854775808 is out of range"),
+        ((1, 2), "expected a key of 1 value"),
+    ],
+)
+async def test_a_key_its_column_cannot_take_is_refused_naming_the_column(
+    blog: Blog, key: object, message: str
+) -> None:
+    # On PostgreSQL get_many(["abc"]) was an untranslated ProgrammingError (bigint = varchar)
+    # and get("abc") a data error naming nothing; in memory, both found nothing.
+    await some_posts(blog)
+    posts = blog.posts
+    calls: list[Callable[[], Awaitable[object]]] = [
+        lambda: posts.get(key),
+        lambda: posts.get(key, load=["author"]),
+        lambda: posts.get_one(key),
+        lambda: posts.get_many([key]),
+        lambda: posts.update(key, title="x"),
+        lambda: posts.delete(key),
+    ]
+    for call in calls:
+        with pytest.raises(InvalidQueryError, match=re.escape(message)):
+            await call()
 
 
 async def test_a_custom_method_written_with_public_methods_runs(blog: Blog) -> None:

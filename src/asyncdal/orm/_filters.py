@@ -32,6 +32,7 @@ __all__ = [
     "TEXT_OPERATORS",
     "Condition",
     "check_allowed",
+    "check_key",
     "operators_for",
     "parse_filters",
     "where_clause",
@@ -122,6 +123,31 @@ def parse_filters(
         checked = _check_operand(columns[name], key, operator, value)
         conditions.append(Condition(key, name, operator, checked))
     return conditions
+
+
+def check_key(model: type[Any], ident: Any) -> tuple[Any, ...]:
+    """``ident`` as the primary key's values (a tuple), each checked against its column as a
+    filter's value is; the repository and the in-memory fake look rows up by it.
+
+    None passes (no row has it); a UUID may come as text.
+
+    Raises:
+        InvalidQueryError: too many or too few values, or a value its column cannot take
+            (text for an integer key, an integer past BIGINT), naming the column.
+
+    Example:
+        >>> check_key(Post, "abc")
+        Traceback (most recent call last):
+        InvalidQueryError: id: expected int, got str
+    """
+    keys = inspect(model).primary_key
+    values = ident if isinstance(ident, tuple) else (ident,)
+    if len(values) != len(keys):
+        raise InvalidQueryError(f"expected a key of {len(keys)} value(s)")
+    return tuple(
+        None if value is None else _checked(column, column.key, value)
+        for column, value in zip(keys, values, strict=True)
+    )
 
 
 def _check_operand(column: Column[Any], key: str, operator: str, value: Any) -> Any:

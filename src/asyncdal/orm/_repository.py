@@ -26,7 +26,7 @@ from sqlalchemy.sql.base import ExecutableOption
 
 from asyncdal.errors import InvalidQueryError, NotFoundError
 from asyncdal.orm._cursors import can_encode, encode_cursor
-from asyncdal.orm._filters import Condition, parse_filters, where_clause
+from asyncdal.orm._filters import Condition, check_key, parse_filters, where_clause
 from asyncdal.orm._loading import Load, loader_options
 from asyncdal.orm._ordering import after_clause, order_clauses
 from asyncdal.orm._pages import ListQuery, Page, PageRequest, plan_page
@@ -51,7 +51,8 @@ class Repository(Generic[ModelT]):
         filterable: columns allowed in ``filters`` (see :meth:`list` for the operators).
         default_order: fields (``"name"``, ``"-created_at"``) sorted by after those asked
             for; the primary key always comes last, so every order is total.
-        default_page_size: ``limit`` when none is given.
+        default_page_size: ``limit`` when none is given, 1 to ``max_page_size`` (checked
+            when the class is defined: a ``TypeError`` names both).
         max_page_size: the largest ``limit`` accepted.
         default_load: relationships loaded when a method's ``load`` is None.
     """
@@ -79,6 +80,13 @@ class Repository(Generic[ModelT]):
                 raise TypeError(f"{cls.__name__} whitelists unknown columns: {sorted(unknown)}")
             if not cls.default_order:
                 cls.default_order = tuple(column.key for column in inspect(cls.model).primary_key)
+        # Here, not at the first list() without a limit: there it would be a 422 to a client
+        # for what the class says.
+        if not 1 <= cls.default_page_size <= cls.max_page_size:
+            raise TypeError(
+                f"{cls.__name__}: default_page_size ({cls.default_page_size}) must be between 1 "
+                f"and max_page_size ({cls.max_page_size})"
+            )
 
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
@@ -92,7 +100,8 @@ class Repository(Generic[ModelT]):
         """
         options = self._options(load)
         if not options:
-            return cast("ModelT | None", await self.session.get(self.model, ident))
+            key = check_key(self.model, ident)
+            return cast("ModelT | None", await self.session.get(self.model, key))
         # A SELECT, not session.get: an object already in the session still gets its
         # relationships loaded, where session.get would hand it over without a query.
         statement = select(self.model).where(self._key_matches(ident)).options(*options)
@@ -119,6 +128,7 @@ class Repository(Generic[ModelT]):
         if not wanted:
             return []
         (key,) = inspect(self.model).primary_key
+        wanted = [check_key(self.model, ident)[0] for ident in wanted]
         statement = select(self.model).where(key.in_(wanted)).options(*self._options(load))
         rows = await self.session.scalars(statement)
         by_key = {getattr(row, key.key): row for row in rows}
@@ -367,9 +377,7 @@ class Repository(Generic[ModelT]):
 
     def _key_matches(self, ident: Any) -> ColumnElement[bool]:
         keys = inspect(self.model).primary_key
-        values = ident if isinstance(ident, tuple) else (ident,)
-        if len(values) != len(keys):
-            raise InvalidQueryError(f"expected a key of {len(keys)} value(s)")
+        values = check_key(self.model, ident)
         clauses = [column == value for column, value in zip(keys, values, strict=True)]
         return and_(*clauses)
 

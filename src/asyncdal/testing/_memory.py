@@ -36,7 +36,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from asyncdal.errors import InvalidQueryError
 from asyncdal.orm._cursors import can_encode, encode_cursor
-from asyncdal.orm._filters import parse_filters
+from asyncdal.orm._filters import check_key, parse_filters
 from asyncdal.orm._loading import Load, check_load_names
 from asyncdal.orm._pages import ListQuery, Page, PageRequest, plan_page
 from asyncdal.orm._repository import Repository
@@ -286,7 +286,8 @@ class InMemoryRepository(Repository[ModelT]):
         return window, total, request.offset + request.limit < len(found)
 
     def _key(self, ident: Any) -> tuple[Any, ...]:
-        return ident if isinstance(ident, tuple) else (ident,)
+        # Checked as the SQL repository checks it: a key its column cannot take is refused.
+        return check_key(self.model, ident)
 
     def _key_of(self, obj: Any) -> tuple[Any, ...]:
         return tuple(getattr(obj, column.key) for column in inspect(self.model).primary_key)
