@@ -8,7 +8,6 @@ from decimal import Decimal
 from typing import Annotated, Any
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema, model_validator
-from pydantic.json_schema import SkipJsonSchema
 from pydantic_core import PydanticCustomError
 
 __all__ = [
@@ -92,24 +91,32 @@ class ProductCreate(BaseModel):
     category_id: CategoryId | None = None
 
 
-def _no_null_defaults(schema: dict[str, Any]) -> None:
-    """Drop ``"default": null`` from the document: null is refused, not a value to send."""
+def _no_nulls_in_the_document(schema: dict[str, Any]) -> None:
+    """Show no null in the document: not as a default (a field left out stays as it is), nor
+    as a value to send (a null sent is refused, see ``_no_nulls``)."""
     for field in schema.get("properties", {}).values():
         if "default" in field and field["default"] is None:
             del field["default"]
+        options = field.get("anyOf", [])
+        if {"type": "null"} in options:
+            del field["anyOf"]
+            (value,) = [option for option in options if option != {"type": "null"}]
+            field.update(value)
 
 
 class ProductUpdate(BaseModel):
     """Changes to a product; fields left out stay as they are, and none may be null."""
 
-    model_config = ConfigDict(extra="forbid", json_schema_extra=_no_null_defaults)
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_no_nulls_in_the_document)
 
-    # None is only the default (left out); a null sent is refused below, so the document
-    # shows no null (SkipJsonSchema).
-    sku: Sku | SkipJsonSchema[None] = None
-    name: Name | SkipJsonSchema[None] = None
-    price: Price | SkipJsonSchema[None] = None
-    category_id: CategoryId | SkipJsonSchema[None] = None
+    # None is only the default (left out): a null sent is refused below, and the document
+    # shows none. ``X | None``, not a union with ``SkipJsonSchema[None]``: pydantic checks it
+    # as "X or null", so an error's loc is the field's name alone (a union's added the
+    # validator's internal name, ``function-before[...]``, as a third part).
+    sku: Sku | None = None
+    name: Name | None = None
+    price: Price | None = None
+    category_id: CategoryId | None = None
 
     @model_validator(mode="before")
     @classmethod

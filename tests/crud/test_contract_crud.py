@@ -7,12 +7,14 @@ import re
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 
 import pytest
 
 from asyncdal import (
     ConstraintViolationError,
     InvalidQueryError,
+    InvalidValueError,
     NotFoundError,
     StaleVersionError,
     UniqueViolationError,
@@ -88,6 +90,41 @@ async def test_a_key_its_column_cannot_take_is_refused_naming_the_column(
     for call in calls:
         with pytest.raises(InvalidQueryError, match=re.escape(message)):
             await call()
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        {"rating": "abc"},
+        {"published_on": "2026-01-01"},
+        {"author_id": "1"},
+        {"title": "a\ud800b"},  # a lone surrogate: not UTF-8, so not text to PostgreSQL
+        {"title": "a\x00b"},
+    ],
+)
+@pytest.mark.parametrize("write", ["add", "update"])
+async def test_a_value_its_column_cannot_hold_is_refused_on_add_and_update(
+    blog: Blog, values: dict[str, object], write: str
+) -> None:
+    # The in-memory fake took them all, where PostgreSQL refuses them: a test green in
+    # memory would fail in production.
+    ada = await an_author(blog, "ada@x.org")
+    if write == "add":
+        with pytest.raises(InvalidValueError):
+            await blog.posts.add(Post(**{"author_id": ada.id, "title": "t", **values}))
+    else:
+        post = await blog.posts.add(Post(author_id=ada.id, title="u", slug="u"))
+        with pytest.raises(InvalidValueError):
+            await blog.posts.update(post, **values)
+
+
+async def test_a_number_written_as_text_is_taken_for_a_numeric_column(blog: Blog) -> None:
+    # asyncpg takes text for NUMERIC (Decimal(text)); so does the fake.
+    ada = await an_author(blog, "ada@x.org")
+    post = await blog.posts.add(Post(author_id=ada.id, title="t", rating="4.5"))
+    assert await blog.posts.count(filters={"rating": Decimal("4.5")}) == 1
+    await blog.posts.update(post, rating="2")
+    assert await blog.posts.count(filters={"rating__lt": 3}) == 1
 
 
 async def test_a_custom_method_written_with_public_methods_runs(blog: Blog) -> None:

@@ -11,10 +11,13 @@ What PostgreSQL would do, it does: filters with SQL's NULL semantics, the same c
 messages, NULLs last ascending, the same pages and cursors, Python-side and simple server
 defaults (``now()``, ``gen_random_uuid()``, literals), identity keys from 1, NOT NULL and
 unique constraints (``ConstraintViolationError``, ``UniqueViolationError``), version columns
-(``StaleVersionError``); in a ``FakeUnitOfWork``, what was not committed is undone. What it
-does not: relationships are what you set (``load=`` is checked, then ignored), foreign keys
-and check constraints are not enforced, text sorts by code point (the ``C`` collation), and
-changes made by assigning attributes directly are not versioned (use ``update``).
+(``StaleVersionError``), text a column cannot hold (``InvalidValueError``: a NUL, a lone
+surrogate, text for a number or a date; a NUMERIC's text is stored as a ``Decimal``), keys and
+filter values checked as the real repository checks them; in a ``FakeUnitOfWork``, what was not
+committed is undone. What it does not: relationships are what you set (``load=`` is checked,
+then ignored), foreign keys and check constraints are not enforced, text sorts by code point
+(the ``C`` collation), and changes made by assigning attributes directly are not versioned (use
+``update``).
 
 Example:
     >>> users = InMemoryRepository.like(UserRepository)   # typed as UserRepository
@@ -29,20 +32,25 @@ import functools
 import sys
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import date, datetime, time, timedelta
+from decimal import Decimal, InvalidOperation
+from enum import Enum
 from typing import Any, NoReturn, TypeVar, cast
 
 from sqlalchemy import inspect
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from asyncdal.errors import InvalidQueryError
+from asyncdal.errors import InvalidQueryError, InvalidValueError
 from asyncdal.orm._cursors import can_encode, encode_cursor
 from asyncdal.orm._filters import check_key, parse_filters
 from asyncdal.orm._loading import Load, check_load_names
 from asyncdal.orm._pages import ListQuery, Page, PageRequest, plan_page
 from asyncdal.orm._repository import Repository
 from asyncdal.orm._upsert import plan_upsert
+from asyncdal.orm._values import python_type
 from asyncdal.orm._versions import check_expected_version, next_version, version_attribute
 from asyncdal.testing._rows import (
+    DATABASE,
     check_constraints,
     compare,
     default_value,
@@ -302,6 +310,9 @@ class InMemoryRepository(Repository[ModelT]):
         mapper = inspect(self.model)
         version = version_attribute(self.model)
         values = {name: getattr(obj, name) for name, _ in mapper.columns.items()}
+        for name, value in _writable(self.model, values).items():
+            setattr(obj, name, value)
+            values[name] = value
         for name, column in mapper.columns.items():
             if values[name] is not None:
                 continue
@@ -324,6 +335,7 @@ class InMemoryRepository(Repository[ModelT]):
         ``always``), with ``onupdate`` columns and the version bumped; refused whole when it
         would break a constraint."""
         mapper = inspect(self.model)
+        values = {**values, **_writable(self.model, values)}
         before = {name: getattr(obj, name) for name, _ in mapper.columns.items()}
         if not always and all(before[name] == value for name, value in values.items()):
             return
@@ -349,6 +361,54 @@ class InMemoryRepository(Repository[ModelT]):
                 (self._key_of(obj) if key == old_key else key): row
                 for key, row in self.rows.items()
             }
+
+
+# Column kinds asyncpg takes no text for (NUMERIC it parses, below; an enum, by name).
+_NOT_TEXT = (int, float, bool, date, datetime, time, timedelta)
+
+
+def _writable(model: type[Any], values: Mapping[str, Any]) -> dict[str, Any]:
+    """The text among ``values`` as PostgreSQL would store it (a NUMERIC's text as a
+    ``Decimal``); text it would refuse is an :class:`~asyncdal.errors.InvalidValueError`, as
+    the driver's or the server's error is, here naming the column.
+
+    Raises:
+        InvalidValueError: a NUL character (SQLSTATE 22021), a lone surrogate, text that is
+            not a number for a NUMERIC, or text for another non-text column (22000).
+    """
+    columns = inspect(model).columns
+    converted: dict[str, Any] = {}
+    for name, value in values.items():
+        if not isinstance(value, str) or name not in columns:
+            continue
+        kind = python_type(columns[name].type)
+        problem, sqlstate = None, "22000"
+        if "\x00" in value:
+            problem, sqlstate = "text may not contain a NUL character", "22021"
+        elif not _encodes(value):
+            problem = "text may not contain a lone surrogate"
+        elif kind is Decimal:
+            try:
+                converted[name] = Decimal(value)
+            except InvalidOperation:
+                problem = "text that is not a number"
+        elif kind is not None and issubclass(kind, _NOT_TEXT) and not issubclass(kind, Enum):
+            problem = f"expected {kind.__name__}, got str"
+        if problem is not None:
+            raise InvalidValueError(
+                f"database {DATABASE!r}: invalid value: {name}: {problem} (SQLSTATE {sqlstate})",
+                database=DATABASE,
+                sqlstate=sqlstate,
+            )
+    return converted
+
+
+def _encodes(text: str) -> bool:
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _autoincrement(model: type[Any]) -> Any:
