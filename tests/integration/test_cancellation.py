@@ -18,6 +18,17 @@ from tests.integration.faultapp import build_app, create_table
 ROUNDS = 500
 
 
+async def no_lock_held(observer: asyncpg.Connection, application_name: str) -> bool:
+    """No backend of ``application_name`` (tagged ones included) holds a lock on fault_items."""
+    held = await observer.fetchval(
+        "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
+        "WHERE l.relation = 'fault_items'::regclass AND l.granted "
+        "AND (a.application_name = $1 OR a.application_name LIKE $1 || ':%')",
+        application_name,
+    )
+    return bool(held == 0)
+
+
 async def test_cancelled_mid_query_with_a_row_lock_leaks_nothing(test_database_url: URL) -> None:
     dsn = plain(test_database_url.set(drivername="postgresql"))
     await create_table(dsn)
@@ -50,10 +61,17 @@ async def test_cancelled_mid_query_with_a_row_lock_leaks_nothing(test_database_u
                     await request
                 assert db.engine.pool.checkedout() == 0  # type: ignore[attr-defined]
                 started = time.perf_counter()
+                # The cancel is sent in the background: wait for the app's backends to let go
+                # of the row, well within the 30 s pg_sleep a lost cancel would leave running.
+                await wait_until(
+                    lambda: no_lock_held(observer, name),
+                    timeout=20,
+                    message="the cancelled request still holds the row lock",
+                )
                 async with observer.transaction():
-                    # Fails instead of waiting if the cancelled request still held the lock.
-                    await observer.execute("SET LOCAL lock_timeout = '2s'")
-                    await observer.execute("SELECT id FROM fault_items WHERE id = 0 FOR UPDATE")
+                    await observer.execute(
+                        "SELECT id FROM fault_items WHERE id = 0 FOR UPDATE NOWAIT"
+                    )
                 worst_lock_wait = max(worst_lock_wait, time.perf_counter() - started)
             idle_in_transaction = await count_connections(
                 observer,
