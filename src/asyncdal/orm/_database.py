@@ -29,6 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, a
 
 from asyncdal.engine._breaker import CircuitBreaker
 from asyncdal.engine._retry import RetryListener
+from asyncdal.engine._safety import SafetyNets
 from asyncdal.engine._statement_log import warming_up
 from asyncdal.errors import UnitOfWorkError
 from asyncdal.orm._loop_engines import LoopEngine, LoopEngines
@@ -139,6 +140,12 @@ class Database:
         for bound in self._by_loop.values():
             for engine in (bound.engine, *bound.replica_engines):
                 hook(engine)
+
+    @property
+    def safety_nets(self) -> SafetyNets:
+        """The leak, idle-hold, deadline and query-count listeners of this database's engines
+        (the connections held now: ``safety_nets.holders()``)."""
+        return self._engines.safety
 
     def engines(self) -> list[AsyncEngine]:
         """Every engine this database has built so far (per event loop that used it: the

@@ -1,0 +1,343 @@
+"""The safety nets that watch a database's engines: statements counted, connections held too
+long or idle while held, and the deadline of each statement.
+
+One :class:`SafetyNets` per database (its ``LoopEngines`` owns it) attaches listeners to each of
+its engines, only those its settings switch on, plus one cheap statement counter for
+``asyncdal.testing.assert_max_queries``:
+
+- **Leaks** (``LEAK_DETECTION_SECONDS``): at checkout a timer is set and the frames of the
+  code that checked the connection out are taken (code objects and line numbers only; they
+  are formatted, and their source lines read, only if the timer fires). A connection still out
+  when the timer fires is reported once as a WARNING on ``asyncdal.leaks``.
+- **Idle holds** (``IDLE_HOLD_SECONDS``): a connection that waits longer than that between
+  statements (or between its last statement and its return) is reported once per checkout:
+  its holder did other work (an HTTP call) while keeping the connection, and its transaction.
+- **Deadlines**: see :mod:`asyncdal.engine._deadline`.
+- **Queries per request** (``MAX_QUERIES_PER_REQUEST``): each statement is counted, by text,
+  in the request's :class:`~asyncdal.engine._scope.RequestScope`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import linecache
+import logging
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from types import CodeType, FrameType
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.engine import ExceptionContext
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from asyncdal._request_id import current_request_id
+from asyncdal.engine._cancel import ServerCancel
+from asyncdal.engine._deadline import current_deadline
+from asyncdal.engine._scope import (
+    RequestScope,
+    current_request_scope,
+    current_statement_log,
+)
+from asyncdal.engine._sqlalchemy import caller_frame
+from asyncdal.errors import DeadlineExceededError, StatementTimeoutError
+from asyncdal.settings import DatabaseSettings
+
+__all__ = ["Hold", "HoldListener", "Holder", "SafetyNets"]
+
+leak_logger = logging.getLogger("asyncdal.leaks")
+
+_HOLD = "asyncdal_hold"
+_STATEMENT_TIMER = "asyncdal_deadline_timer"
+_CANCELLED = "asyncdal_deadline_cancelled"
+# Enough frames to reach the application's code from inside FastAPI and SQLAlchemy.
+_MAX_FRAMES = 64
+
+HoldListener = Callable[[str, str, float], None]
+"""Told ``(node, route, seconds held)`` when a connection is returned."""
+
+
+@dataclass(slots=True, eq=False)
+class Hold:
+    """One checkout of a connection, while it lasts."""
+
+    database: str
+    node: str
+    started: float
+    scope: RequestScope | None
+    task: str
+    request_id: str | None
+    frames: list[tuple[CodeType, int]]
+    statement_seconds: float = 0.0
+    statement_started: float | None = None
+    last_end: float = 0.0
+    timer: asyncio.TimerHandle | None = None
+    leak_reported: bool = False
+    idle_reported: bool = False
+
+    @property
+    def owner(self) -> str:
+        """The request's method and route template, else the task's name."""
+        if self.scope is not None:
+            return f"{self.scope.method} {self.scope.route}".strip()
+        return self.task
+
+    def stack(self) -> str:
+        """Where the connection was checked out, formatted (the latest call last), without
+        SQLAlchemy's and asyncio's own frames."""
+        summary = traceback.StackSummary.from_list(
+            [
+                (code.co_filename, line, code.co_name, linecache.getline(code.co_filename, line))
+                for code, line in reversed(self.frames)
+                if not _is_machinery(code.co_filename)
+            ]
+        )
+        return "".join(summary.format())
+
+
+@dataclass(frozen=True, slots=True)
+class Holder:
+    """A connection checked out now, as ``/health/ready`` and ``asyncdal holders`` show it."""
+
+    database: str
+    node: str
+    owner: str
+    """The request's method and route template, else the task's name."""
+    request_id: str | None
+    held_seconds: float
+    statement_seconds: float
+    """Of the time held, how much went into statements."""
+
+
+def _is_machinery(filename: str) -> bool:
+    return any(part in filename for part in ("/sqlalchemy/", "/asyncio/", "/greenlet/"))
+
+
+def _capture_frames() -> list[tuple[CodeType, int]]:
+    frames: list[tuple[CodeType, int]] = []
+    frame: FrameType | None = caller_frame()
+    while frame is not None and len(frames) < _MAX_FRAMES:
+        frames.append((frame.f_code, frame.f_lineno))
+        frame = frame.f_back
+    return frames
+
+
+@dataclass(slots=True, eq=False)
+class SafetyNets:
+    """The safety nets of one database, shared by the engines of every event loop.
+
+    Args:
+        database: the database's name.
+        settings: its settings (the ``safety`` group).
+
+    Attributes:
+        holds: the connections checked out now (when leak or idle-hold detection is on).
+        hold_listeners: told ``(node, route, seconds)`` at each return of a connection (the
+            hold-time metric).
+    """
+
+    database: str
+    settings: DatabaseSettings
+    holds: dict[int, Hold] = field(default_factory=dict)
+    hold_listeners: list[HoldListener] = field(default_factory=list)
+    _cancel: ServerCancel = field(default_factory=ServerCancel)
+
+    @property
+    def tracks_holds(self) -> bool:
+        """Whether checkouts are followed (leak or idle-hold detection is on)."""
+        safety = self.settings.safety
+        return safety.leak_detection_seconds is not None or safety.idle_hold_seconds is not None
+
+    def holders(self, limit: int = 5) -> list[Holder]:
+        """The connections held longest now, longest first."""
+        now = time.perf_counter()
+        longest = sorted(self.holds.values(), key=lambda hold: hold.started)[:limit]
+        return [
+            Holder(
+                database=hold.database,
+                node=hold.node,
+                owner=hold.owner,
+                request_id=hold.request_id,
+                held_seconds=round(now - hold.started, 3),
+                statement_seconds=round(hold.statement_seconds, 3),
+            )
+            for hold in longest
+        ]
+
+    def attach(self, engine: AsyncEngine, node: str = "primary") -> None:
+        """Attach the listeners the settings call for to ``engine`` (``node``: ``primary``,
+        ``replica-<n>``)."""
+        sync_engine = engine.sync_engine
+        database = self.database
+        limit = self.settings.safety.max_queries_per_request
+        idle = self.settings.safety.idle_hold_seconds
+        tracks_holds = self.tracks_holds
+        cancel = self._cancel
+
+        def before(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+            log = current_statement_log()
+            if log is not None:
+                log.add(self, database, statement)
+            if limit is not None:
+                scope = current_request_scope()
+                if scope is not None:
+                    scope.count(statement, limit)
+            if tracks_holds:
+                hold = conn.info.get(_HOLD)
+                if hold is not None:
+                    now = time.perf_counter()
+                    if idle is not None and not hold.idle_reported:
+                        waited = now - (hold.last_end or hold.started)
+                        if waited > idle:
+                            self._report_idle(hold, waited, "before its next statement")
+                    hold.statement_started = now
+            budget = current_deadline()
+            if budget is not None:
+                left = budget.remaining()
+                if left <= 0:
+                    raise budget.error(f"before a statement on {database}")
+                driver_connection = conn.connection.driver_connection
+                info = conn.info
+                info.pop(_CANCELLED, None)
+
+                def run_out() -> None:
+                    info[_CANCELLED] = budget
+                    cancel.request(driver_connection)
+
+                budget.statements_running += 1
+                info[_STATEMENT_TIMER] = (
+                    budget,
+                    asyncio.get_running_loop().call_later(left, run_out),
+                )
+
+        def after(conn: Any, *args: Any) -> None:
+            ended(conn.info)
+
+        def ended(info: Any) -> None:
+            if tracks_holds:
+                hold = info.get(_HOLD)
+                if hold is not None and hold.statement_started is not None:
+                    hold.last_end = time.perf_counter()
+                    hold.statement_seconds += hold.last_end - hold.statement_started
+                    hold.statement_started = None
+            timer = info.pop(_STATEMENT_TIMER, None)
+            if timer is not None:
+                budget, handle = timer
+                budget.statements_running -= 1
+                handle.cancel()
+
+        def failed(context: ExceptionContext) -> DeadlineExceededError | None:
+            connection = context.connection
+            if connection is None or context.is_pre_ping:
+                return None
+            info = connection.info
+            ended(info)
+            budget = info.pop(_CANCELLED, None)
+            # Documented, but set only once a listener before returned an error.
+            error = getattr(context, "chained_exception", None) or context.original_exception
+            if budget is not None and isinstance(error, StatementTimeoutError):
+                return budget.error(  # type: ignore[no-any-return]
+                    f"in a statement on {database}, which the server cancelled"
+                )
+            return None
+
+        event.listen(sync_engine, "before_cursor_execute", before)
+        event.listen(sync_engine, "after_cursor_execute", after)
+        event.listen(sync_engine, "handle_error", failed)
+        if tracks_holds:
+            event.listen(sync_engine.pool, "checkout", self._checked_out(node))
+            event.listen(sync_engine.pool, "checkin", self._checked_in)
+
+    def _checked_out(self, node: str) -> Callable[[Any, Any, Any], None]:
+        leak = self.settings.safety.leak_detection_seconds
+        database = self.database
+
+        def checked_out(dbapi_connection: Any, record: Any, proxy: Any) -> None:
+            try:
+                task = asyncio.current_task()
+            except RuntimeError:
+                task = None
+            hold = Hold(
+                database=database,
+                node=node,
+                started=time.perf_counter(),
+                scope=current_request_scope(),
+                task="-" if task is None else f"task {task.get_name()}",
+                request_id=current_request_id(),
+                frames=_capture_frames() if leak is not None else [],
+            )
+            if leak is not None:
+                hold.timer = asyncio.get_running_loop().call_later(leak, self._report_leak, hold)
+            record.info[_HOLD] = hold
+            self.holds[id(record)] = hold
+
+        return checked_out
+
+    def _checked_in(self, dbapi_connection: Any, record: Any) -> None:
+        hold = self.holds.pop(id(record), None)
+        if hold is None:
+            return
+        record.info.pop(_HOLD, None)
+        if hold.timer is not None:
+            hold.timer.cancel()
+        now = time.perf_counter()
+        idle = self.settings.safety.idle_hold_seconds
+        if idle is not None and not hold.idle_reported and hold.last_end:
+            waited = now - hold.last_end
+            if waited > idle:
+                self._report_idle(hold, waited, "after its last statement")
+        route = "background" if hold.scope is None else hold.scope.route
+        for listener in self.hold_listeners:
+            listener(hold.node, route, now - hold.started)
+
+    def _report_leak(self, hold: Hold) -> None:
+        hold.timer = None
+        if hold.leak_reported:
+            return
+        hold.leak_reported = True
+        held = time.perf_counter() - hold.started
+        statements = hold.statement_seconds
+        if hold.statement_started is not None:
+            statements += time.perf_counter() - hold.statement_started
+        leak_logger.warning(
+            "connection of %s/%s held for %.1f s (%.1f s of it in statements) by %s "
+            "(request %s), checked out at:\n%s",
+            hold.database,
+            hold.node,
+            held,
+            statements,
+            hold.owner,
+            hold.request_id or "-",
+            hold.stack(),
+            extra={
+                "database": hold.database,
+                "node": hold.node,
+                "held_seconds": round(held, 3),
+                "statement_seconds": round(statements, 3),
+                "owner": hold.owner,
+                "request_id": hold.request_id,
+            },
+        )
+
+    def _report_idle(self, hold: Hold, waited: float, when: str) -> None:
+        hold.idle_reported = True
+        leak_logger.warning(
+            "connection of %s/%s waited %.2f s %s while checked out by %s (request %s): "
+            "work that is not the database's (an HTTP call, a sleep) was done while holding "
+            "it and its transaction; do it before or after the unit of work",
+            hold.database,
+            hold.node,
+            waited,
+            when,
+            hold.owner,
+            hold.request_id or "-",
+            extra={
+                "database": hold.database,
+                "node": hold.node,
+                "idle_seconds": round(waited, 3),
+                "owner": hold.owner,
+                "request_id": hold.request_id,
+            },
+        )
