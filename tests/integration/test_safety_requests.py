@@ -207,3 +207,44 @@ async def test_the_deadline_covers_the_wait_for_a_connection(
         release.set()
         await holder
         assert (await client.get("/items/1")).status_code == 200
+
+
+async def test_health_ready_and_the_metric_show_who_holds_connections(
+    make_database: Callable[..., Database],
+) -> None:
+    from asyncdal.fastapi import health_router, metrics_router
+    from asyncdal.metrics import DatabaseMetrics
+
+    db = make_database(leak_detection_seconds=30)
+    app = FastAPI(
+        lifespan=databases_lifespan(lambda: Databases({"main": db}), metrics=DatabaseMetrics())
+    )
+    setup(app)
+    app.include_router(health_router())
+    app.include_router(metrics_router())
+
+    @app.get("/hold")
+    async def hold(uow: ReadOnly, seconds: float) -> None:
+        await uow.session.execute(text("SELECT 1"))
+        await asyncio.sleep(seconds)
+
+    async with app_client(app) as client:
+        request = asyncio.create_task(
+            client.get("/hold", params={"seconds": 30}, headers={"X-Request-ID": "held-1"})
+        )
+        try:
+            await wait_until(db.safety_nets.holders)
+            ready = (await client.get("/health/ready")).json()
+            holders = ready["databases"]["main"]["holders"]
+            assert holders[0]["owner"] == "GET /hold"
+            assert holders[0]["request_id"] == "held-1"
+            assert holders[0]["held_seconds"] >= holders[0]["statement_seconds"]
+        finally:
+            request.cancel()
+            await asyncio.gather(request, return_exceptions=True)
+        assert (await client.get("/hold", params={"seconds": 0})).status_code == 200
+        metrics = (await client.get("/metrics")).text
+    assert (
+        'asyncdal_connection_hold_seconds_count{database="main",node="primary",route="/hold"}'
+        in metrics
+    )
