@@ -98,7 +98,7 @@ def test_a_holds_stack_skips_sqlalchemy_and_asyncio_frames() -> None:
             node="primary",
             started=time.perf_counter(),
             scope=None,
-            task="task t",
+            task=None,
             request_id=None,
             frames=_capture_frames(),
         )
@@ -108,24 +108,24 @@ def test_a_holds_stack_skips_sqlalchemy_and_asyncio_frames() -> None:
     assert "application_code" in stack
     assert "test_safety_nets.py" in stack
     assert "/asyncio/" not in stack
-    assert hold.owner == "task t"
+    assert hold.owner == "-"
 
 
 def test_holders_are_listed_longest_first() -> None:
     nets = SafetyNets("main", DatabaseSettings(url="postgresql://u@h/n"))
     now = time.perf_counter()
-    for key, age, owner in [(1, 1.0, "GET /a"), (2, 5.0, "GET /b"), (3, 3.0, "task t")]:
+    for key, age, route in [(1, 1.0, "/a"), (2, 5.0, "/b"), (3, 3.0, "/c")]:
         nets.holds[key] = Hold(
             database="main",
             node="primary",
             started=now - age,
-            scope=None,
-            task=owner,
+            scope=RequestScope({"route": SimpleNamespace(path=route)}, "GET"),
+            task=None,
             request_id=f"r{key}",
             frames=[],
         )
     holders = nets.holders(limit=2)
-    assert [holder.owner for holder in holders] == ["GET /b", "task t"]
+    assert [holder.owner for holder in holders] == ["GET /b", "GET /c"]
     assert holders[0].held_seconds >= 5.0
 
 

@@ -2,8 +2,8 @@
 
 How it is kept, and why this way:
 
-- Each statement started inside the block gets a timer for the time left; when it fires, the
-  server is sent a cancel request for that statement (the same request ``pg_cancel_backend``
+- A statement still running when the time runs out is cancelled: the server is sent a cancel
+  request for it (the same request ``pg_cancel_backend``
   makes, sent on a connection of its own, which a transaction-mode pooler forwards). The
   statement fails on the server (SQLSTATE 57014), the transaction is aborted and rolled back
   when the unit of work closes, and the connection itself stays healthy: it goes back to the
@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from contextvars import ContextVar, Token
 from types import TracebackType
 from typing import Any
@@ -36,6 +37,8 @@ from asyncdal.errors import DeadlineExceededError
 
 __all__ = ["Deadline", "current_deadline", "deadline"]
 
+# Seconds the server gets to cancel a statement before the task is cancelled instead.
+_SERVER_CANCEL_GRACE = 2.0
 _current: ContextVar[Deadline | None] = ContextVar("asyncdal_deadline", default=None)
 
 
@@ -60,7 +63,8 @@ class Deadline:
         self.seconds = seconds
         self.at = 0.0
         self.expired = False
-        self.statements_running = 0
+        self.running: dict[int, Callable[[], None]] = {}
+        """The statements running under it now: what cancels each on the server."""
         self._task: asyncio.Task[Any] | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._cancelled_task = False
@@ -98,10 +102,19 @@ class Deadline:
     def _run_out(self) -> None:
         self._timer = None
         self.expired = True
-        if self.statements_running:
-            # Each statement has its own timer, which asks the server to cancel it: the
-            # connection stays usable, where cancelling the task would discard it.
+        if self.running:
+            # Ask the server to cancel the statements: their connections stay usable, where
+            # cancelling the task would discard them.
+            for cancel in list(self.running.values()):
+                cancel()
+            # Should the server not answer the cancel, the task is cancelled after all.
+            loop = asyncio.get_running_loop()
+            self._timer = loop.call_later(_SERVER_CANCEL_GRACE, self._cancel_task)
             return
+        self._cancel_task()
+
+    def _cancel_task(self) -> None:
+        self._timer = None
         if self._task is not None and not self._task.done():
             self._cancelled_task = True
             self._task.cancel()

@@ -5,10 +5,12 @@ One :class:`SafetyNets` per database (its ``LoopEngines`` owns it) attaches list
 its engines, only those its settings switch on, plus one cheap statement counter for
 ``asyncdal.testing.assert_max_queries``:
 
-- **Leaks** (``LEAK_DETECTION_SECONDS``): at checkout a timer is set and the frames of the
-  code that checked the connection out are taken (code objects and line numbers only; they
-  are formatted, and their source lines read, only if the timer fires). A connection still out
-  when the timer fires is reported once as a WARNING on ``asyncdal.leaks``.
+- **Leaks** (``LEAK_DETECTION_SECONDS``): at checkout the innermost frames of the code that
+  took the connection are noted, code objects and line numbers only (a deeper walk, or
+  formatting, cost more than the rest of a short read; a suspended coroutine's frame no longer
+  leads to its caller, so they cannot be walked later). One timer per database, not one per
+  checkout, finds the connections out longer than the threshold (they come first, in checkout
+  order) and reports each once as a WARNING on ``asyncdal.leaks``, formatting the stack then.
 - **Idle holds** (``IDLE_HOLD_SECONDS``): a connection that waits longer than that between
   statements (or between its last statement and its return) is reported once per checkout:
   its holder did other work (an HTTP call) while keeping the connection, and its transaction.
@@ -50,10 +52,11 @@ __all__ = ["Hold", "HoldListener", "Holder", "SafetyNets"]
 leak_logger = logging.getLogger("asyncdal.leaks")
 
 _HOLD = "asyncdal_hold"
-_STATEMENT_TIMER = "asyncdal_deadline_timer"
+_DEADLINE = "asyncdal_deadline"
 _CANCELLED = "asyncdal_deadline_cancelled"
-# Enough frames to reach the application's code from inside FastAPI and SQLAlchemy.
-_MAX_FRAMES = 64
+# The innermost frames past SQLAlchemy's own: the application's code that took the connection
+# (its repository, its route), not the web framework's and server's below it.
+_MAX_FRAMES = 12
 
 HoldListener = Callable[[str, str, float], None]
 """Told ``(node, route, seconds held)`` when a connection is returned."""
@@ -67,13 +70,14 @@ class Hold:
     node: str
     started: float
     scope: RequestScope | None
-    task: str
+    task: asyncio.Task[Any] | None
     request_id: str | None
     frames: list[tuple[CodeType, int]]
+    """The innermost frames of the code that checked the connection out."""
     statement_seconds: float = 0.0
     statement_started: float | None = None
     last_end: float = 0.0
-    timer: asyncio.TimerHandle | None = None
+    checkout_stack: str = ""
     leak_reported: bool = False
     idle_reported: bool = False
 
@@ -82,11 +86,11 @@ class Hold:
         """The request's method and route template, else the task's name."""
         if self.scope is not None:
             return f"{self.scope.method} {self.scope.route}".strip()
-        return self.task
+        return "-" if self.task is None else f"task {self.task.get_name()}"
 
     def stack(self) -> str:
-        """Where the connection was checked out, formatted (the latest call last), without
-        SQLAlchemy's and asyncio's own frames."""
+        """Where the connection was checked out (the latest call last), without SQLAlchemy's,
+        asyncio's and greenlet's own frames."""
         summary = traceback.StackSummary.from_list(
             [
                 (code.co_filename, line, code.co_name, linecache.getline(code.co_filename, line))
@@ -111,10 +115,6 @@ class Holder:
     """Of the time held, how much went into statements."""
 
 
-def _is_machinery(filename: str) -> bool:
-    return any(part in filename for part in ("/sqlalchemy/", "/asyncio/", "/greenlet/"))
-
-
 def _capture_frames() -> list[tuple[CodeType, int]]:
     frames: list[tuple[CodeType, int]] = []
     frame: FrameType | None = caller_frame()
@@ -122,6 +122,10 @@ def _capture_frames() -> list[tuple[CodeType, int]]:
         frames.append((frame.f_code, frame.f_lineno))
         frame = frame.f_back
     return frames
+
+
+def _is_machinery(filename: str) -> bool:
+    return any(part in filename for part in ("/sqlalchemy/", "/asyncio/", "/greenlet/"))
 
 
 @dataclass(slots=True, eq=False)
@@ -143,6 +147,7 @@ class SafetyNets:
     holds: dict[int, Hold] = field(default_factory=dict)
     hold_listeners: list[HoldListener] = field(default_factory=list)
     _cancel: ServerCancel = field(default_factory=ServerCancel)
+    _sweep_timer: asyncio.TimerHandle | None = None
 
     @property
     def tracks_holds(self) -> bool:
@@ -206,11 +211,8 @@ class SafetyNets:
                     info[_CANCELLED] = budget
                     cancel.request(driver_connection)
 
-                budget.statements_running += 1
-                info[_STATEMENT_TIMER] = (
-                    budget,
-                    asyncio.get_running_loop().call_later(left, run_out),
-                )
+                budget.running[id(info)] = run_out
+                info[_DEADLINE] = budget
 
         def after(conn: Any, *args: Any) -> None:
             ended(conn.info)
@@ -222,11 +224,9 @@ class SafetyNets:
                     hold.last_end = time.perf_counter()
                     hold.statement_seconds += hold.last_end - hold.statement_started
                     hold.statement_started = None
-            timer = info.pop(_STATEMENT_TIMER, None)
-            if timer is not None:
-                budget, handle = timer
-                budget.statements_running -= 1
-                handle.cancel()
+            budget = info.pop(_DEADLINE, None)
+            if budget is not None:
+                budget.running.pop(id(info), None)
 
         def failed(context: ExceptionContext) -> DeadlineExceededError | None:
             connection = context.connection
@@ -253,6 +253,7 @@ class SafetyNets:
     def _checked_out(self, node: str) -> Callable[[Any, Any, Any], None]:
         leak = self.settings.safety.leak_detection_seconds
         database = self.database
+        holds = self.holds
 
         def checked_out(dbapi_connection: Any, record: Any, proxy: Any) -> None:
             try:
@@ -264,24 +265,43 @@ class SafetyNets:
                 node=node,
                 started=time.perf_counter(),
                 scope=current_request_scope(),
-                task="-" if task is None else f"task {task.get_name()}",
+                task=task,
                 request_id=current_request_id(),
                 frames=_capture_frames() if leak is not None else [],
             )
-            if leak is not None:
-                hold.timer = asyncio.get_running_loop().call_later(leak, self._report_leak, hold)
             record.info[_HOLD] = hold
-            self.holds[id(record)] = hold
+            holds[id(record)] = hold
+            if leak is not None and self._sweep_timer is None:
+                self._arm_sweep(leak)
 
         return checked_out
+
+    def _arm_sweep(self, delay: float) -> None:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        self._sweep_timer = loop.call_later(delay, self._sweep)
+
+    def _sweep(self) -> None:
+        """Report the connections out longer than the threshold; come back when the next
+        one would be."""
+        self._sweep_timer = None
+        leak = self.settings.safety.leak_detection_seconds
+        assert leak is not None
+        now = time.perf_counter()
+        for hold in list(self.holds.values()):  # in checkout order: the oldest first
+            if now - hold.started < leak:
+                self._arm_sweep(hold.started + leak - now)
+                return
+            if not hold.leak_reported:
+                self._report_leak(hold)
 
     def _checked_in(self, dbapi_connection: Any, record: Any) -> None:
         hold = self.holds.pop(id(record), None)
         if hold is None:
             return
         record.info.pop(_HOLD, None)
-        if hold.timer is not None:
-            hold.timer.cancel()
         now = time.perf_counter()
         idle = self.settings.safety.idle_hold_seconds
         if idle is not None and not hold.idle_reported and hold.last_end:
@@ -293,10 +313,8 @@ class SafetyNets:
             listener(hold.node, route, now - hold.started)
 
     def _report_leak(self, hold: Hold) -> None:
-        hold.timer = None
-        if hold.leak_reported:
-            return
         hold.leak_reported = True
+        hold.checkout_stack = hold.stack()
         held = time.perf_counter() - hold.started
         statements = hold.statement_seconds
         if hold.statement_started is not None:
@@ -310,7 +328,7 @@ class SafetyNets:
             statements,
             hold.owner,
             hold.request_id or "-",
-            hold.stack(),
+            hold.checkout_stack,
             extra={
                 "database": hold.database,
                 "node": hold.node,
