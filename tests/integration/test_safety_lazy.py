@@ -181,3 +181,19 @@ async def test_assert_max_queries_counts_only_its_target_and_its_context(
                 await uow.session.execute(text("SELECT 6"))
     finally:
         await plain_engine.dispose()
+
+
+async def test_a_database_pinned_to_one_connection_guards_lazy_loads_too(
+    library: Callable[..., Database],
+) -> None:
+    # What the testing plugin's rollback_database does: the app's tests see what production does.
+    db = library()
+    async with db.engine.connect() as connection, db.use_connection(connection):
+        async with db.unit_of_work() as uow:
+            author = (await uow.session.scalars(select(Author).where(Author.id == 1))).one()
+            with pytest.raises(LazyLoadError, match=r"selectinload\(Author\.books\)"):
+                author.books  # noqa: B018
+        async with db.read_only_unit_of_work() as uow:
+            author = (await uow.session.scalars(select(Author).where(Author.id == 1))).one()
+            with pytest.raises(LazyLoadError):
+                await author.awaitable_attrs.books

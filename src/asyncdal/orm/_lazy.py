@@ -34,7 +34,7 @@ from asyncdal.errors import LazyLoadError
 from asyncdal.orm._sessions import SessionClasses
 from asyncdal.settings import DatabaseSettings
 
-__all__ = ["guard_lazy_loads", "lazy_load_error", "with_lazy_load_guard"]
+__all__ = ["guard_lazy_loads", "guarded", "lazy_load_error", "with_lazy_load_guard"]
 
 logger = logging.getLogger("asyncdal.lazy_loads")
 
@@ -86,9 +86,17 @@ def with_lazy_load_guard(classes: SessionClasses, settings: DatabaseSettings) ->
     read-write class may be SQLAlchemy's own ``Session``, which must stay untouched)."""
     if settings.safety.lazy_loads == "allow":
         return classes
-    guarded = {}
-    for kind in ("writer", "reader", "quick"):
-        base: type[Session] = getattr(classes, kind)
-        guarded[kind] = type(base.__name__, (base,), {})
-        guard_lazy_loads(guarded[kind], settings)
-    return SessionClasses(**guarded)
+    return SessionClasses(
+        writer=guarded(classes.writer, settings),
+        reader=guarded(classes.reader, settings),
+        quick=guarded(classes.quick, settings),
+    )
+
+
+def guarded(base: type[Session], settings: DatabaseSettings) -> type[Session]:
+    """A subclass of ``base`` whose sessions follow ``settings.safety.lazy_loads``."""
+    if settings.safety.lazy_loads == "allow":
+        return base
+    session_class = type(base.__name__, (base,), {})
+    guard_lazy_loads(session_class, settings)
+    return session_class

@@ -16,6 +16,7 @@ from weakref import WeakSet
 
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.orm import Session
 from sqlalchemy.pool import ConnectionPoolEntry
 
 from asyncdal.engine._asyncio import DependencyChanged
@@ -27,8 +28,8 @@ from asyncdal.engine._retry import RetryListener
 from asyncdal.engine._safety import SafetyNets
 from asyncdal.engine._statement_log import attach_query_log
 from asyncdal.orm._budget import CHECK_POOL
-from asyncdal.orm._lazy import with_lazy_load_guard
-from asyncdal.orm._sessions import SessionClasses, build_session_classes
+from asyncdal.orm._lazy import guarded, with_lazy_load_guard
+from asyncdal.orm._sessions import ReadOnlySession, SessionClasses, build_session_classes
 from asyncdal.replicas._monitor import ReplicaMonitor
 from asyncdal.replicas._routing import (
     ReplicaNode,
@@ -113,6 +114,8 @@ class LoopEngines:
         self.classes: SessionClasses = with_lazy_load_guard(
             build_session_classes(settings, on_retry), settings
         )
+        self.pinned_classes = (guarded(Session, settings), guarded(ReadOnlySession, settings))
+        """The read-write and read-only session classes of ``Database.use_connection``."""
         self.safety = SafetyNets(name, settings)
         """Leak, idle-hold, deadline and query-count listeners, attached to each engine."""
         self._reported = False
