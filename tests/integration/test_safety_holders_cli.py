@@ -63,3 +63,36 @@ async def test_an_app_that_cannot_be_read_exits_2(tmp_path: Path) -> None:
     )
     assert code == 2
     assert "cannot read" in err
+
+
+async def test_url_prints_the_holders_an_app_reports(tmp_path: Path) -> None:
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    holder = {"owner": "GET /hold", "request_id": "r-1", "node": "primary"}
+    report = {"status": "down", "databases": {"main": {"holders": [holder]}}}
+
+    class Ready(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = json.dumps(report).encode()
+            self.send_response(503)  # not ready: the report comes all the same
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Ready)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/health/ready"
+        code, out, err = await run("--url", url, env={}, cwd=tmp_path)
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+    assert code == 0, err
+    assert json.loads(out) == {"main": [holder]}
