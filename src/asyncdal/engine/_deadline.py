@@ -35,16 +35,17 @@ from typing import Any
 
 from asyncdal.errors import DeadlineExceededError
 
-__all__ = ["Deadline", "current_deadline", "deadline"]
+__all__ = ["DEADLINE", "Deadline", "current_deadline", "deadline"]
 
 # Seconds the server gets to cancel a statement before the task is cancelled instead.
 _SERVER_CANCEL_GRACE = 2.0
-_current: ContextVar[Deadline | None] = ContextVar("asyncdal_deadline", default=None)
+DEADLINE: ContextVar[Deadline | None] = ContextVar("asyncdal_deadline", default=None)
+"""The innermost deadline in force (read directly by the per-statement listeners)."""
 
 
 def current_deadline() -> Deadline | None:
     """The innermost deadline in force for the running code, if any."""
-    return _current.get()
+    return DEADLINE.get()
 
 
 class Deadline:
@@ -82,7 +83,7 @@ class Deadline:
         )
 
     async def __aenter__(self) -> Deadline:
-        outer = _current.get()
+        outer = DEADLINE.get()
         self.at = time.monotonic() + self.seconds
         if outer is not None and outer.at < self.at:
             self.at = outer.at
@@ -90,7 +91,7 @@ class Deadline:
         self._task = asyncio.current_task()
         loop = asyncio.get_running_loop()
         self._timer = loop.call_at(loop.time() + self.remaining(), self._run_out)
-        self._token = _current.set(self)
+        self._token = DEADLINE.set(self)
         return self
 
     def disarm(self) -> None:
@@ -127,7 +128,7 @@ class Deadline:
     ) -> None:
         self.disarm()
         if self._token is not None:
-            _current.reset(self._token)
+            DEADLINE.reset(self._token)
             self._token = None
         if (
             self._cancelled_task

@@ -37,12 +37,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from asyncdal._request_id import current_request_id
 from asyncdal.engine._cancel import ServerCancel
-from asyncdal.engine._deadline import current_deadline
-from asyncdal.engine._scope import (
-    RequestScope,
-    current_request_scope,
-    current_statement_log,
-)
+from asyncdal.engine._deadline import DEADLINE
+from asyncdal.engine._scope import REQUEST_SCOPE, STATEMENT_LOG, RequestScope, current_request_scope
 from asyncdal.engine._sqlalchemy import caller_frame
 from asyncdal.errors import DeadlineExceededError, StatementTimeoutError
 from asyncdal.settings import DatabaseSettings
@@ -118,7 +114,9 @@ class Holder:
 def _capture_frames() -> list[tuple[CodeType, int]]:
     frames: list[tuple[CodeType, int]] = []
     frame: FrameType | None = caller_frame()
-    while frame is not None and len(frames) < _MAX_FRAMES:
+    for _ in range(_MAX_FRAMES):
+        if frame is None:
+            break
         frames.append((frame.f_code, frame.f_lineno))
         frame = frame.f_back
     return frames
@@ -181,47 +179,55 @@ class SafetyNets:
         tracks_holds = self.tracks_holds
         cancel = self._cancel
 
+        # Bound once: these run for every statement.
+        statement_log_now = STATEMENT_LOG.get
+        request_now = REQUEST_SCOPE.get
+        deadline_now = DEADLINE.get
+        clock = time.perf_counter
+
         def before(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-            log = current_statement_log()
+            log = statement_log_now()
             if log is not None:
                 log.add(self, database, statement)
             if limit is not None:
-                scope = current_request_scope()
+                scope = request_now()
                 if scope is not None:
                     scope.count(statement, limit)
+            budget = deadline_now()
+            if not tracks_holds and budget is None:
+                return
+            info = conn.info
             if tracks_holds:
-                hold = conn.info.get(_HOLD)
+                hold = info.get(_HOLD)
                 if hold is not None:
-                    now = time.perf_counter()
+                    now = clock()
                     if idle is not None and not hold.idle_reported:
                         waited = now - (hold.last_end or hold.started)
                         if waited > idle:
                             self._report_idle(hold, waited, "before its next statement")
                     hold.statement_started = now
-            budget = current_deadline()
             if budget is not None:
                 left = budget.remaining()
                 if left <= 0:
                     raise budget.error(f"before a statement on {database}")
-                driver_connection = conn.connection.driver_connection
-                info = conn.info
                 info.pop(_CANCELLED, None)
 
                 def run_out() -> None:
                     info[_CANCELLED] = budget
-                    cancel.request(driver_connection)
+                    cancel.request(conn.connection.driver_connection)
 
                 budget.running[id(info)] = run_out
                 info[_DEADLINE] = budget
 
         def after(conn: Any, *args: Any) -> None:
-            ended(conn.info)
+            if tracks_holds or deadline_now() is not None:
+                ended(conn.info)
 
         def ended(info: Any) -> None:
             if tracks_holds:
                 hold = info.get(_HOLD)
                 if hold is not None and hold.statement_started is not None:
-                    hold.last_end = time.perf_counter()
+                    hold.last_end = clock()
                     hold.statement_seconds += hold.last_end - hold.statement_started
                     hold.statement_started = None
             budget = info.pop(_DEADLINE, None)
@@ -308,9 +314,10 @@ class SafetyNets:
             waited = now - hold.last_end
             if waited > idle:
                 self._report_idle(hold, waited, "after its last statement")
-        route = "background" if hold.scope is None else hold.scope.route
-        for listener in self.hold_listeners:
-            listener(hold.node, route, now - hold.started)
+        if self.hold_listeners:
+            route = "background" if hold.scope is None else hold.scope.route
+            for listener in self.hold_listeners:
+                listener(hold.node, route, now - hold.started)
 
     def _report_leak(self, hold: Hold) -> None:
         hold.leak_reported = True

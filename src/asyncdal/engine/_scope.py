@@ -17,6 +17,8 @@ from contextvars import ContextVar
 from typing import Any
 
 __all__ = [
+    "REQUEST_SCOPE",
+    "STATEMENT_LOG",
     "RequestScope",
     "StatementLog",
     "current_request_scope",
@@ -26,8 +28,10 @@ __all__ = [
     "statement_log",
 ]
 
-_request: ContextVar[RequestScope | None] = ContextVar("asyncdal_request_scope", default=None)
-_statements: ContextVar[StatementLog | None] = ContextVar("asyncdal_statement_log", default=None)
+REQUEST_SCOPE: ContextVar[RequestScope | None] = ContextVar("asyncdal_request_scope", default=None)
+"""The request the running code serves (read directly by the per-statement listeners)."""
+STATEMENT_LOG: ContextVar[StatementLog | None] = ContextVar("asyncdal_statement_log", default=None)
+"""The innermost statement log open in this context."""
 
 
 class RequestScope:
@@ -97,38 +101,38 @@ class StatementLog:
 
 def current_request_scope() -> RequestScope | None:
     """The request the running code serves, if any."""
-    return _request.get()
+    return REQUEST_SCOPE.get()
 
 
 def current_statement_log() -> StatementLog | None:
     """The innermost statement log open in this context, if any."""
-    return _statements.get()
+    return STATEMENT_LOG.get()
 
 
 @contextmanager
 def request_scope(scope: RequestScope) -> Iterator[RequestScope]:
     """Run a block as ``scope``'s request."""
-    token = _request.set(scope)
+    token = REQUEST_SCOPE.set(scope)
     try:
         yield scope
     finally:
-        _request.reset(token)
+        REQUEST_SCOPE.reset(token)
 
 
 @contextmanager
 def statement_log(log: StatementLog) -> Iterator[StatementLog]:
     """Record the statements run in the block (this context and the tasks it starts)."""
-    token = _statements.set(log)
+    token = STATEMENT_LOG.set(log)
     try:
         yield log
     finally:
-        _statements.reset(token)
+        STATEMENT_LOG.reset(token)
 
 
 def owner_name() -> str:
     """The route template of the running request, else the asyncio task's name (else the
     thread's work: ``-``): who holds a connection."""
-    scope = _request.get()
+    scope = REQUEST_SCOPE.get()
     if scope is not None:
         return f"{scope.method} {scope.route}".strip()
     try:
