@@ -52,7 +52,7 @@ _DEADLINE = "asyncdal_deadline"
 _CANCELLED = "asyncdal_deadline_cancelled"
 # The innermost frames past SQLAlchemy's own: the application's code that took the connection
 # (its repository, its route), not the web framework's and server's below it.
-_MAX_FRAMES = 12
+_MAX_FRAMES = 8
 
 HoldListener = Callable[[str, str, float], None]
 """Told ``(node, route, seconds held)`` when a connection is returned."""
