@@ -50,7 +50,7 @@ leak_logger = logging.getLogger("asyncdal.leaks")
 _HOLD = "asyncdal_hold"
 _DEADLINE = "asyncdal_deadline"
 _CANCELLED = "asyncdal_deadline_cancelled"
-# The innermost frames past SQLAlchemy's own: the application's code that took the connection
+# The innermost frames: SQLAlchemy's few, then the application's code that took the connection
 # (its repository, its route), not the web framework's and server's below it.
 _MAX_FRAMES = 8
 
