@@ -1,5 +1,5 @@
-"""``python -m bench [http|data|pooler|outbox|replicas]``: raw asyncpg vs plain SQLAlchemy vs
-asyncdal.
+"""``python -m bench [http|data|pooler|outbox|replicas|safety]``: raw asyncpg vs plain
+SQLAlchemy vs asyncdal.
 
 ``http`` loads ``GET /products/{id}``, ``GET /products?limit=50`` and ``POST /products`` of
 uvicorn-served apps with wrk (raw asyncpg, the same with ``setup(app)``, plain SQLAlchemy, the
@@ -9,7 +9,8 @@ operation; ``pooler`` measures pooler mode directly and through a PgBouncer it s
 ``outbox`` burns down a pre-filled outbox (raw asyncpg, the worker with a no-op handler and
 with a one-row write) and measures the LISTEN wake-up delay; ``replicas`` starts a primary +
 replica pair and measures reads on the primary alone vs spread over both, and the cost of
-routing. No argument runs them all.
+routing; ``safety`` the safety nets all on against off (see :mod:`bench.safety`). No argument
+runs them all.
 Everything runs against a fresh ``bench_<random>`` database on the server, migrated with the
 repository's Alembic migrations, seeded, and dropped at the end, also on errors and Ctrl-C.
 
@@ -37,6 +38,7 @@ from bench.outbox import OutboxBenchSettings, run_outbox
 from bench.pooler import run_pooler
 from bench.replicas import run_replicas
 from bench.runner import install_sigterm_handler, run
+from bench.safety import run_safety
 
 __all__ = ["main"]
 
@@ -106,7 +108,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "part",
         nargs="?",
-        choices=["http", "data", "pooler", "outbox", "replicas", "all"],
+        choices=["http", "data", "pooler", "outbox", "replicas", "safety", "all"],
         default="all",
         help="which benchmark to run",
     )
@@ -255,6 +257,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                     run(run_data(url, data_settings))
                 if args.part in ("pooler", "all"):
                     run(run_pooler(url, data_settings))
+                if args.part in ("safety", "all"):
+                    run(run_safety(url, data_settings))
                 if args.part in ("outbox", "all"):
                     outbox_settings = OutboxBenchSettings(
                         rounds=args.outbox_rounds, events=args.outbox_events

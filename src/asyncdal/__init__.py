@@ -13,6 +13,7 @@ Example:
 
 from asyncdal._request_id import REQUEST_ID_HEADER, current_request_id, request_id_scope
 from asyncdal.engine._create import create_engine
+from asyncdal.engine._deadline import deadline
 from asyncdal.engine._retry import RetryPolicy
 from asyncdal.errors import (
     AsyncdalError,
@@ -22,10 +23,12 @@ from asyncdal.errors import (
     ConnectionLostError,
     ConstraintViolationError,
     DatabaseUnavailableError,
+    DeadlineExceededError,
     DeadlockError,
     ForeignKeyViolationError,
     InvalidQueryError,
     InvalidValueError,
+    LazyLoadError,
     LockTimeoutError,
     NotCommittedError,
     NotFoundError,
@@ -66,12 +69,14 @@ __all__ = [
     "DatabaseSettings",
     "DatabaseUnavailableError",
     "Databases",
+    "DeadlineExceededError",
     "DeadlockError",
     "ExtraPool",
     "ForeignKeyViolationError",
     "HealthReport",
     "InvalidQueryError",
     "InvalidValueError",
+    "LazyLoadError",
     "ListQuery",
     "LockTimeoutError",
     "LoggingSettings",
@@ -98,6 +103,7 @@ __all__ = [
     "create_engine",
     "current_request_id",
     "current_unit_of_work",
+    "deadline",
     "load_settings",
     "read_your_writes",
     "request_id_scope",

@@ -25,10 +25,12 @@ __all__ = [
     "ConnectionLostError",
     "ConstraintViolationError",
     "DatabaseUnavailableError",
+    "DeadlineExceededError",
     "DeadlockError",
     "ForeignKeyViolationError",
     "InvalidQueryError",
     "InvalidValueError",
+    "LazyLoadError",
     "LockTimeoutError",
     "NotCommittedError",
     "NotFoundError",
@@ -230,6 +232,42 @@ class StatementTimeoutError(_OfDatabaseError):
     Attributes:
         database: the name of the database.
     """
+
+
+class DeadlineExceededError(AsyncdalError, TimeoutError):
+    """The time of a :func:`asyncdal.deadline` (or ``REQUEST_TIMEOUT``) ran out: waiting for a
+    connection, in a statement (which the server was asked to cancel) or before one. The
+    transaction is rolled back when the unit of work closes; nothing keeps running on the
+    server. The FastAPI integration answers 504.
+
+    Attributes:
+        seconds: the deadline's budget, in seconds.
+    """
+
+    def __init__(self, message: str, *, seconds: float) -> None:
+        super().__init__(message)
+        self.seconds = seconds
+
+
+class LazyLoadError(AsyncdalError):
+    """An attribute not loaded yet would have been loaded by a statement of its own (a lazy
+    load), which ``LAZY_LOADS=raise`` refuses: in async code it cannot run unawaited
+    (SQLAlchemy's ``MissingGreenlet``), and run in a loop it is an N+1 pattern. The message
+    names the attribute and the loader option that loads it with the query instead
+    (``selectinload``, ``joinedload``).
+
+    Example:
+        >>> select(Author).options(selectinload(Author.books))
+
+    Attributes:
+        attribute: ``Model.attribute``.
+        option: the loader option suggested, e.g. ``selectinload(Author.books)``.
+    """
+
+    def __init__(self, message: str, *, attribute: str, option: str) -> None:
+        super().__init__(message)
+        self.attribute = attribute
+        self.option = option
 
 
 class LockTimeoutError(_OfDatabaseError):

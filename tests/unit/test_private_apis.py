@@ -35,7 +35,12 @@ from asyncdal.engine._asyncio import DependencyChanged, close_socket_of_closed_l
 from asyncdal.engine._asyncpg import CANCEL_PARAMETERS, abandon_connection, cancel_request
 from asyncdal.engine._cancel import ServerCancel
 from asyncdal.engine._create import TimedQueuePool
-from asyncdal.engine._sqlalchemy import await_in_greenlet
+from asyncdal.engine._sqlalchemy import (
+    await_in_greenlet,
+    caller_frame,
+    in_sqlalchemy_greenlet,
+    loads_for_a_query,
+)
 from asyncdal.orm._loop_engines import LoopEngine, LoopEngines
 
 CANCEL_REQUEST_CODE = 80877102  # PostgreSQL's CancelRequest: (1234 << 16) | 5678
@@ -253,6 +258,32 @@ async def test_sqlalchemy_awaits_from_its_greenlets() -> None:
         return 42
 
     assert await greenlet_spawn(lambda: await_in_greenlet(answer())) == 42
+
+
+async def test_sqlalchemy_tells_whether_its_greenlet_runs_and_who_called_it() -> None:
+    assert not in_sqlalchemy_greenlet()
+
+    def inside() -> tuple[bool, str]:
+        frame = caller_frame()
+        assert frame is not None
+        return in_sqlalchemy_greenlet(), frame.f_code.co_name
+
+    async def application_code() -> tuple[bool, str]:
+        return await greenlet_spawn(inside)
+
+    inside_greenlet, caller = await application_code()
+    assert inside_greenlet, "sqlalchemy.util.concurrency.in_greenlet no longer sees its greenlet"
+    # The parent greenlet is suspended in greenlet_spawn, called by the application's code.
+    assert caller == "greenlet_spawn"
+
+
+def test_sqlalchemy_passes_the_query_context_to_the_loads_it_asks_for() -> None:
+    from sqlalchemy.orm import context
+
+    source = inspect.getsource(context)
+    assert '"sa_top_level_orm_context"' in source, "SQLAlchemy renamed sa_top_level_orm_context"
+    assert loads_for_a_query({"sa_top_level_orm_context": object()})
+    assert not loads_for_a_query({})
 
 
 def test_sqlalchemy_pool_entries_name_their_driver_connection() -> None:

@@ -51,6 +51,11 @@ SAMPLES: dict[str, tuple[str, Any, dict[str, str]]] = {
     "slow_query_seconds": ("1", 1.0, {}),
     "tag_requests": ("true", True, {}),
     "pgbouncer": ("true", True, {}),
+    "lazy_loads": ("warn", "warn", {}),
+    "max_queries_per_request": ("20", 20, {}),
+    "leak_detection_seconds": ("2.5", 2.5, {}),
+    "idle_hold_seconds": ("0.5", 0.5, {}),
+    "request_timeout": ("3", 3.0, {}),
 }
 
 
@@ -185,6 +190,7 @@ BAD = {
     "REPLICA_CHECK_INTERVAL": "0",
     "SLOW_QUERY_SECONDS": "0",
     "PGBOUNCER": "sometimes",
+    "LAZY_LOADS": "sometimes",
 }
 
 

@@ -6,12 +6,22 @@ changes shape, rather than letting a fallback hide it.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable
-from typing import TypeVar, cast
+import sys
+from collections.abc import Awaitable, Mapping
+from types import FrameType
+from typing import Any, TypeVar, cast
 
+import greenlet  # type: ignore[import-untyped]
 import sqlalchemy.util
+import sqlalchemy.util.concurrency
 
-__all__ = ["await_in_greenlet", "select_locks_rows"]
+__all__ = [
+    "await_in_greenlet",
+    "caller_frame",
+    "in_sqlalchemy_greenlet",
+    "loads_for_a_query",
+    "select_locks_rows",
+]
 
 T = TypeVar("T")
 
@@ -33,3 +43,36 @@ def select_locks_rows(select: sqlalchemy.sql.selectable.GenerativeSelect) -> boo
     SQLAlchemy keeps it in the private ``_for_update_arg``; no public attribute tells.
     """
     return select._for_update_arg is not None
+
+
+def in_sqlalchemy_greenlet() -> bool:
+    """True when SQLAlchemy's sync code may do I/O here: it runs in the greenlet an awaited
+    call (``await session.execute(...)``, ``awaitable_attrs``) started, not in plain code.
+
+    SQLAlchemy answers it with ``sqlalchemy.util.concurrency.in_greenlet``, not documented.
+    """
+    return bool(sqlalchemy.util.concurrency.in_greenlet())
+
+
+def caller_frame() -> FrameType | None:
+    """The innermost frame of the code that called into SQLAlchemy.
+
+    Inside SQLAlchemy's greenlet the frames stop at the greenlet's start; the caller's (the
+    application's ``await``) continue in the parent greenlet, suspended where it switched.
+    """
+    if in_sqlalchemy_greenlet():
+        parent = greenlet.getcurrent().parent
+        if parent is not None:
+            frame: FrameType | None = parent.gr_frame
+            return frame
+    return sys._getframe(1)
+
+
+def loads_for_a_query(execution_options: Mapping[str, Any]) -> bool:
+    """True when a relationship load runs for a query that asked for it (``immediateload``,
+    ``session.refresh(obj, ["books"])``), not on first access of the attribute.
+
+    SQLAlchemy passes the query's context down in the ``sa_top_level_orm_context``
+    execution option, which it does not document.
+    """
+    return "sa_top_level_orm_context" in execution_options

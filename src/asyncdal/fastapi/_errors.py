@@ -18,6 +18,8 @@ server unreachable)
 ``NotCommittedError`` (closed before COMMIT)  503    ``"outcome": "not_committed"``, ``Retry-After``
 ``StatementTimeoutError`` (57014)             504
 ``QueryTimeoutError`` (``COMMAND_TIMEOUT``)   504
+``DeadlineExceededError`` (``REQUEST_TIMEOUT``, 504
+``asyncdal.deadline``)
 ``UniqueViolationError`` (23505),             409    ``{"detail": ..., "constraint": ...}``
 ``ForeignKeyViolationError`` (23503)
 other ``ConstraintViolationError`` (class     422    ``{"detail": ..., "constraint": ...}``
@@ -54,6 +56,7 @@ from asyncdal.errors import (
     ConnectionLostError,
     ConstraintViolationError,
     DatabaseUnavailableError,
+    DeadlineExceededError,
     ForeignKeyViolationError,
     InvalidQueryError,
     InvalidValueError,
@@ -66,7 +69,7 @@ from asyncdal.errors import (
 )
 from asyncdal.observe._request_id import SCOPE_KEY as REQUEST_ID_KEY
 
-__all__ = ["add_error_handlers", "refusal"]
+__all__ = ["add_error_handlers", "deadline_answer", "refusal"]
 
 logger = logging.getLogger("asyncdal.fastapi")
 
@@ -184,6 +187,22 @@ async def _statement_timeout(request: Request, exc: Exception) -> Response:
     )
 
 
+def deadline_answer(error: DeadlineExceededError) -> JSONResponse:
+    """The 504 for a request whose deadline (``REQUEST_TIMEOUT``, ``asyncdal.deadline``) ran
+    out."""
+    return _unavailable(
+        f"The request's deadline for database work ({error.seconds:g} s) ran out; what it "
+        "had started on the database was cancelled and nothing was saved.",
+        status=504,
+        retry_after=None,
+    )
+
+
+async def _deadline_exceeded(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, DeadlineExceededError)
+    return deadline_answer(exc)
+
+
 async def _query_timeout(request: Request, exc: Exception) -> Response:
     return _unavailable(str(exc), status=504, retry_after=None)
 
@@ -226,6 +245,7 @@ _HANDLERS: dict[type[Exception], Handler] = {
     ConflictError: _conflict,
     StatementTimeoutError: _statement_timeout,
     QueryTimeoutError: _query_timeout,
+    DeadlineExceededError: _deadline_exceeded,
     CommitOutcomeUnknownError: _commit_outcome_unknown,
     NotCommittedError: _not_committed,
     ConstraintViolationError: _refused,

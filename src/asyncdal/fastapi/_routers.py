@@ -25,6 +25,8 @@ class DatabaseStatus(BaseModel):
     error: str | None
     replicas: dict[str, dict[str, Any]]
     breaker: dict[str, Any] | None
+    holders: list[dict[str, Any]] = []
+    """The connections held longest now (with leak or idle-hold detection on)."""
 
 
 class ReadinessReport(BaseModel):

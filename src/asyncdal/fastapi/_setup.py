@@ -9,6 +9,7 @@ from asyncdal.fastapi._crud_errors import add_crud_error_handlers
 from asyncdal.fastapi._errors import add_error_handlers
 from asyncdal.fastapi._middleware import TransactionMiddleware
 from asyncdal.fastapi._openapi import document_answers
+from asyncdal.fastapi._safety import SafetyNetMiddleware
 from asyncdal.observe._request_id import RequestIdMiddleware
 
 __all__ = ["setup"]
@@ -39,6 +40,7 @@ def setup(app: FastAPI) -> None:
     (40001/40P01)
     ``StatementTimeoutError`` (57014)               504
     ``QueryTimeoutError`` (``COMMAND_TIMEOUT``)     504
+    ``DeadlineExceededError`` (``REQUEST_TIMEOUT``) 504
     ``UniqueViolationError`` (23505),               409    ``{"detail": ..., "constraint":
     ``ForeignKeyViolationError`` (23503)                   ...}``, in the handler or at COMMIT
     other ``ConstraintViolationError`` (23xxx)      422    ``{"detail": ..., "constraint":
@@ -57,6 +59,8 @@ def setup(app: FastAPI) -> None:
 
     A handler for ``Exception`` (or 500) registered after this call replaces the JSON 500.
     """
+    # Innermost: its request deadline ends once the response (and the commit) has started.
+    app.add_middleware(SafetyNetMiddleware)
     app.add_middleware(TransactionMiddleware)
     # Outside TransactionMiddleware, so it sees the response start after the commit.
     app.add_middleware(ReadYourWritesMiddleware)

@@ -49,6 +49,10 @@ class DatabaseHealth:
             replicas, then the primary.
         breaker: the circuit breaker: ``state`` (``closed``, ``open``, ``half_open``),
             ``failures`` in a row, ``retry_after`` seconds until the next probe.
+        holders: the connections checked out longest now (at most five, longest first): the
+            ``owner`` (a request's method and route template, else the task's name),
+            ``request_id``, ``node``, ``held_seconds`` and, of those, ``statement_seconds``.
+            Listed with ``LEAK_DETECTION_SECONDS`` or ``IDLE_HOLD_SECONDS`` on, else empty.
     """
 
     name: str
@@ -59,6 +63,7 @@ class DatabaseHealth:
     error: str | None = None
     replicas: dict[str, dict[str, Any]] = field(default_factory=dict)
     breaker: dict[str, Any] | None = None
+    holders: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +105,11 @@ async def check_database(database: Database, *, answer_within: float = 2.0) -> D
     """Run ``SELECT 1`` on ``database`` within ``answer_within`` seconds and report."""
     engine = database.engine
     replica_engines = database.replica_engines()
+    # Before the check takes a connection of its own.
+    holders = [
+        {key: value for key, value in asdict(holder).items() if key != "database"}
+        for holder in database.safety_nets.holders()
+    ]
     (latency, error), *replica_latencies = await asyncio.gather(
         _round_trip(engine, answer_within),
         *(_round_trip(replica, answer_within) for replica in replica_engines.values()),
@@ -119,6 +129,7 @@ async def check_database(database: Database, *, answer_within: float = 2.0) -> D
             for node in database.replica_nodes()
         },
         breaker=database.breaker.as_dict(),
+        holders=holders,
     )
 
 

@@ -17,6 +17,9 @@ Metric names (labels ``database`` and ``node``: ``primary`` or ``replica-<n>``):
   background replica check).
 - ``asyncdal_pool_checkout_timeouts_total``, ``asyncdal_connections_opened_total``,
   ``asyncdal_connections_invalidated_total`` (counters).
+- ``asyncdal_connection_hold_seconds`` (histogram, also ``route``): how long connections stay
+  checked out, by route template (with ``LEAK_DETECTION_SECONDS`` or ``IDLE_HOLD_SECONDS`` on;
+  see :mod:`asyncdal.observe._holds`).
 - ``asyncdal_breaker_state`` (gauge, also ``state``: 1 for the circuit breaker's current state,
   0 for the others) and ``asyncdal_breaker_transitions_total`` (counter, also ``state``: the
   state entered).
@@ -43,6 +46,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from asyncdal._sql import STATEMENT_KINDS, StatementKind, statement_kind
 from asyncdal.engine._breaker import BREAKER_STATES, BreakerState, CircuitBreaker, circuit_breaker
 from asyncdal.engine._create import TimedQueuePool
+from asyncdal.observe._holds import HoldMetrics
 from asyncdal.orm._database import Database
 
 __all__ = ["CONTENT_TYPE", "DatabaseMetrics"]
@@ -203,6 +207,7 @@ class DatabaseMetrics:
             [*labels, "state"],
             registry=self.registry,
         )
+        self.holds = HoldMetrics(self.registry)
         self._databases: list[Database] = []
         self._watched: set[int] = set()
         self.registry.register(_PoolCollector(self._databases))
@@ -210,6 +215,7 @@ class DatabaseMetrics:
     def instrument(self, database: Database) -> None:
         """Collect metrics for ``database`` (all its engines, present and future)."""
         self._databases.append(database)
+        self.holds.instrument(database)
         self._watch(database.name, database.breaker)
         retries = self.retries
         database.retry_listeners.append(

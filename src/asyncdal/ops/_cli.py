@@ -10,6 +10,10 @@ settings (environment, ``.env``) name; exit code 1 when not ready, 2 on bad sett
 from ``WEB_CONCURRENCY`` or ``--workers``) against the server's limit; exit code 1 when a
 server is over budget, 2 on bad settings.
 
+``asyncdal holders [--url URL]``: who holds the databases' connections, longest first: the
+server's view (``pg_stat_activity``), or an app's own from its ``/health/ready`` (see
+:mod:`asyncdal.ops._holders`).
+
 ``asyncdal migrations init [DIR] --metadata module:attribute``: ``alembic.ini`` and an async
 ``env.py`` on asyncdal's settings for your project (see :mod:`asyncdal.ops._migrations`); exit
 code 2 when a file exists already.
@@ -32,6 +36,7 @@ from pathlib import Path
 from asyncdal.errors import ConfigurationError
 from asyncdal.observe._health import HealthReport, check_health
 from asyncdal.ops._check import check_paths
+from asyncdal.ops._holders import add_holders_command
 from asyncdal.ops._migrations import add_migrations_commands
 from asyncdal.orm._budget import check_budget, format_budget
 from asyncdal.orm._databases import Databases
@@ -152,6 +157,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--workers", type=int, default=None, help="worker processes (default: WEB_CONCURRENCY)"
     )
     budget.set_defaults(run=_budget)
+    add_holders_command(commands)
     add_migrations_commands(commands)
     add_outbox_commands(commands)
     arguments = parser.parse_args(argv)

@@ -29,10 +29,10 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, a
 
 from asyncdal.engine._breaker import CircuitBreaker
 from asyncdal.engine._retry import RetryListener
+from asyncdal.engine._safety import SafetyNets
 from asyncdal.engine._statement_log import warming_up
 from asyncdal.errors import UnitOfWorkError
 from asyncdal.orm._loop_engines import LoopEngine, LoopEngines
-from asyncdal.orm._sessions import ReadOnlySession
 from asyncdal.orm._transaction import run_in_transaction
 from asyncdal.orm._uow import UnitOfWork
 from asyncdal.replicas._routing import ReplicaNode, route
@@ -104,14 +104,18 @@ class Database:
         releases a savepoint; the outer transaction stays the caller's.
         """
         original = self._bound()
+        writer, reader = self._engines.pinned_classes  # LAZY_LOADS applies here too
         bound_sessions = async_sessionmaker(
-            bind=connection, expire_on_commit=False, join_transaction_mode="create_savepoint"
+            bind=connection,
+            expire_on_commit=False,
+            join_transaction_mode="create_savepoint",
+            sync_session_class=writer,
         )
         read_only_sessions = async_sessionmaker(
             bind=connection,
             expire_on_commit=False,
             join_transaction_mode="create_savepoint",
-            sync_session_class=ReadOnlySession,
+            sync_session_class=reader,
         )
         # Pinned apart from the per-loop engines, so that an app's lifespan calling dispose()
         # in the middle of a test cannot unpin it.
@@ -139,6 +143,12 @@ class Database:
         for bound in self._by_loop.values():
             for engine in (bound.engine, *bound.replica_engines):
                 hook(engine)
+
+    @property
+    def safety_nets(self) -> SafetyNets:
+        """The leak, idle-hold, deadline and query-count listeners of this database's engines
+        (the connections held now: ``safety_nets.holders()``)."""
+        return self._engines.safety
 
     def engines(self) -> list[AsyncEngine]:
         """Every engine this database has built so far (per event loop that used it: the

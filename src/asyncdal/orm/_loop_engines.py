@@ -16,6 +16,7 @@ from weakref import WeakSet
 
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.orm import Session
 from sqlalchemy.pool import ConnectionPoolEntry
 
 from asyncdal.engine._asyncio import DependencyChanged
@@ -24,9 +25,11 @@ from asyncdal.engine._breaker import CircuitBreaker
 from asyncdal.engine._create import connect_arguments, create_engine
 from asyncdal.engine._request_tags import tag_connections_with_request_id
 from asyncdal.engine._retry import RetryListener
+from asyncdal.engine._safety import SafetyNets
 from asyncdal.engine._statement_log import attach_query_log
 from asyncdal.orm._budget import CHECK_POOL
-from asyncdal.orm._sessions import SessionClasses, build_session_classes
+from asyncdal.orm._lazy import guarded, with_lazy_load_guard
+from asyncdal.orm._sessions import ReadOnlySession, SessionClasses, build_session_classes
 from asyncdal.replicas._monitor import ReplicaMonitor
 from asyncdal.replicas._routing import (
     ReplicaNode,
@@ -108,7 +111,13 @@ class LoopEngines:
         self.breaker = CircuitBreaker.from_settings(name, settings)
         self.replica_breakers: dict[str, CircuitBreaker] = {}
         self.node_names: dict[int, str] = {}
-        self.classes: SessionClasses = build_session_classes(settings, on_retry)
+        self.classes: SessionClasses = with_lazy_load_guard(
+            build_session_classes(settings, on_retry), settings
+        )
+        self.pinned_classes = (guarded(Session, settings), guarded(ReadOnlySession, settings))
+        """The read-write and read-only session classes of ``Database.use_connection``."""
+        self.safety = SafetyNets(name, settings)
+        """Leak, idle-hold, deadline and query-count listeners, attached to each engine."""
         self._reported = False
 
     def build(self, loop: asyncio.AbstractEventLoop) -> LoopEngine:
@@ -119,6 +128,7 @@ class LoopEngines:
             settings, breaker=self.breaker, on_retry=self.on_retry, **self.engine_options
         )
         attach_query_log(engine, self.name, settings.observability.slow_query_seconds)
+        self.safety.attach(engine)
         if settings.observability.tag_requests:
             tag_connections_with_request_id(engine, settings.application_name)
         self.node_names[id(engine)] = "primary"
@@ -213,6 +223,7 @@ class LoopEngines:
             **{"connect_args": arguments, **self.engine_options},
         )
         attach_query_log(engine, self.name, settings.observability.slow_query_seconds, node=node)
+        self.safety.attach(engine, node)
         if settings.observability.tag_requests:
             tag_connections_with_request_id(engine, settings.application_name)
         translate_read_only_errors(engine.sync_engine, self.name, node)

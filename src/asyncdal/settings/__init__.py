@@ -28,6 +28,7 @@ from asyncdal.settings._groups import (
     PoolSettings,
     ReplicaSettings,
     RetrySettings,
+    SafetySettings,
     TimeoutSettings,
 )
 from asyncdal.settings._load import AsyncdalSettings, load_settings
@@ -45,6 +46,7 @@ __all__ = [
     "PoolerSettings",
     "ReplicaSettings",
     "RetrySettings",
+    "SafetySettings",
     "TimeoutSettings",
     "load_settings",
 ]

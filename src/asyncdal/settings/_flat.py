@@ -48,6 +48,11 @@ FLAT_NAMES: Mapping[str, tuple[str, str]] = {
     "slow_query_seconds": ("observability", "slow_query_seconds"),
     "tag_requests": ("observability", "tag_requests"),
     "pgbouncer": ("pooler", "transaction_mode"),
+    "lazy_loads": ("safety", "lazy_loads"),
+    "max_queries_per_request": ("safety", "max_queries_per_request"),
+    "leak_detection_seconds": ("safety", "leak_detection_seconds"),
+    "idle_hold_seconds": ("safety", "idle_hold_seconds"),
+    "request_timeout": ("safety", "request_timeout"),
 }
 """Each grouped setting's flat name (its environment name, lower-case: ``pool_size`` is
 ``DB__<NAME>__POOL_SIZE``) and the group and field it fills."""

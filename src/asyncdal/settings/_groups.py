@@ -35,6 +35,7 @@ __all__ = [
     "PoolerSettings",
     "ReplicaSettings",
     "RetrySettings",
+    "SafetySettings",
     "TimeoutSettings",
     "on_lambda",
 ]
@@ -302,6 +303,30 @@ class PoolerSettings(FrozenSettings):
     (``PGBOUNCER``)."""
 
 
+class SafetySettings(FrozenSettings):
+    """Safety nets: lazy loads, N+1 patterns, connections held too long, deadlines (see the
+    guide's "Safety nets" page)."""
+
+    lazy_loads: Literal["raise", "warn", "allow"] = "raise"
+    """What a lazy load that would run a statement does (``LAZY_LOADS``): ``raise`` a
+    :class:`~asyncdal.errors.LazyLoadError` naming the attribute and the loader option that
+    avoids it; ``warn`` log that on ``asyncdal.lazy_loads`` and let an awaited load
+    (``awaitable_attrs``) go on; ``allow`` leave SQLAlchemy's behaviour alone."""
+    max_queries_per_request: int | None = Field(default=None, ge=1)
+    """Log one warning on ``asyncdal.queries`` for a request that runs more statements than
+    this, naming its route and the statement it repeated most (``MAX_QUERIES_PER_REQUEST``)."""
+    leak_detection_seconds: float | None = Field(default=None, gt=0)
+    """Log one warning on ``asyncdal.leaks`` for a connection checked out longer than this,
+    with where it was checked out (``LEAK_DETECTION_SECONDS``)."""
+    idle_hold_seconds: float | None = Field(default=None, gt=0)
+    """Log one warning on ``asyncdal.leaks`` when a checked-out connection waits longer than
+    this between statements: other work (an HTTP call) done while holding it
+    (``IDLE_HOLD_SECONDS``)."""
+    request_timeout: float | None = Field(default=None, gt=0)
+    """A deadline for all of a FastAPI request's database work, as
+    :func:`asyncdal.deadline` gives one (``REQUEST_TIMEOUT``); past it the answer is 504."""
+
+
 GROUPS: Mapping[str, type[FrozenSettings]] = {
     "pool": PoolSettings,
     "timeouts": TimeoutSettings,
@@ -310,5 +335,6 @@ GROUPS: Mapping[str, type[FrozenSettings]] = {
     "replicas": ReplicaSettings,
     "observability": ObservabilitySettings,
     "pooler": PoolerSettings,
+    "safety": SafetySettings,
 }
 """Each group of ``DatabaseSettings``, by field name, and its model."""

@@ -34,6 +34,7 @@ from asyncdal.settings._groups import (
     PoolSettings,
     ReplicaSettings,
     RetrySettings,
+    SafetySettings,
     TimeoutSettings,
     on_lambda,
 )
@@ -107,6 +108,9 @@ class DatabaseSettings(FrozenSettings):
     """What statements and connections show (``SLOW_QUERY_SECONDS``, ``TAG_REQUESTS``)."""
     pooler: Annotated[PoolerSettings, NoDecode] = Field(default_factory=PoolerSettings)
     """A pooler in front of the server (``PGBOUNCER``)."""
+    safety: Annotated[SafetySettings, NoDecode] = Field(default_factory=SafetySettings)
+    """Safety nets (``LAZY_LOADS``, ``MAX_QUERIES_PER_REQUEST``, ``LEAK_DETECTION_SECONDS``,
+    ``IDLE_HOLD_SECONDS``, ``REQUEST_TIMEOUT``)."""
 
     def __init__(self, **data: Any) -> None:
         """Validate ``data``: the fields, each grouped setting by its flat name or inside its

@@ -21,6 +21,9 @@ server you name, such as :data:`DEFAULT_TEST_DATABASE_URL`), :func:`spare_port`.
 :class:`FaultProxy` sits between an app and its server and can blackhole, reset or cut the
 link, for tests of failure behaviour.
 
+:func:`assert_max_queries` fails a test whose block ran more statements than it allows
+(an N+1 pattern shows as one statement listed over and over).
+
 Providers replaced by fakes, by name (needs the ``fastapi`` extra):
 :func:`override` makes ``repository_provider(ProductRepository)`` everywhere in an app hand out
 an in-memory repository inside a :class:`FakeUnitOfWork` that the commit middleware commits.
@@ -35,6 +38,7 @@ from asyncdal.testing._fakes import FakeOutbox, FakeUnitOfWork
 from asyncdal.testing._faultproxy import FaultProxy
 from asyncdal.testing._memory import InMemoryRepository
 from asyncdal.testing._pgbouncer import PgBouncer, pgbouncer, run_pgbouncer
+from asyncdal.testing._queries import assert_max_queries
 from asyncdal.testing._servers import (
     DEFAULT_TEST_DATABASE_URL,
     ReplicaPair,
@@ -71,6 +75,7 @@ __all__ = [
     "PgBouncer",
     "ReplicaPair",
     "ThrowawayCluster",
+    "assert_max_queries",
     "create_test_database",
     "drop_test_database",
     "override",

@@ -1,0 +1,368 @@
+"""The safety nets that watch a database's engines: statements counted, connections held too
+long or idle while held, and the deadline of each statement.
+
+One :class:`SafetyNets` per database (its ``LoopEngines`` owns it) attaches listeners to each of
+its engines, only those its settings switch on, plus one cheap statement counter for
+``asyncdal.testing.assert_max_queries``:
+
+- **Leaks** (``LEAK_DETECTION_SECONDS``): at checkout the innermost frames of the code that
+  took the connection are noted, code objects and line numbers only (a deeper walk, or
+  formatting, cost more than the rest of a short read; a suspended coroutine's frame no longer
+  leads to its caller, so they cannot be walked later). One timer per database, not one per
+  checkout, finds the connections out longer than the threshold (they come first, in checkout
+  order) and reports each once as a WARNING on ``asyncdal.leaks``, formatting the stack then.
+- **Idle holds** (``IDLE_HOLD_SECONDS``): a connection that waits longer than that between
+  statements (or between its last statement and its return) is reported once per checkout:
+  its holder did other work (an HTTP call) while keeping the connection, and its transaction.
+- **Deadlines**: see :mod:`asyncdal.engine._deadline`.
+- **Queries per request** (``MAX_QUERIES_PER_REQUEST``): each statement is counted, by text,
+  in the request's :class:`~asyncdal.engine._scope.RequestScope`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import linecache
+import logging
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from types import CodeType, FrameType
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.engine import ExceptionContext
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from asyncdal._request_id import current_request_id
+from asyncdal.engine._cancel import ServerCancel
+from asyncdal.engine._deadline import DEADLINE
+from asyncdal.engine._scope import REQUEST_SCOPE, STATEMENT_LOG, RequestScope, current_request_scope
+from asyncdal.engine._sqlalchemy import caller_frame
+from asyncdal.errors import DeadlineExceededError, StatementTimeoutError
+from asyncdal.settings import DatabaseSettings
+
+__all__ = ["Hold", "HoldListener", "Holder", "SafetyNets"]
+
+leak_logger = logging.getLogger("asyncdal.leaks")
+
+_HOLD = "asyncdal_hold"
+_DEADLINE = "asyncdal_deadline"
+_CANCELLED = "asyncdal_deadline_cancelled"
+# The innermost frames: SQLAlchemy's few, then the application's code that took the connection
+# (its repository, its route), not the web framework's and server's below it.
+_MAX_FRAMES = 8
+
+HoldListener = Callable[[str, str, float], None]
+"""Told ``(node, route, seconds held)`` when a connection is returned."""
+
+
+@dataclass(slots=True, eq=False)
+class Hold:
+    """One checkout of a connection, while it lasts."""
+
+    database: str
+    node: str
+    started: float
+    scope: RequestScope | None
+    task: asyncio.Task[Any] | None
+    request_id: str | None
+    frames: list[tuple[CodeType, int]]
+    """The innermost frames of the code that checked the connection out."""
+    statement_seconds: float = 0.0
+    statement_started: float | None = None
+    last_end: float = 0.0
+    checkout_stack: str = ""
+    leak_reported: bool = False
+    idle_reported: bool = False
+
+    @property
+    def owner(self) -> str:
+        """The request's method and route template, else the task's name."""
+        if self.scope is not None:
+            return f"{self.scope.method} {self.scope.route}".strip()
+        return "-" if self.task is None else f"task {self.task.get_name()}"
+
+    def stack(self) -> str:
+        """Where the connection was checked out (the latest call last), without SQLAlchemy's,
+        asyncio's and greenlet's own frames."""
+        summary = traceback.StackSummary.from_list(
+            [
+                (code.co_filename, line, code.co_name, linecache.getline(code.co_filename, line))
+                for code, line in reversed(self.frames)
+                if not _is_machinery(code.co_filename)
+            ]
+        )
+        return "".join(summary.format())
+
+
+@dataclass(frozen=True, slots=True)
+class Holder:
+    """A connection checked out now, as ``/health/ready`` and ``asyncdal holders`` show it."""
+
+    database: str
+    node: str
+    owner: str
+    """The request's method and route template, else the task's name."""
+    request_id: str | None
+    held_seconds: float
+    statement_seconds: float
+    """Of the time held, how much went into statements."""
+
+
+def _capture_frames() -> list[tuple[CodeType, int]]:
+    frames: list[tuple[CodeType, int]] = []
+    frame: FrameType | None = caller_frame()
+    for _ in range(_MAX_FRAMES):
+        if frame is None:
+            break
+        frames.append((frame.f_code, frame.f_lineno))
+        frame = frame.f_back
+    return frames
+
+
+def _is_machinery(filename: str) -> bool:
+    return any(part in filename for part in ("/sqlalchemy/", "/asyncio/", "/greenlet/"))
+
+
+@dataclass(slots=True, eq=False)
+class SafetyNets:
+    """The safety nets of one database, shared by the engines of every event loop.
+
+    Args:
+        database: the database's name.
+        settings: its settings (the ``safety`` group).
+
+    Attributes:
+        holds: the connections checked out now (when leak or idle-hold detection is on).
+        hold_listeners: told ``(node, route, seconds)`` at each return of a connection (the
+            hold-time metric).
+    """
+
+    database: str
+    settings: DatabaseSettings
+    holds: dict[int, Hold] = field(default_factory=dict)
+    hold_listeners: list[HoldListener] = field(default_factory=list)
+    _cancel: ServerCancel = field(default_factory=ServerCancel)
+    _sweep_timer: asyncio.TimerHandle | None = None
+
+    @property
+    def tracks_holds(self) -> bool:
+        """Whether checkouts are followed (leak or idle-hold detection is on)."""
+        safety = self.settings.safety
+        return safety.leak_detection_seconds is not None or safety.idle_hold_seconds is not None
+
+    def holders(self, limit: int = 5) -> list[Holder]:
+        """The connections held longest now, longest first."""
+        now = time.perf_counter()
+        longest = sorted(self.holds.values(), key=lambda hold: hold.started)[:limit]
+        return [
+            Holder(
+                database=hold.database,
+                node=hold.node,
+                owner=hold.owner,
+                request_id=hold.request_id,
+                held_seconds=round(now - hold.started, 3),
+                statement_seconds=round(hold.statement_seconds, 3),
+            )
+            for hold in longest
+        ]
+
+    def attach(self, engine: AsyncEngine, node: str = "primary") -> None:
+        """Attach the listeners the settings call for to ``engine`` (``node``: ``primary``,
+        ``replica-<n>``)."""
+        sync_engine = engine.sync_engine
+        database = self.database
+        limit = self.settings.safety.max_queries_per_request
+        idle = self.settings.safety.idle_hold_seconds
+        tracks_holds = self.tracks_holds
+        cancel = self._cancel
+
+        # Bound once: these run for every statement.
+        statement_log_now = STATEMENT_LOG.get
+        request_now = REQUEST_SCOPE.get
+        deadline_now = DEADLINE.get
+        clock = time.perf_counter
+
+        def before(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+            log = statement_log_now()
+            if log is not None:
+                log.add(self, database, statement)
+            if limit is not None:
+                scope = request_now()
+                if scope is not None:
+                    scope.count(statement, limit)
+            budget = deadline_now()
+            if not tracks_holds and budget is None:
+                return
+            info = conn.info
+            if tracks_holds:
+                hold = info.get(_HOLD)
+                if hold is not None:
+                    now = clock()
+                    if idle is not None and not hold.idle_reported:
+                        waited = now - (hold.last_end or hold.started)
+                        if waited > idle:
+                            self._report_idle(hold, waited, "before its next statement")
+                    hold.statement_started = now
+            if budget is not None:
+                left = budget.remaining()
+                if left <= 0:
+                    raise budget.error(f"before a statement on {database}")
+                info.pop(_CANCELLED, None)
+
+                def run_out() -> None:
+                    info[_CANCELLED] = budget
+                    cancel.request(conn.connection.driver_connection)
+
+                budget.running[id(info)] = run_out
+                info[_DEADLINE] = budget
+
+        def after(conn: Any, *args: Any) -> None:
+            if tracks_holds or deadline_now() is not None:
+                ended(conn.info)
+
+        def ended(info: Any) -> None:
+            if tracks_holds:
+                hold = info.get(_HOLD)
+                if hold is not None and hold.statement_started is not None:
+                    hold.last_end = clock()
+                    hold.statement_seconds += hold.last_end - hold.statement_started
+                    hold.statement_started = None
+            budget = info.pop(_DEADLINE, None)
+            if budget is not None:
+                budget.running.pop(id(info), None)
+
+        def failed(context: ExceptionContext) -> DeadlineExceededError | None:
+            connection = context.connection
+            if connection is None or context.is_pre_ping:
+                return None
+            info = connection.info
+            ended(info)
+            budget = info.pop(_CANCELLED, None)
+            # Documented, but set only once a listener before returned an error.
+            error = getattr(context, "chained_exception", None) or context.original_exception
+            if budget is not None and isinstance(error, StatementTimeoutError):
+                return budget.error(  # type: ignore[no-any-return]
+                    f"in a statement on {database}, which the server cancelled"
+                )
+            return None
+
+        event.listen(sync_engine, "before_cursor_execute", before)
+        event.listen(sync_engine, "after_cursor_execute", after)
+        event.listen(sync_engine, "handle_error", failed)
+        if tracks_holds:
+            event.listen(sync_engine.pool, "checkout", self._checked_out(node))
+            event.listen(sync_engine.pool, "checkin", self._checked_in)
+
+    def _checked_out(self, node: str) -> Callable[[Any, Any, Any], None]:
+        leak = self.settings.safety.leak_detection_seconds
+        database = self.database
+        holds = self.holds
+
+        def checked_out(dbapi_connection: Any, record: Any, proxy: Any) -> None:
+            try:
+                task = asyncio.current_task()
+            except RuntimeError:
+                task = None
+            hold = Hold(
+                database=database,
+                node=node,
+                started=time.perf_counter(),
+                scope=current_request_scope(),
+                task=task,
+                request_id=current_request_id(),
+                frames=_capture_frames() if leak is not None else [],
+            )
+            record.info[_HOLD] = hold
+            holds[id(record)] = hold
+            if leak is not None and self._sweep_timer is None:
+                self._arm_sweep(leak)
+
+        return checked_out
+
+    def _arm_sweep(self, delay: float) -> None:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        self._sweep_timer = loop.call_later(delay, self._sweep)
+
+    def _sweep(self) -> None:
+        """Report the connections out longer than the threshold; come back when the next
+        one would be."""
+        self._sweep_timer = None
+        leak = self.settings.safety.leak_detection_seconds
+        assert leak is not None
+        now = time.perf_counter()
+        for hold in list(self.holds.values()):  # in checkout order: the oldest first
+            if now - hold.started < leak:
+                self._arm_sweep(hold.started + leak - now)
+                return
+            if not hold.leak_reported:
+                self._report_leak(hold)
+
+    def _checked_in(self, dbapi_connection: Any, record: Any) -> None:
+        hold = self.holds.pop(id(record), None)
+        if hold is None:
+            return
+        record.info.pop(_HOLD, None)
+        now = time.perf_counter()
+        idle = self.settings.safety.idle_hold_seconds
+        if idle is not None and not hold.idle_reported and hold.last_end:
+            waited = now - hold.last_end
+            if waited > idle:
+                self._report_idle(hold, waited, "after its last statement")
+        if self.hold_listeners:
+            route = "background" if hold.scope is None else hold.scope.route
+            for listener in self.hold_listeners:
+                listener(hold.node, route, now - hold.started)
+
+    def _report_leak(self, hold: Hold) -> None:
+        hold.leak_reported = True
+        hold.checkout_stack = hold.stack()
+        held = time.perf_counter() - hold.started
+        statements = hold.statement_seconds
+        if hold.statement_started is not None:
+            statements += time.perf_counter() - hold.statement_started
+        leak_logger.warning(
+            "connection of %s/%s held for %.1f s (%.1f s of it in statements) by %s "
+            "(request %s), checked out at:\n%s",
+            hold.database,
+            hold.node,
+            held,
+            statements,
+            hold.owner,
+            hold.request_id or "-",
+            hold.checkout_stack,
+            extra={
+                "database": hold.database,
+                "node": hold.node,
+                "held_seconds": round(held, 3),
+                "statement_seconds": round(statements, 3),
+                "owner": hold.owner,
+                "request_id": hold.request_id,
+            },
+        )
+
+    def _report_idle(self, hold: Hold, waited: float, when: str) -> None:
+        hold.idle_reported = True
+        leak_logger.warning(
+            "connection of %s/%s waited %.2f s %s while checked out by %s (request %s): "
+            "work that is not the database's (an HTTP call, a sleep) was done while holding "
+            "it and its transaction; do it before or after the unit of work",
+            hold.database,
+            hold.node,
+            waited,
+            when,
+            hold.owner,
+            hold.request_id or "-",
+            extra={
+                "database": hold.database,
+                "node": hold.node,
+                "idle_seconds": round(waited, 3),
+                "owner": hold.owner,
+                "request_id": hold.request_id,
+            },
+        )

@@ -1,0 +1,107 @@
+"""``asyncdal.deadline`` without FastAPI, on a real server: a statement past it is cancelled on
+the server and the connection stays in the pool; a statement after it is never sent."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+import asyncpg
+import pytest
+from sqlalchemy import text
+from sqlalchemy.engine import URL
+
+from asyncdal import Database, DeadlineExceededError, deadline
+from tests.conftest import plain
+
+
+async def _backends(url: URL, application_name: str) -> list[tuple[int, str]]:
+    connection = await asyncpg.connect(plain(url.set(drivername="postgresql")))
+    try:
+        rows = await connection.fetch(
+            "SELECT pid, state FROM pg_stat_activity WHERE application_name = $1 ORDER BY pid",
+            application_name,
+        )
+    finally:
+        await connection.close()
+    return [(row["pid"], row["state"]) for row in rows]
+
+
+@pytest.mark.parametrize("read_only", [True, False], ids=["read-only", "read-write"])
+async def test_a_statement_past_the_deadline_is_cancelled_and_the_connection_kept(
+    make_database: Callable[..., Database], test_database_url: URL, read_only: bool
+) -> None:
+    db = make_database(pool_size=1)
+    name = db.settings.application_name
+    try:
+        await db.warm_up()
+        before = await _backends(test_database_url, name)
+        with pytest.raises(DeadlineExceededError, match="server cancelled") as caught:
+            # Long enough that a busy machine still reaches the statement within it.
+            async with deadline(1.5):
+                uow = db.read_only_unit_of_work() if read_only else db.unit_of_work()
+                async with uow:
+                    await uow.session.execute(text("SELECT pg_sleep(30)"))
+        assert caught.value.seconds == 1.5
+        # Nothing runs any more, nothing waits in a transaction, and it is the same backend.
+        assert await _backends(test_database_url, name) == [(before[0][0], "idle")]
+        async with db.unit_of_work() as uow:
+            assert (await uow.session.execute(text("SELECT 1"))).scalar() == 1
+    finally:
+        await db.dispose()
+
+
+async def test_a_statement_after_the_deadline_is_not_sent(
+    make_database: Callable[..., Database],
+) -> None:
+    db = make_database()
+    try:
+        async with db.unit_of_work() as uow:
+            await uow.session.execute(text("SELECT 1"))
+            with pytest.raises(DeadlineExceededError, match="before a statement"):
+                async with deadline(0.2) as budget:
+                    # Not a database wait: the deadline leaves it alone while in a statement...
+                    await uow.session.execute(text("SELECT 2"))
+                    budget.at = 0  # ...and as if the time had gone by now
+                    await uow.session.execute(text("SELECT 3"))
+    finally:
+        await db.dispose()
+
+
+async def test_time_running_out_between_statements_cancels_the_block(
+    make_database: Callable[..., Database],
+) -> None:
+    db = make_database()
+    try:
+        with pytest.raises(DeadlineExceededError, match="between statements"):
+            async with deadline(0.2), db.unit_of_work() as uow:
+                await uow.session.execute(text("SELECT 1"))
+                await asyncio.sleep(30)
+        assert asyncio.current_task().cancelling() == 0  # type: ignore[union-attr]
+    finally:
+        await db.dispose()
+
+
+async def test_deadlines_nest_and_the_earlier_counts() -> None:
+    async with deadline(30) as outer:
+        async with deadline(60) as inner:
+            assert inner.at == outer.at
+        async with deadline(0.5) as tighter:
+            assert tighter.at < outer.at
+
+
+async def test_a_deadline_needs_a_positive_budget() -> None:
+    with pytest.raises(ValueError, match="positive"):
+        deadline(0)
+
+
+async def test_a_cancel_from_outside_is_not_taken_for_the_deadline() -> None:
+    async def work() -> None:
+        async with deadline(30):
+            await asyncio.sleep(30)
+
+    task = asyncio.create_task(work())
+    await asyncio.sleep(0)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task

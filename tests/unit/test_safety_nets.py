@@ -1,0 +1,155 @@
+"""The safety nets' parts that need no server: the request scope, the deadline's bookkeeping,
+the hold's stack and owner, and the hold-time metric's bound on routes."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from types import SimpleNamespace
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from asyncdal import Database, DatabaseSettings, DeadlineExceededError, deadline
+from asyncdal.engine._deadline import current_deadline
+from asyncdal.engine._safety import Hold, SafetyNets
+from asyncdal.engine._scope import (
+    RequestScope,
+    StatementLog,
+    current_request_scope,
+    owner_name,
+    request_scope,
+)
+from asyncdal.observe._holds import MAX_ROUTES, HoldMetrics
+
+
+def test_a_request_scope_reads_the_route_template_once_routing_set_it() -> None:
+    asgi: dict[str, object] = {}
+    scope = RequestScope(asgi, "GET")
+    assert scope.route == "-"
+    asgi["route"] = SimpleNamespace(path="/products/{product_id}")
+    assert scope.route == "/products/{product_id}"
+    with request_scope(scope):
+        assert current_request_scope() is scope
+        assert owner_name() == "GET /products/{product_id}"
+    assert current_request_scope() is None
+
+
+def test_a_request_scope_counts_by_text_and_keeps_the_smallest_limit() -> None:
+    scope = RequestScope()
+    for _ in range(3):
+        scope.count("SELECT * FROM books WHERE author_id = $1", 10)
+    scope.count("SELECT * FROM authors", 5)
+    assert scope.total == 4
+    assert scope.limit == 5
+    assert scope.most_repeated() == ("SELECT * FROM books WHERE author_id = $1", 3)
+
+
+async def test_outside_a_request_the_owner_is_the_task() -> None:
+    async def named() -> str:
+        return owner_name()
+
+    assert await asyncio.create_task(named(), name="nightly-export") == "task nightly-export"
+
+
+def test_a_statement_log_keeps_its_source_only() -> None:
+    nets = object()
+    everything, by_name, by_object = StatementLog(), StatementLog("main"), StatementLog(nets)
+    for log in (everything, by_name, by_object):
+        log.add(nets, "main", "SELECT 1")
+        log.add(object(), "main", "SELECT 2")
+        log.add(object(), "other", "SELECT 3")
+    assert everything.statements == ["SELECT 1", "SELECT 2", "SELECT 3"]
+    assert by_name.statements == ["SELECT 1", "SELECT 2"]
+    assert by_object.statements == ["SELECT 1"]
+
+
+async def test_a_deadline_is_in_force_only_inside_its_block() -> None:
+    assert current_deadline() is None
+    async with deadline(10) as budget:
+        assert current_deadline() is budget
+        assert 9 < budget.remaining() <= 10
+    assert current_deadline() is None
+
+
+async def test_a_deadline_raises_for_work_past_it_and_names_its_budget() -> None:
+    with pytest.raises(DeadlineExceededError, match=r"deadline of 0\.05 s") as caught:
+        async with deadline(0.05):
+            await asyncio.sleep(10)
+    assert caught.value.seconds == 0.05
+    assert isinstance(caught.value, TimeoutError)
+
+
+async def test_a_deadline_that_did_not_run_out_changes_nothing() -> None:
+    async with deadline(10):
+        await asyncio.sleep(0)
+    with pytest.raises(KeyError):
+        async with deadline(10):
+            raise KeyError("mine")
+
+
+def test_a_holds_stack_skips_sqlalchemy_and_asyncio_frames() -> None:
+    def application_code() -> Hold:
+        from asyncdal.engine._safety import _capture_frames
+
+        return Hold(
+            database="main",
+            node="primary",
+            started=time.perf_counter(),
+            scope=None,
+            task=None,
+            request_id=None,
+            frames=_capture_frames(),
+        )
+
+    hold = application_code()
+    stack = hold.stack()
+    assert "application_code" in stack
+    assert "test_safety_nets.py" in stack
+    assert "/asyncio/" not in stack
+    assert hold.owner == "-"
+
+
+def test_holders_are_listed_longest_first() -> None:
+    nets = SafetyNets("main", DatabaseSettings(url="postgresql://u@h/n"))
+    now = time.perf_counter()
+    for key, age, route in [(1, 1.0, "/a"), (2, 5.0, "/b"), (3, 3.0, "/c")]:
+        nets.holds[key] = Hold(
+            database="main",
+            node="primary",
+            started=now - age,
+            scope=RequestScope({"route": SimpleNamespace(path=route)}, "GET"),
+            task=None,
+            request_id=f"r{key}",
+            frames=[],
+        )
+    holders = nets.holders(limit=2)
+    assert [holder.owner for holder in holders] == ["GET /b", "GET /c"]
+    assert holders[0].held_seconds >= 5.0
+
+
+def test_the_hold_metric_counts_routes_past_its_bound_as_other() -> None:
+    registry = CollectorRegistry()
+    metrics = HoldMetrics(registry)
+    database = Database("main", DatabaseSettings(url="postgresql://u@h/n"))
+    metrics.instrument(database)
+    (returned,) = database.safety_nets.hold_listeners
+    for index in range(MAX_ROUTES + 5):
+        returned("primary", f"/route/{index}", 0.01)
+    returned("primary", "/route/0", 0.01)
+    labels = {"database": "main", "node": "primary"}
+    count = "asyncdal_connection_hold_seconds_count"
+    assert registry.get_sample_value(count, {**labels, "route": "/route/0"}) == 2
+    assert registry.get_sample_value(count, {**labels, "route": "other"}) == 5
+
+
+def test_lazy_loads_setting_refuses_an_unknown_mode() -> None:
+    with pytest.raises(ValueError, match="lazy_loads"):
+        DatabaseSettings(url="postgresql://u@h/n", lazy_loads="sometimes")
+
+
+def test_the_leak_logger_is_asyncdal_leaks() -> None:
+    from asyncdal.engine._safety import leak_logger
+
+    assert leak_logger is logging.getLogger("asyncdal.leaks")
