@@ -6,8 +6,10 @@ interleaved rounds, in this one process (uvloop):
 (raw)   raw asyncpg: claim 200 per ``UPDATE ... FOR UPDATE SKIP LOCKED``, settle them all in one
         ``UPDATE``, no handler at all: the floor the worker's SQL allows
 (noop)  asyncdal's ``OutboxWorker`` with a no-op handler (one worker)
-(write) the worker with a handler that writes one row in its own unit of work (one
-        transaction per event on the handlers' pool)
+(write) the worker with a handler that writes one row in the unit of work it is given: up to
+        ``OUTBOX__TRANSACTION_SIZE`` (50) events per transaction, settled in it
+(write1) the same with ``transaction_size=1``: a transaction per event, settled apart (the
+        worker before transactions were shared)
 
 Then the delay from a producer's commit to the handler's start, at low load (events one at a
 time, ~50/s), with the worker idle between them: the ``LISTEN``/``NOTIFY`` path.
@@ -35,8 +37,11 @@ LABELS = {
     "raw": "(raw) asyncpg claim 200 + settle in 1 UPDATE",
     "noop": "(noop) OutboxWorker, no-op handler",
     "write": "(write) OutboxWorker, handler writes 1 row",
+    "write1": "(write1) the same, a transaction per event",
 }
-RATIOS = [("noop", "raw"), ("write", "raw")]
+RATIOS = [("noop", "raw"), ("write", "raw"), ("write", "write1")]
+WRITE_GOAL = 5000.0
+"""Issue 15: events/s of a handler writing one row, in one worker process."""
 
 _RAW_CLAIM = """
 UPDATE asyncdal_outbox SET status = 'leased', attempts = attempts + 1
@@ -90,8 +95,15 @@ async def _raw(url: str, count: int) -> float:
     return done / elapsed
 
 
-async def _worker(database: Database, handlers: Handlers, count: int) -> float:
-    settings = OutboxSettings(poll_interval=0.05, retention_seconds=None, maintenance_seconds=60)
+async def _worker(
+    database: Database, handlers: Handlers, count: int, *, transaction_size: int = 50
+) -> float:
+    settings = OutboxSettings(
+        poll_interval=0.05,
+        retention_seconds=None,
+        maintenance_seconds=60,
+        transaction_size=transaction_size,
+    )
     worker = OutboxWorker(database, handlers, settings)
     task = asyncio.create_task(worker.run())
     await worker.started.wait()
@@ -172,7 +184,10 @@ async def run_outbox(url: str, settings: OutboxBenchSettings) -> dict[str, float
                     )
                 else:
                     per_second = await _worker(
-                        database, Handlers({"bench.event": _write_one_row}), settings.events
+                        database,
+                        Handlers({"bench.event": _write_one_row}),
+                        settings.events,
+                        transaction_size=50 if key == "write" else 1,
                     )
                     written = await connection.fetchval("SELECT count(*) FROM bench_writes")
                     assert written == settings.events, written
@@ -180,6 +195,11 @@ async def run_outbox(url: str, settings: OutboxBenchSettings) -> dict[str, float
                 print(f"  {LABELS[key]:<{width}} {rate(per_second):>8} events/s", flush=True)
         medians = print_summary(
             f"Outbox summary over {settings.rounds} rounds", "events/s", LABELS, results, RATIOS
+        )
+        verdict = "met" if medians["write"] >= WRITE_GOAL else "NOT met"
+        print(
+            f"issue 15: a handler writing one row at {rate(medians['write'])} events/s in one "
+            f"worker process (goal {rate(WRITE_GOAL)}): {verdict}"
         )
         await connection.execute("TRUNCATE asyncdal_outbox")
         delays = sorted(await _delay(database, settings.delay_samples))

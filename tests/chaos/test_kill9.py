@@ -17,8 +17,8 @@ from tests.chaos.processes import SERVICE_APP, chaos_stack
 from tests.chaos.scenario import Parameters, Row, under_load
 from tests.helpers import count_connections, wait_until
 
-# Handlers take a while after their commit, so that a batch is in flight when the worker is
-# killed, some of it applied and not settled.
+# The updates' handler (a transaction of its own per delivery, settled apart) takes a while
+# after its commit, so that when the worker is killed some events are applied and not settled.
 HANDLER_SLEEP = "0.3"
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Mapping
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, NamedTuple
@@ -130,7 +131,7 @@ class Outcomes:
 
 def record_settled(
     outcomes: Outcomes,
-    written: set[ClaimRef],
+    written: AbstractSet[ClaimRef],
     claims: Mapping[ClaimRef, Claim],
     stats: WorkerStats,
     metrics: OutboxMetrics | None,

@@ -2,7 +2,8 @@
 
 A handler gets the payload or the event, and the database access its signature asks for (a
 unit of work of its own per call, committed when it returns, or the handlers' database). Sync
-handlers run in daemon threads (:mod:`asyncdal.outbox._threads`). A handler past
+handlers run in daemon threads (:mod:`asyncdal.outbox._threads`). Handlers given a unit of work
+may share one transaction, settled in it (:meth:`HandlerExecution.run_together`). A handler past
 ``handler_timeout`` is cancelled by one watchdog; a failure becomes a retry after a jittered
 exponential backoff, or ``dead`` after ``max_attempts``; a database fault (the database down,
 the connection or the commit lost) is retried without using up an attempt.
@@ -12,7 +13,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from asyncdal.errors import (
@@ -23,14 +26,15 @@ from asyncdal.errors import (
     PoolTimeoutError,
 )
 from asyncdal.orm._database import Database
+from asyncdal.outbox import _sql as sql
 from asyncdal.outbox._backoff import Backoff
-from asyncdal.outbox._bookkeeping import Claim, Outcome
+from asyncdal.outbox._bookkeeping import Claim, ClaimRef, Outcome, Outcomes
 from asyncdal.outbox._event import OutboxEvent
 from asyncdal.outbox._handlers import Handlers, HandlerSpec
 from asyncdal.outbox._settings import OutboxSettings
 from asyncdal.outbox._threads import DaemonThreads
 
-__all__ = ["DATABASE_FAULTS", "DONE", "HandlerExecution", "describe_failure"]
+__all__ = ["DATABASE_FAULTS", "DONE", "HandlerExecution", "Together", "describe_failure"]
 
 logger = logging.getLogger("asyncdal.outbox")
 
@@ -51,6 +55,33 @@ a pooler restarting, its breaker open), the connection lost, the commit lost, th
 exhausted, a deadlock or serialization failure. They do not use up attempts: an outage
 longer than ``max_attempts`` backoffs must not kill events (they are retried, with backoff,
 until the database is back)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Together:
+    """What became of events run in one transaction (:meth:`HandlerExecution.run_together`).
+
+    Attributes:
+        outcomes: committed, with their completion: the outcomes written (all ``done``).
+        written: the claims the settle in the transaction wrote (all of them).
+        unknown: the commit failed and nobody knows whether it happened: the claims are
+            retried as after a database fault (settled apart, by the lease token, which a
+            commit that happened has cleared).
+    """
+
+    outcomes: Outcomes | None = None
+    written: frozenset[ClaimRef] = frozenset()
+    unknown: BaseException | None = None
+
+    @property
+    def committed(self) -> bool:
+        """The handlers' writes and their completion committed."""
+        return self.outcomes is not None
+
+
+ALONE = Together()
+"""Nothing committed: run each event again alone (a handler failed or timed out, a lease was
+taken over, the transaction failed before its commit)."""
 
 
 def describe_failure(error: BaseException, timeout: float) -> str:
@@ -127,6 +158,102 @@ class HandlerExecution:
             self._running.discard(claim)
         return DONE
 
+    def runs_together(self, event_type: str) -> bool:
+        """Whether events of this type may share a transaction: their handler takes a unit of
+        work (whose transaction the worker owns), in a coroutine."""
+        spec = self._handlers.for_type(event_type)
+        return spec is not None and spec.access == "uow" and spec.is_async
+
+    async def run_together(
+        self, claims: list[Claim], observe: Callable[[Claim, float], None] | None = None
+    ) -> Together:
+        """Run the handlers of ``claims`` (see :meth:`runs_together`) one after the other in
+        one transaction of the handlers' database, settle them ``done`` in it (guarded by
+        their lease tokens, like every settle), and commit: their writes and their completion
+        commit together, or nothing does.
+
+        Each handler gets a unit of work joined to the shared one: its ``commit()`` flushes,
+        and the worker commits once all have run. Nothing commits when a handler fails or
+        times out, ends the shared transaction itself, or when one of the leases was taken
+        over; the caller then runs each event alone (:meth:`run`), which gives each its own
+        outcome.
+
+        Args:
+            claims: the claims, run in this order; their ``task`` is the current task.
+            observe: called with each claim and its handler's seconds.
+
+        Raises:
+            asyncio.CancelledError: cancelled by something other than the watchdog.
+        """
+        database = self._database
+        assert database is not None
+        outcomes = Outcomes()
+        try:
+            async with database.background_unit_of_work() as shared:
+                session = shared.session
+                connection = await session.connection()
+                transaction = session.sync_session.get_transaction()
+                for claim in claims:
+                    await self._invoke_joined(claim, database, observe)
+                    if session.sync_session.get_transaction() is not transaction:
+                        return ALONE  # the handler committed or rolled back the shared one
+                    outcomes.add(claim, "done")
+                result = await connection.exec_driver_sql(
+                    sql.SETTLE,
+                    (
+                        outcomes.ids,
+                        outcomes.tokens,
+                        outcomes.statuses,
+                        outcomes.delays,
+                        outcomes.errors,
+                        outcomes.refunds,
+                    ),
+                )
+                rows: list[Any] = list(result)
+                written = frozenset((row[0], row[1]) for row in rows)
+                if len(written) < len(outcomes):
+                    return ALONE  # rolled back: a worker whose lease was taken over writes nothing
+                try:
+                    await shared.commit()
+                except (CommitOutcomeUnknownError, NotCommittedError) as error:
+                    if isinstance(error, NotCommittedError):
+                        return ALONE
+                    return Together(unknown=error)
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            timed_out = any(claim.timed_out for claim in claims)
+            if not timed_out or task is None or task.uncancel() > 0:
+                raise
+            return ALONE
+        except Exception as error:  # the handler's failure is told by its run alone
+            logger.debug("outbox events run together failed, each runs again alone: %r", error)
+            return ALONE
+        return Together(outcomes, written)
+
+    async def _invoke_joined(
+        self,
+        claim: Claim,
+        database: Database,
+        observe: Callable[[Claim, float], None] | None,
+    ) -> None:
+        event = claim.event
+        spec = self._handlers.for_type(event.event_type)
+        assert spec is not None
+        assert spec.access_parameter is not None
+        claim.deadline = self._clock() + self._settings.handler_timeout
+        self._running.add(claim)
+        started = time.perf_counter()
+        try:
+            argument: Any = event if spec.wants_event else event.payload
+            # Joins the shared unit of work (same database, same task): commit() flushes.
+            async with database.unit_of_work() as uow:
+                await spec.function(argument, **{spec.access_parameter: uow})
+                await uow.commit()
+        finally:
+            self._running.discard(claim)
+        if observe is not None:
+            observe(claim, time.perf_counter() - started)
+
     async def watchdog(self) -> None:
         """Cancel handlers past ``handler_timeout``, until cancelled.
 
@@ -162,6 +289,11 @@ class HandlerExecution:
         async with database.background_unit_of_work() as uow:
             await spec.function(argument, **{spec.access_parameter: uow})
             await uow.commit()
+
+    def failed(self, claim: Claim, error: BaseException) -> Outcome:
+        """What to settle after ``error`` ended ``claim``'s run (a database fault is retried
+        without using up an attempt)."""
+        return self._failed(claim, error)
 
     def _failed(self, claim: Claim, error: BaseException) -> Outcome:
         event = claim.event

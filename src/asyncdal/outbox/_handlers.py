@@ -5,8 +5,11 @@ A handler takes the event's payload (a ``dict``) or, when its first parameter is
 It may also ask for database access with a second parameter:
 
 - annotated ``UnitOfWork`` (or named ``uow``): the worker opens a unit of work on the
-  handlers' own pool, passes it, and commits it when the handler returns (one transaction per
-  call; an exception rolls it back);
+  handlers' own pool, passes it, and commits it when the handler returns (an exception rolls
+  it back). Up to ``transaction_size`` such events share one transaction, which also marks them
+  done: their writes and their completion commit together; a handler that fails (or ends the
+  transaction itself) rolls it back, and each of its events runs again alone, in a
+  transaction of its own;
 - annotated ``Database`` (or named ``database`` / ``db``): a factory of units of work and
   repositories on that pool; the handler opens and commits its own.
 

@@ -41,6 +41,12 @@ class OutboxSettings(BaseSettings):
     """Handlers running at once (asyncio tasks; sync handlers also share a thread pool)."""
     handler_pool_size: int | None = Field(default=None, ge=1)
     """Connections of the handlers' own pool (default: ``concurrency``); opened on demand."""
+    transaction_size: int = Field(default=50, ge=1, le=10_000)
+    """Events whose handlers take a unit of work run up to this many in one transaction on
+    the worker's own handler pool, which also marks them done: their writes and their
+    completion commit together (one BEGIN/COMMIT and one settle for them all). A handler that
+    fails rolls the transaction back and each event runs again alone. 1: a transaction per
+    event, settled apart."""
     poll_interval: float = Field(default=1.0, gt=0)
     """Seconds between claims when idle and no NOTIFY arrives (the fallback to LISTEN)."""
     lease_seconds: float = Field(default=30.0, gt=0)

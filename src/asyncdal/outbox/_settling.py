@@ -20,6 +20,7 @@ import asyncio
 import logging
 import uuid
 from collections.abc import Callable
+from collections.abc import Set as AbstractSet
 from typing import TYPE_CHECKING
 
 from asyncdal.outbox import _sql as sql
@@ -91,6 +92,15 @@ class Leases:
         """Buffer the outcome of ``claim``'s handler (settled by the next round)."""
         # The buffer of now, not of the handler's start: a settle may have taken that one.
         self.outcomes.add(claim, *outcome)
+
+    def settled_together(self, outcomes: Outcomes, written: AbstractSet[ClaimRef]) -> None:
+        """Count the outcomes a handlers' transaction wrote and committed with their effects
+        (:meth:`~asyncdal.outbox._execution.HandlerExecution.run_together`), and let their
+        claims go."""
+        record_settled(outcomes, written, self.in_flight, self._stats, self._metrics)
+        for ref in outcomes.refs():
+            self.in_flight.pop(ref, None)
+        self._settled()
 
     async def settler(self) -> None:
         """Settle whenever woken, until :meth:`stop_settler` (or cancelled); a failure keeps
