@@ -24,7 +24,7 @@ from asyncdal.fastapi._crud_errors import crud_refusal
 from asyncdal.fastapi._errors import refusal
 from asyncdal.orm._uow import UnitOfWork
 
-__all__ = ["SCOPE_KEY", "TransactionMiddleware"]
+__all__ = ["SCOPE_KEY", "CommitFailedError", "TransactionMiddleware", "settle"]
 
 logger = logging.getLogger("asyncdal.fastapi")
 
@@ -67,32 +67,46 @@ class TransactionMiddleware:
             if replaced:
                 return  # the app's own body belongs to a response we replaced
             if message["type"] == "http.response.start" and units:
-                # A handler that raised has had its units of work closed (rolled back) already.
-                pending = [uow for uow in units if uow.is_open]
+                pending = list(units)
                 units.clear()
-                for uow in pending:
-                    uow.seal()
-                if message["status"] < 400:
-                    failure = await _commit_all(pending)
-                    if failure is not None:
-                        replaced = True
-                        await _send_commit_failure(send, *failure)
-                        # Stop the app here: its background tasks must not run for a
-                        # response that failed.
-                        raise _CommitFailedError
-                else:
-                    for uow in pending:
-                        await _quietly(uow.rollback(), uow, "roll back")
-                # Settled: give the connections back before the body is sent and before any
-                # background task runs, instead of after both.
-                for uow in pending:
-                    await _quietly(_release(uow), uow, "close")
+                if await settle(pending, message["status"], send):
+                    replaced = True
+                    raise CommitFailedError
             await send(message)
 
         # An unhandled exception propagates as usual; the dependencies' teardown closes (and so
         # rolls back) every unit of work of the request.
-        with suppress(_CommitFailedError):
+        with suppress(CommitFailedError):
             await self.app(scope, receive, send_after_commit)
+
+
+async def settle(units: list[UnitOfWork], status: int, send: Send) -> bool:
+    """Settle a request's units of work as its response starts with ``status``.
+
+    Below 400 commit them, else roll them back; then close their sessions. A failed commit is
+    answered through ``send`` instead (see :class:`TransactionMiddleware`).
+
+    Returns:
+        True when the commit failed and its answer was sent: the caller drops the app's own
+        response and stops the app (raise :class:`CommitFailedError` from ``send``).
+    """
+    # A handler that raised has had its units of work closed (rolled back) already.
+    pending = [uow for uow in units if uow.is_open]
+    for uow in pending:
+        uow.seal()
+    if status < 400:
+        failure = await _commit_all(pending)
+        if failure is not None:
+            await _send_commit_failure(send, *failure)
+            return True
+    else:
+        for uow in pending:
+            await _quietly(uow.rollback(), uow, "roll back")
+    # Settled: give the connections back before the body is sent and before any background
+    # task runs, instead of after both.
+    for uow in pending:
+        await _quietly(_release(uow), uow, "close")
+    return False
 
 
 async def _release(uow: UnitOfWork) -> None:
@@ -123,8 +137,9 @@ async def _quietly(step: Awaitable[None], uow: UnitOfWork, what: str) -> None:
         )
 
 
-class _CommitFailedError(Exception):
-    """Raised from ``send`` to stop the app once a failed commit has been answered."""
+class CommitFailedError(Exception):
+    """Raised from ``send`` to stop the app once a failed commit has been answered (its
+    background tasks must not run for a response that failed)."""
 
 
 async def _commit_all(units: list[UnitOfWork]) -> tuple[int, bytes] | None:
