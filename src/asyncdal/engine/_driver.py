@@ -31,7 +31,7 @@ from sqlalchemy.util import greenlet_spawn
 
 from asyncdal._translate import is_connection_failure, translate
 from asyncdal.engine._cancel import ServerCancel
-from asyncdal.engine._sqlalchemy import cursor_listeners
+from asyncdal.engine._sqlalchemy import await_in_greenlet, cursor_listeners
 
 __all__ = ["DriverReads", "StatementHooks", "statement_hooks"]
 
@@ -126,16 +126,30 @@ class DriverReads:
         hooks = self.usable()
         if hooks is None:
             return None
-        fairy: PoolProxiedConnection = await greenlet_spawn(self.engine.sync_engine.raw_connection)
-        driver: Any = fairy.driver_connection
+        raw_connection = self.engine.sync_engine.raw_connection
+        before_hooks = hooks.before
+
+        def run() -> tuple[list[Any], float]:
+            # Checkout, statement and checkin in one greenlet: the pool's checkout and
+            # checkin may need to await (a new connection, a full queue), the rest is awaited
+            # from here (one greenlet rather than three, measured cheaper).
+            fairy: PoolProxiedConnection = raw_connection()
+            driver: Any = fairy.driver_connection
+            try:
+                for before in before_hooks:
+                    await_in_greenlet(before(driver, fairy.info))
+                started = time.perf_counter()
+                rows: list[Any] = await_in_greenlet(driver.fetch(sql, *parameters))
+                seconds = time.perf_counter() - started
+            except BaseException as error:
+                self._failed(fairy, driver, error)
+                raise
+            fairy.close()
+            return rows, seconds
+
         try:
-            for before in hooks.before:
-                await before(driver, fairy.info)
-            started = time.perf_counter()
-            rows: list[Any] = await driver.fetch(sql, *parameters)
-            seconds = time.perf_counter() - started
+            rows, seconds = await greenlet_spawn(run)
         except BaseException as error:
-            await self._failed(fairy, driver, error)
             if isinstance(error, TimeoutError):
                 translated = translate(error, database=self.database)
                 assert translated is not None  # a TimeoutError always is
@@ -148,15 +162,12 @@ class DriverReads:
             if translated is None:
                 return None  # the usual path raises it as SQLAlchemy's error
             raise translated from error
-        await greenlet_spawn(fairy.close)
         for after in hooks.after:
             after(sql, seconds)
         return rows
 
-    async def _failed(
-        self, fairy: PoolProxiedConnection, driver: Any, error: BaseException
-    ) -> None:
-        """Give back, or discard, the connection a statement failed on."""
+    def _failed(self, fairy: PoolProxiedConnection, driver: Any, error: BaseException) -> None:
+        """Give back, or discard, the connection a statement failed on (in the greenlet)."""
         abandoned = isinstance(error, TimeoutError | asyncio.CancelledError)
         if abandoned:
             # The statement may still run on the server: stop it there (as the guard does).
@@ -166,15 +177,10 @@ class DriverReads:
             or driver.is_closed()
             or (isinstance(error, Exception) and is_connection_failure(error))
         )
-
-        def give_back() -> None:
-            if broken:
-                if isinstance(error, TimeoutError):
-                    # Nobody knows the connection's state: abort it rather than wait for a
-                    # polite close a silent server never answers (as the guard does).
-                    driver.terminate()
-                fairy.invalidate(error if isinstance(error, Exception) else None)
-            fairy.close()
-
-        # Shielded: a cancelled task must still give its connection back.
-        await asyncio.shield(greenlet_spawn(give_back))
+        if broken:
+            if isinstance(error, TimeoutError):
+                # Nobody knows the connection's state: abort it rather than wait for a polite
+                # close a silent server never answers (as the guard does).
+                driver.terminate()
+            fairy.invalidate(error if isinstance(error, Exception) else None)
+        fairy.close()

@@ -24,12 +24,22 @@ from asyncdal.fastapi._crud_errors import crud_refusal
 from asyncdal.fastapi._errors import refusal
 from asyncdal.orm._uow import UnitOfWork
 
-__all__ = ["SCOPE_KEY", "CommitFailedError", "TransactionMiddleware", "settle"]
+__all__ = [
+    "OPENED_KEY",
+    "SCOPE_KEY",
+    "CommitFailedError",
+    "TransactionMiddleware",
+    "close_opened",
+    "settle",
+]
 
 logger = logging.getLogger("asyncdal.fastapi")
 
 SCOPE_KEY = "asyncdal.units_of_work"
 """Where the request's units of work wait in the ASGI scope for the middleware to settle them."""
+OPENED_KEY = "asyncdal.opened_units_of_work"
+"""Every unit of work the providers entered for the request (joined ones too), in order: the
+middleware leaves them (closes their ``async with``) once settled, or when the app is done."""
 
 
 class TransactionMiddleware:
@@ -59,7 +69,9 @@ class TransactionMiddleware:
             await self.app(scope, receive, send)
             return
         units: list[UnitOfWork] = []
+        opened: list[UnitOfWork] = []
         scope[SCOPE_KEY] = units
+        scope[OPENED_KEY] = opened
         replaced = False
 
         async def send_after_commit(message: Message) -> None:
@@ -74,10 +86,15 @@ class TransactionMiddleware:
                     raise CommitFailedError
             await send(message)
 
-        # An unhandled exception propagates as usual; the dependencies' teardown closes (and so
-        # rolls back) every unit of work of the request.
-        with suppress(CommitFailedError):
-            await self.app(scope, receive, send_after_commit)
+        # An unhandled exception propagates as usual, once every unit of work of the request
+        # is closed (and so rolled back).
+        try:
+            with suppress(CommitFailedError):
+                await self.app(scope, receive, send_after_commit)
+        except BaseException as error:
+            await close_opened(opened, error)
+            raise
+        await close_opened(opened)
 
 
 async def settle(units: list[UnitOfWork], status: int, send: Send) -> bool:
@@ -103,10 +120,24 @@ async def settle(units: list[UnitOfWork], status: int, send: Send) -> bool:
         for uow in pending:
             await _quietly(uow.rollback(), uow, "roll back")
     # Settled: give the connections back before the body is sent and before any background
-    # task runs, instead of after both.
+    # task runs, instead of after both. The units of work stay open (a streamed body may
+    # still read through the session) until the app is done: see close_opened.
     for uow in pending:
         await _quietly(_release(uow), uow, "close")
     return False
+
+
+async def close_opened(opened: list[UnitOfWork], error: BaseException | None = None) -> None:
+    """Leave the providers' units of work, innermost first: roll back what was not committed
+    and give the connections back. With an exception on its way (the app raised), each unit
+    of work sees it, as an ``async with`` block would."""
+    while opened:
+        uow = opened.pop()
+        if uow.is_open:
+            exit_info = (
+                (None, None, None) if error is None else (type(error), error, error.__traceback__)
+            )
+            await _quietly(uow.__aexit__(*exit_info), uow, "close")
 
 
 async def _release(uow: UnitOfWork) -> None:

@@ -24,8 +24,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from asyncdal._request_id import REQUEST_ID_HEADER, request_id_scope
 from asyncdal.fastapi._consistency import LSN_HEADER, bad_lsn_header, wire_lsn
+from asyncdal.fastapi._middleware import OPENED_KEY, CommitFailedError, close_opened, settle
 from asyncdal.fastapi._middleware import SCOPE_KEY as UNITS_KEY
-from asyncdal.fastapi._middleware import CommitFailedError, settle
 from asyncdal.observe._request_id import SCOPE_KEY as REQUEST_ID_KEY
 from asyncdal.orm._uow import UnitOfWork
 from asyncdal.replicas._lsn import current_commit_lsns, format_lsn, read_your_writes
@@ -111,7 +111,9 @@ class RequestMiddleware:
         required: int | None,
     ) -> None:
         units: list[UnitOfWork] = []
+        opened: list[UnitOfWork] = []
         scope[UNITS_KEY] = units
+        scope[OPENED_KEY] = opened
         database = self.database
         replaced = False
 
@@ -145,5 +147,10 @@ class RequestMiddleware:
                     raise CommitFailedError
             await send_with_headers(message)
 
-        with suppress(CommitFailedError):
-            await self.app(scope, receive, send_after_commit)
+        try:
+            with suppress(CommitFailedError):
+                await self.app(scope, receive, send_after_commit)
+        except BaseException as error:
+            await close_opened(opened, error)
+            raise
+        await close_opened(opened)
