@@ -306,3 +306,81 @@ def test_the_pool_knows_its_overflow_without_sqlalchemy_private_attribute() -> N
     assert (pool.size(), pool.max_overflow) == (3, 4)
     fresh = pool.recreate()  # what dispose() and invalidation use
     assert (fresh.size(), fresh.max_overflow) == (3, 4)
+
+
+def test_cursor_listeners_lists_every_statement_listener_of_an_engine() -> None:
+    from asyncdal.engine._sqlalchemy import cursor_listeners
+
+    engine = sqlalchemy.create_engine("sqlite://")
+    assert cursor_listeners(engine) == []
+
+    def before(*args: Any) -> None: ...
+
+    def after(*args: Any) -> None: ...
+
+    event.listen(engine, "before_cursor_execute", before)
+    event.listen(engine, "after_cursor_execute", after)
+    # SQLAlchemy keeps a wrapper of a before_cursor_execute listener; the count is what counts.
+    assert len(cursor_listeners(engine)) == 2
+    assert after in cursor_listeners(engine)
+
+
+def test_has_load_listeners_sees_a_reconstructor() -> None:
+    from sqlalchemy import Column, Integer
+    from sqlalchemy.orm import DeclarativeBase, reconstructor
+
+    from asyncdal.engine._sqlalchemy import has_load_listeners
+
+    class Base(DeclarativeBase):
+        pass
+
+    class Plain(Base):
+        __tablename__ = "plain"
+        id = Column(Integer, primary_key=True)
+
+    class Rebuilt(Base):
+        __tablename__ = "rebuilt"
+        id = Column(Integer, primary_key=True)
+
+        @reconstructor
+        def init_on_load(self) -> None: ...
+
+    assert not has_load_listeners(sqlalchemy.inspect(Plain))
+    assert has_load_listeners(sqlalchemy.inspect(Rebuilt))
+
+
+def test_add_loaded_leaves_an_instance_as_the_orms_loading_does() -> None:
+    from sqlalchemy import Column, Integer, String
+    from sqlalchemy.orm import DeclarativeBase, Session
+
+    from asyncdal.engine._sqlalchemy import add_loaded
+
+    class Base(DeclarativeBase):
+        pass
+
+    class Thing(Base):
+        __tablename__ = "thing"
+        id = Column(Integer, primary_key=True)
+        name = Column(String)
+
+    mapper = sqlalchemy.inspect(Thing)
+    sqlalchemy.orm.configure_mappers()
+    session = Session()
+    key = mapper.identity_key_from_primary_key((7,))
+    thing = add_loaded(session, mapper, key, [("id", 7), ("name", "seven")])
+    state = sqlalchemy.inspect(thing)
+    assert (thing.id, thing.name) == (7, "seven")
+    assert state.persistent
+    assert state.key == key
+    assert session.identity_map.get(key) is thing
+    assert not session.dirty
+    thing.name = "eight"
+    assert thing in session.dirty
+    assert state.attrs.name.history.deleted == ["seven"]
+    session.close()
+    assert state.detached
+
+    listened = Session()
+    event.listen(listened, "loaded_as_persistent", lambda *args: None)
+    with pytest.raises(ValueError, match="loaded_as_persistent"):
+        add_loaded(listened, mapper, mapper.identity_key_from_primary_key((8,)), [("id", 8)])

@@ -40,6 +40,7 @@ from tenacity import (
 from asyncdal._translate import SERVER_BUSY, is_connection_failure, pool_exhausted, sqlstate
 from asyncdal.engine._breaker import CircuitBreaker
 from asyncdal.engine._cancel import ServerCancel
+from asyncdal.engine._driver import StatementHooks
 from asyncdal.engine._retry import RetryListener, RetryPolicy, greenlet_sleep, log_retry
 from asyncdal.engine._sqlalchemy import await_in_greenlet
 from asyncdal.errors import DatabaseUnavailableError
@@ -204,6 +205,8 @@ class GuardedPool(Pool):
     """
 
     guard: ConnectionGuard | None = None
+    statement_hooks: StatementHooks | None = None
+    """What the engine's statement listeners do, for reads run on the driver."""
 
     def connect(self) -> PoolProxiedConnection:
         guard = self.guard
@@ -215,6 +218,7 @@ class GuardedPool(Pool):
         fresh = super().recreate()
         if isinstance(fresh, GuardedPool):
             fresh.guard = self.guard
+            fresh.statement_hooks = self.statement_hooks
         return cast("Self", fresh)
 
 
@@ -231,6 +235,7 @@ def attach_guard(engine: AsyncEngine, guard: ConnectionGuard) -> None:
     if not isinstance(pool, GuardedPool):
         return
     pool.guard = guard
+    hooks = pool.statement_hooks = StatementHooks()
 
     def answered(*_: Any) -> None:
         # Cheap (a counter reset): keeps "in a row" meaning in a row, so failures to open a
@@ -268,6 +273,8 @@ def attach_guard(engine: AsyncEngine, guard: ConnectionGuard) -> None:
 
     event.listen(pool, "connect", answered)
     event.listen(engine.sync_engine, "after_cursor_execute", answered)
+    hooks.after.append(lambda sql, seconds: guard.breaker.record_success())
+    hooks.stands_in_for("after_cursor_execute", answered)
     event.listen(pool, "checkout", found_closed)
     event.listen(engine.sync_engine, "handle_error", handle_error)
 

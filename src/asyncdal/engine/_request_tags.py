@@ -8,6 +8,7 @@ from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from asyncdal._request_id import current_request_id
+from asyncdal.engine._driver import statement_hooks
 
 __all__ = ["tag_connections_with_request_id"]
 
@@ -58,3 +59,23 @@ def tag_connections_with_request_id(engine: AsyncEngine, application_name: str) 
         info[_TAGGED] = request_id
 
     event.listen(engine.sync_engine, "before_cursor_execute", before_statement)
+    hooks = statement_hooks(engine)
+    if hooks is None:
+        return
+
+    async def before_driver_read(driver: Any, info: dict[Any, Any]) -> None:
+        # The same as before_statement, for a read on the driver (the same info: the pooled
+        # connection's).
+        request_id = current_request_id()
+        if info.get(_TAGGED) == request_id:
+            return
+        name = (
+            application_name
+            if request_id is None
+            else _application_name(application_name, request_id)
+        )
+        await driver.fetchval(_SET_APPLICATION_NAME, name)
+        info[_TAGGED] = request_id
+
+    hooks.before.append(before_driver_read)
+    hooks.stands_in_for("before_cursor_execute", before_statement)

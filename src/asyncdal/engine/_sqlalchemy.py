@@ -7,17 +7,23 @@ changes shape, rather than letting a fallback hide it.
 from __future__ import annotations
 
 import sys
-from collections.abc import Awaitable, Mapping
+from collections.abc import Awaitable, Iterable, Mapping
 from types import FrameType
 from typing import Any, TypeVar, cast
 
 import greenlet  # type: ignore[import-untyped]
+import sqlalchemy.engine
+import sqlalchemy.orm
+import sqlalchemy.orm.attributes
 import sqlalchemy.util
 import sqlalchemy.util.concurrency
 
 __all__ = [
+    "add_loaded",
     "await_in_greenlet",
     "caller_frame",
+    "cursor_listeners",
+    "has_load_listeners",
     "in_sqlalchemy_greenlet",
     "loads_for_a_query",
     "select_locks_rows",
@@ -76,3 +82,51 @@ def loads_for_a_query(execution_options: Mapping[str, Any]) -> bool:
     execution option, which it does not document.
     """
     return "sa_top_level_orm_context" in execution_options
+
+
+def cursor_listeners(engine: sqlalchemy.engine.Engine) -> list[Any]:
+    """Every ``before_cursor_execute`` and ``after_cursor_execute`` listener of ``engine``.
+
+    SQLAlchemy's ``event.contains`` tells about one known function only; the list of all is
+    in the engine's ``dispatch``, which is not documented.
+    """
+    dispatch = engine.dispatch
+    return [*dispatch.before_cursor_execute, *dispatch.after_cursor_execute]
+
+
+def has_load_listeners(mapper: sqlalchemy.orm.Mapper[Any]) -> bool:
+    """True when instances of ``mapper`` have ``load`` or ``refresh`` listeners (a
+    ``@reconstructor``, say), which only the ORM's own loading calls.
+
+    They live in the class manager's ``dispatch``, which is not documented.
+    """
+    dispatch = mapper.class_manager.dispatch
+    return bool(dispatch.load) or bool(dispatch.refresh)
+
+
+def add_loaded(
+    session: sqlalchemy.orm.Session,
+    mapper: sqlalchemy.orm.Mapper[Any],
+    key: Any,
+    values: Iterable[tuple[str, Any]],
+) -> Any:
+    """A new instance of ``mapper`` holding ``values`` as loaded, persistent in ``session``
+    under identity ``key``: what the ORM's own loading does for a row it has not seen
+    (``sqlalchemy.orm.loading``, ``_instance``), step for step.
+
+    ``Session.add`` of a detached instance gets there too, through the cascade, the attach
+    events and an autobegin: measured three times the cost per instance (a page of 50). The
+    steps, and the identity map's ``_add_unpresent``, are not documented. Refuses a session
+    with ``loaded_as_persistent`` listeners, which the ORM's loading would call.
+    """
+    if session.dispatch.loaded_as_persistent:
+        raise ValueError("the session has loaded_as_persistent listeners; load the usual way")
+    instance = mapper.class_manager.new_instance()
+    state = sqlalchemy.orm.attributes.instance_state(instance)
+    state.key = key
+    state.identity_token = key[2]
+    state.session_id = session.hash_key
+    session.identity_map._add_unpresent(state, key)
+    # Loaded values live in the instance's __dict__; a new state has nothing to commit.
+    state.dict.update(values)
+    return instance

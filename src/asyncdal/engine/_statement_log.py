@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from asyncdal._request_id import current_request_id
 from asyncdal.engine._create import TimedQueuePool
+from asyncdal.engine._driver import statement_hooks
 
 __all__ = ["EXHAUSTION_THRESHOLD", "EXHAUSTION_WARNING_INTERVAL", "attach_query_log"]
 
@@ -62,25 +63,38 @@ def attach_query_log(
                 return
             seconds = time.perf_counter() - started
             if seconds >= threshold:
-                request_id = current_request_id()
-                slow_query_logger.warning(
-                    "slow statement on %s/%s: %.1f ms (request %s): %s",
-                    database,
-                    node,
-                    seconds * 1000,
-                    request_id or "-",
-                    statement,
-                    extra={
-                        "database": database,
-                        "node": node,
-                        "duration_ms": round(seconds * 1000, 1),
-                        "statement": statement,
-                        "request_id": request_id,
-                    },
-                )
+                log_slow(statement, seconds)
+
+        def log_slow(statement: str, seconds: float) -> None:
+            request_id = current_request_id()
+            slow_query_logger.warning(
+                "slow statement on %s/%s: %.1f ms (request %s): %s",
+                database,
+                node,
+                seconds * 1000,
+                request_id or "-",
+                statement,
+                extra={
+                    "database": database,
+                    "node": node,
+                    "duration_ms": round(seconds * 1000, 1),
+                    "statement": statement,
+                    "request_id": request_id,
+                },
+            )
 
         event.listen(sync_engine, "before_cursor_execute", before)
         event.listen(sync_engine, "after_cursor_execute", after)
+        hooks = statement_hooks(engine)
+        if hooks is not None:
+
+            def after_driver_read(statement: str, seconds: float) -> None:
+                if seconds >= threshold:
+                    log_slow(statement, seconds)
+
+            hooks.after.append(after_driver_read)
+            hooks.stands_in_for("before_cursor_execute", before)
+            hooks.stands_in_for("after_cursor_execute", after)
 
     pool = sync_engine.pool
     if isinstance(pool, TimedQueuePool):

@@ -35,8 +35,10 @@ __all__ = [
     "LSN_HEADER",
     "LSN_PATTERN",
     "ReadYourWritesMiddleware",
+    "bad_lsn_header",
     "prefer_replicas",
     "use_primary",
+    "wire_lsn",
 ]
 
 LSN_HEADER = "X-DB-LSN"
@@ -72,12 +74,10 @@ class ReadYourWritesMiddleware:
         required: int | None = None
         if sent is not None:
             text = sent.decode("latin-1")
-            if _WIRE_LSN.fullmatch(text) is None:
-                await _bad_request(
-                    send, f"{LSN_HEADER}: not a WAL position like 0/16B3748: {text[:40]!r}"
-                )
+            required = wire_lsn(text)
+            if required is None:
+                await bad_lsn_header(send, text)
                 return
-            required = parse_lsn(text)
 
         async def send_with_position(message: Any) -> None:
             if message["type"] == "http.response.start":
@@ -96,7 +96,18 @@ class ReadYourWritesMiddleware:
             await self.app(scope, receive, send_with_position)
 
 
-async def _bad_request(send: Any, detail: str) -> None:
+def wire_lsn(text: str) -> int | None:
+    """The WAL position an ``X-DB-LSN`` header's value gives, or None when it is not one."""
+    if _WIRE_LSN.fullmatch(text) is None:
+        return None
+    return parse_lsn(text)
+
+
+async def bad_lsn_header(
+    send: Any, text: str, headers: list[tuple[bytes, bytes]] | None = None
+) -> None:
+    """Answer a malformed ``X-DB-LSN`` (``text``) with a 400 that says so."""
+    detail = f"{LSN_HEADER}: not a WAL position like 0/16B3748: {text[:40]!r}"
     body = json.dumps({"detail": detail}).encode()
     await send(
         {
@@ -105,6 +116,7 @@ async def _bad_request(send: Any, detail: str) -> None:
             "headers": [
                 (b"content-type", b"application/json"),
                 (b"content-length", str(len(body)).encode()),
+                *(headers or ()),
             ],
         }
     )

@@ -24,12 +24,22 @@ from asyncdal.fastapi._crud_errors import crud_refusal
 from asyncdal.fastapi._errors import refusal
 from asyncdal.orm._uow import UnitOfWork
 
-__all__ = ["SCOPE_KEY", "TransactionMiddleware"]
+__all__ = [
+    "OPENED_KEY",
+    "SCOPE_KEY",
+    "CommitFailedError",
+    "TransactionMiddleware",
+    "close_opened",
+    "settle",
+]
 
 logger = logging.getLogger("asyncdal.fastapi")
 
 SCOPE_KEY = "asyncdal.units_of_work"
 """Where the request's units of work wait in the ASGI scope for the middleware to settle them."""
+OPENED_KEY = "asyncdal.opened_units_of_work"
+"""Every unit of work the providers entered for the request (joined ones too), in order: the
+middleware leaves them (closes their ``async with``) once settled, or when the app is done."""
 
 
 class TransactionMiddleware:
@@ -59,7 +69,9 @@ class TransactionMiddleware:
             await self.app(scope, receive, send)
             return
         units: list[UnitOfWork] = []
+        opened: list[UnitOfWork] = []
         scope[SCOPE_KEY] = units
+        scope[OPENED_KEY] = opened
         replaced = False
 
         async def send_after_commit(message: Message) -> None:
@@ -67,32 +79,65 @@ class TransactionMiddleware:
             if replaced:
                 return  # the app's own body belongs to a response we replaced
             if message["type"] == "http.response.start" and units:
-                # A handler that raised has had its units of work closed (rolled back) already.
-                pending = [uow for uow in units if uow.is_open]
+                pending = list(units)
                 units.clear()
-                for uow in pending:
-                    uow.seal()
-                if message["status"] < 400:
-                    failure = await _commit_all(pending)
-                    if failure is not None:
-                        replaced = True
-                        await _send_commit_failure(send, *failure)
-                        # Stop the app here: its background tasks must not run for a
-                        # response that failed.
-                        raise _CommitFailedError
-                else:
-                    for uow in pending:
-                        await _quietly(uow.rollback(), uow, "roll back")
-                # Settled: give the connections back before the body is sent and before any
-                # background task runs, instead of after both.
-                for uow in pending:
-                    await _quietly(_release(uow), uow, "close")
+                if await settle(pending, message["status"], send):
+                    replaced = True
+                    raise CommitFailedError
             await send(message)
 
-        # An unhandled exception propagates as usual; the dependencies' teardown closes (and so
-        # rolls back) every unit of work of the request.
-        with suppress(_CommitFailedError):
-            await self.app(scope, receive, send_after_commit)
+        # An unhandled exception propagates as usual, once every unit of work of the request
+        # is closed (and so rolled back).
+        try:
+            with suppress(CommitFailedError):
+                await self.app(scope, receive, send_after_commit)
+        except BaseException as error:
+            await close_opened(opened, error)
+            raise
+        await close_opened(opened)
+
+
+async def settle(units: list[UnitOfWork], status: int, send: Send) -> bool:
+    """Settle a request's units of work as its response starts with ``status``.
+
+    Below 400 commit them, else roll them back; then close their sessions. A failed commit is
+    answered through ``send`` instead (see :class:`TransactionMiddleware`).
+
+    Returns:
+        True when the commit failed and its answer was sent: the caller drops the app's own
+        response and stops the app (raise :class:`CommitFailedError` from ``send``).
+    """
+    # A handler that raised has had its units of work closed (rolled back) already.
+    pending = [uow for uow in units if uow.is_open]
+    for uow in pending:
+        uow.seal()
+    if status < 400:
+        failure = await _commit_all(pending)
+        if failure is not None:
+            await _send_commit_failure(send, *failure)
+            return True
+    else:
+        for uow in pending:
+            await _quietly(uow.rollback(), uow, "roll back")
+    # Settled: give the connections back before the body is sent and before any background
+    # task runs, instead of after both. The units of work stay open (a streamed body may
+    # still read through the session) until the app is done: see close_opened.
+    for uow in pending:
+        await _quietly(_release(uow), uow, "close")
+    return False
+
+
+async def close_opened(opened: list[UnitOfWork], error: BaseException | None = None) -> None:
+    """Leave the providers' units of work, innermost first: roll back what was not committed
+    and give the connections back. With an exception on its way (the app raised), each unit
+    of work sees it, as an ``async with`` block would."""
+    while opened:
+        uow = opened.pop()
+        if uow.is_open:
+            exit_info = (
+                (None, None, None) if error is None else (type(error), error, error.__traceback__)
+            )
+            await _quietly(uow.__aexit__(*exit_info), uow, "close")
 
 
 async def _release(uow: UnitOfWork) -> None:
@@ -123,8 +168,9 @@ async def _quietly(step: Awaitable[None], uow: UnitOfWork, what: str) -> None:
         )
 
 
-class _CommitFailedError(Exception):
-    """Raised from ``send`` to stop the app once a failed commit has been answered."""
+class CommitFailedError(Exception):
+    """Raised from ``send`` to stop the app once a failed commit has been answered (its
+    background tasks must not run for a response that failed)."""
 
 
 async def _commit_all(units: list[UnitOfWork]) -> tuple[int, bytes] | None:

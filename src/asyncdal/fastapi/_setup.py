@@ -4,21 +4,23 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
-from asyncdal.fastapi._consistency import ReadYourWritesMiddleware
 from asyncdal.fastapi._crud_errors import add_crud_error_handlers
 from asyncdal.fastapi._errors import add_error_handlers
-from asyncdal.fastapi._middleware import TransactionMiddleware
 from asyncdal.fastapi._openapi import document_answers
-from asyncdal.fastapi._safety import SafetyNetMiddleware
-from asyncdal.observe._request_id import RequestIdMiddleware
+from asyncdal.fastapi._request import RequestMiddleware
 
 __all__ = ["setup"]
 
 
 def setup(app: FastAPI) -> None:
-    """Install :class:`~asyncdal.fastapi.TransactionMiddleware`,
+    """Install one middleware doing the work of :class:`~asyncdal.fastapi.TransactionMiddleware`,
     :class:`~asyncdal.consistency.ReadYourWritesMiddleware` (``X-DB-LSN`` for ``main``) and
     :class:`~asyncdal.requestid.RequestIdMiddleware`, and answer asyncdal's errors in JSON.
+
+    The same middleware runs each request in the safety nets' request scope (its route template
+    names a connection's holder; its statements are counted) and within ``REQUEST_TIMEOUT``,
+    only when some database sets ``REQUEST_TIMEOUT``, ``MAX_QUERIES_PER_REQUEST``,
+    ``LEAK_DETECTION_SECONDS`` or ``IDLE_HOLD_SECONDS``; otherwise a request costs nothing more.
 
     Failures of the database become clear answers instead of a 500 or a hang, and data the
     database refused a 409 or a 422; any other exception is a JSON 500. Every answer, a 500
@@ -59,13 +61,10 @@ def setup(app: FastAPI) -> None:
 
     A handler for ``Exception`` (or 500) registered after this call replaces the JSON 500.
     """
-    # Innermost: its request deadline ends once the response (and the commit) has started.
-    app.add_middleware(SafetyNetMiddleware)
-    app.add_middleware(TransactionMiddleware)
-    # Outside TransactionMiddleware, so it sees the response start after the commit.
-    app.add_middleware(ReadYourWritesMiddleware)
-    # Added last, so it runs first: the commit and its log lines see the request id.
-    app.add_middleware(RequestIdMiddleware)
+    # One middleware doing the work of the three, and of the safety nets' request scope and
+    # deadline when a database switches them on (each layer costs every request a call, a
+    # closure and a copy of the response's start message).
+    app.add_middleware(RequestMiddleware)
     add_error_handlers(app)
     add_crud_error_handlers(app)  # NotFoundError 404, StaleVersionError 412
     document_answers(app)

@@ -46,6 +46,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from asyncdal._sql import STATEMENT_KINDS, StatementKind, statement_kind
 from asyncdal.engine._breaker import BREAKER_STATES, BreakerState, CircuitBreaker, circuit_breaker
 from asyncdal.engine._create import TimedQueuePool
+from asyncdal.engine._driver import statement_hooks
 from asyncdal.observe._holds import HoldMetrics
 from asyncdal.orm._database import Database
 
@@ -279,6 +280,13 @@ class DatabaseMetrics:
         event.listen(pool, "invalidate", invalidated)
         event.listen(engine.sync_engine, "before_cursor_execute", before)
         event.listen(engine.sync_engine, "after_cursor_execute", after)
+        hooks = statement_hooks(engine)
+        if hooks is not None:
+            # Reads on the driver are SELECTs compiled by SQLAlchemy: labelled without parsing.
+            selects = queries["select"]
+            hooks.after.append(lambda statement, seconds: selects.observe(seconds))
+            hooks.stands_in_for("before_cursor_execute", before)
+            hooks.stands_in_for("after_cursor_execute", after)
 
 
 def _breakers(database: Database) -> list[CircuitBreaker]:

@@ -23,11 +23,13 @@ from asyncdal.engine._asyncio import DependencyChanged
 from asyncdal.engine._asyncpg import abandon_connection
 from asyncdal.engine._breaker import CircuitBreaker
 from asyncdal.engine._create import connect_arguments, create_engine
+from asyncdal.engine._driver import DriverReads
 from asyncdal.engine._request_tags import tag_connections_with_request_id
 from asyncdal.engine._retry import RetryListener
 from asyncdal.engine._safety import SafetyNets
 from asyncdal.engine._statement_log import attach_query_log
 from asyncdal.orm._budget import CHECK_POOL
+from asyncdal.orm._driver_reads import DRIVER_READS
 from asyncdal.orm._lazy import guarded, with_lazy_load_guard
 from asyncdal.orm._sessions import ReadOnlySession, SessionClasses, build_session_classes
 from asyncdal.replicas._monitor import ReplicaMonitor
@@ -172,6 +174,10 @@ class LoopEngines:
                 breakers=self.replica_breakers,
             )
             infos = {flavor: session_info(router, flavor) for flavor in infos}  # type: ignore[arg-type]
+        elif not settings.pooler.transaction_mode:
+            # Autocommit reads on the driver (behind a transaction-mode pooler each read runs
+            # in a transaction, for SET LOCAL timeouts; with replicas the router picks the node).
+            infos["quick"] = {DRIVER_READS: DriverReads(engine, self.name)}
         for each in (engine, *replica_engines, *check_engines):
             _remember_connections(each, opened)
         # expire_on_commit=False: objects stay readable after commit without a lazy load,

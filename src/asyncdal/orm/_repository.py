@@ -26,6 +26,7 @@ from sqlalchemy.sql.base import ExecutableOption
 
 from asyncdal.errors import InvalidQueryError, NotFoundError
 from asyncdal.orm._cursors import can_encode, encode_cursor
+from asyncdal.orm._driver_reads import DECLINED, count_rows, driver_reads, get_by_key, list_rows
 from asyncdal.orm._filters import Condition, check_key, parse_filters, where_clause
 from asyncdal.orm._loading import Load, loader_options
 from asyncdal.orm._ordering import after_clause, order_clauses
@@ -101,6 +102,11 @@ class Repository(Generic[ModelT]):
         options = self._options(load)
         if not options:
             key = check_key(self.model, ident)
+            reads = driver_reads(self.session)
+            if reads is not None and len(key) == 1:
+                found = await get_by_key(reads, self.session, self.model, key[0])
+                if found is not DECLINED:
+                    return cast("ModelT | None", found)
             return cast("ModelT | None", await self.session.get(self.model, key))
         # A SELECT, not session.get: an object already in the session still gets its
         # relationships loaded, where session.get would hand it over without a query.
@@ -166,12 +172,24 @@ class Repository(Generic[ModelT]):
                 allowed, or a filter value the column cannot be compared with (naming it).
         """
         request = plan_page(self, filters=filters, order_by=order_by, limit=limit, offset=offset)
+        reads = driver_reads(self.session)
+        if reads is not None and not request.conditions and not self._options(load):
+            found = await list_rows(
+                reads, self.session, self.model, request.keys, request.limit, request.offset
+            )
+            if found is not DECLINED:
+                return cast("builtins.list[ModelT]", found)
         items, _, _ = await self._fetch(request, load=load, count=False, peek=False)
         return items
 
     async def count(self, *, filters: Mapping[str, Any] | None = None) -> int:
         """How many objects match ``filters`` (same rules as :meth:`list`)."""
         conditions = parse_filters(self.model, self.filterable, filters)
+        reads = driver_reads(self.session) if not conditions else None
+        if reads is not None:
+            counted = await count_rows(reads, self.model)
+            if counted is not DECLINED:
+                return int(counted)
         statement = select(func.count()).select_from(self.model).where(*self._where(conditions))
         return int(await self.session.scalar(statement) or 0)
 

@@ -22,6 +22,7 @@ from asyncdal._sql import may_write
 from asyncdal.engine._create import server_timeouts
 from asyncdal.engine._retry import RetryListener, RetryPolicy
 from asyncdal.errors import ReadOnlyError
+from asyncdal.orm._driver_reads import ORM_READ
 from asyncdal.orm._transaction import retry_dropped_reads
 from asyncdal.replicas._lsn import track_commit_lsn
 from asyncdal.replicas._routing import RoutingSession, handwritten_sql
@@ -42,6 +43,8 @@ def _refuse_flush(session: Session, flush_context: Any, instances: Any) -> None:
 
 @event.listens_for(ReadOnlySession, "do_orm_execute")
 def _refuse_write_statements(state: ORMExecuteState) -> None:
+    # From now on the session holds a connection: reads on the driver would take another.
+    state.session.info[ORM_READ] = True
     if state.is_insert or state.is_update or state.is_delete:
         raise ReadOnlyError("a read-only unit of work cannot run INSERT, UPDATE or DELETE")
     # A raw text() must be a plain read (asyncdal._sql: keywords inside literals and comments

@@ -1,0 +1,186 @@
+"""Reads run on the driver's connection, with every feature of the engine's statements.
+
+The default read-only path (autocommit) spends most of its CPU in SQLAlchemy's execution
+machinery, not in asyncpg: measured on the catalog's ``get`` (``make bench``), a pool checkout
+and ``fetch`` on the asyncpg connection cost about 125 us per read, ``engine.connect()`` and
+``exec_driver_sql`` of the same SQL about 360 us, the ORM's ``session.get`` about 480 us.
+:class:`DriverReads` runs a statement SQLAlchemy compiled once on the pooled connection's
+asyncpg connection, checked out through the same pool (so the guard, the circuit breaker, the
+pool's timeout, its events and metrics all apply), and gives what the engine's statement
+listeners give the other paths through :class:`StatementHooks`: the breaker's success count,
+the query metrics, the slow-statement log and the request tag.
+
+It declines (returns ``None``) whenever it cannot do all of that: a statement listener it does
+not stand in for (tracing, the application's own), or a failure it would answer differently
+from the engine. The caller then runs the read the usual way, which handles it (a dropped
+connection is retried there, an error translated there).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.pool import PoolProxiedConnection
+from sqlalchemy.util import greenlet_spawn
+
+from asyncdal._translate import is_connection_failure, translate
+from asyncdal.engine._cancel import ServerCancel
+from asyncdal.engine._sqlalchemy import await_in_greenlet, cursor_listeners
+
+__all__ = ["DriverReads", "StatementHooks", "statement_hooks"]
+
+BeforeHook = Callable[[Any, dict[Any, Any]], Awaitable[None]]
+"""Runs before a statement: ``(asyncpg connection, the pooled connection's info)``."""
+AfterHook = Callable[[str, float], None]
+"""Runs after a statement that succeeded: ``(sql, seconds)``."""
+
+
+@dataclass(slots=True)
+class StatementHooks:
+    """What the engine's statement listeners do, for statements run on the driver.
+
+    Each feature that listens to ``before_cursor_execute``/``after_cursor_execute`` registers
+    its stand-in here and names its listeners in :attr:`replaces`.
+    """
+
+    before: list[BeforeHook] = field(default_factory=list)
+    after: list[AfterHook] = field(default_factory=list)
+    replaces: set[tuple[str, Any]] = field(default_factory=set)
+    """The engine listeners these hooks stand in for: ``(event name, function)``."""
+
+    def stands_in_for(self, event_name: str, *listeners: Any) -> None:
+        """Note that these hooks do what ``listeners`` of ``event_name`` do."""
+        self.replaces.update((event_name, listener) for listener in listeners)
+
+
+def statement_hooks(engine: AsyncEngine) -> StatementHooks | None:
+    """The hooks of ``engine``'s pool (asyncdal's pools have them), or None."""
+    hooks = getattr(engine.sync_engine.pool, "statement_hooks", None)
+    return hooks if isinstance(hooks, StatementHooks) else None
+
+
+class DriverReads:
+    """Run reads on the driver connections of one engine's pool (autocommit: no BEGIN).
+
+    Args:
+        engine: the engine whose pool lends the connections and whose listeners apply.
+        database: the name in translated errors (as the engine's error map has it).
+    """
+
+    def __init__(self, engine: AsyncEngine, database: str) -> None:
+        self.engine = engine
+        self.database = database
+        self.plans: dict[Any, Any] = {}
+        """Whatever callers compiled for this engine's dialect, by their own keys."""
+        self._cancel = ServerCancel()
+        self._checked: tuple[tuple[int, ...], int] | None = None
+
+    @property
+    def dialect(self) -> Any:
+        """The engine's dialect (to compile statements with)."""
+        return self.engine.dialect
+
+    def usable(self) -> StatementHooks | None:
+        """The hooks to run, or None when a statement listener has no stand-in here."""
+        hooks = statement_hooks(self.engine)
+        if hooks is None:
+            return None
+        sync_engine = self.engine.sync_engine
+        listeners = cursor_listeners(sync_engine)
+        checked = (tuple(map(id, listeners)), len(hooks.replaces))
+        if checked == self._checked:
+            return hooks
+        # SQLAlchemy keeps wrappers of the functions listened with, so the functions are
+        # found by event.contains, and counted: every listener must be one of ours.
+        ours = sum(
+            1 for name, listener in hooks.replaces if event.contains(sync_engine, name, listener)
+        )
+        if ours != len(listeners):
+            return None
+        self._checked = checked
+        return hooks
+
+    async def attributes(self, sql: str) -> list[Any]:
+        """The result columns' type OIDs of ``sql`` (prepared once, on a pooled connection)."""
+        fairy = await greenlet_spawn(self.engine.sync_engine.raw_connection)
+        try:
+            driver: Any = fairy.driver_connection
+            prepared = await driver.prepare(sql)
+            return [attribute.type.oid for attribute in prepared.get_attributes()]
+        finally:
+            await greenlet_spawn(fairy.close)
+
+    async def fetch(self, sql: str, parameters: Sequence[Any]) -> list[Any] | None:
+        """The rows of ``sql``; None when the caller should run it the usual way instead.
+
+        Raises:
+            asyncdal.errors.AsyncdalError: as the engine would raise it (a statement timeout,
+                ``COMMAND_TIMEOUT``, a pool timeout, an open breaker).
+        """
+        hooks = self.usable()
+        if hooks is None:
+            return None
+        raw_connection = self.engine.sync_engine.raw_connection
+        before_hooks = hooks.before
+
+        def run() -> tuple[list[Any], float]:
+            # Checkout, statement and checkin in one greenlet: the pool's checkout and
+            # checkin may need to await (a new connection, a full queue), the rest is awaited
+            # from here (one greenlet rather than three, measured cheaper).
+            fairy: PoolProxiedConnection = raw_connection()
+            driver: Any = fairy.driver_connection
+            try:
+                for before in before_hooks:
+                    await_in_greenlet(before(driver, fairy.info))
+                started = time.perf_counter()
+                rows: list[Any] = await_in_greenlet(driver.fetch(sql, *parameters))
+                seconds = time.perf_counter() - started
+            except BaseException as error:
+                self._failed(fairy, driver, error)
+                raise
+            fairy.close()
+            return rows, seconds
+
+        try:
+            rows, seconds = await greenlet_spawn(run)
+        except BaseException as error:
+            if isinstance(error, TimeoutError):
+                translated = translate(error, database=self.database)
+                assert translated is not None  # a TimeoutError always is
+                raise translated from error
+            if not isinstance(error, Exception):
+                raise  # a cancellation travels on
+            if is_connection_failure(error):
+                return None  # the usual path retries a read whose connection dropped
+            translated = translate(error, database=self.database)
+            if translated is None:
+                return None  # the usual path raises it as SQLAlchemy's error
+            raise translated from error
+        for after in hooks.after:
+            after(sql, seconds)
+        return rows
+
+    def _failed(self, fairy: PoolProxiedConnection, driver: Any, error: BaseException) -> None:
+        """Give back, or discard, the connection a statement failed on (in the greenlet)."""
+        abandoned = isinstance(error, TimeoutError | asyncio.CancelledError)
+        if abandoned:
+            # The statement may still run on the server: stop it there (as the guard does).
+            self._cancel.request(driver)
+        broken = (
+            abandoned
+            or driver.is_closed()
+            or (isinstance(error, Exception) and is_connection_failure(error))
+        )
+        if broken:
+            if isinstance(error, TimeoutError):
+                # Nobody knows the connection's state: abort it rather than wait for a polite
+                # close a silent server never answers (as the guard does).
+                driver.terminate()
+            fairy.invalidate(error if isinstance(error, Exception) else None)
+        fairy.close()

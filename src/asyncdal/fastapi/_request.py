@@ -1,0 +1,207 @@
+"""The one middleware ``setup(app)`` installs: request id, ``X-DB-LSN`` and commit-before-response.
+
+:class:`RequestMiddleware` does in one pure ASGI layer what :class:`RequestIdMiddleware`,
+:class:`~asyncdal.fastapi.ReadYourWritesMiddleware` and
+:class:`~asyncdal.fastapi.TransactionMiddleware` do when stacked (those stay, for apps that
+install them one by one): each layer of a stack costs a call, a ``send`` closure and a copy of
+the response's start message per request; three layers cost a raw endpoint about a quarter of
+its throughput (``make bench``, app (s)).
+
+Per request it does only what is on:
+
+- the request id: always (read from ``X-Request-ID`` or made, set for the request, echoed);
+- read-your-writes: an ``X-DB-LSN`` sent is always checked and honoured, but commit positions
+  are collected only when the database has replicas (without replicas no commit has one);
+- settling units of work: only when a provider registered one;
+- the safety nets' request scope (route template and request id for leak and idle-hold
+  warnings, statements counted for ``MAX_QUERIES_PER_REQUEST``) and the ``REQUEST_TIMEOUT``
+  deadline: only when some database of the app switches one of them on
+  (:mod:`asyncdal.fastapi._safety`).
+
+What the app's databases ask for is worked out once per ``Databases`` object (the lifespan's),
+not per request.
+"""
+
+from __future__ import annotations
+
+import os
+from contextlib import suppress
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from asyncdal._request_id import REQUEST_ID_HEADER, request_id_scope
+from asyncdal.fastapi._consistency import LSN_HEADER, bad_lsn_header, wire_lsn
+from asyncdal.fastapi._middleware import OPENED_KEY, CommitFailedError, close_opened, settle
+from asyncdal.fastapi._middleware import SCOPE_KEY as UNITS_KEY
+from asyncdal.fastapi._safety import SafetyPlan, safety_plan, serve_with_safety_nets
+from asyncdal.observe._request_id import SCOPE_KEY as REQUEST_ID_KEY
+from asyncdal.orm._databases import Databases
+from asyncdal.orm._uow import UnitOfWork
+from asyncdal.replicas._lsn import current_commit_lsns, format_lsn, read_your_writes
+
+__all__ = ["RequestMiddleware"]
+
+_ID_KEY = REQUEST_ID_HEADER.lower().encode("latin-1")
+_LSN_KEY = LSN_HEADER.lower().encode("latin-1")
+_DATABASES_STATE_KEY = "databases"
+
+
+class RequestMiddleware:
+    """Request id, ``X-DB-LSN`` and commit-before-response in one pure ASGI middleware.
+
+    Installed by :func:`~asyncdal.fastapi.setup`; it behaves as the three middlewares it
+    replaces stacked in that order (request id outermost, then read-your-writes, then the
+    transaction), headers and error answers included.
+
+    Args:
+        app: the ASGI app.
+        database: the named database whose WAL positions ``X-DB-LSN`` carries.
+    """
+
+    def __init__(self, app: ASGIApp, database: str = "main") -> None:
+        self.app = app
+        self.database = database
+        self._planned: tuple[object, _Plan] | None = None
+
+    def _plan(self, scope: Scope) -> _Plan:
+        """What the app's databases (from the lifespan state) ask of each request, worked
+        out once per ``Databases`` object."""
+        state = scope.get("state")
+        databases = state.get(_DATABASES_STATE_KEY) if state is not None else None
+        planned = self._planned
+        if planned is not None and planned[0] is databases:
+            return planned[1]
+        plan = _Plan(databases, self.database)
+        # The object itself, not its id(): a later lifespan's may get a freed one's id.
+        self._planned = (databases, plan)
+        return plan
+
+    def _has_replicas(self, scope: Scope) -> bool:
+        """Whether the app's database has replicas: only then can a commit have a position
+        to answer with."""
+        return self._plan(scope).replicas
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        sent_id: bytes | None = None
+        sent_lsn: bytes | None = None
+        for key, value in scope["headers"]:
+            if key == _ID_KEY:
+                if sent_id is None:
+                    sent_id = value
+            elif key == _LSN_KEY and sent_lsn is None:
+                sent_lsn = value
+        # A new id the cheap way: uuid4() costs several times os.urandom (measured), and an id
+        # needs only to be random (request_id_scope still vets one sent by a client).
+        with request_id_scope(
+            os.urandom(16).hex() if sent_id is None else sent_id.decode("latin-1")
+        ) as request_id:
+            scope[REQUEST_ID_KEY] = request_id
+            id_header = (_ID_KEY, request_id.encode("latin-1"))
+            plan = self._plan(scope)
+            if sent_lsn is None and not plan.replicas:
+                # Read-your-writes is off for this request: nothing to honour, and without
+                # replicas no commit has a position to answer with.
+                await self._serve(scope, receive, send, id_header, None, None, plan.safety)
+                return
+            required: int | None = None
+            if sent_lsn is not None:
+                text = sent_lsn.decode("latin-1")
+                required = wire_lsn(text)
+                if required is None:
+                    await bad_lsn_header(send, text, [id_header])
+                    return
+            with current_commit_lsns() as committed, read_your_writes(required, self.database):
+                await self._serve(
+                    scope, receive, send, id_header, committed, required, plan.safety
+                )
+
+    async def _serve(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        id_header: tuple[bytes, bytes],
+        committed: dict[str, int] | None,
+        required: int | None,
+        safety: SafetyPlan | None,
+    ) -> None:
+        units: list[UnitOfWork] = []
+        opened: list[UnitOfWork] = []
+        scope[UNITS_KEY] = units
+        scope[OPENED_KEY] = opened
+        database = self.database
+        replaced = False
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                position = 0
+                if committed is not None:
+                    position = max(committed.get(database, 0), required or 0)
+                # The app's own X-Request-ID gives way to the request's; its own X-DB-LSN to
+                # a position, when there is one.
+                headers = [
+                    header
+                    for header in message.get("headers", ())
+                    if header[0].lower() != _ID_KEY and not (position and header[0] == _LSN_KEY)
+                ]
+                if position:
+                    headers.append((_LSN_KEY, format_lsn(position).encode()))
+                headers.append(id_header)
+                message = {**message, "headers": headers}
+            await send(message)
+
+        async def send_after_commit(message: Message) -> None:
+            nonlocal replaced
+            if replaced:
+                return  # the app's own body belongs to a response we replaced
+            if message["type"] == "http.response.start" and units:
+                pending = list(units)
+                units.clear()
+                if await settle(pending, message["status"], send_with_headers):
+                    replaced = True
+                    raise CommitFailedError
+            await send_with_headers(message)
+
+        try:
+            with suppress(CommitFailedError):
+                if safety is None:
+                    await self.app(scope, receive, send_after_commit)
+                else:
+                    # Inside the commit-before-response: the deadline bounds the commit too.
+                    await serve_with_safety_nets(
+                        self.app, safety, scope, receive, send_after_commit
+                    )
+        except BaseException as error:
+            await close_opened(opened, error)
+            raise
+        await close_opened(opened)
+
+
+class _Plan:
+    """What an app's databases ask of each request.
+
+    Args:
+        databases: the lifespan's databases (any mapping of names to databases), or None.
+        database: the name whose replicas ``X-DB-LSN`` follows.
+    """
+
+    __slots__ = ("replicas", "safety")
+
+    def __init__(self, databases: object, database: str) -> None:
+        self.replicas = False
+        """The database has replicas (only then can a commit have a position)."""
+        self.safety: SafetyPlan | None = None
+        """The safety nets' per-request work, None when every database has them off."""
+        if databases is None:
+            return
+        try:
+            found = databases[database]  # type: ignore[index]
+        except (KeyError, LookupError, TypeError):
+            found = None
+        settings = getattr(found, "settings", None)
+        self.replicas = bool(getattr(settings, "replicas", None))
+        if isinstance(databases, Databases):
+            self.safety = safety_plan(each.settings for each in databases.values())
