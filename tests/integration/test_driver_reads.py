@@ -2,27 +2,61 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
 from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from decimal import Decimal
 from typing import Any
 
+import asyncpg
 import pytest
+from fastapi import Depends, FastAPI
 from sqlalchemy import delete, event, inspect, text
+from sqlalchemy.engine import URL
 
-from asyncdal import Database
+from asyncdal import Database, Databases, DeadlineExceededError, deadline
+from asyncdal.engine._driver import DriverReads, statement_hooks
+from asyncdal.engine._safety import SafetyNets
+from asyncdal.engine._scope import RequestScope, request_scope
+from asyncdal.fastapi import databases_lifespan, repository_provider, setup
 from asyncdal.observe._metrics import DatabaseMetrics
-from asyncdal.orm._driver_reads import ORM_READ
+from asyncdal.orm._driver_reads import DRIVER_READS, ORM_READ
+from asyncdal.testing import assert_max_queries
 from catalog.models import Product
 from catalog.repositories import ProductRepository
+from tests.conftest import plain
+from tests.helpers import app_client, wait_until
 
 
 @pytest.fixture
 async def stocked(
     make_database: Callable[..., Database],
 ) -> AsyncIterator[tuple[Database, list[int]]]:
-    db = make_database(slow_query_seconds=0.000001)
+    async with _stocked(make_database(slow_query_seconds=0.000001)) as stock:
+        yield stock
+
+
+@pytest.fixture
+async def guarded(
+    make_database: Callable[..., Database],
+) -> AsyncIterator[tuple[Database, list[int]]]:
+    """A database with every safety net on (a pool of one: the same connection throughout)."""
+    db = make_database(
+        pool_size=1,
+        max_overflow=0,
+        max_queries_per_request=2,
+        leak_detection_seconds=60,
+        idle_hold_seconds=60,
+        request_timeout=60,
+    )
+    async with _stocked(db) as stock:
+        yield stock
+
+
+@asynccontextmanager
+async def _stocked(db: Database) -> AsyncIterator[tuple[Database, list[int]]]:
     prefix = f"dr-{uuid.uuid4().hex[:8]}-"
     async with db.unit_of_work() as uow:
         added = await uow.repository(ProductRepository).add_many(
@@ -141,3 +175,171 @@ async def test_a_dropped_connection_is_read_again(stocked: tuple[Database, list[
         found = await uow.repository(ProductRepository).get(ids[0])
     assert found is not None
     assert found.id == ids[0]
+
+
+def _safety_listeners(db: Database) -> list[tuple[str, Any]]:
+    """The safety nets' statement listeners on ``db``'s engine, which the hooks stand in for."""
+    hooks = statement_hooks(db.engine)
+    assert hooks is not None
+    return [
+        (name, listener)
+        for name, listener in hooks.replaces
+        if listener.__qualname__.startswith(f"{SafetyNets.attach.__qualname__}.")
+        and event.contains(db.engine.sync_engine, name, listener)
+    ]
+
+
+async def test_the_safety_nets_keep_the_driver_path_and_do_their_bookkeeping(
+    guarded: tuple[Database, list[int]],
+) -> None:
+    db, ids = guarded
+    async with db.read_only_unit_of_work() as uow:
+        await uow.repository(ProductRepository).get(ids[0])  # builds the engine
+        reads = uow.session.info[DRIVER_READS]
+        assert isinstance(reads, DriverReads)
+    # The nets' listeners are on the engine, and the driver path still runs.
+    assert sorted(name for name, _ in _safety_listeners(db)) == [
+        "after_cursor_execute",
+        "before_cursor_execute",
+    ]
+    assert reads.usable() is not None
+    request = RequestScope()
+    with request_scope(request), assert_max_queries(3) as log:
+        async with deadline(60) as budget, db.read_only_unit_of_work() as uow:
+            products = uow.repository(ProductRepository)
+            found = await products.get(ids[1])
+            assert await products.count() >= 3
+            assert len(await products.list(limit=2)) == 2
+            assert ORM_READ not in uow.session.info  # all three on the driver
+        assert found is not None
+        assert found.id == ids[1]
+        assert budget.running == {}  # each read left the deadline's watch once done
+    # assert_max_queries and MAX_QUERIES_PER_REQUEST saw the three statements.
+    assert len(log.statements) == 3
+    assert all("products" in statement for statement in log.statements)
+    assert request.total == 3
+    assert request.limit == 2
+    assert sorted(request.counts.values()) == [1, 1, 1]
+    # The holds were followed and ended with each checkin.
+    assert db.safety_nets.holds == {}
+
+
+async def test_assert_max_queries_fails_on_a_read_on_the_driver(
+    guarded: tuple[Database, list[int]],
+) -> None:
+    db, ids = guarded
+    with pytest.raises(AssertionError, match="1 statements ran, more than 0") as caught:
+        with assert_max_queries(0, db):
+            async with db.read_only_unit_of_work() as uow:
+                assert await uow.repository(ProductRepository).get(ids[0]) is not None
+                assert ORM_READ not in uow.session.info
+    assert "products" in str(caught.value)
+
+
+async def test_a_read_on_the_driver_after_the_deadline_is_not_sent(
+    guarded: tuple[Database, list[int]],
+) -> None:
+    db, ids = guarded
+    await db.warm_up()
+    with pytest.raises(DeadlineExceededError, match="before a statement"):
+        async with deadline(60) as budget, db.read_only_unit_of_work() as uow:
+            budget.at = 0  # as if the time had gone by now
+            try:
+                await uow.repository(ProductRepository).get(ids[0])
+            finally:
+                assert ORM_READ not in uow.session.info  # refused on the driver path
+    # The connection was not touched: it is the pool's one, and it works.
+    async with db.read_only_unit_of_work() as uow:
+        assert await uow.repository(ProductRepository).get(ids[0]) is not None
+
+
+async def _locked(url: URL) -> asyncpg.Connection:
+    """A connection whose open transaction locks the products table against any read."""
+    connection = await asyncpg.connect(plain(url.set(drivername="postgresql")))
+    await connection.execute("BEGIN; LOCK TABLE products IN ACCESS EXCLUSIVE MODE")
+    return connection
+
+
+async def test_a_read_on_the_driver_past_the_deadline_is_cancelled_on_the_server(
+    guarded: tuple[Database, list[int]], test_database_url: URL
+) -> None:
+    db, ids = guarded
+    name = db.settings.application_name
+    await db.warm_up()
+    observer = await asyncpg.connect(plain(test_database_url.set(drivername="postgresql")))
+    pids = "SELECT array_agg(pid) FROM pg_stat_activity WHERE application_name = $1"
+    locker = await _locked(test_database_url)
+    try:
+        before = await observer.fetchval(pids, name)
+        with pytest.raises(DeadlineExceededError, match="server cancelled") as caught:
+            # Long enough that a busy machine still reaches the statement within it.
+            async with deadline(1.5), db.read_only_unit_of_work() as uow:
+                try:
+                    await uow.repository(ProductRepository).get(ids[0])  # waits for the lock
+                finally:
+                    assert ORM_READ not in uow.session.info  # on the driver path
+        assert caught.value.seconds == 1.5
+        # Cancelled on the server: nothing of it runs or waits there any more...
+        running = await observer.fetchval(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1 "
+            "AND state <> 'idle'",
+            name,
+        )
+        assert running == 0
+    finally:
+        await locker.close()
+    try:
+        # ...and the connection went back to the pool, the same one, and works.
+        async with db.read_only_unit_of_work() as uow:
+            assert await uow.repository(ProductRepository).get(ids[0]) is not None
+            assert ORM_READ not in uow.session.info
+        assert await observer.fetchval(pids, name) == before
+    finally:
+        await observer.close()
+
+
+async def test_a_read_on_the_driver_counts_as_a_statement_while_it_holds_the_connection(
+    guarded: tuple[Database, list[int]], test_database_url: URL
+) -> None:
+    db, ids = guarded
+    await db.warm_up()
+    locker = await _locked(test_database_url)
+    try:
+        async with db.read_only_unit_of_work() as uow:
+            read = asyncio.create_task(uow.repository(ProductRepository).get(ids[0]))
+            await wait_until(lambda: len(db.safety_nets.holds) == 1)
+            (hold,) = db.safety_nets.holds.values()
+            await wait_until(lambda: hold.statement_started is not None)
+            await locker.execute("COMMIT")
+            assert await read is not None
+            assert ORM_READ not in uow.session.info
+        assert hold.statement_started is None
+        assert hold.statement_seconds > 0
+        assert db.safety_nets.holds == {}
+    finally:
+        await locker.close()
+
+
+async def test_a_request_counts_its_reads_on_the_driver_against_max_queries(
+    guarded: tuple[Database, list[int]], caplog: pytest.LogCaptureFixture
+) -> None:
+    db, ids = guarded
+    caplog.set_level(logging.WARNING, logger="asyncdal.queries")
+    app = FastAPI(lifespan=databases_lifespan(lambda: Databases({"main": db})))
+    setup(app)
+    products = Depends(repository_provider(ProductRepository, read_only=True))
+
+    @app.get("/twice/{product_id}")
+    async def twice(product_id: int, repository: ProductRepository = products) -> dict[str, Any]:
+        first = await repository.get(product_id)
+        await repository.count()
+        await repository.count()
+        return {"found": first is not None, "driver": ORM_READ not in repository.session.info}
+
+    async with app_client(app) as client:
+        answer = await client.get(f"/twice/{ids[0]}")
+    assert answer.json() == {"found": True, "driver": True}
+    (record,) = [r for r in caplog.records if r.name == "asyncdal.queries"]
+    assert "GET /twice/{product_id} ran 3 statements" in record.getMessage()
+    assert "2 times" in record.getMessage()
+    assert "count(*)" in record.getMessage()

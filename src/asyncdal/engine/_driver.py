@@ -32,6 +32,7 @@ from sqlalchemy.util import greenlet_spawn
 from asyncdal._translate import is_connection_failure, translate
 from asyncdal.engine._cancel import ServerCancel
 from asyncdal.engine._sqlalchemy import await_in_greenlet, cursor_listeners
+from asyncdal.errors import AsyncdalError, DeadlineExceededError
 
 __all__ = ["DriverReads", "StatementHooks", "statement_hooks"]
 
@@ -39,6 +40,12 @@ BeforeHook = Callable[[Any, dict[Any, Any]], Awaitable[None]]
 """Runs before a statement: ``(asyncpg connection, the pooled connection's info)``."""
 AfterHook = Callable[[str, float], None]
 """Runs after a statement that succeeded: ``(sql, seconds)``."""
+StartHook = Callable[[str, Any, dict[Any, Any]], None]
+"""Runs first, synchronously, before a statement: ``(sql, asyncpg connection, the pooled
+connection's info)``; what it raises is raised instead of sending the statement."""
+EndHook = Callable[[dict[Any, Any], BaseException | None], BaseException | None]
+"""Runs once the statement ended, succeeded or not, before its connection goes back to the
+pool: ``(info, what it raised or None)``; returns an error to raise instead, or None."""
 
 
 @dataclass(slots=True)
@@ -46,11 +53,16 @@ class StatementHooks:
     """What the engine's statement listeners do, for statements run on the driver.
 
     Each feature that listens to ``before_cursor_execute``/``after_cursor_execute`` registers
-    its stand-in here and names its listeners in :attr:`replaces`.
+    its stand-in here and names its listeners in :attr:`replaces`. Per statement: every
+    :attr:`start` hook, then every :attr:`before` hook, the statement, every :attr:`end` hook
+    (also when something failed), the connection's return to the pool, and every :attr:`after`
+    hook once it succeeded.
     """
 
     before: list[BeforeHook] = field(default_factory=list)
     after: list[AfterHook] = field(default_factory=list)
+    start: list[StartHook] = field(default_factory=list)
+    end: list[EndHook] = field(default_factory=list)
     replaces: set[tuple[str, Any]] = field(default_factory=set)
     """The engine listeners these hooks stand in for: ``(event name, function)``."""
 
@@ -127,7 +139,7 @@ class DriverReads:
         if hooks is None:
             return None
         raw_connection = self.engine.sync_engine.raw_connection
-        before_hooks = hooks.before
+        before_hooks, start_hooks, end_hooks = hooks.before, hooks.start, hooks.end
 
         def run() -> tuple[list[Any], float]:
             # Checkout, statement and checkin in one greenlet: the pool's checkout and
@@ -135,21 +147,33 @@ class DriverReads:
             # from here (one greenlet rather than three, measured cheaper).
             fairy: PoolProxiedConnection = raw_connection()
             driver: Any = fairy.driver_connection
+            info = fairy.info
             try:
+                for start in start_hooks:
+                    start(sql, driver, info)
                 for before in before_hooks:
-                    await_in_greenlet(before(driver, fairy.info))
+                    await_in_greenlet(before(driver, info))
                 started = time.perf_counter()
                 rows: list[Any] = await_in_greenlet(driver.fetch(sql, *parameters))
                 seconds = time.perf_counter() - started
             except BaseException as error:
+                raised: BaseException = error
+                for end in end_hooks:
+                    raised = end(info, raised) or raised
                 self._failed(fairy, driver, error)
+                if raised is not error:
+                    raise raised from error
                 raise
+            for end in end_hooks:
+                end(info, None)
             fairy.close()
             return rows, seconds
 
         try:
             rows, seconds = await greenlet_spawn(run)
         except BaseException as error:
+            if isinstance(error, DeadlineExceededError):
+                raise  # a hook's own answer (the deadline ran out): the usual path's too
             if isinstance(error, TimeoutError):
                 translated = translate(error, database=self.database)
                 assert translated is not None  # a TimeoutError always is
@@ -168,6 +192,11 @@ class DriverReads:
 
     def _failed(self, fairy: PoolProxiedConnection, driver: Any, error: BaseException) -> None:
         """Give back, or discard, the connection a statement failed on (in the greenlet)."""
+        if isinstance(error, AsyncdalError):
+            # A hook refused to send the statement (a deadline already run out; that error is
+            # a TimeoutError too): the connection was not used.
+            fairy.close()
+            return
         abandoned = isinstance(error, TimeoutError | asyncio.CancelledError)
         if abandoned:
             # The statement may still run on the server: stop it there (as the guard does).

@@ -17,6 +17,12 @@ its engines, only those its settings switch on, plus one cheap statement counter
 - **Deadlines**: see :mod:`asyncdal.engine._deadline`.
 - **Queries per request** (``MAX_QUERIES_PER_REQUEST``): each statement is counted, by text,
   in the request's :class:`~asyncdal.engine._scope.RequestScope`.
+
+Reads run on the driver (:mod:`asyncdal.engine._driver`) get the same bookkeeping from stand-ins
+registered in the engine's statement hooks, so those reads keep their fast path with the nets
+attached: the statement log, the count, the hold's statement time, and the deadline (the time
+left checked before the statement, a cancel of it on the server when the time runs out, and
+the deadline's error for the statement the server cancelled).
 """
 
 from __future__ import annotations
@@ -37,7 +43,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from asyncdal._request_id import current_request_id
 from asyncdal.engine._cancel import ServerCancel
-from asyncdal.engine._deadline import DEADLINE
+from asyncdal._translate import translate
+from asyncdal.engine._deadline import DEADLINE, Deadline
+from asyncdal.engine._driver import statement_hooks
 from asyncdal.engine._scope import REQUEST_SCOPE, STATEMENT_LOG, RequestScope, current_request_scope
 from asyncdal.engine._sqlalchemy import caller_frame
 from asyncdal.errors import DeadlineExceededError, StatementTimeoutError
@@ -185,7 +193,8 @@ class SafetyNets:
         deadline_now = DEADLINE.get
         clock = time.perf_counter
 
-        def before(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        def begin(statement: str, info: Any) -> Deadline | None:
+            # What a statement's start does, on either path; the deadline in force, if any.
             log = statement_log_now()
             if log is not None:
                 log.add(self, database, statement)
@@ -195,8 +204,7 @@ class SafetyNets:
                     scope.count(statement, limit)
             budget = deadline_now()
             if not tracks_holds and budget is None:
-                return
-            info = conn.info
+                return None
             if tracks_holds:
                 hold = info.get(_HOLD)
                 if hold is not None:
@@ -211,13 +219,21 @@ class SafetyNets:
                 if left <= 0:
                     raise budget.error(f"before a statement on {database}")
                 info.pop(_CANCELLED, None)
-
-                def run_out() -> None:
-                    info[_CANCELLED] = budget
-                    cancel.request(conn.connection.driver_connection)
-
-                budget.running[id(info)] = run_out
                 info[_DEADLINE] = budget
+            return budget
+
+        def watch(budget: Deadline, info: Any, driver_connection: Any) -> None:
+            def run_out() -> None:
+                info[_CANCELLED] = budget
+                cancel.request(driver_connection)
+
+            budget.running[id(info)] = run_out
+
+        def before(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+            info = conn.info
+            budget = begin(statement, info)
+            if budget is not None:
+                watch(budget, info, conn.connection.driver_connection)
 
         def after(conn: Any, *args: Any) -> None:
             if tracks_holds or deadline_now() is not None:
@@ -234,20 +250,23 @@ class SafetyNets:
             if budget is not None:
                 budget.running.pop(id(info), None)
 
-        def failed(context: ExceptionContext) -> DeadlineExceededError | None:
-            connection = context.connection
-            if connection is None or context.is_pre_ping:
-                return None
-            info = connection.info
+        def cancelled(info: Any, error: BaseException | None) -> DeadlineExceededError | None:
+            # A statement failed: the deadline's error when it was the deadline's cancel.
             ended(info)
             budget = info.pop(_CANCELLED, None)
-            # Documented, but set only once a listener before returned an error.
-            error = getattr(context, "chained_exception", None) or context.original_exception
             if budget is not None and isinstance(error, StatementTimeoutError):
                 return budget.error(  # type: ignore[no-any-return]
                     f"in a statement on {database}, which the server cancelled"
                 )
             return None
+
+        def failed(context: ExceptionContext) -> DeadlineExceededError | None:
+            connection = context.connection
+            if connection is None or context.is_pre_ping:
+                return None
+            # Documented, but set only once a listener before returned an error.
+            error = getattr(context, "chained_exception", None) or context.original_exception
+            return cancelled(connection.info, error)
 
         event.listen(sync_engine, "before_cursor_execute", before)
         event.listen(sync_engine, "after_cursor_execute", after)
@@ -255,6 +274,28 @@ class SafetyNets:
         if tracks_holds:
             event.listen(sync_engine.pool, "checkout", self._checked_out(node))
             event.listen(sync_engine.pool, "checkin", self._checked_in)
+        hooks = statement_hooks(engine)
+        if hooks is None:
+            return
+
+        # The same, for reads run on the driver (asyncdal.engine._driver): with every net off,
+        # a read pays three context-variable reads.
+        def start_driver_read(statement: str, driver_connection: Any, info: Any) -> None:
+            budget = begin(statement, info)
+            if budget is not None:
+                watch(budget, info, driver_connection)
+
+        def end_driver_read(info: Any, error: BaseException | None) -> BaseException | None:
+            if error is None:
+                if tracks_holds or deadline_now() is not None:
+                    ended(info)
+                return None
+            return cancelled(info, translate(error, database=database))
+
+        hooks.start.append(start_driver_read)
+        hooks.end.append(end_driver_read)
+        hooks.stands_in_for("before_cursor_execute", before)
+        hooks.stands_in_for("after_cursor_execute", after)
 
     def _checked_out(self, node: str) -> Callable[[Any, Any, Any], None]:
         leak = self.settings.safety.leak_detection_seconds
