@@ -52,7 +52,8 @@ ALL_ON = {
 
 
 def _as_a_request(operation: Operation) -> Operation:
-    """``operation`` in a request scope and a deadline, as the request middleware runs a request with the nets on."""
+    """``operation`` in a request scope and a deadline, as ``setup(app)``'s middleware runs a
+    request with the nets on."""
 
     async def request(product_id: int) -> object:
         with request_scope(RequestScope(None, "GET")):

@@ -228,11 +228,13 @@ async def test_assert_max_queries_fails_on_a_read_on_the_driver(
     guarded: tuple[Database, list[int]],
 ) -> None:
     db, ids = guarded
-    with pytest.raises(AssertionError, match="1 statements ran, more than 0") as caught:
-        with assert_max_queries(0, db):
-            async with db.read_only_unit_of_work() as uow:
-                assert await uow.repository(ProductRepository).get(ids[0]) is not None
-                assert ORM_READ not in uow.session.info
+    with (
+        pytest.raises(AssertionError, match="1 statements ran, more than 0") as caught,
+        assert_max_queries(0, db),
+    ):
+        async with db.read_only_unit_of_work() as uow:
+            assert await uow.repository(ProductRepository).get(ids[0]) is not None
+            assert ORM_READ not in uow.session.info
     assert "products" in str(caught.value)
 
 
@@ -281,8 +283,7 @@ async def test_a_read_on_the_driver_past_the_deadline_is_cancelled_on_the_server
         assert caught.value.seconds == 1.5
         # Cancelled on the server: nothing of it runs or waits there any more...
         running = await observer.fetchval(
-            "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1 "
-            "AND state <> 'idle'",
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1 AND state <> 'idle'",
             name,
         )
         assert running == 0

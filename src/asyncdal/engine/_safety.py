@@ -42,8 +42,8 @@ from sqlalchemy.engine import ExceptionContext
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from asyncdal._request_id import current_request_id
-from asyncdal.engine._cancel import ServerCancel
 from asyncdal._translate import translate
+from asyncdal.engine._cancel import ServerCancel
 from asyncdal.engine._deadline import DEADLINE, Deadline
 from asyncdal.engine._driver import statement_hooks
 from asyncdal.engine._scope import REQUEST_SCOPE, STATEMENT_LOG, RequestScope, current_request_scope

@@ -114,9 +114,7 @@ class RequestMiddleware:
                     await bad_lsn_header(send, text, [id_header])
                     return
             with current_commit_lsns() as committed, read_your_writes(required, self.database):
-                await self._serve(
-                    scope, receive, send, id_header, committed, required, plan.safety
-                )
+                await self._serve(scope, receive, send, id_header, committed, required, plan.safety)
 
     async def _serve(
         self,

@@ -125,4 +125,3 @@ def _warn_about_queries(request: RequestScope) -> None:
             "statement": statement,
         },
     )
-
