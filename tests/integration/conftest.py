@@ -7,11 +7,13 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 import asyncpg
 import pytest
+import pytest_asyncio
 from sqlalchemy import MetaData
 from sqlalchemy.engine import URL
 
 from asyncdal import Database, DatabaseSettings
 from asyncdal.testing import ReplicaPair, create_test_database, drop_test_database
+from asyncdal.testing._fixtures import _ThrowawayDatabases as ThrowawayDatabases
 from catalog.models import Base
 from tests.conftest import plain
 from tests.helpers import count_connections
@@ -25,10 +27,15 @@ def asyncdal_metadata() -> MetaData:
     return Base.metadata
 
 
-@pytest.fixture
-def test_database_url(asyncdal_database: Database) -> URL:
-    """The URL of asyncdal.testing's throwaway database (the catalog's tables, made once)."""
-    return asyncdal_database.settings.sqlalchemy_url()
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def test_database_url(
+    _asyncdal_throwaway_databases: ThrowawayDatabases,  # noqa: PT019 (its value is used)
+    asyncdal_metadata: MetaData,
+) -> URL:
+    """The URL of asyncdal.testing's throwaway database with the catalog's tables (the one
+    ``asyncdal_database`` gives here), for session- and module-wide fixtures too."""
+    database = await _asyncdal_throwaway_databases.of(asyncdal_metadata)
+    return database.settings.sqlalchemy_url()
 
 
 @pytest.fixture

@@ -19,9 +19,11 @@ POOL_SIZE = 4
 POOL_TIMEOUT = 1.0
 QUERY_SECONDS = 0.2
 DURATION = 30.0
-# Scheduling slack on a shared 2-core machine, on top of pool timeout + query time (the
-# slowest answers measured 1.11-1.20 s against the 1.2 s of pool timeout + query time).
-SLACK = 0.4
+# Scheduling slack on a shared 2-core machine, on top of pool timeout + query time: the
+# slowest answers measured 1.11-1.20 s on a quiet machine against the 1.2 s of pool timeout +
+# query time, and 1.78 s with seven test suites running beside it. Waiting without a bound
+# (a queue fed by 40 clients for 30 s) would take far longer.
+SLACK = 1.0
 
 
 async def test_overload_answers_only_503s_in_time_and_returns_every_connection(

@@ -38,6 +38,7 @@ from asyncdal.engine._create import TimedQueuePool
 from asyncdal.engine._sqlalchemy import (
     await_in_greenlet,
     caller_frame,
+    flushing,
     in_sqlalchemy_greenlet,
     loads_for_a_query,
 )
@@ -284,6 +285,34 @@ def test_sqlalchemy_passes_the_query_context_to_the_loads_it_asks_for() -> None:
     assert '"sa_top_level_orm_context"' in source, "SQLAlchemy renamed sa_top_level_orm_context"
     assert loads_for_a_query({"sa_top_level_orm_context": object()})
     assert not loads_for_a_query({})
+
+
+def test_sqlalchemy_sessions_say_when_they_flush() -> None:
+    from sqlalchemy.orm import Session, registry
+
+    mapper_registry = registry()
+    things = sqlalchemy.Table(
+        "things",
+        mapper_registry.metadata,
+        sqlalchemy.Column("id", sqlalchemy.Integer, primary_key=True),
+    )
+
+    class Thing:
+        def __init__(self, id: int) -> None:
+            self.id = id
+
+    mapper_registry.map_imperatively(Thing, things)
+    engine = sqlalchemy.create_engine("sqlite://")
+    mapper_registry.metadata.create_all(engine)
+    seen: list[bool] = []
+    with Session(engine) as session:
+        event.listen(session, "after_flush", lambda flushed, _: seen.append(flushing(flushed)))
+        assert not flushing(session)
+        session.add(Thing(id=1))
+        session.flush()
+        assert not flushing(session)
+    engine.dispose()
+    assert seen == [True], "Session._flushing no longer tells a flush in progress"
 
 
 def test_sqlalchemy_pool_entries_name_their_driver_connection() -> None:

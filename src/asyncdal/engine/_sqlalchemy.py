@@ -23,6 +23,7 @@ __all__ = [
     "await_in_greenlet",
     "caller_frame",
     "cursor_listeners",
+    "flushing",
     "has_load_listeners",
     "in_sqlalchemy_greenlet",
     "loads_for_a_query",
@@ -72,6 +73,15 @@ def caller_frame() -> FrameType | None:
             frame: FrameType | None = parent.gr_frame
             return frame
     return sys._getframe(1)
+
+
+def flushing(session: Any) -> bool:
+    """True while ``session`` (a sync ``Session``) flushes: the loads it runs then are the unit
+    of work's own (a deleted parent's collection, to unlink or cascade to its children).
+
+    SQLAlchemy keeps this in ``Session._flushing``, which it does not document.
+    """
+    return bool(session._flushing)
 
 
 def loads_for_a_query(execution_options: Mapping[str, Any]) -> bool:

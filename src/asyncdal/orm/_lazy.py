@@ -29,7 +29,7 @@ from typing import Any
 from sqlalchemy import event
 from sqlalchemy.orm import ORMExecuteState, Session
 
-from asyncdal.engine._sqlalchemy import in_sqlalchemy_greenlet, loads_for_a_query
+from asyncdal.engine._sqlalchemy import flushing, in_sqlalchemy_greenlet, loads_for_a_query
 from asyncdal.errors import LazyLoadError
 from asyncdal.orm._sessions import SessionClasses
 from asyncdal.settings import DatabaseSettings
@@ -69,6 +69,10 @@ def guard_lazy_loads(session_class: type[Session], settings: DatabaseSettings) -
         if not state.is_select or state.lazy_loaded_from is None:
             return
         if loads_for_a_query(state.execution_options):
+            return
+        # The flush's own loads (a deleted author's posts, to unlink them) are not the
+        # application's attribute access: one statement per flushed object, needed to flush.
+        if flushing(state.session):
             return
         awaited = in_sqlalchemy_greenlet()
         error = lazy_load_error(state, awaited=awaited)
