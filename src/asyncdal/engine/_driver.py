@@ -118,18 +118,11 @@ class DriverReads:
         self._checked = checked
         return hooks
 
-    async def attributes(self, sql: str) -> list[Any]:
-        """The result columns' type OIDs of ``sql`` (prepared once, on a pooled connection)."""
-        fairy = await greenlet_spawn(self.engine.sync_engine.raw_connection)
-        try:
-            driver: Any = fairy.driver_connection
-            prepared = await driver.prepare(sql)
-            return [attribute.type.oid for attribute in prepared.get_attributes()]
-        finally:
-            await greenlet_spawn(fairy.close)
-
-    async def fetch(self, sql: str, parameters: Sequence[Any]) -> list[Any] | None:
-        """The rows of ``sql``; None when the caller should run it the usual way instead.
+    async def fetch(
+        self, sql: str, parameters: Sequence[Any], *, describe: bool = False
+    ) -> tuple[list[Any], list[int] | None] | None:
+        """The rows of ``sql`` and, with ``describe``, its result columns' type OIDs; None
+        when the caller should run it the usual way instead.
 
         Raises:
             asyncdal.errors.AsyncdalError: as the engine would raise it (a statement timeout,
@@ -141,7 +134,7 @@ class DriverReads:
         raw_connection = self.engine.sync_engine.raw_connection
         before_hooks, start_hooks, end_hooks = hooks.before, hooks.start, hooks.end
 
-        def run() -> tuple[list[Any], float]:
+        def run() -> tuple[list[Any], list[int] | None, float]:
             # Checkout, statement and checkin in one greenlet: the pool's checkout and
             # checkin may need to await (a new connection, a full queue), the rest is awaited
             # from here (one greenlet rather than three, measured cheaper).
@@ -153,8 +146,15 @@ class DriverReads:
                     start(sql, driver, info)
                 for before in before_hooks:
                     await_in_greenlet(before(driver, info))
+                oids: list[int] | None = None
                 started = time.perf_counter()
-                rows: list[Any] = await_in_greenlet(driver.fetch(sql, *parameters))
+                if describe:
+                    # Once per statement: the same statement, prepared, tells its types.
+                    prepared = await_in_greenlet(driver.prepare(sql))
+                    rows: list[Any] = await_in_greenlet(prepared.fetch(*parameters))
+                    oids = [attribute.type.oid for attribute in prepared.get_attributes()]
+                else:
+                    rows = await_in_greenlet(driver.fetch(sql, *parameters))
                 seconds = time.perf_counter() - started
             except BaseException as error:
                 raised: BaseException = error
@@ -167,10 +167,10 @@ class DriverReads:
             for end in end_hooks:
                 end(info, None)
             fairy.close()
-            return rows, seconds
+            return rows, oids, seconds
 
         try:
-            rows, seconds = await greenlet_spawn(run)
+            rows, oids, seconds = await greenlet_spawn(run)
         except BaseException as error:
             if isinstance(error, DeadlineExceededError):
                 raise  # a hook's own answer (the deadline ran out): the usual path's too
@@ -188,7 +188,7 @@ class DriverReads:
             raise translated from error
         for after in hooks.after:
             after(sql, seconds)
-        return rows
+        return rows, oids
 
     def _failed(self, fairy: PoolProxiedConnection, driver: Any, error: BaseException) -> None:
         """Give back, or discard, the connection a statement failed on (in the greenlet)."""

@@ -126,13 +126,16 @@ def _plan(
 
 
 async def _rows(reads: DriverReads, plan: _Plan, parameters: dict[str, Any]) -> list[Any] | None:
-    rows = await reads.fetch(plan.sql, [parameters[name] for name in plan.parameters])
-    if rows is None:
+    describe = plan.processors is None
+    fetched = await reads.fetch(
+        plan.sql, [parameters[name] for name in plan.parameters], describe=describe
+    )
+    if fetched is None:
         return None
-    if plan.processors is None:
+    rows, oids = fetched
+    if oids is not None:
         # Some types convert the driver's value depending on the column's type OID on the
-        # server (asyncpg's numeric): learn them once per statement, as SQLAlchemy does.
-        oids = await reads.attributes(plan.sql)
+        # server (asyncpg's numeric): learnt once per statement, as SQLAlchemy does.
         dialect = reads.dialect
         plan.processors = [
             kind.dialect_impl(dialect).result_processor(dialect, oid)
