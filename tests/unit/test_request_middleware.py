@@ -9,7 +9,9 @@ import pytest
 from fastapi import FastAPI
 from httpx import ASGITransport, AsyncClient
 
-from asyncdal import current_request_id
+from asyncdal import Database, Databases, DatabaseSettings, current_request_id
+from asyncdal.engine._deadline import current_deadline
+from asyncdal.engine._scope import RequestScope, current_request_scope
 from asyncdal.fastapi import _request as request_module
 from asyncdal.fastapi import setup
 from asyncdal.fastapi._request import RequestMiddleware
@@ -90,3 +92,81 @@ def test_positions_are_collected_only_for_a_database_with_replicas() -> None:
     assert not middleware._has_replicas({})
     other = RequestMiddleware(app=None, database="reference")  # type: ignore[arg-type]
     assert not other._has_replicas(_scope(with_replicas))
+
+
+def _databases(**safety: dict[str, object]) -> Databases:
+    return Databases(
+        {
+            name: Database(name, DatabaseSettings(url="postgresql+asyncpg://u@h/d", **settings))
+            for name, settings in safety.items()
+        }
+    )
+
+
+async def _seen_by_the_app(databases: Databases) -> dict[str, Any]:
+    """What an app behind the one middleware sees of the safety nets, for one request."""
+    seen: dict[str, Any] = {}
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        seen["request"] = current_request_scope()
+        seen["deadline"] = current_deadline()
+        await send({"type": "http.response.start", "status": 204, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b""}
+
+    async def send(message: Any) -> None:
+        seen.setdefault("statuses", []).append(message.get("status"))
+
+    scope = {"type": "http", "method": "GET", "headers": [], "state": {"databases": databases}}
+    await RequestMiddleware(app)(scope, receive, send)
+    return seen
+
+
+async def test_no_safety_net_work_when_every_database_has_them_off(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def refuse(*args: Any) -> Any:
+        raise AssertionError("safety-net work for a request although every net is off")
+
+    monkeypatch.setattr(request_module, "serve_with_safety_nets", refuse)
+    seen = await _seen_by_the_app(_databases(main={}, reference={"lazy_loads": "allow"}))
+    assert seen["request"] is None
+    assert seen["deadline"] is None
+
+
+async def test_the_one_middleware_runs_a_request_in_the_safety_nets_when_one_is_on() -> None:
+    seen = await _seen_by_the_app(
+        _databases(
+            main={"request_timeout": 9.0},
+            reference={"request_timeout": 4.0, "max_queries_per_request": 3},
+        )
+    )
+    assert isinstance(seen["request"], RequestScope)
+    assert seen["request"].method == "GET"
+    assert seen["deadline"].seconds == 4.0  # the smallest REQUEST_TIMEOUT
+    leaks = await _seen_by_the_app(_databases(main={"leak_detection_seconds": 30}))
+    assert isinstance(leaks["request"], RequestScope)
+    assert leaks["deadline"] is None
+
+
+async def test_what_the_databases_ask_is_worked_out_once_per_databases(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    planned: list[object] = []
+    real = request_module.safety_plan
+
+    def counting(settings: Any) -> Any:
+        planned.append(settings)
+        return real(settings)
+
+    monkeypatch.setattr(request_module, "safety_plan", counting)
+    middleware = RequestMiddleware(app=None)  # type: ignore[arg-type]
+    first = _databases(main={"request_timeout": 2.0})
+    for _ in range(3):
+        assert middleware._plan(_scope(first)).safety is not None
+    assert len(planned) == 1
+    second = _databases(main={})
+    assert middleware._plan(_scope(second)).safety is None  # a new lifespan's: planned anew
+    assert len(planned) == 2
