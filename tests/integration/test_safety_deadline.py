@@ -54,16 +54,21 @@ async def test_a_statement_past_the_deadline_is_cancelled_and_the_connection_kep
 async def test_a_statement_after_the_deadline_is_not_sent(
     make_database: Callable[..., Database],
 ) -> None:
-    db = make_database()
+    db = make_database(pool_size=1, max_overflow=0)
+    backend = text("SELECT pg_backend_pid()")
     try:
         async with db.unit_of_work() as uow:
-            await uow.session.execute(text("SELECT 1"))
+            before = (await uow.session.execute(backend)).scalar()
             with pytest.raises(DeadlineExceededError, match="before a statement"):
                 async with deadline(0.2) as budget:
                     # Not a database wait: the deadline leaves it alone while in a statement...
                     await uow.session.execute(text("SELECT 2"))
                     budget.at = 0  # ...and as if the time had gone by now
                     await uow.session.execute(text("SELECT 3"))
+        # The connection was not used for it: kept, not discarded (SQLAlchemy would take the
+        # error, a TimeoutError, for a disconnect).
+        async with db.read_only_unit_of_work() as uow:
+            assert (await uow.session.execute(backend)).scalar() == before
     finally:
         await db.dispose()
 

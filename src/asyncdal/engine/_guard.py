@@ -43,7 +43,7 @@ from asyncdal.engine._cancel import ServerCancel
 from asyncdal.engine._driver import StatementHooks
 from asyncdal.engine._retry import RetryListener, RetryPolicy, greenlet_sleep, log_retry
 from asyncdal.engine._sqlalchemy import await_in_greenlet
-from asyncdal.errors import DatabaseUnavailableError
+from asyncdal.errors import AsyncdalError, DatabaseUnavailableError
 
 __all__ = ["ConnectionGuard", "GuardedPool", "attach_guard"]
 
@@ -248,6 +248,12 @@ def attach_guard(engine: AsyncEngine, guard: ConnectionGuard) -> None:
         # What to do with the connection only; the error itself is translated (into
         # QueryTimeoutError here) by the engine's error map, registered by create_engine.
         original = context.original_exception
+        if isinstance(original, AsyncdalError):
+            # A listener refused to send the statement (a deadline already run out): the
+            # connection was not used and stays. SQLAlchemy takes any TimeoutError, which
+            # DeadlineExceededError is too, for a disconnect.
+            context.is_disconnect = False
+            return
         abandoned = isinstance(original, TimeoutError | asyncio.CancelledError)
         connection = context.connection
         if abandoned and connection is not None and not connection.invalidated:
