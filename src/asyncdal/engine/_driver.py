@@ -158,9 +158,11 @@ class DriverReads:
                 seconds = time.perf_counter() - started
             except BaseException as error:
                 raised: BaseException = error
-                for end in end_hooks:
-                    raised = end(info, raised) or raised
-                self._failed(fairy, driver, error)
+                try:
+                    for end in end_hooks:
+                        raised = end(info, raised) or raised
+                finally:
+                    self._failed(fairy, driver, error)
                 if raised is not error:
                     raise raised from error
                 raise
