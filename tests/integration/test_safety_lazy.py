@@ -197,3 +197,19 @@ async def test_a_database_pinned_to_one_connection_guards_lazy_loads_too(
             author = (await uow.session.scalars(select(Author).where(Author.id == 1))).one()
             with pytest.raises(LazyLoadError):
                 await author.awaitable_attrs.books
+
+
+async def test_the_loads_a_flush_runs_are_sqlalchemys_own_and_allowed(
+    library: Callable[..., Database],
+) -> None:
+    db = library()
+    async with db.unit_of_work() as uow:
+        uow.session.add(Author(id=10, name="no books yet"))
+        await uow.commit()
+    async with db.unit_of_work() as uow:
+        author = (await uow.session.scalars(select(Author).where(Author.id == 10))).one()
+        # Deleting a parent loads its children (to update them) during the flush.
+        await uow.session.delete(author)
+        await uow.commit()
+    async with db.read_only_unit_of_work() as uow:
+        assert (await uow.session.scalars(select(Author).where(Author.id == 10))).first() is None

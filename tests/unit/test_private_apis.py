@@ -40,6 +40,7 @@ from asyncdal.engine._sqlalchemy import (
     caller_frame,
     in_sqlalchemy_greenlet,
     loads_for_a_query,
+    session_is_flushing,
 )
 from asyncdal.orm._loop_engines import LoopEngine, LoopEngines
 
@@ -284,6 +285,30 @@ def test_sqlalchemy_passes_the_query_context_to_the_loads_it_asks_for() -> None:
     assert '"sa_top_level_orm_context"' in source, "SQLAlchemy renamed sa_top_level_orm_context"
     assert loads_for_a_query({"sa_top_level_orm_context": object()})
     assert not loads_for_a_query({})
+
+
+def test_sqlalchemy_sessions_say_when_they_flush() -> None:
+    from sqlalchemy import Column, Integer
+    from sqlalchemy.orm import DeclarativeBase, Session
+
+    class Base(DeclarativeBase):
+        pass
+
+    class Thing(Base):
+        __tablename__ = "things"
+        id = Column(Integer, primary_key=True)
+
+    engine = sqlalchemy.create_engine("sqlite://")
+    Base.metadata.create_all(engine)
+    seen: list[bool] = []
+    with Session(engine) as session:
+        event.listen(session, "before_flush", lambda s, *args: seen.append(session_is_flushing(s)))
+        assert not session_is_flushing(session)
+        session.add(Thing(id=1))
+        session.flush()
+        assert not session_is_flushing(session)
+    engine.dispose()
+    assert seen == [True], "Session._flushing no longer tells a flush in progress"
 
 
 def test_sqlalchemy_pool_entries_name_their_driver_connection() -> None:

@@ -21,6 +21,7 @@ __all__ = [
     "in_sqlalchemy_greenlet",
     "loads_for_a_query",
     "select_locks_rows",
+    "session_is_flushing",
 ]
 
 T = TypeVar("T")
@@ -76,3 +77,12 @@ def loads_for_a_query(execution_options: Mapping[str, Any]) -> bool:
     execution option, which it does not document.
     """
     return "sa_top_level_orm_context" in execution_options
+
+
+def session_is_flushing(session: Any) -> bool:
+    """True while ``session`` (a sync ``Session``) flushes: the loads it runs then (a deleted
+    parent's children, to update or delete them) are SQLAlchemy's own, not the application's.
+
+    SQLAlchemy keeps it in the private ``Session._flushing``; no public attribute tells.
+    """
+    return bool(session._flushing)
