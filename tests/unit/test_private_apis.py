@@ -41,6 +41,7 @@ from asyncdal.engine._sqlalchemy import (
     in_sqlalchemy_greenlet,
     loads_for_a_query,
     session_is_flushing,
+    sqlalchemy_loads_for_itself,
 )
 from asyncdal.orm._loop_engines import LoopEngine, LoopEngines
 
@@ -309,6 +310,19 @@ def test_sqlalchemy_sessions_say_when_they_flush() -> None:
         assert not session_is_flushing(session)
     engine.dispose()
     assert seen == [True], "Session._flushing no longer tells a flush in progress"
+
+
+def test_sqlalchemy_lazy_loaders_take_the_passive_flags_asyncdal_reads() -> None:
+    from sqlalchemy.orm import strategies
+    from sqlalchemy.orm.base import PassiveFlag
+
+    # SQLAlchemy 2.1 calls it _LazyLoader, 2.0 LazyLoader.
+    loader = getattr(strategies, "_LazyLoader", None) or strategies.LazyLoader  # type: ignore[attr-defined]
+    for name in ("_emit_lazyload", "_load_for_state"):
+        parameters = inspect.signature(getattr(loader, name)).parameters
+        assert "passive" in parameters, f"LazyLoader.{name} no longer takes passive"
+    assert PassiveFlag.NO_RAISE
+    assert not sqlalchemy_loads_for_itself()  # no loader on the stack here
 
 
 def test_sqlalchemy_pool_entries_name_their_driver_connection() -> None:

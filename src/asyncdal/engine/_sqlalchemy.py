@@ -14,6 +14,7 @@ from typing import Any, TypeVar, cast
 import greenlet  # type: ignore[import-untyped]
 import sqlalchemy.util
 import sqlalchemy.util.concurrency
+from sqlalchemy.orm.base import PassiveFlag
 
 __all__ = [
     "await_in_greenlet",
@@ -22,6 +23,7 @@ __all__ = [
     "loads_for_a_query",
     "select_locks_rows",
     "session_is_flushing",
+    "sqlalchemy_loads_for_itself",
 ]
 
 T = TypeVar("T")
@@ -86,3 +88,27 @@ def session_is_flushing(session: Any) -> bool:
     SQLAlchemy keeps it in the private ``Session._flushing``; no public attribute tells.
     """
     return bool(session._flushing)
+
+
+_LOADERS = ("_emit_lazyload", "_load_for_state")
+_STRATEGIES = ("sqlalchemy/orm/strategies.py", "sqlalchemy\\orm\\strategies.py")
+
+
+def sqlalchemy_loads_for_itself() -> bool:
+    """True when the lazy load about to run is one SQLAlchemy makes for its own work (a
+    cascade of ``session.delete``, a flush, ``immediateload``): those it exempts from
+    ``lazy="raise"`` itself, with the ``PassiveFlag.NO_RAISE`` it passes its lazy loader.
+
+    Read from the ``passive`` argument of the loader's frame (only when a lazy load happens,
+    which is rare, never per statement): SQLAlchemy passes it nowhere public.
+    """
+    frame: FrameType | None = sys._getframe(1)
+    for _ in range(40):
+        if frame is None:
+            return False
+        code = frame.f_code
+        if code.co_name in _LOADERS and code.co_filename.endswith(_STRATEGIES):
+            passive = frame.f_locals.get("passive")
+            return passive is not None and bool(passive & PassiveFlag.NO_RAISE)
+        frame = frame.f_back
+    return False
