@@ -40,6 +40,7 @@ from asyncdal.engine._sqlalchemy import (
     caller_frame,
     in_sqlalchemy_greenlet,
     loads_for_a_query,
+    may_be_a_lazy_load,
     session_is_flushing,
     sqlalchemy_loads_for_itself,
 )
@@ -279,11 +280,22 @@ async def test_sqlalchemy_tells_whether_its_greenlet_runs_and_who_called_it() ->
     assert caller == "greenlet_spawn"
 
 
+def strategies_module() -> Any:
+    from sqlalchemy.orm import strategies
+
+    return strategies
+
+
 def test_sqlalchemy_passes_the_query_context_to_the_loads_it_asks_for() -> None:
     from sqlalchemy.orm import context
 
     source = inspect.getsource(context)
     assert '"sa_top_level_orm_context"' in source, "SQLAlchemy renamed sa_top_level_orm_context"
+    assert '"_sa_orm_load_options"' in inspect.getsource(strategies_module()), (
+        "SQLAlchemy's lazy loader no longer passes _sa_orm_load_options"
+    )
+    assert may_be_a_lazy_load({"_sa_orm_load_options": object()})
+    assert not may_be_a_lazy_load({})
     assert loads_for_a_query({"sa_top_level_orm_context": object()})
     assert not loads_for_a_query({})
 

@@ -38,7 +38,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from asyncdal._request_id import current_request_id
 from asyncdal.engine._cancel import ServerCancel
 from asyncdal.engine._deadline import DEADLINE
-from asyncdal.engine._scope import REQUEST_SCOPE, STATEMENT_LOG, RequestScope, current_request_scope
+from asyncdal.engine._scope import REQUEST_SCOPE, STATEMENT_LOG, RequestScope
 from asyncdal.engine._sqlalchemy import caller_frame
 from asyncdal.errors import DeadlineExceededError, StatementTimeoutError
 from asyncdal.settings import DatabaseSettings
@@ -271,6 +271,8 @@ class SafetyNets:
         leak = self.settings.safety.leak_detection_seconds
         database = self.database
         holds = self.holds
+        request_id_now = current_request_id
+        scope_now = REQUEST_SCOPE.get
 
         def checked_out(dbapi_connection: Any, record: Any, proxy: Any) -> None:
             try:
@@ -281,9 +283,9 @@ class SafetyNets:
                 database=database,
                 node=node,
                 started=time.perf_counter(),
-                scope=current_request_scope(),
+                scope=scope_now(),
                 task=task,
-                request_id=current_request_id(),
+                request_id=request_id_now(),
                 frames=_capture_frames() if leak is not None else [],
             )
             record.info[_HOLD] = hold

@@ -21,6 +21,7 @@ __all__ = [
     "caller_frame",
     "in_sqlalchemy_greenlet",
     "loads_for_a_query",
+    "may_be_a_lazy_load",
     "select_locks_rows",
     "session_is_flushing",
     "sqlalchemy_loads_for_itself",
@@ -112,3 +113,11 @@ def sqlalchemy_loads_for_itself() -> bool:
             return passive is not None and bool(passive & PassiveFlag.NO_RAISE)
         frame = frame.f_back
     return False
+
+
+def may_be_a_lazy_load(local_execution_options: Mapping[str, Any]) -> bool:
+    """False for most statements at the cost of one dict lookup: a lazy load passes its loader
+    options in the ``_sa_orm_load_options`` execution option (SQLAlchemy's own key), which a
+    query of the application's has no reason to pass. ``ORMExecuteState.lazy_loaded_from``
+    then says for sure, at the price of merging the statement's options (a new dict)."""
+    return "_sa_orm_load_options" in local_execution_options

@@ -33,6 +33,7 @@ from sqlalchemy.orm import ORMExecuteState, Session
 from asyncdal.engine._sqlalchemy import (
     in_sqlalchemy_greenlet,
     loads_for_a_query,
+    may_be_a_lazy_load,
     session_is_flushing,
     sqlalchemy_loads_for_itself,
 )
@@ -72,6 +73,8 @@ def guard_lazy_loads(session_class: type[Session], settings: DatabaseSettings) -
         return
 
     def check(state: ORMExecuteState) -> None:
+        if not may_be_a_lazy_load(state.local_execution_options):
+            return
         if not state.is_select or state.lazy_loaded_from is None:
             return
         if loads_for_a_query(state.execution_options) or session_is_flushing(state.session):
