@@ -22,6 +22,7 @@ its engines, only those its settings switch on, plus one cheap statement counter
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import linecache
 import logging
 import time
@@ -275,15 +276,16 @@ class SafetyNets:
         scope_now = REQUEST_SCOPE.get
 
         def checked_out(dbapi_connection: Any, record: Any, proxy: Any) -> None:
-            try:
-                task = asyncio.current_task()
-            except RuntimeError:
-                task = None
+            scope = scope_now()
+            task = None
+            if scope is None:  # the request names the holder; else the task does
+                with contextlib.suppress(RuntimeError):  # no running loop: no task
+                    task = asyncio.current_task()
             hold = Hold(
                 database=database,
                 node=node,
                 started=time.perf_counter(),
-                scope=scope_now(),
+                scope=scope,
                 task=task,
                 request_id=request_id_now(),
                 frames=_capture_frames() if leak is not None else [],
