@@ -197,3 +197,51 @@ async def test_a_database_pinned_to_one_connection_guards_lazy_loads_too(
             author = (await uow.session.scalars(select(Author).where(Author.id == 1))).one()
             with pytest.raises(LazyLoadError):
                 await author.awaitable_attrs.books
+
+
+async def test_the_loads_a_flush_runs_are_sqlalchemys_own_and_allowed(
+    library: Callable[..., Database],
+) -> None:
+    db = library()
+    async with db.unit_of_work() as uow:
+        uow.session.add(Author(id=10, name="no books yet"))
+        await uow.commit()
+    async with db.unit_of_work() as uow:
+        author = (await uow.session.scalars(select(Author).where(Author.id == 10))).one()
+        # Deleting a parent loads its children (to update them) during the flush.
+        await uow.session.delete(author)
+        await uow.commit()
+    async with db.read_only_unit_of_work() as uow:
+        assert (await uow.session.scalars(select(Author).where(Author.id == 10))).first() is None
+
+
+async def test_the_cascade_of_a_delete_loads_what_it_needs(library_url: URL) -> None:
+    class CascadeBase(DeclarativeBase):
+        pass
+
+    class Shelf(CascadeBase):
+        __tablename__ = "shelves"
+        id: Mapped[int] = mapped_column(primary_key=True)
+        slots: Mapped[list[Slot]] = relationship(cascade="all, delete-orphan")
+
+    class Slot(CascadeBase):
+        __tablename__ = "slots"
+        id: Mapped[int] = mapped_column(primary_key=True)
+        shelf_id: Mapped[int] = mapped_column(ForeignKey("shelves.id"))
+
+    db = Database("library", DatabaseSettings(url=plain(library_url)))
+    try:
+        async with db.engine.begin() as connection:
+            await connection.run_sync(CascadeBase.metadata.create_all)
+            await connection.execute(text("INSERT INTO shelves VALUES (1)"))
+            await connection.execute(text("INSERT INTO slots VALUES (1, 1), (2, 1)"))
+        async with db.unit_of_work() as uow:
+            shelf = (await uow.session.scalars(select(Shelf))).one()
+            await uow.session.delete(shelf)  # loads the slots, to delete them too
+            await uow.commit()
+        async with db.read_only_unit_of_work() as uow:
+            assert (await uow.session.execute(text("SELECT count(*) FROM slots"))).scalar() == 0
+    finally:
+        async with db.engine.begin() as connection:
+            await connection.run_sync(CascadeBase.metadata.drop_all)
+        await db.dispose()

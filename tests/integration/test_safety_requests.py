@@ -111,6 +111,8 @@ async def test_a_connection_held_past_the_threshold_is_reported_once_with_its_st
     # The stack shows where the route took the connection, not only SQLAlchemy's insides.
     assert "test_safety_requests.py" in message
     assert "in hold" in message
+    # The line that took the connection: the route's first statement.
+    assert 'await uow.session.execute(text("SELECT 1"))' in message
 
 
 async def test_the_longest_holders_are_listed_while_they_hold(

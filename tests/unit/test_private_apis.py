@@ -38,9 +38,11 @@ from asyncdal.engine._create import TimedQueuePool
 from asyncdal.engine._sqlalchemy import (
     await_in_greenlet,
     caller_frame,
-    flushing,
     in_sqlalchemy_greenlet,
     loads_for_a_query,
+    may_be_a_lazy_load,
+    session_is_flushing,
+    sqlalchemy_loads_for_itself,
 )
 from asyncdal.orm._loop_engines import LoopEngine, LoopEngines
 
@@ -278,41 +280,61 @@ async def test_sqlalchemy_tells_whether_its_greenlet_runs_and_who_called_it() ->
     assert caller == "greenlet_spawn"
 
 
+def strategies_module() -> Any:
+    from sqlalchemy.orm import strategies
+
+    return strategies
+
+
 def test_sqlalchemy_passes_the_query_context_to_the_loads_it_asks_for() -> None:
     from sqlalchemy.orm import context
 
     source = inspect.getsource(context)
     assert '"sa_top_level_orm_context"' in source, "SQLAlchemy renamed sa_top_level_orm_context"
+    assert '"_sa_orm_load_options"' in inspect.getsource(strategies_module()), (
+        "SQLAlchemy's lazy loader no longer passes _sa_orm_load_options"
+    )
+    assert may_be_a_lazy_load({"_sa_orm_load_options": object()})
+    assert not may_be_a_lazy_load({})
     assert loads_for_a_query({"sa_top_level_orm_context": object()})
     assert not loads_for_a_query({})
 
 
 def test_sqlalchemy_sessions_say_when_they_flush() -> None:
-    from sqlalchemy.orm import Session, registry
+    from sqlalchemy import Column, Integer
+    from sqlalchemy.orm import DeclarativeBase, Session
 
-    mapper_registry = registry()
-    things = sqlalchemy.Table(
-        "things",
-        mapper_registry.metadata,
-        sqlalchemy.Column("id", sqlalchemy.Integer, primary_key=True),
-    )
+    class Base(DeclarativeBase):
+        pass
 
-    class Thing:
-        def __init__(self, id: int) -> None:
-            self.id = id
+    class Thing(Base):
+        __tablename__ = "things"
+        id = Column(Integer, primary_key=True)
 
-    mapper_registry.map_imperatively(Thing, things)
     engine = sqlalchemy.create_engine("sqlite://")
-    mapper_registry.metadata.create_all(engine)
+    Base.metadata.create_all(engine)
     seen: list[bool] = []
     with Session(engine) as session:
-        event.listen(session, "after_flush", lambda flushed, _: seen.append(flushing(flushed)))
-        assert not flushing(session)
+        event.listen(session, "before_flush", lambda s, *args: seen.append(session_is_flushing(s)))
+        assert not session_is_flushing(session)
         session.add(Thing(id=1))
         session.flush()
-        assert not flushing(session)
+        assert not session_is_flushing(session)
     engine.dispose()
     assert seen == [True], "Session._flushing no longer tells a flush in progress"
+
+
+def test_sqlalchemy_lazy_loaders_take_the_passive_flags_asyncdal_reads() -> None:
+    from sqlalchemy.orm import strategies
+    from sqlalchemy.orm.base import PassiveFlag
+
+    # SQLAlchemy 2.1 calls it _LazyLoader, 2.0 LazyLoader.
+    loader = getattr(strategies, "_LazyLoader", None) or strategies.LazyLoader  # type: ignore[attr-defined]
+    for name in ("_emit_lazyload", "_load_for_state"):
+        parameters = inspect.signature(getattr(loader, name)).parameters
+        assert "passive" in parameters, f"LazyLoader.{name} no longer takes passive"
+    assert PassiveFlag.NO_RAISE
+    assert not sqlalchemy_loads_for_itself()  # no loader on the stack here
 
 
 def test_sqlalchemy_pool_entries_name_their_driver_connection() -> None:

@@ -106,6 +106,7 @@ def test_a_holds_stack_skips_sqlalchemy_and_asyncio_frames() -> None:
     hold = application_code()
     stack = hold.stack()
     assert "application_code" in stack
+    assert "frames=_capture_frames()," in stack  # the line, from the instruction offset
     assert "test_safety_nets.py" in stack
     assert "/asyncio/" not in stack
     assert hold.owner == "-"

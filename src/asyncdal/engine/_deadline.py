@@ -88,8 +88,8 @@ class Deadline:
         if outer is not None and outer.at < self.at:
             self.at = outer.at
             self.seconds = max(0.001, outer.remaining())
-        self._task = asyncio.current_task()
         loop = asyncio.get_running_loop()
+        self._task = asyncio.current_task(loop)
         self._timer = loop.call_at(loop.time() + self.remaining(), self._run_out)
         self._token = DEADLINE.set(self)
         return self

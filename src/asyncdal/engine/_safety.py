@@ -6,7 +6,7 @@ its engines, only those its settings switch on, plus one cheap statement counter
 ``asyncdal.testing.assert_max_queries``:
 
 - **Leaks** (``LEAK_DETECTION_SECONDS``): at checkout the innermost frames of the code that
-  took the connection are noted, code objects and line numbers only (a deeper walk, or
+  took the connection are noted, code objects and instruction offsets only (a deeper walk, or
   formatting, cost more than the rest of a short read; a suspended coroutine's frame no longer
   leads to its caller, so they cannot be walked later). One timer per database, not one per
   checkout, finds the connections out longer than the threshold (they come first, in checkout
@@ -28,6 +28,7 @@ the deadline's error for the statement the server cancelled).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import linecache
 import logging
 import time
@@ -46,7 +47,7 @@ from asyncdal._translate import translate
 from asyncdal.engine._cancel import ServerCancel
 from asyncdal.engine._deadline import DEADLINE, Deadline
 from asyncdal.engine._driver import statement_hooks
-from asyncdal.engine._scope import REQUEST_SCOPE, STATEMENT_LOG, RequestScope, current_request_scope
+from asyncdal.engine._scope import REQUEST_SCOPE, STATEMENT_LOG, RequestScope
 from asyncdal.engine._sqlalchemy import caller_frame
 from asyncdal.errors import DeadlineExceededError, StatementTimeoutError
 from asyncdal.settings import DatabaseSettings
@@ -77,7 +78,7 @@ class Hold:
     task: asyncio.Task[Any] | None
     request_id: str | None
     frames: list[tuple[CodeType, int]]
-    """The innermost frames of the code that checked the connection out."""
+    """The innermost frames of the code that checked the connection out: code, instruction."""
     statement_seconds: float = 0.0
     statement_started: float | None = None
     last_end: float = 0.0
@@ -95,14 +96,15 @@ class Hold:
     def stack(self) -> str:
         """Where the connection was checked out (the latest call last), without SQLAlchemy's,
         asyncio's and greenlet's own frames."""
-        summary = traceback.StackSummary.from_list(
-            [
+        entries = []
+        for code, offset in reversed(self.frames):
+            if _is_machinery(code.co_filename):
+                continue
+            line = _line_of(code, offset)
+            entries.append(
                 (code.co_filename, line, code.co_name, linecache.getline(code.co_filename, line))
-                for code, line in reversed(self.frames)
-                if not _is_machinery(code.co_filename)
-            ]
-        )
-        return "".join(summary.format())
+            )
+        return "".join(traceback.StackSummary.from_list(entries).format())
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,9 +127,19 @@ def _capture_frames() -> list[tuple[CodeType, int]]:
     for _ in range(_MAX_FRAMES):
         if frame is None:
             break
-        frames.append((frame.f_code, frame.f_lineno))
+        # The instruction offset, not f_lineno: that decodes the code's line table, which
+        # for the long functions of a web framework costs more than the whole walk.
+        frames.append((frame.f_code, frame.f_lasti))
         frame = frame.f_back
     return frames
+
+
+def _line_of(code: CodeType, offset: int) -> int:
+    """The line of the instruction at ``offset`` in ``code`` (what ``f_lineno`` said then)."""
+    for start, end, line in code.co_lines():
+        if start <= offset < end and line is not None:
+            return line
+    return code.co_firstlineno
 
 
 def _is_machinery(filename: str) -> bool:
@@ -301,19 +313,22 @@ class SafetyNets:
         leak = self.settings.safety.leak_detection_seconds
         database = self.database
         holds = self.holds
+        request_id_now = current_request_id
+        scope_now = REQUEST_SCOPE.get
 
         def checked_out(dbapi_connection: Any, record: Any, proxy: Any) -> None:
-            try:
-                task = asyncio.current_task()
-            except RuntimeError:
-                task = None
+            scope = scope_now()
+            task = None
+            if scope is None:  # the request names the holder; else the task does
+                with contextlib.suppress(RuntimeError):  # no running loop: no task
+                    task = asyncio.current_task()
             hold = Hold(
                 database=database,
                 node=node,
                 started=time.perf_counter(),
-                scope=current_request_scope(),
+                scope=scope,
                 task=task,
-                request_id=current_request_id(),
+                request_id=request_id_now(),
                 frames=_capture_frames() if leak is not None else [],
             )
             record.info[_HOLD] = hold

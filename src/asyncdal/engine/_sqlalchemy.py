@@ -17,17 +17,20 @@ import sqlalchemy.orm
 import sqlalchemy.orm.attributes
 import sqlalchemy.util
 import sqlalchemy.util.concurrency
+from sqlalchemy.orm.base import PassiveFlag
 
 __all__ = [
     "add_loaded",
     "await_in_greenlet",
     "caller_frame",
     "cursor_listeners",
-    "flushing",
     "has_load_listeners",
     "in_sqlalchemy_greenlet",
     "loads_for_a_query",
+    "may_be_a_lazy_load",
     "select_locks_rows",
+    "session_is_flushing",
+    "sqlalchemy_loads_for_itself",
 ]
 
 T = TypeVar("T")
@@ -73,15 +76,6 @@ def caller_frame() -> FrameType | None:
             frame: FrameType | None = parent.gr_frame
             return frame
     return sys._getframe(1)
-
-
-def flushing(session: Any) -> bool:
-    """True while ``session`` (a sync ``Session``) flushes: the loads it runs then are the unit
-    of work's own (a deleted parent's collection, to unlink or cascade to its children).
-
-    SQLAlchemy keeps this in ``Session._flushing``, which it does not document.
-    """
-    return bool(session._flushing)
 
 
 def loads_for_a_query(execution_options: Mapping[str, Any]) -> bool:
@@ -140,3 +134,44 @@ def add_loaded(
     # Loaded values live in the instance's __dict__; a new state has nothing to commit.
     state.dict.update(values)
     return instance
+
+
+def session_is_flushing(session: Any) -> bool:
+    """True while ``session`` (a sync ``Session``) flushes: the loads it runs then (a deleted
+    parent's children, to update or delete them) are SQLAlchemy's own, not the application's.
+
+    SQLAlchemy keeps it in the private ``Session._flushing``; no public attribute tells.
+    """
+    return bool(session._flushing)
+
+
+_LOADERS = ("_emit_lazyload", "_load_for_state")
+_STRATEGIES = ("sqlalchemy/orm/strategies.py", "sqlalchemy\\orm\\strategies.py")
+
+
+def sqlalchemy_loads_for_itself() -> bool:
+    """True when the lazy load about to run is one SQLAlchemy makes for its own work (a
+    cascade of ``session.delete``, a flush, ``immediateload``): those it exempts from
+    ``lazy="raise"`` itself, with the ``PassiveFlag.NO_RAISE`` it passes its lazy loader.
+
+    Read from the ``passive`` argument of the loader's frame (only when a lazy load happens,
+    which is rare, never per statement): SQLAlchemy passes it nowhere public.
+    """
+    frame: FrameType | None = sys._getframe(1)
+    for _ in range(40):
+        if frame is None:
+            return False
+        code = frame.f_code
+        if code.co_name in _LOADERS and code.co_filename.endswith(_STRATEGIES):
+            passive = frame.f_locals.get("passive")
+            return passive is not None and bool(passive & PassiveFlag.NO_RAISE)
+        frame = frame.f_back
+    return False
+
+
+def may_be_a_lazy_load(local_execution_options: Mapping[str, Any]) -> bool:
+    """False for most statements at the cost of one dict lookup: a lazy load passes its loader
+    options in the ``_sa_orm_load_options`` execution option (SQLAlchemy's own key), which a
+    query of the application's has no reason to pass. ``ORMExecuteState.lazy_loaded_from``
+    then says for sure, at the price of merging the statement's options (a new dict)."""
+    return "_sa_orm_load_options" in local_execution_options

@@ -4,9 +4,10 @@ How: a ``do_orm_execute`` listener on the database's session classes. SQLAlchemy
 every statement a session runs, lazy loads included, before any I/O, and tells a lazy load
 apart (``ORMExecuteState.lazy_loaded_from``) with the relationship it loads
 (``loader_strategy_path``); loads a query asked for (``immediateload``, ``session.refresh(obj,
-["books"])``) are let through. A lazy load whose target is already in the identity map (a
-many-to-one by primary key) runs no statement and is never seen, which is right: it costs
-nothing.
+["books"])``) are let through, and so are those SQLAlchemy runs for its own work (a flush,
+the cascade of ``session.delete``), which it exempts from ``lazy="raise"`` too. A lazy load
+whose target is already in the identity map (a many-to-one by primary key) runs no statement
+and is never seen, which is right: it costs nothing.
 
 Why not a default ``raiseload("*")`` option added to every query: it makes SQLAlchemy refuse
 the attribute in every case, ``awaitable_attrs`` (an awaited load that works) included, and
@@ -29,7 +30,13 @@ from typing import Any
 from sqlalchemy import event
 from sqlalchemy.orm import ORMExecuteState, Session
 
-from asyncdal.engine._sqlalchemy import flushing, in_sqlalchemy_greenlet, loads_for_a_query
+from asyncdal.engine._sqlalchemy import (
+    in_sqlalchemy_greenlet,
+    loads_for_a_query,
+    may_be_a_lazy_load,
+    session_is_flushing,
+    sqlalchemy_loads_for_itself,
+)
 from asyncdal.errors import LazyLoadError
 from asyncdal.orm._sessions import SessionClasses
 from asyncdal.settings import DatabaseSettings
@@ -66,13 +73,13 @@ def guard_lazy_loads(session_class: type[Session], settings: DatabaseSettings) -
         return
 
     def check(state: ORMExecuteState) -> None:
+        if not may_be_a_lazy_load(state.local_execution_options):
+            return
         if not state.is_select or state.lazy_loaded_from is None:
             return
-        if loads_for_a_query(state.execution_options):
+        if loads_for_a_query(state.execution_options) or session_is_flushing(state.session):
             return
-        # The flush's own loads (a deleted author's posts, to unlink them) are not the
-        # application's attribute access: one statement per flushed object, needed to flush.
-        if flushing(state.session):
+        if sqlalchemy_loads_for_itself():
             return
         awaited = in_sqlalchemy_greenlet()
         error = lazy_load_error(state, awaited=awaited)
