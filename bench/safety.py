@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from asyncdal import Database, DatabaseSettings, deadline
-from asyncdal.engine._scope import RequestScope, request_scope
+from asyncdal.engine._scope import REQUEST_SCOPE, RequestScope
 from bench.data import (
     DataSettings,
     Operation,
@@ -56,9 +56,12 @@ def _as_a_request(operation: Operation) -> Operation:
     request with the nets on."""
 
     async def request(product_id: int) -> object:
-        with request_scope(RequestScope(None, "GET")):
+        token = REQUEST_SCOPE.set(RequestScope(None, "GET"))
+        try:
             async with deadline(30.0):
                 return await operation(product_id)
+        finally:
+            REQUEST_SCOPE.reset(token)
 
     return request
 
