@@ -50,6 +50,10 @@ def setup(app: FastAPI) -> None:
     ``InvalidValueError`` (class 22)                422    ``{"detail": ...}``
     ``InvalidQueryError`` (sort/filter not          422    FastAPI's validation-error body,
     whitelisted)                                           ``loc`` naming the parameter
+    ``NotFoundError`` (``get_one``)                 404    ``{"detail": ...}``
+    ``StaleVersionError`` (version column)          412    ``{"detail": ...}``, in the handler
+                                                           or at COMMIT
+    ``check_if_match(required=True)``, no header    428    ``{"detail": ...}``
     any other exception                             500    ``{"detail": ..., "request_id":
                                                            ...}``
     ==============================================  =====  ==================================
@@ -57,7 +61,8 @@ def setup(app: FastAPI) -> None:
     A malformed ``X-DB-LSN`` header is a 400. The app's OpenAPI document says all this: every
     operation gets the ``X-DB-LSN`` header, the 400 and the 500; every operation that uses a
     database provider the 503 (with ``Retry-After``) and the 504. A route states the 409 and
-    422 of data the database may refuse with :func:`~asyncdal.fastapi.error_responses`.
+    422 of data the database may refuse, and the 404, 412 and 428 of the CRUD helpers, with
+    :func:`~asyncdal.fastapi.error_responses`.
 
     A handler for ``Exception`` (or 500) registered after this call replaces the JSON 500.
     """
