@@ -344,3 +344,34 @@ async def test_a_request_counts_its_reads_on_the_driver_against_max_queries(
     assert "GET /twice/{product_id} ran 3 statements" in record.getMessage()
     assert "2 times" in record.getMessage()
     assert "count(*)" in record.getMessage()
+
+
+async def test_a_request_past_its_deadline_in_a_read_on_the_driver_is_a_504(
+    make_database: Callable[..., Database], test_database_url: URL
+) -> None:
+    # Long enough that a busy machine still reaches the statement within it.
+    db = make_database(pool_size=1, max_overflow=0, request_timeout=1.5)
+    async with _stocked(db) as (_, ids):
+        app = FastAPI(lifespan=databases_lifespan(lambda: Databases({"main": db})))
+        setup(app)
+        products = Depends(repository_provider(ProductRepository, read_only=True))
+
+        @app.get("/products/{product_id}")
+        async def one(product_id: int, repository: ProductRepository = products) -> dict[str, Any]:
+            found = await repository.get(product_id)
+            return {"found": found is not None, "driver": ORM_READ not in repository.session.info}
+
+        async with app_client(app) as client:
+            assert (await client.get(f"/products/{ids[0]}")).json()["driver"]
+            locker = await _locked(test_database_url)
+            try:
+                answer = await client.get(f"/products/{ids[0]}")  # waits for the lock
+            finally:
+                await locker.close()
+            assert answer.status_code == 504
+            assert "deadline" in answer.json()["detail"]
+            # The pool's one connection came back clean: the next read runs on the driver.
+            assert (await client.get(f"/products/{ids[0]}")).json() == {
+                "found": True,
+                "driver": True,
+            }
