@@ -15,6 +15,7 @@ import pytest
 from fastapi import Depends, FastAPI
 from sqlalchemy import delete, event, inspect, text
 from sqlalchemy.engine import URL
+from sqlalchemy.orm import ORMExecuteState, Session, with_loader_criteria
 
 from asyncdal import Database, Databases, DeadlineExceededError, deadline
 from asyncdal.engine._driver import DriverReads, statement_hooks
@@ -375,3 +376,30 @@ async def test_a_request_past_its_deadline_in_a_read_on_the_driver_is_a_504(
                 "found": True,
                 "driver": True,
             }
+
+
+async def test_an_applications_own_orm_listener_sends_reads_the_orm_way(
+    stocked: tuple[Database, list[int]],
+) -> None:
+    """A ``do_orm_execute`` listener of the application's (here ``with_loader_criteria``, as a
+    multi-tenant app filters every query) must see every read: the driver path declines."""
+    db, ids = stocked
+    hidden = ids[0]
+
+    def only_visible(state: ORMExecuteState) -> None:
+        if state.is_select:
+            state.statement = state.statement.options(
+                with_loader_criteria(Product, Product.id != hidden)
+            )
+
+    event.listen(Session, "do_orm_execute", only_visible)
+    try:
+        async with db.read_only_unit_of_work() as uow:
+            products = uow.repository(ProductRepository)
+            assert await products.get(hidden) is None
+            assert await products.get(ids[1]) is not None
+            assert hidden not in {p.id for p in await products.list(limit=100)}
+    finally:
+        event.remove(Session, "do_orm_execute", only_visible)
+    async with db.read_only_unit_of_work() as uow:
+        assert await uow.repository(ProductRepository).get(hidden) is not None

@@ -70,10 +70,22 @@ def driver_reads(session: AsyncSession) -> DriverReads | None:
     usual way (whose connection it holds: later reads use it rather than a second one)."""
     info = session.info
     reads = info.get(DRIVER_READS)
-    if reads is None or ORM_READ in info or session.sync_session.dispatch.loaded_as_persistent:
+    if reads is None or ORM_READ in info:
+        return None
+    dispatch = session.sync_session.dispatch
+    if dispatch.loaded_as_persistent or not _only_asyncdal_listens(dispatch.do_orm_execute):
         return None
     assert isinstance(reads, DriverReads)
     return reads
+
+
+def _only_asyncdal_listens(listeners: Any) -> bool:
+    """True when every ``do_orm_execute`` listener is asyncdal's own: the application's may
+    change the statement (``with_loader_criteria`` for a tenant, soft deletes) or answer it
+    from a cache, and a read on the driver would silently skip them."""
+    return all(
+        getattr(listener, "__module__", "").startswith("asyncdal.") for listener in listeners
+    )
 
 
 def _buildable(mapper: Mapper[Any]) -> bool:
