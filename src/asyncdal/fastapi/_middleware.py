@@ -30,6 +30,7 @@ __all__ = [
     "CommitFailedError",
     "TransactionMiddleware",
     "close_opened",
+    "serve_settling",
     "settle",
 ]
 
@@ -68,33 +69,39 @@ class TransactionMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        units: list[UnitOfWork] = []
-        opened: list[UnitOfWork] = []
-        scope[SCOPE_KEY] = units
-        scope[OPENED_KEY] = opened
-        replaced = False
+        await serve_settling(self.app, scope, receive, send)
 
-        async def send_after_commit(message: Message) -> None:
-            nonlocal replaced
-            if replaced:
-                return  # the app's own body belongs to a response we replaced
-            if message["type"] == "http.response.start" and units:
-                pending = list(units)
-                units.clear()
-                if await settle(pending, message["status"], send):
-                    replaced = True
-                    raise CommitFailedError
-            await send(message)
 
-        # An unhandled exception propagates as usual, once every unit of work of the request
-        # is closed (and so rolled back).
-        try:
-            with suppress(CommitFailedError):
-                await self.app(scope, receive, send_after_commit)
-        except BaseException as error:
-            await close_opened(opened, error)
-            raise
-        await close_opened(opened)
+async def serve_settling(app: ASGIApp, scope: Scope, receive: Receive, send: Send) -> None:
+    """Run ``app`` for one HTTP request whose units of work settle when its response starts
+    (see :class:`TransactionMiddleware`), and close every one it opened once it is done."""
+    units: list[UnitOfWork] = []
+    opened: list[UnitOfWork] = []
+    scope[SCOPE_KEY] = units
+    scope[OPENED_KEY] = opened
+    replaced = False
+
+    async def send_after_commit(message: Message) -> None:
+        nonlocal replaced
+        if replaced:
+            return  # the app's own body belongs to a response we replaced
+        if message["type"] == "http.response.start" and units:
+            pending = list(units)
+            units.clear()
+            if await settle(pending, message["status"], send):
+                replaced = True
+                raise CommitFailedError
+        await send(message)
+
+    # An unhandled exception propagates as usual, once every unit of work of the request is
+    # closed (and so rolled back).
+    try:
+        with suppress(CommitFailedError):
+            await app(scope, receive, send_after_commit)
+    except BaseException as error:
+        await close_opened(opened, error)
+        raise
+    await close_opened(opened)
 
 
 async def settle(units: list[UnitOfWork], status: int, send: Send) -> bool:

@@ -25,18 +25,15 @@ not per request.
 from __future__ import annotations
 
 import os
-from contextlib import suppress
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from asyncdal._request_id import REQUEST_ID_HEADER, request_id_scope
 from asyncdal.fastapi._consistency import LSN_HEADER, bad_lsn_header, wire_lsn
-from asyncdal.fastapi._middleware import OPENED_KEY, CommitFailedError, close_opened, settle
-from asyncdal.fastapi._middleware import SCOPE_KEY as UNITS_KEY
+from asyncdal.fastapi._middleware import serve_settling
 from asyncdal.fastapi._safety import SafetyPlan, safety_plan, serve_with_safety_nets
 from asyncdal.observe._request_id import SCOPE_KEY as REQUEST_ID_KEY
 from asyncdal.orm._databases import Databases
-from asyncdal.orm._uow import UnitOfWork
 from asyncdal.replicas._lsn import current_commit_lsns, format_lsn, read_your_writes
 
 __all__ = ["RequestMiddleware"]
@@ -126,12 +123,7 @@ class RequestMiddleware:
         required: int | None,
         safety: SafetyPlan | None,
     ) -> None:
-        units: list[UnitOfWork] = []
-        opened: list[UnitOfWork] = []
-        scope[UNITS_KEY] = units
-        scope[OPENED_KEY] = opened
         database = self.database
-        replaced = False
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -151,31 +143,15 @@ class RequestMiddleware:
                 message = {**message, "headers": headers}
             await send(message)
 
-        async def send_after_commit(message: Message) -> None:
-            nonlocal replaced
-            if replaced:
-                return  # the app's own body belongs to a response we replaced
-            if message["type"] == "http.response.start" and units:
-                pending = list(units)
-                units.clear()
-                if await settle(pending, message["status"], send_with_headers):
-                    replaced = True
-                    raise CommitFailedError
-            await send_with_headers(message)
+        if safety is None:
+            await serve_settling(self.app, scope, receive, send_with_headers)
+            return
 
-        try:
-            with suppress(CommitFailedError):
-                if safety is None:
-                    await self.app(scope, receive, send_after_commit)
-                else:
-                    # Inside the commit-before-response: the deadline bounds the commit too.
-                    await serve_with_safety_nets(
-                        self.app, safety, scope, receive, send_after_commit
-                    )
-        except BaseException as error:
-            await close_opened(opened, error)
-            raise
-        await close_opened(opened)
+        async def with_safety_nets(scope: Scope, receive: Receive, send: Send) -> None:
+            await serve_with_safety_nets(self.app, safety, scope, receive, send)
+
+        # Inside the commit-before-response: the deadline bounds the commit too.
+        await serve_settling(with_safety_nets, scope, receive, send_with_headers)
 
 
 class _Plan:
