@@ -10,9 +10,16 @@ import re
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from contextvars import ContextVar
+from contextvars import ContextVar, Token
 
-__all__ = ["REQUEST_ID_HEADER", "accepted_request_id", "current_request_id", "request_id_scope"]
+__all__ = [
+    "REQUEST_ID_HEADER",
+    "accepted_request_id",
+    "current_request_id",
+    "request_id_scope",
+    "reset_request_id",
+    "set_request_id",
+]
 
 REQUEST_ID_HEADER = "X-Request-ID"
 """The header a request id comes in and goes back out in."""
@@ -33,6 +40,18 @@ def accepted_request_id(value: str | None) -> str:
     if value is not None and _ACCEPTED.fullmatch(value):
         return value
     return uuid.uuid4().hex
+
+
+def set_request_id(request_id: str) -> Token[str | None]:
+    """Set an id already vetted (:func:`accepted_request_id`) or made here; give the token to
+    :func:`reset_request_id` when done. :func:`request_id_scope` without its context manager,
+    for the request middleware, which runs it for every request."""
+    return _current.set(request_id)
+
+
+def reset_request_id(token: Token[str | None]) -> None:
+    """Put back the id :func:`set_request_id` replaced."""
+    _current.reset(token)
 
 
 @contextmanager

@@ -51,6 +51,19 @@ async def test_request_id_is_set_and_echoed() -> None:
     assert unsafe.headers["x-request-id"] != "a b"
 
 
+async def test_the_apps_own_request_id_header_gives_way_whatever_its_case() -> None:
+    async def raw_app(scope: Any, receive: Any, send: Any) -> None:
+        headers = [(b"X-Request-Id", b"from-the-app"), (b"x-keep", b"1")]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": b""})
+
+    transport = ASGITransport(app=RequestMiddleware(raw_app))
+    async with AsyncClient(transport=transport, base_url="http://t") as client:
+        response = await client.get("/", headers={"X-Request-ID": "mine"})
+    assert response.headers.get_list("x-request-id") == ["mine"]
+    assert response.headers["x-keep"] == "1"
+
+
 async def test_a_sent_position_is_honoured_and_echoed() -> None:
     response = await _get(_app(), {"X-DB-LSN": " 0/16B3748 "})
     assert response.status_code == 200

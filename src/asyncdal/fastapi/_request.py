@@ -28,7 +28,12 @@ import os
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from asyncdal._request_id import REQUEST_ID_HEADER, request_id_scope
+from asyncdal._request_id import (
+    REQUEST_ID_HEADER,
+    accepted_request_id,
+    reset_request_id,
+    set_request_id,
+)
 from asyncdal.fastapi._consistency import LSN_HEADER, bad_lsn_header, wire_lsn
 from asyncdal.fastapi._middleware import serve_settling
 from asyncdal.fastapi._safety import SafetyPlan, safety_plan, serve_with_safety_nets
@@ -40,6 +45,7 @@ __all__ = ["RequestMiddleware"]
 
 _ID_KEY = REQUEST_ID_HEADER.lower().encode("latin-1")
 _LSN_KEY = LSN_HEADER.lower().encode("latin-1")
+_OWN_LENGTHS = frozenset({len(_ID_KEY), len(_LSN_KEY)})
 _DATABASES_STATE_KEY = "databases"
 
 
@@ -91,10 +97,15 @@ class RequestMiddleware:
             elif key == _LSN_KEY and sent_lsn is None:
                 sent_lsn = value
         # A new id the cheap way: uuid4() costs several times os.urandom (measured), and an id
-        # needs only to be random (request_id_scope still vets one sent by a client).
-        with request_id_scope(
-            os.urandom(16).hex() if sent_id is None else sent_id.decode("latin-1")
-        ) as request_id:
+        # needs only to be random; one sent by a client is vetted. The context variable is
+        # set and reset by hand: a context manager costs every request three more calls.
+        request_id = (
+            os.urandom(16).hex()
+            if sent_id is None
+            else accepted_request_id(sent_id.decode("latin-1"))
+        )
+        token = set_request_id(request_id)
+        try:
             scope[REQUEST_ID_KEY] = request_id
             id_header = (_ID_KEY, request_id.encode("latin-1"))
             plan = self._plan(scope)
@@ -112,6 +123,8 @@ class RequestMiddleware:
                     return
             with current_commit_lsns() as committed, read_your_writes(required, self.database):
                 await self._serve(scope, receive, send, id_header, committed, required, plan.safety)
+        finally:
+            reset_request_id(token)
 
     async def _serve(
         self,
@@ -125,33 +138,33 @@ class RequestMiddleware:
     ) -> None:
         database = self.database
 
-        async def send_with_headers(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                position = 0
-                if committed is not None:
-                    position = max(committed.get(database, 0), required or 0)
-                # The app's own X-Request-ID gives way to the request's; its own X-DB-LSN to
-                # a position, when there is one.
-                headers = [
-                    header
-                    for header in message.get("headers", ())
-                    if header[0].lower() != _ID_KEY and not (position and header[0] == _LSN_KEY)
-                ]
-                if position:
-                    headers.append((_LSN_KEY, format_lsn(position).encode()))
-                headers.append(id_header)
-                message = {**message, "headers": headers}
-            await send(message)
+        def with_headers(message: Message) -> Message:
+            position = 0
+            if committed is not None:
+                position = max(committed.get(database, 0), required or 0)
+            # The app's own X-Request-ID gives way to the request's; its own X-DB-LSN to a
+            # position, when there is one. Names are compared lowercased only when they have
+            # the length of one of those two (Starlette's are lowercase already).
+            headers = [
+                header
+                for header in message.get("headers", ())
+                if len(header[0]) not in _OWN_LENGTHS
+                or ((name := header[0].lower()) != _ID_KEY and not (position and name == _LSN_KEY))
+            ]
+            if position:
+                headers.append((_LSN_KEY, format_lsn(position).encode()))
+            headers.append(id_header)
+            return {**message, "headers": headers}
 
         if safety is None:
-            await serve_settling(self.app, scope, receive, send_with_headers)
+            await serve_settling(self.app, scope, receive, send, with_headers)
             return
 
         async def with_safety_nets(scope: Scope, receive: Receive, send: Send) -> None:
             await serve_with_safety_nets(self.app, safety, scope, receive, send)
 
         # Inside the commit-before-response: the deadline bounds the commit too.
-        await serve_settling(with_safety_nets, scope, receive, send_with_headers)
+        await serve_settling(with_safety_nets, scope, receive, send, with_headers)
 
 
 class _Plan:
