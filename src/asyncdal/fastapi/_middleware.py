@@ -22,6 +22,7 @@ from asyncdal.errors import (
 )
 from asyncdal.fastapi._crud_errors import crud_refusal
 from asyncdal.fastapi._errors import refusal
+from asyncdal.orm._closing import close_session
 from asyncdal.orm._uow import UnitOfWork
 
 __all__ = [
@@ -183,7 +184,7 @@ async def _release(uow: UnitOfWork) -> None:
         # No session, so no connection to give back: a test's FakeUnitOfWork standing in for
         # a provider (an open real unit of work always has one).
         return
-    await session.close()
+    await close_session(session)
 
 
 async def _quietly(step: Awaitable[None], uow: UnitOfWork, what: str) -> None:

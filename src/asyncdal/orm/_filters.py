@@ -24,7 +24,7 @@ from sqlalchemy import ColumnElement, Enum, String, inspect
 from sqlalchemy.sql.schema import Column
 
 from asyncdal.errors import InvalidQueryError
-from asyncdal.orm._values import check_kind, check_value, python_type
+from asyncdal.orm._values import check_kind, check_value, integer_maximum, python_type
 
 __all__ = [
     "COMPARISONS",
@@ -141,6 +141,11 @@ def check_key(model: type[Any], ident: Any) -> tuple[Any, ...]:
         InvalidQueryError: id: expected int, got str
     """
     keys = inspect(model).primary_key
+    if type(ident) is int and len(keys) == 1:
+        # The common case, an integer id, without the general checks' calls.
+        maximum = integer_maximum(keys[0].type)
+        if maximum is not None and -maximum - 1 <= ident <= maximum:
+            return (ident,)
     values = ident if isinstance(ident, tuple) else (ident,)
     if len(values) != len(keys):
         raise InvalidQueryError(f"expected a key of {len(keys)} value(s)")

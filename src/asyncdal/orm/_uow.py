@@ -34,6 +34,7 @@ from asyncdal.errors import (
     ReadOnlyError,
     UnitOfWorkError,
 )
+from asyncdal.orm._closing import close_session
 from asyncdal.orm._versions import flush
 from asyncdal.replicas._lsn import COMMIT_LSN
 
@@ -231,7 +232,7 @@ class UnitOfWork:
         self._repositories.clear()
         if session is not None:
             # Closing rolls back whatever was not committed and returns the connection.
-            await session.close()
+            await close_session(session)
 
     def __repr__(self) -> str:
         state = "open" if self._open else "closed"

@@ -25,7 +25,14 @@ from sqlalchemy.types import TypeEngine
 
 from asyncdal.errors import InvalidQueryError
 
-__all__ = ["MAX_BIGINT", "check_kind", "check_value", "check_values", "python_type"]
+__all__ = [
+    "MAX_BIGINT",
+    "check_kind",
+    "check_value",
+    "check_values",
+    "integer_maximum",
+    "python_type",
+]
 
 MAX_BIGINT = 2**63 - 1
 """The largest BIGINT, also the largest offset PostgreSQL takes."""
@@ -36,6 +43,14 @@ _INTEGER_RANGES: tuple[tuple[type[TypeEngine[Any]], int], ...] = (
     (SmallInteger, 2**15 - 1),
     (Integer, 2**31 - 1),
 )
+
+
+def integer_maximum(column_type: TypeEngine[Any]) -> int | None:
+    """The largest value an integer column of ``column_type`` holds; None for other types."""
+    for kind, top in _INTEGER_RANGES:
+        if isinstance(column_type, kind):
+            return top
+    return None
 
 
 def check_value(column_type: TypeEngine[Any], value: Any, parameter: str) -> None:
@@ -64,7 +79,8 @@ def check_value(column_type: TypeEngine[Any], value: Any, parameter: str) -> Non
     if isinstance(value, bool):
         return
     if isinstance(value, int) and isinstance(column_type, Integer):
-        maximum = next(top for kind, top in _INTEGER_RANGES if isinstance(column_type, kind))
+        maximum = integer_maximum(column_type)
+        assert maximum is not None  # every Integer is one of the ranges' kinds
         if not -maximum - 1 <= value <= maximum:
             raise InvalidQueryError(
                 f"{parameter}: {value} is out of range for this column "
