@@ -58,7 +58,9 @@ def databases_lifespan(
 
 def get_databases(request: Request) -> Databases:
     """The :class:`Databases` of the running app (a FastAPI dependency)."""
-    databases = getattr(request.state, _STATE_KEY, None)
+    # The scope's state itself: request.state wraps it in a new object on every call.
+    state = request.scope.get("state")
+    databases = state.get(_STATE_KEY) if isinstance(state, dict) else None
     if not isinstance(databases, Databases):
         raise UnitOfWorkError(
             "no databases in the app's lifespan state: use asyncdal.fastapi.databases_lifespan "

@@ -159,7 +159,8 @@ async def settle(units: list[UnitOfWork], status: int, send: Send) -> bool:
     # task runs, instead of after both. The units of work stay open (a streamed body may
     # still read through the session) until the app is done: see close_opened.
     for uow in pending:
-        await _quietly(_release(uow), uow, "close")
+        if _holds_a_connection(uow):
+            await _quietly(_release(uow), uow, "close")
     return False
 
 
@@ -176,15 +177,21 @@ async def close_opened(opened: list[UnitOfWork], error: BaseException | None = N
             await _quietly(uow.__aexit__(*exit_info), uow, "close")
 
 
-async def _release(uow: UnitOfWork) -> None:
-    """Close the session of a settled unit of work, so its connection goes back to the pool."""
+def _holds_a_connection(uow: UnitOfWork) -> bool:
+    """False for a unit of work whose session has no transaction (reads on the driver took
+    and returned their own connections), or no session at all (a test's ``FakeUnitOfWork``
+    standing in for a provider): closing it early gives nothing back to the pool, and
+    leaving it closes it anyway."""
     try:
         session = uow.session
     except UnitOfWorkError:
-        # No session, so no connection to give back: a test's FakeUnitOfWork standing in for
-        # a provider (an open real unit of work always has one).
-        return
-    await close_session(session)
+        return False
+    return session.in_transaction()
+
+
+async def _release(uow: UnitOfWork) -> None:
+    """Close the session of a settled unit of work, so its connection goes back to the pool."""
+    await close_session(uow.session)
 
 
 async def _quietly(step: Awaitable[None], uow: UnitOfWork, what: str) -> None:

@@ -108,15 +108,17 @@ class _Provider:
         self.database = database.lower()
         self.read_only = read_only
         self.snapshot = snapshot
+        # FastAPI hashes a dependency several times a request (its caches): once here.
+        self._hash = hash(self._key())
 
     def _key(self) -> tuple[object, ...]:
         return (type(self), self.database, self.read_only, self.snapshot)
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, _Provider) and other._key() == self._key()
+        return other is self or (isinstance(other, _Provider) and other._key() == self._key())
 
     def __hash__(self) -> int:
-        return hash(self._key())
+        return self._hash
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__.lstrip('_')} {self._key()[1:]!r}>"
@@ -139,8 +141,8 @@ class _RepositoryProvider(_Provider, Generic[R]):
     def __init__(
         self, repository_class: Callable[[AsyncSession], R], database: str, *, read_only: bool
     ) -> None:
-        super().__init__(database, read_only=read_only)
         self.repository_class = repository_class
+        super().__init__(database, read_only=read_only)
 
     def _key(self) -> tuple[object, ...]:
         return (*super()._key(), self.repository_class)

@@ -15,8 +15,7 @@ async def close_session(session: AsyncSession) -> None:
     right here rather than in a greenlet (``AsyncSession.close``), which cost a read on the
     driver path about a tenth of asyncdal's CPU (measured, ``make bench``'s data part).
     """
-    sync_session = session.sync_session
-    if sync_session.in_transaction():
-        await session.close()
+    if isinstance(session, AsyncSession) and not session.in_transaction():
+        session.sync_session.close()
     else:
-        sync_session.close()
+        await session.close()
