@@ -131,16 +131,26 @@ async def _check_category(request: Request, category_id: int | None) -> None:
 
 
 async def _shown(request: Request, items: list[Product]) -> list[ProductRead]:
+    """Products as the API shows them, with their categories' names."""
+    shown = [ProductRead.model_validate(item) for item in items]
     names = await _category_names(
-        request, {item.category_id for item in items if item.category_id is not None}
+        request, {read.category_id for read in shown if read.category_id is not None}
     )
-    shown = []
-    for item in items:
-        read = ProductRead.model_validate(item)
-        if item.category_id is not None:
-            read.category = names.get(item.category_id)
-        shown.append(read)
+    for read in shown:
+        if read.category_id is not None:
+            read.category = names.get(read.category_id)
     return shown
+
+
+async def _named(request: Request, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Rows read with ``rows=True``, each with its category's name."""
+    names = await _category_names(
+        request, {row["category_id"] for row in rows if row["category_id"] is not None}
+    )
+    return [
+        row if row["category_id"] is None else {**row, "category": names.get(row["category_id"])}
+        for row in rows
+    ]
 
 
 @categories_router.get("", response_model=list[CategoryRead], operation_id="listCategories")
@@ -187,13 +197,13 @@ async def list_products(
     first = [
         f for i, f in enumerate(fields) if f.lstrip("-") not in {g.lstrip("-") for g in fields[:i]}
     ]
-    items = await products.list(order_by=first, limit=limit, offset=offset)
-    total = await products.count()
-    return ProductPage(
-        items=await _shown(request, items),
-        total=total,
-        limit=limit,
-        offset=offset,
+    # Rows, not instances: the page is only serialized, and one statement brings the count.
+    rows, total = await products.list_and_count(
+        order_by=first, limit=limit, offset=offset, rows=True
+    )
+    # Validated once, as a whole (each item on its own costs a call per row).
+    return ProductPage.model_validate(
+        {"items": await _named(request, rows), "total": total, "limit": limit, "offset": offset}
     )
 
 

@@ -7,6 +7,7 @@ import json
 from decimal import Decimal
 
 import pytest
+from sqlalchemy import inspect as sa_inspect
 
 from asyncdal import InvalidQueryError, ListQuery, Page
 from tests.blog import Post
@@ -47,6 +48,24 @@ async def test_orders(blog: Blog, order_by: str | list[str] | None, expected: li
 async def test_orders_and_pages_refused_alike(blog: Blog, call: dict[str, object]) -> None:
     with pytest.raises(InvalidQueryError):
         await blog.posts.list(**call)  # type: ignore[arg-type]
+
+
+async def test_rows_are_the_instances_column_values(blog: Blog) -> None:
+    await some_posts(blog)
+    columns = [prop.key for prop in sa_inspect(Post).column_attrs]
+
+    def values(posts: list[Post]) -> list[dict[str, object]]:
+        return [{key: getattr(post, key) for key in columns} for post in posts]
+
+    instances = await blog.posts.list(order_by="-rating", limit=3, offset=1)
+    assert await blog.posts.list(order_by="-rating", limit=3, offset=1, rows=True) == values(
+        instances
+    )
+    filtered, total = await blog.posts.list_and_count(filters={"rating__gt": 3}, rows=True)
+    assert (sorted(row["title"] for row in filtered), total) == (["alpha", "delta"], 2)
+    assert await blog.posts.list_and_count(offset=10, rows=True) == ([], 5)
+    with pytest.raises(TypeError, match="no relationships"):
+        await blog.posts.list(rows=True, load=["author"])  # type: ignore[call-overload]
 
 
 async def test_list_and_count(blog: Blog) -> None:

@@ -113,6 +113,35 @@ async def test_list_and_count_match_the_orm(stocked: tuple[Database, list[int]])
         assert all(inspect(p).persistent for p in page)
 
 
+async def test_list_and_count_is_one_statement_with_instances_or_rows(
+    stocked: tuple[Database, list[int]],
+) -> None:
+    db, _ = stocked
+    async with db.unit_of_work() as uow:
+        products = uow.repository(ProductRepository)
+        expected = [_columns(p) for p in await products.list(order_by="-id", limit=5, offset=1)]
+        expected_count = await products.count()
+    async with db.read_only_unit_of_work() as uow:
+        products = uow.repository(ProductRepository)
+        with assert_max_queries(1, db):
+            items, total = await products.list_and_count(order_by="-id", limit=5, offset=1)
+        assert ([_columns(p) for p in items], total) == (expected, expected_count)
+        assert all(inspect(p).persistent for p in items)
+        with assert_max_queries(1, db):
+            rows, total = await products.list_and_count(
+                order_by="-id", limit=5, offset=1, rows=True
+            )
+        assert (rows, total) == (expected, expected_count)
+        assert all(type(row) is dict and isinstance(row["price"], Decimal) for row in rows)
+        assert await products.list(order_by="-id", limit=5, offset=1, rows=True) == expected
+        # Past the end no row carries the count: a second statement counts.
+        assert await products.list_and_count(offset=10**6, rows=True) == ([], expected_count)
+        assert ORM_READ not in uow.session.info  # all of it on the driver
+    async with db.read_only_unit_of_work() as uow:
+        await uow.repository(ProductRepository).list(limit=5, rows=True)
+        assert len(uow.session.identity_map) == 0  # rows are not tracked by the session
+
+
 async def test_reads_on_the_driver_are_measured_and_logged(
     stocked: tuple[Database, list[int]], caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -17,7 +17,7 @@ Anything else, a session that already holds a connection, or a read the driver p
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import Column, Select, Table, bindparam, func, inspect, select
@@ -63,6 +63,11 @@ class _Plan:
     types: list[Any]
     processors: list[Callable[[Any], Any] | None] | None = None
     """Per column, the type's conversion of the driver's value; learnt on first use."""
+    keys: list[str] = field(default_factory=list)
+    """The attributes the model's columns load into, in the order the SQL selects them (a
+    column the statement adds after them, a count, is not one)."""
+    key_index: int = 0
+    """Where the primary key is among :attr:`keys`."""
 
 
 def driver_reads(session: AsyncSession) -> DriverReads | None:
@@ -132,7 +137,15 @@ def _plan(
             if scalar:
                 plan = _Plan(sql, names, None, [statement.selected_columns[0].type])
             else:
-                plan = _Plan(sql, names, mapper, [column.type for column in columns])
+                (key_column,) = mapper.primary_key
+                plan = _Plan(
+                    sql,
+                    names,
+                    mapper,
+                    [column.type for column in statement.selected_columns],
+                    keys=[prop.key for prop in mapper.column_attrs],
+                    key_index=next(i for i, c in enumerate(columns) if c is key_column),
+                )
         reads.plans[key] = plan
     return plan  # type: ignore[no-any-return]
 
@@ -156,30 +169,45 @@ async def _rows(reads: DriverReads, plan: _Plan, parameters: dict[str, Any]) -> 
     return rows
 
 
-def _instances(session: AsyncSession, plan: _Plan, rows: list[Any]) -> list[Any]:
+def _converted(plan: _Plan, rows: list[Any]) -> list[list[Any]]:
+    """Each row's values as the column types convert them (the driver's own where a type does
+    not)."""
+    processors = plan.processors
+    assert processors is not None
+    if not any(processors):
+        return [list(row) for row in rows]
+    return [
+        [
+            value if process is None else process(value)
+            for process, value in zip(processors, row, strict=True)
+        ]
+        for row in rows
+    ]
+
+
+def _instances(session: AsyncSession, plan: _Plan, rows: list[list[Any]]) -> list[Any]:
     """The instances of ``rows``: the session's own when it has one of them already."""
     mapper = plan.mapper
     assert mapper is not None
-    assert plan.processors is not None
-    keys = [prop.key for prop in mapper.column_attrs]
-    (key_column,) = mapper.primary_key
-    key_index = [prop.columns[0] is key_column for prop in mapper.column_attrs].index(True)
-    processors = plan.processors
+    keys, key_index = plan.keys, plan.key_index
     sync_session = session.sync_session
     identity_map = sync_session.identity_map
     identity_key = mapper.identity_key_from_primary_key
     found = []
-    for row in rows:
-        values = [
-            value if process is None else process(value)
-            for process, value in zip(processors, row, strict=True)
-        ]
+    for values in rows:
         key = identity_key((values[key_index],))
         existing = identity_map.get(key)
         if existing is None:
-            existing = add_loaded(sync_session, mapper, key, zip(keys, values, strict=True))
+            # zip stops at the model's columns: a count selected after them is not loaded.
+            existing = add_loaded(sync_session, mapper, key, zip(keys, values, strict=False))
         found.append(existing)
     return found
+
+
+def _dicts(plan: _Plan, rows: list[list[Any]]) -> list[dict[str, Any]]:
+    """``rows`` as plain dicts of the model's attributes (no count)."""
+    keys = plan.keys
+    return [dict(zip(keys, values, strict=False)) for values in rows]
 
 
 async def get_by_key(
@@ -199,7 +227,7 @@ async def get_by_key(
     rows = await _rows(reads, plan, {"ident": ident})
     if rows is None:
         return DECLINED
-    return _instances(session, plan, rows)[0] if rows else None
+    return _instances(session, plan, _converted(plan, rows))[0] if rows else None
 
 
 async def count_rows(reads: DriverReads, model: type[Any]) -> Any:
@@ -224,21 +252,48 @@ async def list_rows(
     keys: tuple[Any, ...],
     limit: int,
     offset: int,
+    *,
+    count: bool = False,
+    as_dicts: bool = False,
 ) -> Any:
-    """A page of ``model`` in the order of ``keys`` (no filters); or :data:`DECLINED`."""
+    """A page of ``model`` in the order of ``keys`` (no filters), and with ``count`` how many
+    rows the table has (None without); or :data:`DECLINED`.
+
+    The page is instances, or with ``as_dicts`` plain dicts of the model's attributes. The
+    count rides along as a scalar subquery (one statement, one checkout); only a page past
+    the end costs a second statement for it.
+    """
 
     def build(columns: list[Any]) -> Select[Any]:
+        statement = select(*columns)
+        if count:
+            statement = statement.add_columns(
+                select(func.count()).select_from(model).scalar_subquery()
+            )
         return (
-            select(*columns)
-            .order_by(*order_clauses(model, keys))
+            statement.order_by(*order_clauses(model, keys))
             .limit(bindparam("limit"))
             .offset(bindparam("offset"))
         )
 
-    plan = _plan(reads, ("list", model, keys), model, build)
+    plan = _plan(reads, ("list", model, keys, count), model, build)
     if plan is None or plan.mapper is None:
         return DECLINED
     rows = await _rows(reads, plan, {"limit": limit, "offset": offset})
     if rows is None:
         return DECLINED
-    return _instances(session, plan, rows)
+    total: int | None = None
+    if count:
+        if rows:
+            total = int(rows[0][-1])
+        elif offset == 0:
+            total = 0
+        else:
+            # Past the end: no row brought the count along.
+            counted = await count_rows(reads, model)
+            if counted is DECLINED:
+                return DECLINED
+            total = int(counted)
+    values = _converted(plan, rows)
+    items = _dicts(plan, values) if as_dicts else _instances(session, plan, values)
+    return items, total

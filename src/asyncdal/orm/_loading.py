@@ -22,7 +22,7 @@ from sqlalchemy.sql.base import ExecutableOption
 
 from asyncdal.errors import InvalidQueryError
 
-__all__ = ["Load", "check_load_names", "loader_options"]
+__all__ = ["Load", "check_load_names", "check_rows_load", "loader_options"]
 
 Load = Iterable[str | ExecutableOption] | None
 """What ``load=`` takes: relationship names (dotted paths) and loader options."""
@@ -73,3 +73,13 @@ def loader_options(model: type[Any], load: Load) -> list[ExecutableOption]:
         else:
             options.append(item)
     return options
+
+
+def check_rows_load(load: Load, rows: bool) -> None:
+    """Refuse ``load`` with ``rows=True``: plain dicts have no relationships to load.
+
+    Raises:
+        TypeError: both were given.
+    """
+    if rows and load is not None:
+        raise TypeError("rows=True gives plain dicts, which have no relationships to load")

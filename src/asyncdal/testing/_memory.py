@@ -43,7 +43,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from asyncdal.errors import InvalidQueryError, InvalidValueError
 from asyncdal.orm._cursors import can_encode, encode_cursor
 from asyncdal.orm._filters import check_key, parse_filters
-from asyncdal.orm._loading import Load, check_load_names
+from asyncdal.orm._loading import Load, check_load_names, check_rows_load
 from asyncdal.orm._pages import ListQuery, Page, PageRequest, plan_page
 from asyncdal.orm._repository import Repository
 from asyncdal.orm._upsert import plan_upsert
@@ -146,36 +146,22 @@ class InMemoryRepository(Repository[ModelT]):
         found = (self.rows.get(self._key(ident)) for ident in idents)
         return [obj for obj in found if obj is not None]
 
-    async def list(
-        self,
-        *,
-        filters: Mapping[str, Any] | None = None,
-        order_by: str | Sequence[str] | None = None,
-        limit: int | None = None,
-        offset: int = 0,
-        load: Load = None,
-    ) -> builtins.list[ModelT]:
-        request = plan_page(self, filters=filters, order_by=order_by, limit=limit, offset=offset)
-        self._check_load(load)
-        return self._window(request)[0]
-
     async def count(self, *, filters: Mapping[str, Any] | None = None) -> int:
         conditions = parse_filters(self.model, self.filterable, filters)
         return sum(all(matches(row, c) for c in conditions) for row in self.rows.values())
 
-    async def list_and_count(
-        self,
-        *,
-        filters: Mapping[str, Any] | None = None,
-        order_by: str | Sequence[str] | None = None,
-        limit: int | None = None,
-        offset: int = 0,
-        load: Load = None,
-    ) -> tuple[builtins.list[ModelT], int]:
-        request = plan_page(self, filters=filters, order_by=order_by, limit=limit, offset=offset)
+    async def _listed(
+        self, request: PageRequest, *, load: Load, count: bool, rows: bool
+    ) -> tuple[builtins.list[Any], int | None]:
+        # list() and list_and_count() are Repository's own, down to this.
+        check_rows_load(load, rows)
         self._check_load(load)
+        items: builtins.list[Any]
         items, total, _ = self._window(request)
-        return items, total
+        if rows:
+            keys = [prop.key for prop in inspect(self.model).column_attrs]
+            items = [{key: getattr(item, key) for key in keys} for item in items]
+        return items, total if count else None
 
     async def page(
         self,
