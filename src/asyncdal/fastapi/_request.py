@@ -25,6 +25,8 @@ not per request.
 from __future__ import annotations
 
 import os
+from collections.abc import Awaitable
+from functools import partial
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -112,7 +114,7 @@ class RequestMiddleware:
             if sent_lsn is None and not plan.replicas:
                 # Read-your-writes is off for this request: nothing to honour, and without
                 # replicas no commit has a position to answer with.
-                await self._serve(scope, receive, send, id_header, None, None, plan.safety)
+                await self._settling(scope, receive, send, id_header, None, None, plan.safety)
                 return
             required: int | None = None
             if sent_lsn is not None:
@@ -122,11 +124,13 @@ class RequestMiddleware:
                     await bad_lsn_header(send, text, [id_header])
                     return
             with current_commit_lsns() as committed, read_your_writes(required, self.database):
-                await self._serve(scope, receive, send, id_header, committed, required, plan.safety)
+                await self._settling(
+                    scope, receive, send, id_header, committed, required, plan.safety
+                )
         finally:
             reset_request_id(token)
 
-    async def _serve(
+    def _settling(
         self,
         scope: Scope,
         receive: Receive,
@@ -135,7 +139,12 @@ class RequestMiddleware:
         committed: dict[str, int] | None,
         required: int | None,
         safety: SafetyPlan | None,
-    ) -> None:
+    ) -> Awaitable[None]:
+        """The request, served by :func:`serve_settling` with the headers added.
+
+        Not a coroutine of its own: every coroutine between the server and the endpoint is
+        resumed each time the request waits for the database.
+        """
         database = self.database
 
         def with_headers(message: Message) -> Message:
@@ -156,15 +165,11 @@ class RequestMiddleware:
             headers.append(id_header)
             return {**message, "headers": headers}
 
-        if safety is None:
-            await serve_settling(self.app, scope, receive, send, with_headers)
-            return
-
-        async def with_safety_nets(scope: Scope, receive: Receive, send: Send) -> None:
-            await serve_with_safety_nets(self.app, safety, scope, receive, send)
-
-        # Inside the commit-before-response: the deadline bounds the commit too.
-        await serve_settling(with_safety_nets, scope, receive, send, with_headers)
+        app = self.app
+        if safety is not None:
+            # Inside the commit-before-response: the deadline bounds the commit too.
+            app = partial(serve_with_safety_nets, app, safety)
+        return serve_settling(app, scope, receive, send, with_headers)
 
 
 class _Plan:
