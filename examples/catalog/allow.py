@@ -2,8 +2,11 @@
 
 Starlette answers a method that a path does not take from the first route of that path, and
 that route's ``Allow`` names only its own methods: ``OPTIONS /products`` said ``Allow: GET``
-although ``POST /products`` exists too. :class:`AllowHeaderMiddleware` rewrites the header of
-such an answer with the methods of every route that matches the path.
+although ``POST /products`` exists too. :func:`add_allow_header_handler` answers a 405 with the
+methods of every route that matches the path.
+
+An exception handler rather than a middleware: the routing raises the 405, so only a request
+that gets one pays for it (a middleware costs every request a layer and a ``send`` wrapper).
 """
 
 from __future__ import annotations
@@ -12,10 +15,13 @@ from collections.abc import Iterable
 from typing import Any
 
 import fastapi.routing
-from starlette.routing import BaseRoute, Match, Router
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from fastapi import FastAPI, Request, Response
+from fastapi.exception_handlers import http_exception_handler
+from starlette.exceptions import HTTPException
+from starlette.routing import BaseRoute, Match
+from starlette.types import Scope
 
-__all__ = ["AllowHeaderMiddleware", "allowed_methods"]
+__all__ = ["add_allow_header_handler", "allowed_methods"]
 
 
 def allowed_methods(routes: Iterable[BaseRoute], scope: Scope) -> set[str]:
@@ -32,35 +38,17 @@ def allowed_methods(routes: Iterable[BaseRoute], scope: Scope) -> set[str]:
     return methods
 
 
-class AllowHeaderMiddleware:
-    """Give a 405 an ``Allow`` header naming every method its path takes (pure ASGI).
+def add_allow_header_handler(app: FastAPI) -> None:
+    """Answer an HTTP error as FastAPI does, a 405 with ``Allow`` naming every method its path
+    takes (routes included later count too: they are read when a 405 is answered)."""
 
-    Args:
-        app: the ASGI app.
-        router: the app's router, whose routes are read when a 405 is answered (so routes
-            included after the middleware count too).
-    """
+    async def answer(request: Request, error: Exception) -> Response:
+        assert isinstance(error, HTTPException)
+        response = await http_exception_handler(request, error)
+        if error.status_code == 405:
+            methods = allowed_methods(app.router.routes, request.scope)
+            if methods:
+                response.headers["Allow"] = ", ".join(sorted(methods))
+        return response
 
-    def __init__(self, app: ASGIApp, router: Router) -> None:
-        self.app = app
-        self.router = router
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-
-        async def send_with_allow(message: Message) -> None:
-            if message["type"] == "http.response.start" and message["status"] == 405:
-                methods = allowed_methods(self.router.routes, scope)
-                if methods:
-                    headers = [
-                        (key, value)
-                        for key, value in message.get("headers", [])
-                        if key.lower() != b"allow"
-                    ]
-                    headers.append((b"allow", ", ".join(sorted(methods)).encode("latin-1")))
-                    message = {**message, "headers": headers}
-            await send(message)
-
-        await self.app(scope, receive, send_with_allow)
+    app.add_exception_handler(HTTPException, answer)

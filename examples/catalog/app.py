@@ -15,7 +15,7 @@ from fastapi import FastAPI
 from asyncdal.container import container_lifespan
 from asyncdal.errors import ConfigurationError
 from asyncdal.fastapi import health_router, metrics_router, setup
-from catalog.allow import AllowHeaderMiddleware
+from catalog.allow import add_allow_header_handler
 from catalog.container import REFERENCE, CatalogContainer
 from catalog.routes import categories_router, router
 
@@ -38,7 +38,7 @@ def create_app(container: CatalogContainer | None = None) -> FastAPI:
     )
     app.state.container = container
     setup(app)
-    app.add_middleware(AllowHeaderMiddleware, router=app.router)
+    add_allow_header_handler(app)
     app.include_router(router)
     app.include_router(categories_router)
     app.include_router(health_router())
