@@ -81,6 +81,7 @@ LABELS = {
     "a_list": "(a_list) asyncpg page + count",
     "b_list": "(b_list) SQLAlchemy page + count",
     "c_list": "(c_list) asyncdal read-only list + count",
+    "c_rows": "(c_rows) asyncdal read-only list_and_count, rows",
     "a_write": "(a_write) asyncpg product + event",
     "b_write": "(b_write) SQLAlchemy product + event",
     "c_write": "(c_write) asyncdal product + event",
@@ -95,6 +96,8 @@ RATIOS = [
     ("c_uow", "b"),
     ("c_list", "a_list"),
     ("c_list", "b_list"),
+    ("c_rows", "a_list"),
+    ("c_rows", "b_list"),
     ("c_write", "a_write"),
     ("c_write", "b_write"),
 ]
@@ -184,6 +187,17 @@ def _asyncdal_list(database: Database) -> Operation:
         async with database.read_only_unit_of_work() as uow:
             products = uow.repository(ProductRepository)
             return await products.list(limit=_PAGE), await products.count()
+
+    return page
+
+
+def _asyncdal_rows(database: Database) -> Operation:
+    """The catalog's list: the page as rows (plain dicts) and the count, in one statement."""
+
+    async def page(_: int) -> object:
+        async with database.read_only_unit_of_work() as uow:
+            products = uow.repository(ProductRepository)
+            return await products.list_and_count(limit=_PAGE, rows=True)
 
     return page
 
@@ -319,6 +333,7 @@ async def run_data(database_url: str, settings: DataSettings) -> dict[str, float
             "a_list": _asyncpg_list(pool),
             "b_list": _sqlalchemy_list(sessions),
             "c_list": _asyncdal_list(database),
+            "c_rows": _asyncdal_rows(database),
             "a_write": _asyncpg_write(pool),
             "b_write": _sqlalchemy_write(sessions),
             "c_write": _asyncdal_write(database),
