@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, cast
 
 from sqlalchemy import text
+from sqlalchemy.orm import Session
 
 from asyncdal.errors import ReadOnlyError
 from asyncdal.outbox._table import NOTIFY_CHANNEL, OUTBOX_TABLE
@@ -82,12 +83,31 @@ class Outbox:
             raise ReadOnlyError("a read-only unit of work cannot add outbox events")
         if not event_type:
             raise ValueError("event_type must not be empty")
-        result = await self._uow.session.execute(
-            _INSERT,
-            {
-                "event_type": event_type,
-                "key": None if key is None else str(key),
-                "payload": json.dumps(dict(payload), default=str),
-            },
-        )
-        return int(result.scalar_one())
+        parameters = {
+            "event_type": event_type,
+            "key": None if key is None else str(key),
+            "payload": json.dumps(dict(payload), default=str),
+        }
+        session = self._uow.session
+        if not _only_asyncdal_listens(session.sync_session.dispatch.do_orm_execute):
+            # The application's own listener (a tenant's criteria, a statement log) sees
+            # every statement the session runs: this one too.
+            result = await session.execute(_INSERT, parameters)
+            return int(result.scalar_one())
+        return int(await session.run_sync(_insert, parameters))
+
+
+def _insert(session: Session, parameters: dict[str, Any]) -> Any:
+    """The insert on the session's connection (what ``session.execute`` does without the ORM's
+    statement handling, which a text() does not need: measured about a third of the add's
+    CPU); the engine's statement listeners see it as they see every statement."""
+    connection = session.connection(bind_arguments={"clause": _INSERT})
+    return connection.execute(_INSERT, parameters).scalar_one()
+
+
+def _only_asyncdal_listens(listeners: Any) -> bool:
+    """True when every ``do_orm_execute`` listener of the session is asyncdal's own (none of
+    which has anything to do with an INSERT of the outbox)."""
+    return all(
+        getattr(listener, "__module__", "").startswith("asyncdal.") for listener in listeners
+    )
