@@ -17,7 +17,18 @@ import json
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, cast
 
-from sqlalchemy import text
+from sqlalchemy import (
+    Text,
+    bindparam,
+    column,
+    func,
+    insert,
+    literal_column,
+    select,
+    table,
+)
+from sqlalchemy import cast as sql_cast
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Session
 
 from asyncdal.errors import ReadOnlyError
@@ -29,11 +40,22 @@ if TYPE_CHECKING:
 __all__ = ["Outbox"]
 
 # One round trip: the notification rides on the insert. The unreferenced-looking subquery is
-# evaluated once per statement, so there is exactly one pg_notify per add.
-_INSERT = text(
-    f"INSERT INTO {OUTBOX_TABLE} (event_type, key, payload) "
-    "SELECT :event_type, :key, CAST(:payload AS jsonb) "
-    f"FROM (SELECT pg_notify('{NOTIFY_CHANNEL}', '')) AS wake RETURNING id"
+# evaluated once per statement, so there is exactly one pg_notify per add. Built with Core
+# rather than text(): an INSERT SQLAlchemy compiled says what it is (the query metrics label it
+# and the replica routing sends it to the primary without reading its SQL).
+_outbox = table(OUTBOX_TABLE, column("id"), column("event_type"), column("key"), column("payload"))
+_wake = select(func.pg_notify(literal_column(f"'{NOTIFY_CHANNEL}'"), literal_column("''")))
+_INSERT = (
+    insert(_outbox)
+    .from_select(
+        ["event_type", "key", "payload"],
+        select(
+            bindparam("event_type", type_=Text()),
+            bindparam("key", type_=Text()),
+            sql_cast(bindparam("payload", type_=Text()), JSONB),
+        ).select_from(_wake.subquery("wake")),
+    )
+    .returning(_outbox.c.id)
 )
 
 
