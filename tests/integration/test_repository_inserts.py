@@ -34,6 +34,7 @@ from sqlalchemy.orm import (
     mapped_column,
     relationship,
 )
+from sqlalchemy.orm.exc import UnmappedInstanceError
 
 from asyncdal import Database, DeadlineExceededError, Repository, UniqueViolationError, deadline
 from asyncdal.engine._scope import RequestScope, request_scope
@@ -410,6 +411,12 @@ async def test_models_only_the_flush_inserts_right_make_it_flush(
         assert inspect(obj).persistent
         await uow.rollback()
     assert flushes == [1]
+
+
+async def test_an_unmapped_object_is_refused_as_before(db: Database) -> None:
+    async with db.unit_of_work() as uow:
+        with pytest.raises(UnmappedInstanceError):
+            await Repository[Any](uow.session).add(object())
 
 
 async def test_a_read_only_unit_of_work_still_refuses_the_add(db: Database) -> None:

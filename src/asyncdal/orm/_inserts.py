@@ -37,6 +37,7 @@ from sqlalchemy import Column, Insert, Table
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapper, Session
 from sqlalchemy.orm.attributes import instance_state
+from sqlalchemy.orm.exc import NO_STATE
 from sqlalchemy.orm.state import InstanceState
 from sqlalchemy.sql import ClauseElement
 
@@ -147,7 +148,10 @@ async def insert_one(session: AsyncSession, obj: Any) -> bool:
     Returns:
         False, having done nothing, when the usual ``add`` and flush must do it.
     """
-    state = instance_state(obj)
+    try:
+        state = instance_state(obj)
+    except NO_STATE:
+        return False  # not a mapped instance: session.add says so, as it always did
     plan = insert_plan(state.mapper)
     if plan is None:
         return False
