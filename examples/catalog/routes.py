@@ -47,7 +47,6 @@ Products = Annotated[ProductRepository, Depends(repository_provider(ProductRepos
 # The request's unit of work (the one the repositories joined): its outbox events commit with
 # the products or not at all.
 Work = Annotated[UnitOfWork, Depends(unit_of_work_provider())]
-Keys = Annotated[IdempotencyKeys, Depends(repository_provider(IdempotencyKeys))]
 IdempotencyKey = Annotated[
     # A header is sent or not, never null: SkipJsonSchema keeps null out of the document.
     str | SkipJsonSchema[None],
@@ -232,8 +231,6 @@ async def list_products(
 )
 async def create_product(
     body: ProductCreate,
-    products: Products,
-    keys: Keys,
     uow: Work,
     request: Request,
     idempotency_key: IdempotencyKey = None,
@@ -241,12 +238,15 @@ async def create_product(
     """Create a product (and a ``product.created`` event); a duplicate sku is a 409, an
     unknown category a 422. With an ``Idempotency-Key`` header, a retry with the same key and
     body returns the first answer instead of creating a second row (and a second event)."""
+    # The repositories of the one unit of work, rather than a provider each: every provider
+    # is a unit of work joined, and left, per request.
+    products = uow.repository(ProductRepository)
     # The key first: a replay answers from main alone, even while the reference database is
     # down.
     if idempotency_key is not None:
         fingerprint = request_hash("POST", "/products", body.model_dump_json().encode())
         try:
-            stored = await keys.claim(idempotency_key, fingerprint)
+            stored = await uow.repository(IdempotencyKeys).claim(idempotency_key, fingerprint)
         except KeyReusedError as error:
             raise _invalid(("header", "Idempotency-Key"), str(error), idempotency_key) from None
         if stored is not None:
@@ -270,7 +270,9 @@ async def create_product(
     (shown,) = await _shown(request, [product])
     await Outbox.of(uow).add("product.created", shown.model_dump(mode="json"), key=product.id)
     if idempotency_key is not None:
-        await keys.record(idempotency_key, status.HTTP_201_CREATED, shown.model_dump(mode="json"))
+        await uow.repository(IdempotencyKeys).record(
+            idempotency_key, status.HTTP_201_CREATED, shown.model_dump(mode="json")
+        )
     return shown
 
 

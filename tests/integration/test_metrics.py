@@ -253,3 +253,25 @@ async def test_a_request_waiting_for_a_saturated_pool_shows_in_the_wait_histogra
     # One request got the connection at once, the other waited for the first one's query.
     assert after_total - total >= 0.25
     assert (after_count - count) - (after_quick - quick) == 1
+
+
+async def test_the_quick_insert_and_the_outbox_event_are_labelled_inserts(
+    make_database: Callable[..., Database],
+) -> None:
+    from decimal import Decimal
+
+    from asyncdal.outbox import Outbox
+    from catalog.repositories import ProductRepository
+
+    metrics = DatabaseMetrics()
+    db = make_database()
+    metrics.instrument(db)
+    try:
+        async with db.unit_of_work() as uow:  # rolled back when left
+            await uow.repository(ProductRepository).add(
+                Product(sku="m-quick", name="quick", price=Decimal(1))
+            )
+            await Outbox.of(uow).add("thing.happened", {"n": 1})
+    finally:
+        await db.dispose()
+    assert statement_counts(metrics) == {"insert": 2}

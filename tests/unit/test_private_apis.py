@@ -435,3 +435,49 @@ def test_add_loaded_leaves_an_instance_as_the_orms_loading_does() -> None:
     event.listen(listened, "loaded_as_persistent", lambda *args: None)
     with pytest.raises(ValueError, match="loaded_as_persistent"):
         add_loaded(listened, mapper, mapper.identity_key_from_primary_key((8,)), [("id", 8)])
+
+
+def test_register_inserted_and_fail_as_a_flush_leave_a_session_as_the_flush_does() -> None:
+    from sqlalchemy import Column, Integer, String
+    from sqlalchemy.orm import DeclarativeBase, Session
+
+    from asyncdal.engine._sqlalchemy import fail_as_a_flush, register_inserted
+
+    class Base(DeclarativeBase):
+        pass
+
+    class Row(Base):
+        __tablename__ = "row"
+        id = Column(Integer, primary_key=True)
+        name = Column(String)
+
+    sqlalchemy.orm.configure_mappers()
+    session = Session()
+    seen: list[object] = []
+    event.listen(session, "pending_to_persistent", lambda session, instance: seen.append(instance))
+    row = Row(name="one")
+    session.add(row)  # autobegins, as the connection taken for the INSERT does
+    row.id = 7  # what the INSERT returned
+    register_inserted(session, sqlalchemy.inspect(row))
+    state = sqlalchemy.inspect(row)
+    assert state.persistent
+    assert session.identity_map.get(state.key) is row
+    assert not session.new
+    assert not session.dirty
+    assert seen == [row]
+    session.rollback()
+    assert state.transient  # noted as new in the transaction, as a flush notes it
+
+    other = Row(name="two")
+    session.add(other)
+    with pytest.raises(ZeroDivisionError):
+        try:
+            1 / 0  # noqa: B018 (the INSERT failing)
+        except ZeroDivisionError:
+            fail_as_a_flush(session)
+    assert sqlalchemy.inspect(other).transient
+    transaction = session.get_transaction()
+    assert transaction is not None
+    assert not transaction.is_active  # refusing work until rollback()
+    session.rollback()
+    session.close()

@@ -24,10 +24,12 @@ __all__ = [
     "await_in_greenlet",
     "caller_frame",
     "cursor_listeners",
+    "fail_as_a_flush",
     "has_load_listeners",
     "in_sqlalchemy_greenlet",
     "loads_for_a_query",
     "may_be_a_lazy_load",
+    "register_inserted",
     "select_locks_rows",
     "session_is_flushing",
     "sqlalchemy_loads_for_itself",
@@ -175,3 +177,26 @@ def may_be_a_lazy_load(local_execution_options: Mapping[str, Any]) -> bool:
     query of the application's has no reason to pass. ``ORMExecuteState.lazy_loaded_from``
     then says for sure, at the price of merging the statement's options (a new dict)."""
     return "_sa_orm_load_options" in local_execution_options
+
+
+def register_inserted(session: sqlalchemy.orm.Session, state: Any) -> None:
+    """Make ``state``, pending in ``session`` and just inserted, persistent as a flush ends:
+    its identity key set, in the identity map, its values committed, ``pending_to_persistent``
+    listeners called, and noted as new in the transaction, so that a rollback makes it
+    transient again (``Session.add`` of a detached instance would not note that).
+
+    The flush's ``Session._register_persistent``, not documented.
+    """
+    session._register_persistent({state})
+
+
+def fail_as_a_flush(session: sqlalchemy.orm.Session) -> None:
+    """In an ``except`` block, leave ``session`` as a flush whose statement failed does: its
+    transaction rolled back, the session refusing work until ``rollback()``, the instances it
+    had just added expunged (transient again).
+
+    ``Session._flush`` does it by rolling back its subtransaction
+    (``_autobegin_t()._begin()``, ``rollback(_capture_exception=True)``), not documented.
+    """
+    with sqlalchemy.util.safe_reraise():
+        session._autobegin_t()._begin().rollback(_capture_exception=True)

@@ -38,6 +38,7 @@ from asyncdal.errors import InvalidQueryError, NotFoundError
 from asyncdal.orm._cursors import can_encode, encode_cursor
 from asyncdal.orm._driver_reads import DECLINED, count_rows, driver_reads, get_by_key, list_rows
 from asyncdal.orm._filters import Condition, check_key, parse_filters, where_clause
+from asyncdal.orm._inserts import insert_one
 from asyncdal.orm._loading import Load, check_rows_load, loader_options
 from asyncdal.orm._ordering import after_clause, order_clauses
 from asyncdal.orm._pages import ListQuery, Page, PageRequest, plan_page
@@ -354,8 +355,11 @@ class Repository(Generic[ModelT]):
 
     async def add(self, obj: ModelT) -> ModelT:
         """Add an object and flush, so defaults and the primary key are filled in."""
-        self.session.add(obj)
-        await flush(self.session)
+        # A new object of a plain model in a clean session: its INSERT alone, without the
+        # flush's planning (asyncdal.orm._inserts); anything else flushes.
+        if not await insert_one(self.session, obj):
+            self.session.add(obj)
+            await flush(self.session)
         return obj
 
     async def add_many(self, objs: Iterable[ModelT]) -> builtins.list[ModelT]:

@@ -164,8 +164,10 @@ class UnitOfWork:
             )
         session = self.session
         # Flush first: a failure while flushing leaves nothing committed (a known outcome);
-        # only a failure of COMMIT itself leaves the outcome unknown.
-        await flush(session)
+        # only a failure of COMMIT itself leaves the outcome unknown. A session with nothing
+        # to flush is told apart here, without a trip into SQLAlchemy's greenlet.
+        if _may_flush(session):
+            await flush(session)
         try:
             await session.commit()
         except Exception as error:
@@ -230,7 +232,7 @@ class UnitOfWork:
             return
         session, self._session = self._session, None
         self._repositories.clear()
-        if session is not None:
+        if session is not None and _holds_anything(session):
             # Closing rolls back whatever was not committed and returns the connection.
             await close_session(session)
 
@@ -238,3 +240,21 @@ class UnitOfWork:
         state = "open" if self._open else "closed"
         kind = "read-only" if self.read_only else "read-write"
         return f"<UnitOfWork {kind} {state} on {self.database!r}>"
+
+
+def _may_flush(session: AsyncSession) -> bool:
+    """False when ``session`` has nothing to flush (a stand-in for one always may)."""
+    if not isinstance(session, AsyncSession):
+        return True
+    return bool(session.new or session.deleted or session.dirty)
+
+
+def _holds_anything(session: AsyncSession) -> bool:
+    """False when closing ``session`` would do nothing: no transaction (so no connection) and
+    no object. The FastAPI middleware closes a request's session once its answer is settled;
+    leaving the unit of work then costs no second close (a greenlet switch per request). A
+    stand-in for a session is always closed."""
+    if not isinstance(session, AsyncSession):
+        return True
+    sync = session.sync_session
+    return sync.get_transaction() is not None or bool(sync.identity_map) or bool(sync.new)

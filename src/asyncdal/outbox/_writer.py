@@ -17,7 +17,19 @@ import json
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, cast
 
-from sqlalchemy import text
+from sqlalchemy import (
+    Text,
+    bindparam,
+    column,
+    func,
+    insert,
+    literal_column,
+    select,
+    table,
+)
+from sqlalchemy import cast as sql_cast
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import Session
 
 from asyncdal.errors import ReadOnlyError
 from asyncdal.outbox._table import NOTIFY_CHANNEL, OUTBOX_TABLE
@@ -28,11 +40,22 @@ if TYPE_CHECKING:
 __all__ = ["Outbox"]
 
 # One round trip: the notification rides on the insert. The unreferenced-looking subquery is
-# evaluated once per statement, so there is exactly one pg_notify per add.
-_INSERT = text(
-    f"INSERT INTO {OUTBOX_TABLE} (event_type, key, payload) "
-    "SELECT :event_type, :key, CAST(:payload AS jsonb) "
-    f"FROM (SELECT pg_notify('{NOTIFY_CHANNEL}', '')) AS wake RETURNING id"
+# evaluated once per statement, so there is exactly one pg_notify per add. Built with Core
+# rather than text(): an INSERT SQLAlchemy compiled says what it is (the query metrics label it
+# and the replica routing sends it to the primary without reading its SQL).
+_outbox = table(OUTBOX_TABLE, column("id"), column("event_type"), column("key"), column("payload"))
+_wake = select(func.pg_notify(literal_column(f"'{NOTIFY_CHANNEL}'"), literal_column("''")))
+_INSERT = (
+    insert(_outbox)
+    .from_select(
+        ["event_type", "key", "payload"],
+        select(
+            bindparam("event_type", type_=Text()),
+            bindparam("key", type_=Text()),
+            sql_cast(bindparam("payload", type_=Text()), JSONB),
+        ).select_from(_wake.subquery("wake")),
+    )
+    .returning(_outbox.c.id)
 )
 
 
@@ -82,12 +105,31 @@ class Outbox:
             raise ReadOnlyError("a read-only unit of work cannot add outbox events")
         if not event_type:
             raise ValueError("event_type must not be empty")
-        result = await self._uow.session.execute(
-            _INSERT,
-            {
-                "event_type": event_type,
-                "key": None if key is None else str(key),
-                "payload": json.dumps(dict(payload), default=str),
-            },
-        )
-        return int(result.scalar_one())
+        parameters = {
+            "event_type": event_type,
+            "key": None if key is None else str(key),
+            "payload": json.dumps(dict(payload), default=str),
+        }
+        session = self._uow.session
+        if not _only_asyncdal_listens(session.sync_session.dispatch.do_orm_execute):
+            # The application's own listener (a tenant's criteria, a statement log) sees
+            # every statement the session runs: this one too.
+            result = await session.execute(_INSERT, parameters)
+            return int(result.scalar_one())
+        return int(await session.run_sync(_insert, parameters))
+
+
+def _insert(session: Session, parameters: dict[str, Any]) -> Any:
+    """The insert on the session's connection (what ``session.execute`` does without the ORM's
+    statement handling, which a text() does not need: measured about a third of the add's
+    CPU); the engine's statement listeners see it as they see every statement."""
+    connection = session.connection(bind_arguments={"clause": _INSERT})
+    return connection.execute(_INSERT, parameters).scalar_one()
+
+
+def _only_asyncdal_listens(listeners: Any) -> bool:
+    """True when every ``do_orm_execute`` listener of the session is asyncdal's own (none of
+    which has anything to do with an INSERT of the outbox)."""
+    return all(
+        getattr(listener, "__module__", "").startswith("asyncdal.") for listener in listeners
+    )

@@ -8,7 +8,9 @@ import json
 import asyncpg
 import pytest
 from httpx import AsyncClient
+from sqlalchemy import event
 from sqlalchemy.engine import URL
+from sqlalchemy.orm import ORMExecuteState
 
 from asyncdal import Database, ReadOnlyError, UnitOfWorkError
 from asyncdal.outbox import NOTIFY_CHANNEL, Outbox
@@ -153,3 +155,29 @@ async def test_events_of_a_joined_unit_of_work_follow_the_outer_transaction(
         await outer.commit()
     rows = await sql.fetch("SELECT payload::text FROM asyncdal_outbox")
     assert [json.loads(row[0]) for row in rows] == [{"n": 4}]
+
+
+async def test_an_application_statement_listener_sees_the_event_insert(
+    database: Database, sql: asyncpg.Connection
+) -> None:
+    # The insert skips the ORM's statement handling only when no listener of the application
+    # would miss it.
+    seen: list[str] = []
+
+    def listener(state: ORMExecuteState) -> None:
+        seen.append(str(state.statement))
+
+    async with database.unit_of_work() as uow:
+        event.listen(uow.session.sync_session, "do_orm_execute", listener)
+        event_id = await Outbox.of(uow).add("thing.happened", {"n": 1})
+        event.remove(uow.session.sync_session, "do_orm_execute", listener)
+        second = await Outbox.of(uow).add("thing.happened", {"n": 2})
+        await uow.commit()
+    assert len(seen) == 1
+    assert "asyncdal_outbox" in seen[0]
+    assert second > event_id
+    rows = await sql.fetch("SELECT id, payload FROM asyncdal_outbox ORDER BY id")
+    assert [(row["id"], json.loads(row["payload"])) for row in rows] == [
+        (event_id, {"n": 1}),
+        (second, {"n": 2}),
+    ]
