@@ -9,6 +9,8 @@ past :data:`MAX_ROUTES` distinct ones per database, the rest count as ``other``.
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Histogram
 
 from asyncdal.orm._database import Database
@@ -35,15 +37,22 @@ class HoldMetrics:
     def instrument(self, database: Database) -> None:
         """Observe every return of a connection of ``database``."""
         name = database.name
-        routes: set[str] = set()
         histogram = self.hold_time
+        # The labelled child of each (node, route), kept: labels() costs a lock and several
+        # calls, on every connection's return.
+        children: dict[tuple[str, str], Any] = {}
+        routes: set[str] = set()
 
         def returned(node: str, route: str, seconds: float) -> None:
-            if route not in routes:
-                if len(routes) >= MAX_ROUTES:
+            child = children.get((node, route))
+            if child is None:
+                if route not in routes and len(routes) >= MAX_ROUTES:
                     route = "other"
                 else:
                     routes.add(route)
-            histogram.labels(name, node, route).observe(seconds)
+                child = histogram.labels(name, node, route)
+                if route != "other":
+                    children[(node, route)] = child
+            child.observe(seconds)
 
         database.safety_nets.hold_listeners.append(returned)
