@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from asyncdal.engine._sqlalchemy import session_has_changes
 from asyncdal.errors import (
     CommitOutcomeUnknownError,
     ConflictError,
@@ -245,10 +246,14 @@ class HandlerExecution:
         started = time.perf_counter()
         try:
             argument: Any = event if spec.wants_event else event.payload
-            # Joins the shared unit of work (same database, same task): commit() flushes.
+            # Joins the shared unit of work (same database, same task): commit() flushes,
+            # which is all a joined one does. Skipped when there is nothing to flush (a
+            # handler that ran its statements itself): the flush would return at once,
+            # after costing a greenlet.
             async with database.unit_of_work() as uow:
                 await spec.function(argument, **{spec.access_parameter: uow})
-                await uow.commit()
+                if session_has_changes(uow.session.sync_session):
+                    await uow.commit()
         finally:
             self._running.discard(claim)
         if observe is not None:
