@@ -41,6 +41,7 @@ from asyncdal.engine._sqlalchemy import (
     in_sqlalchemy_greenlet,
     loads_for_a_query,
     may_be_a_lazy_load,
+    session_has_changes,
     session_is_flushing,
     sqlalchemy_loads_for_itself,
 )
@@ -322,6 +323,37 @@ def test_sqlalchemy_sessions_say_when_they_flush() -> None:
         assert not session_is_flushing(session)
     engine.dispose()
     assert seen == [True], "Session._flushing no longer tells a flush in progress"
+
+
+def test_sqlalchemy_sessions_say_when_a_flush_has_work() -> None:
+    from sqlalchemy import Column, Integer, String
+    from sqlalchemy.orm import DeclarativeBase, Session
+
+    class Base(DeclarativeBase):
+        pass
+
+    class Thing(Base):
+        __tablename__ = "things"
+        id = Column(Integer, primary_key=True)
+        name = Column(String)
+
+    engine = sqlalchemy.create_engine("sqlite://")
+    Base.metadata.create_all(engine)
+    with Session(engine) as session:
+        assert not session_has_changes(session)
+        thing = Thing(id=1, name="a")
+        session.add(thing)
+        assert session_has_changes(session), "Session._is_clean no longer sees a new object"
+        session.flush()
+        assert not session_has_changes(session)
+        thing.name = "b"
+        assert session_has_changes(session), "Session._is_clean no longer sees a change"
+        session.flush()
+        session.delete(thing)
+        assert session_has_changes(session), "Session._is_clean no longer sees a deletion"
+        session.flush()
+        assert not session_has_changes(session)
+    engine.dispose()
 
 
 def test_sqlalchemy_lazy_loaders_take_the_passive_flags_asyncdal_reads() -> None:

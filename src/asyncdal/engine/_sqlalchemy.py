@@ -31,6 +31,7 @@ __all__ = [
     "may_be_a_lazy_load",
     "register_inserted",
     "select_locks_rows",
+    "session_has_changes",
     "session_is_flushing",
     "sqlalchemy_loads_for_itself",
 ]
@@ -145,6 +146,18 @@ def session_is_flushing(session: Any) -> bool:
     SQLAlchemy keeps it in the private ``Session._flushing``; no public attribute tells.
     """
     return bool(session._flushing)
+
+
+def session_has_changes(session: sqlalchemy.orm.Session) -> bool:
+    """True when ``session`` holds objects to flush (new, deleted or modified): False means
+    ``flush()`` would return at once, doing nothing.
+
+    ``Session.flush`` asks the private ``Session._is_clean``. The public ``new``, ``dirty``
+    and ``deleted`` build three sets to say the same; through an ``AsyncSession``, the flush
+    itself costs a greenlet (two system calls): the outbox worker asks this after every
+    handler.
+    """
+    return not session._is_clean()
 
 
 _LOADERS = ("_emit_lazyload", "_load_for_state")

@@ -16,8 +16,12 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
+import asyncpg
+from sqlalchemy.orm import Session
+
+from asyncdal.engine._sqlalchemy import session_has_changes
 from asyncdal.errors import (
     CommitOutcomeUnknownError,
     ConflictError,
@@ -26,6 +30,7 @@ from asyncdal.errors import (
     PoolTimeoutError,
 )
 from asyncdal.orm._database import Database
+from asyncdal.orm._uow import UnitOfWork
 from asyncdal.outbox import _sql as sql
 from asyncdal.outbox._backoff import Backoff
 from asyncdal.outbox._bookkeeping import Claim, ClaimRef, Outcome, Outcomes
@@ -191,25 +196,32 @@ class HandlerExecution:
         try:
             async with database.background_unit_of_work() as shared:
                 session = shared.session
+                sync_session = session.sync_session
                 connection = await session.connection()
-                transaction = session.sync_session.get_transaction()
-                for claim in claims:
-                    await self._invoke_joined(claim, database, observe)
-                    if session.sync_session.get_transaction() is not transaction:
-                        return ALONE  # the handler committed or rolled back the shared one
-                    outcomes.add(claim, "done")
-                result = await connection.exec_driver_sql(
+                transaction = sync_session.get_transaction()
+                # One unit of work joined to the shared one serves the handlers in turn: a
+                # joined unit of work holds nothing of its own (its session, repositories and
+                # failure are the shared one's), and opening one per handler cost about as
+                # much CPU as the rest of the worker's bookkeeping for the event.
+                async with database.unit_of_work() as joined:
+                    for claim in claims:
+                        await self._invoke_joined(claim, joined, sync_session, observe)
+                        if sync_session.get_transaction() is not transaction:
+                            return ALONE  # the handler committed or rolled back the shared one
+                        outcomes.add(claim, "done")
+                # On the driver, as the worker's own settles: SQLAlchemy's execution of a
+                # statement and its 50 rows cost as much as a handler's write.
+                raw = await connection.get_raw_connection()
+                driver = cast("asyncpg.Connection", raw.driver_connection)
+                rows = await driver.fetch(
                     sql.SETTLE,
-                    (
-                        outcomes.ids,
-                        outcomes.tokens,
-                        outcomes.statuses,
-                        outcomes.delays,
-                        outcomes.errors,
-                        outcomes.refunds,
-                    ),
+                    outcomes.ids,
+                    outcomes.tokens,
+                    outcomes.statuses,
+                    outcomes.delays,
+                    outcomes.errors,
+                    outcomes.refunds,
                 )
-                rows: list[Any] = list(result)
                 written = frozenset((row[0], row[1]) for row in rows)
                 if len(written) < len(outcomes):
                     return ALONE  # rolled back: a worker whose lease was taken over writes nothing
@@ -233,7 +245,8 @@ class HandlerExecution:
     async def _invoke_joined(
         self,
         claim: Claim,
-        database: Database,
+        uow: UnitOfWork,
+        session: Session,
         observe: Callable[[Claim, float], None] | None,
     ) -> None:
         event = claim.event
@@ -242,12 +255,14 @@ class HandlerExecution:
         assert spec.access_parameter is not None
         claim.deadline = self._clock() + self._settings.handler_timeout
         self._running.add(claim)
-        started = time.perf_counter()
+        started = time.perf_counter() if observe is not None else 0.0
         try:
             argument: Any = event if spec.wants_event else event.payload
-            # Joins the shared unit of work (same database, same task): commit() flushes.
-            async with database.unit_of_work() as uow:
-                await spec.function(argument, **{spec.access_parameter: uow})
+            await spec.function(argument, **{spec.access_parameter: uow})
+            # What a joined unit of work's commit() does: flush. Skipped when there is nothing
+            # to flush (a handler that ran its statements itself): the flush would return at
+            # once, after costing a greenlet.
+            if session_has_changes(session):
                 await uow.commit()
         finally:
             self._running.discard(claim)

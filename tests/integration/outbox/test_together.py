@@ -7,7 +7,8 @@ from __future__ import annotations
 import asyncio
 
 import asyncpg
-from sqlalchemy import text
+from sqlalchemy import BigInteger, text
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from asyncdal import Database, UnitOfWork
 from asyncdal.outbox import Handlers, OutboxEvent
@@ -21,6 +22,18 @@ _WRITE = text("INSERT INTO writes VALUES (:id, :attempt, txid_current() % 429496
 
 async def write(event: OutboxEvent, uow: UnitOfWork) -> None:
     await uow.session.execute(_WRITE, {"id": event.id, "attempt": event.attempts})
+
+
+class _Base(DeclarativeBase):
+    pass
+
+
+class Added(_Base):
+    """A row a handler adds to its session, flushed by the worker."""
+
+    __tablename__ = "added"
+    event_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    seen_before: Mapped[int] = mapped_column(BigInteger)
 
 
 async def writes_per_event(sql: asyncpg.Connection) -> dict[int, int]:
@@ -146,3 +159,25 @@ async def test_a_handler_past_its_timeout_in_a_shared_transaction_is_retried_alo
     assert await writes_per_event(sql) == {n: 1 for n in range(1, 5)}
     attempts = dict(await sql.fetch("SELECT id, attempts FROM asyncdal_outbox"))
     assert attempts == {1: 1, 2: 2, 3: 1, 4: 1}
+
+
+async def test_what_a_handler_adds_without_committing_is_flushed_before_the_next_runs(
+    database: Database, sql: asyncpg.Connection
+) -> None:
+    """The worker flushes a handler's session after it returns (when it holds changes), so a
+    flush failure is the handler's own, and the next handler sees its rows."""
+    await sql.execute("CREATE TABLE added (event_id bigint PRIMARY KEY, seen_before bigint)")
+    count = text("SELECT count(*) FROM added")
+
+    async def add_without_commit(event: OutboxEvent, uow: UnitOfWork) -> None:
+        # On the connection: a statement there does not autoflush the session.
+        connection = await uow.session.connection()
+        seen = (await connection.execute(count)).scalar_one()
+        uow.session.add(Added(event_id=event.id, seen_before=seen))
+
+    await insert_events(sql, 5)
+    async with running_worker(database, Handlers({"test.event": add_without_commit})) as worker:
+        await wait_until(lambda: worker.stats.done == 5)
+    rows = dict(await sql.fetch("SELECT event_id, seen_before FROM added"))
+    assert rows == {n: n - 1 for n in range(1, 6)}
+    assert await status_counts(sql) == {"done": 5}
