@@ -2,14 +2,19 @@
 
 How it is kept, and why this way:
 
+- In a transaction, before each statement, ``statement_timeout`` is set for the transaction
+  from the time left (``SET LOCAL``, see :class:`asyncdal.engine._safety.TransactionTimeouts`):
+  the server stops the statement at the deadline by itself, even when the client cannot ask it
+  to (a frozen process, a lost network), and a transaction-mode pooler keeps it to the one
+  transaction. It is set again only once the earlier value reaches too far past the deadline.
 - A statement still running when the time runs out is cancelled: the server is sent a cancel
   request for it (the same request ``pg_cancel_backend``
-  makes, sent on a connection of its own, which a transaction-mode pooler forwards). The
-  statement fails on the server (SQLSTATE 57014), the transaction is aborted and rolled back
-  when the unit of work closes, and the connection itself stays healthy: it goes back to the
-  pool clean. This needs no extra round trip per statement, and it also bounds the reads of a
-  read-only unit of work, which run in autocommit mode where ``SET LOCAL statement_timeout``
-  has no transaction to live in.
+  makes, sent on a connection of its own, which a transaction-mode pooler forwards). This is
+  the bound for the reads of a read-only unit of work, which run in autocommit mode where
+  ``SET LOCAL statement_timeout`` has no transaction to live in, and the backstop everywhere.
+  Either way the statement fails on the server (SQLSTATE 57014), the transaction is aborted
+  and rolled back when the unit of work closes, and the connection itself stays healthy: it
+  goes back to the pool clean.
 - A statement about to start once the time is gone is not sent at all.
 - When the time runs out outside a statement (waiting for a pooled connection, or between
   statements), the task that entered the block is cancelled, as ``asyncio.timeout`` does.
@@ -100,6 +105,14 @@ class Deadline:
             self._timer.cancel()
             self._timer = None
 
+    def ran_out(self) -> None:
+        """Note that a statement ended because the time ran out (the server stopped it): with
+        no other statement running under it, the timer has nothing left to do, and must not
+        cancel the task while it cleans up."""
+        self.expired = True
+        if not self.running:
+            self.disarm()
+
     def _run_out(self) -> None:
         self._timer = None
         self.expired = True
@@ -143,7 +156,8 @@ def deadline(seconds: float) -> Deadline:
     """A time budget for all the database work inside an ``async with`` block.
 
     Waiting for a pooled connection, each statement, and the time between them count against
-    it. A statement still running when the time runs out is cancelled on the server (the
+    it. In a transaction each statement runs with ``statement_timeout`` set from the time
+    left; one still running when the time runs out is also cancelled on the server (the
     connection goes back to the pool clean); one that would start later is not sent; a wait
     for a connection is given up. The block then raises
     :class:`~asyncdal.errors.DeadlineExceededError`, which the FastAPI integration answers

@@ -14,7 +14,9 @@ its engines, only those its settings switch on, plus one cheap statement counter
 - **Idle holds** (``IDLE_HOLD_SECONDS``): a connection that waits longer than that between
   statements (or between its last statement and its return) is reported once per checkout:
   its holder did other work (an HTTP call) while keeping the connection, and its transaction.
-- **Deadlines**: see :mod:`asyncdal.engine._deadline`.
+- **Deadlines**: see :mod:`asyncdal.engine._deadline`. In a transaction, each statement is
+  also bounded on the server by ``statement_timeout``, set for the transaction from the time
+  left (:class:`TransactionTimeouts`).
 - **Queries per request** (``MAX_QUERIES_PER_REQUEST``): each statement is counted, by text,
   in the request's :class:`~asyncdal.engine._scope.RequestScope`.
 
@@ -31,6 +33,8 @@ import asyncio
 import contextlib
 import linecache
 import logging
+import math
+import re
 import time
 import traceback
 from collections.abc import Callable
@@ -45,6 +49,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from asyncdal._request_id import current_request_id
 from asyncdal._translate import translate
 from asyncdal.engine._cancel import ServerCancel
+from asyncdal.engine._create import statement_timeout_ms
 from asyncdal.engine._deadline import DEADLINE, Deadline
 from asyncdal.engine._driver import statement_hooks
 from asyncdal.engine._scope import REQUEST_SCOPE, STATEMENT_LOG, RequestScope
@@ -52,13 +57,29 @@ from asyncdal.engine._sqlalchemy import caller_frame
 from asyncdal.errors import DeadlineExceededError, StatementTimeoutError
 from asyncdal.settings import DatabaseSettings
 
-__all__ = ["Hold", "HoldListener", "Holder", "SafetyNets"]
+__all__ = ["Hold", "HoldListener", "Holder", "SafetyNets", "TransactionTimeouts"]
 
 leak_logger = logging.getLogger("asyncdal.leaks")
 
 _HOLD = "asyncdal_hold"
 _DEADLINE = "asyncdal_deadline"
 _CANCELLED = "asyncdal_deadline_cancelled"
+_TIMEOUT = "asyncdal_deadline_timeout"
+# One fixed text with a parameter, as the request tags do: the driver prepares it once per
+# connection (SET takes no parameters; a text per value would crowd the statement cache).
+_SET_TIMEOUT = "SELECT set_config('statement_timeout', $1, true)"
+# The application's own SET of statement_timeout (in milliseconds, PostgreSQL's default unit);
+# one in other units is not read, and leaves the value in force unknown.
+_SETS_TIMEOUT = re.compile(
+    r"\s*SET\s+(?:LOCAL\s+|SESSION\s+)?statement_timeout\s*(?:=|TO)\s*'?(\d+)(?:ms)?'?\s*;?\s*$",
+    re.IGNORECASE,
+)
+# How far past the deadline (as a share of its budget) the statement_timeout in force may reach
+# before it is set again: see TransactionTimeouts.bound.
+_OVERSHOOT = 0.1
+# The server's statement_timeout, set from the time left rounded up, never stops a statement
+# before the deadline; this much is allowed for the two clocks.
+_CLOCKS = 0.002
 # The innermost frames: SQLAlchemy's few, then the application's code that took the connection
 # (its repository, its route), not the web framework's and server's below it.
 _MAX_FRAMES = 8
@@ -147,6 +168,93 @@ def _is_machinery(filename: str) -> bool:
 
 
 @dataclass(slots=True, eq=False)
+class _InForce:
+    """What ``statement_timeout`` is in one transaction of a connection, as far as known."""
+
+    transaction: object
+    """SQLAlchemy's transaction it holds for (kept, not its id: an id comes back)."""
+    ms: int | None
+    """The value in force; None when unknown or no limit."""
+    cap: int | None
+    """The application's own limit (``STATEMENT_TIMEOUT``, or its own SET in the
+    transaction): a deadline may tighten it, never loosen it."""
+
+
+class TransactionTimeouts:
+    """``SET LOCAL statement_timeout`` from the time left, before each statement of a
+    transaction under a deadline, so that the server stops the statement by itself at the
+    deadline: the client's cancel request (:mod:`asyncdal.engine._deadline`) needs the client
+    alive and able to reach the server, this does not. Set with ``set_config(..., true)``,
+    which is ``SET LOCAL``: it ends with the transaction, so the connection goes back to the
+    pool with its own value, and a transaction-mode pooler never hands it to someone else.
+
+    Statements in autocommit mode (a read-only unit of work) have no transaction for it to
+    live in: the cancel alone bounds those.
+
+    Args:
+        configured_ms: ``STATEMENT_TIMEOUT`` in milliseconds, or None.
+        pooler: behind a transaction-mode pooler (the value in force at the start of a
+            transaction is then whatever the server's default is, until the session's
+            ``SET LOCAL`` of ``STATEMENT_TIMEOUT`` runs).
+    """
+
+    __slots__ = ("_cap", "_initial")
+
+    def __init__(self, configured_ms: int | None, *, pooler: bool) -> None:
+        self._cap = configured_ms
+        self._initial = None if pooler else configured_ms
+
+    def bound(self, conn: Any, statement: str, budget: Deadline) -> None:
+        """Before ``statement`` runs on ``conn`` (a SQLAlchemy ``Connection``) under
+        ``budget``: set ``statement_timeout`` for its transaction when needed."""
+        dbapi_connection = conn.connection.dbapi_connection
+        if dbapi_connection is None or dbapi_connection.autocommit:
+            return
+        info = conn.info
+        transaction = conn.get_transaction()
+        state: _InForce | None = info.get(_TIMEOUT)
+        if state is None or state.transaction is not transaction:
+            # The pooled connection's info outlives the transaction; SET LOCAL did not.
+            state = info[_TIMEOUT] = _InForce(transaction, self._initial, self._cap)
+        head = statement.lstrip()[:11].upper()
+        if head.startswith("SET"):
+            # Runs at once, needs no bound; and it may be the application setting the value.
+            if "statement_timeout" in statement.lower():
+                found = _SETS_TIMEOUT.match(statement)
+                state.ms = (int(found[1]) or None) if found else None
+                if found:
+                    state.cap = state.ms
+            return
+        if head == "ROLLBACK TO":
+            # Undoes the SETs made since the savepoint: which value is back is not known.
+            state.ms = None
+            return
+        target = math.ceil(budget.remaining() * 1000)  # more than 0: begin() checked
+        cap = state.cap
+        if cap is not None and cap < target:
+            target = cap
+        current = state.ms
+        # The value set for an earlier statement lets this one run that long from its own
+        # start: past the deadline by the time gone since. Setting it again before every
+        # statement would double a transaction's round trips, so it is set again only once it
+        # reaches past the deadline by more than a tenth of the budget (or falls short of the
+        # time left: an inner deadline's value, under an outer one). At the deadline itself
+        # the cancel request stops the statement anyway; this bounds it when that cannot.
+        if current is not None and target <= current <= target + budget.seconds * (
+            _OVERSHOOT * 1000
+        ):
+            return
+        cursor = conn.connection.dbapi_connection.cursor()
+        try:
+            # A failure here (the deadline's cancel, a dropped connection) is this
+            # statement's, handled as one.
+            cursor.execute(_SET_TIMEOUT, (str(target),))
+        finally:
+            cursor.close()
+        state.ms = target
+
+
+@dataclass(slots=True, eq=False)
 class SafetyNets:
     """The safety nets of one database, shared by the engines of every event loop.
 
@@ -198,6 +306,9 @@ class SafetyNets:
         idle = self.settings.safety.idle_hold_seconds
         tracks_holds = self.tracks_holds
         cancel = self._cancel
+        timeouts = TransactionTimeouts(
+            statement_timeout_ms(self.settings), pooler=self.settings.pooler.transaction_mode
+        )
 
         # Bound once: these run for every statement.
         statement_log_now = STATEMENT_LOG.get
@@ -245,32 +356,41 @@ class SafetyNets:
             info = conn.info
             budget = begin(statement, info)
             if budget is not None:
+                # Watched first: the deadline's cancel also stops the SET, should the time
+                # run out in it.
                 watch(budget, info, conn.connection.driver_connection)
+                timeouts.bound(conn, statement, budget)
 
         def after(conn: Any, *args: Any) -> None:
             if tracks_holds or deadline_now() is not None:
                 ended(conn.info)
 
-        def ended(info: Any) -> None:
+        def ended(info: Any) -> Deadline | None:
             if tracks_holds:
                 hold = info.get(_HOLD)
                 if hold is not None and hold.statement_started is not None:
                     hold.last_end = clock()
                     hold.statement_seconds += hold.last_end - hold.statement_started
                     hold.statement_started = None
-            budget = info.pop(_DEADLINE, None)
+            budget: Deadline | None = info.pop(_DEADLINE, None)
             if budget is not None:
                 budget.running.pop(id(info), None)
+            return budget
 
         def cancelled(info: Any, error: BaseException | None) -> DeadlineExceededError | None:
-            # A statement failed: the deadline's error when it was the deadline's cancel.
-            ended(info)
-            budget = info.pop(_CANCELLED, None)
-            if budget is not None and isinstance(error, StatementTimeoutError):
-                return budget.error(  # type: ignore[no-any-return]
-                    f"in a statement on {database}, which the server cancelled"
-                )
-            return None
+            # A statement failed: the deadline's error when the deadline stopped it, by its
+            # cancel request or by the statement_timeout set from the time left (which the
+            # server may act on a hair before the cancel is sent).
+            budget = ended(info)
+            flagged: Deadline | None = info.pop(_CANCELLED, None)
+            if not isinstance(error, StatementTimeoutError):
+                return None
+            if flagged is None:
+                if budget is None or budget.remaining() > _CLOCKS:
+                    return None  # the application's own statement_timeout
+                flagged = budget
+            flagged.ran_out()
+            return flagged.error(f"in a statement on {database}, which the server cancelled")
 
         def failed(context: ExceptionContext) -> DeadlineExceededError | None:
             connection = context.connection
