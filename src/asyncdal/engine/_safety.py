@@ -30,7 +30,6 @@ the deadline's error for the statement the server cancelled).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import linecache
 import logging
 import math
@@ -63,7 +62,7 @@ leak_logger = logging.getLogger("asyncdal.leaks")
 
 _HOLD = "asyncdal_hold"
 _DEADLINE = "asyncdal_deadline"
-_CANCELLED = "asyncdal_deadline_cancelled"
+_WATCH = "asyncdal_deadline_watch"
 _TIMEOUT = "asyncdal_deadline_timeout"
 # One fixed text with a parameter, as the request tags do: the driver prepares it once per
 # connection (SET takes no parameters; a text per value would crowd the statement cache).
@@ -90,7 +89,8 @@ HoldListener = Callable[[str, str, float], None]
 
 @dataclass(slots=True, eq=False)
 class Hold:
-    """One checkout of a connection, while it lasts."""
+    """One checkout of a connection, while it lasts (times on ``time.monotonic()``'s clock,
+    a deadline's: a statement's start reads it once for both)."""
 
     database: str
     node: str
@@ -144,14 +144,15 @@ class Holder:
 
 def _capture_frames() -> list[tuple[CodeType, int]]:
     frames: list[tuple[CodeType, int]] = []
+    add = frames.append
     frame: FrameType | None = caller_frame()
-    for _ in range(_MAX_FRAMES):
-        if frame is None:
-            break
+    left = _MAX_FRAMES
+    while frame is not None and left:
         # The instruction offset, not f_lineno: that decodes the code's line table, which
         # for the long functions of a web framework costs more than the whole walk.
-        frames.append((frame.f_code, frame.f_lasti))
+        add((frame.f_code, frame.f_lasti))
         frame = frame.f_back
+        left -= 1
     return frames
 
 
@@ -165,6 +166,23 @@ def _line_of(code: CodeType, offset: int) -> int:
 
 def _is_machinery(filename: str) -> bool:
     return any(part in filename for part in ("/sqlalchemy/", "/asyncio/", "/greenlet/"))
+
+
+class _Watch:
+    """What cancels the statement running on one pooled connection when its deadline runs
+    out; one per connection, kept in its info (not a closure per statement)."""
+
+    __slots__ = ("_cancel", "driver_connection", "fired")
+
+    def __init__(self, cancel: ServerCancel, driver_connection: Any) -> None:
+        self._cancel = cancel
+        self.driver_connection = driver_connection
+        self.fired: Deadline | None = None
+        """The deadline that asked the server to cancel the statement running now."""
+
+    def __call__(self, budget: Deadline) -> None:
+        self.fired = budget
+        self._cancel.request(self.driver_connection)
 
 
 @dataclass(slots=True, eq=False)
@@ -283,7 +301,7 @@ class SafetyNets:
 
     def holders(self, limit: int = 5) -> list[Holder]:
         """The connections held longest now, longest first."""
-        now = time.perf_counter()
+        now = time.monotonic()
         longest = sorted(self.holds.values(), key=lambda hold: hold.started)[:limit]
         return [
             Holder(
@@ -314,7 +332,8 @@ class SafetyNets:
         statement_log_now = STATEMENT_LOG.get
         request_now = REQUEST_SCOPE.get
         deadline_now = DEADLINE.get
-        clock = time.perf_counter
+        # The deadline's clock: one reading serves the hold and the deadline.
+        clock = time.monotonic
 
         def begin(statement: str, info: Any) -> Deadline | None:
             # What a statement's start does, on either path; the deadline in force, if any.
@@ -328,29 +347,28 @@ class SafetyNets:
             budget = deadline_now()
             if not tracks_holds and budget is None:
                 return None
+            now = clock()
             if tracks_holds:
                 hold = info.get(_HOLD)
                 if hold is not None:
-                    now = clock()
                     if idle is not None and not hold.idle_reported:
                         waited = now - (hold.last_end or hold.started)
                         if waited > idle:
                             self._report_idle(hold, waited, "before its next statement")
                     hold.statement_started = now
             if budget is not None:
-                left = budget.remaining()
-                if left <= 0:
+                if budget.at <= now:
                     raise budget.error(f"before a statement on {database}")
-                info.pop(_CANCELLED, None)
                 info[_DEADLINE] = budget
             return budget
 
         def watch(budget: Deadline, info: Any, driver_connection: Any) -> None:
-            def run_out() -> None:
-                info[_CANCELLED] = budget
-                cancel.request(driver_connection)
-
-            budget.running[id(info)] = run_out
+            watching: _Watch | None = info.get(_WATCH)
+            if watching is None or watching.driver_connection is not driver_connection:
+                watching = info[_WATCH] = _Watch(cancel, driver_connection)
+            else:
+                watching.fired = None
+            budget.running[id(info)] = watching
 
         def before(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
             info = conn.info
@@ -382,15 +400,18 @@ class SafetyNets:
             # cancel request or by the statement_timeout set from the time left (which the
             # server may act on a hair before the cancel is sent).
             budget = ended(info)
-            flagged: Deadline | None = info.pop(_CANCELLED, None)
+            if budget is None:
+                return None
+            watching: _Watch | None = info.get(_WATCH)
+            fired = watching is not None and watching.fired is budget
+            if watching is not None:
+                watching.fired = None
             if not isinstance(error, StatementTimeoutError):
                 return None
-            if flagged is None:
-                if budget is None or budget.remaining() > _CLOCKS:
-                    return None  # the application's own statement_timeout
-                flagged = budget
-            flagged.ran_out()
-            return flagged.error(f"in a statement on {database}, which the server cancelled")
+            if not fired and budget.remaining() > _CLOCKS:
+                return None  # the application's own statement_timeout
+            budget.ran_out()
+            return budget.error(f"in a statement on {database}, which the server cancelled")
 
         def failed(context: ExceptionContext) -> DeadlineExceededError | None:
             connection = context.connection
@@ -435,21 +456,27 @@ class SafetyNets:
         holds = self.holds
         request_id_now = current_request_id
         scope_now = REQUEST_SCOPE.get
+        clock = time.monotonic
+        current_task = asyncio.current_task
 
         def checked_out(dbapi_connection: Any, record: Any, proxy: Any) -> None:
             scope = scope_now()
             task = None
             if scope is None:  # the request names the holder; else the task does
-                with contextlib.suppress(RuntimeError):  # no running loop: no task
-                    task = asyncio.current_task()
+                # try rather than contextlib.suppress: no context manager per checkout.
+                try:  # noqa: SIM105
+                    task = current_task()
+                except RuntimeError:  # no running loop: no task
+                    pass
+            # Positional: a dataclass's keyword arguments cost more, once per checkout.
             hold = Hold(
-                database=database,
-                node=node,
-                started=time.perf_counter(),
-                scope=scope,
-                task=task,
-                request_id=request_id_now(),
-                frames=_capture_frames() if leak is not None else [],
+                database,
+                node,
+                clock(),
+                scope,
+                task,
+                request_id_now(),
+                _capture_frames() if leak is not None else [],
             )
             record.info[_HOLD] = hold
             holds[id(record)] = hold
@@ -471,7 +498,7 @@ class SafetyNets:
         self._sweep_timer = None
         leak = self.settings.safety.leak_detection_seconds
         assert leak is not None
-        now = time.perf_counter()
+        now = time.monotonic()
         for hold in list(self.holds.values()):  # in checkout order: the oldest first
             if now - hold.started < leak:
                 self._arm_sweep(hold.started + leak - now)
@@ -484,7 +511,7 @@ class SafetyNets:
         if hold is None:
             return
         record.info.pop(_HOLD, None)
-        now = time.perf_counter()
+        now = time.monotonic()
         idle = self.settings.safety.idle_hold_seconds
         if idle is not None and not hold.idle_reported and hold.last_end:
             waited = now - hold.last_end
@@ -498,10 +525,10 @@ class SafetyNets:
     def _report_leak(self, hold: Hold) -> None:
         hold.leak_reported = True
         hold.checkout_stack = hold.stack()
-        held = time.perf_counter() - hold.started
+        held = time.monotonic() - hold.started
         statements = hold.statement_seconds
         if hold.statement_started is not None:
-            statements += time.perf_counter() - hold.statement_started
+            statements += time.monotonic() - hold.statement_started
         leak_logger.warning(
             "connection of %s/%s held for %.1f s (%.1f s of it in statements) by %s "
             "(request %s), checked out at:\n%s",
