@@ -58,21 +58,18 @@ _GRAIN = 0.01
 class _Bucket:
     """The deadlines of one event loop running out within one grain, and their timer."""
 
-    __slots__ = ("deadlines", "key", "owner", "timer")
+    __slots__ = ("deadlines", "key", "owner")
 
     def __init__(self, owner: dict[int, _Bucket], key: int) -> None:
         self.owner = owner
         self.key = key
         self.deadlines: list[Deadline] = []
-        self.timer: asyncio.TimerHandle | None = None
 
     def leave(self, deadline: Deadline) -> None:
-        deadlines = self.deadlines
-        deadlines.remove(deadline)
-        if not deadlines:
-            if self.timer is not None:
-                self.timer.cancel()
-            del self.owner[self.key]
+        # An emptied bucket keeps its timer, which fires once with nothing to do: cancelling
+        # it would have the next deadline of the same grain (the next request, one at a time)
+        # arm another. At most one pending timer per grain: 3,000 for a 30 s REQUEST_TIMEOUT.
+        self.deadlines.remove(deadline)
 
     def fire(self) -> None:
         del self.owner[self.key]
@@ -174,7 +171,7 @@ class Deadline:
         if bucket is None:
             bucket = buckets[key] = _Bucket(buckets, key)
             # The loop's clock is time.monotonic()'s (uvloop's, to the millisecond).
-            bucket.timer = loop.call_at(key * _GRAIN, bucket.fire)
+            loop.call_at(key * _GRAIN, bucket.fire)
         bucket.deadlines.append(self)
         self._bucket = bucket
         self._token = DEADLINE.set(self)
