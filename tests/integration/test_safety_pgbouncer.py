@@ -44,26 +44,42 @@ async def _backend(url: URL, pid: int) -> tuple[str | None, str | None]:
     return row["state"], row["query"]
 
 
-@pytest.mark.parametrize("cancel", [True, False], ids=["with-cancel", "statement-timeout-alone"])
+@pytest.mark.parametrize(
+    ("cancel", "read_only", "statement_timeout"),
+    [
+        pytest.param(True, False, None, id="with-cancel"),
+        pytest.param(False, False, None, id="statement-timeout-alone"),
+        # Pooler mode reads in a read-only transaction (so that SET LOCAL applies), and sets
+        # STATEMENT_TIMEOUT with SET LOCAL at each BEGIN: the deadline's comes after it.
+        pytest.param(False, True, None, id="read-only-statement-timeout-alone"),
+        pytest.param(False, False, 20.0, id="under-the-apps-own-statement-timeout"),
+    ],
+)
 async def test_a_deadline_through_pgbouncer_stops_the_statement_and_leaves_it_clean(
     one_server_connection: int,
     test_database_url: URL,
     monkeypatch: pytest.MonkeyPatch,
     cancel: bool,
+    read_only: bool,
+    statement_timeout: float | None,
 ) -> None:
     if not cancel:
         # Only statement_timeout, set through the pooler, can then stop it within the budget.
         monkeypatch.setattr(ServerCancel, "request", lambda self, driver_connection: None)
     url = plain(test_database_url.set(host="127.0.0.1", port=one_server_connection))
-    db = Database("main", DatabaseSettings(url=url, pgbouncer=True))
+    db = Database(
+        "main", DatabaseSettings(url=url, pgbouncer=True, statement_timeout=statement_timeout)
+    )
     try:
         async with db.unit_of_work() as uow:
             pid = await uow.session.scalar(text("SELECT pg_backend_pid()"))
             default = await uow.session.scalar(text("SHOW statement_timeout"))
         started = time.monotonic()
         with pytest.raises(DeadlineExceededError, match="server cancelled"):
-            async with deadline(_BUDGET), db.unit_of_work() as uow:
-                await uow.session.execute(text("SELECT pg_sleep(30)"))
+            async with deadline(_BUDGET):
+                uow = db.read_only_unit_of_work() if read_only else db.unit_of_work()
+                async with uow:
+                    await uow.session.execute(text("SELECT pg_sleep(30)"))
         # Promptly: not after the grace the task gets before it is cancelled (2 s more).
         assert time.monotonic() - started < _BUDGET + 1.5
         state, query = await _backend(test_database_url, pid)
@@ -72,7 +88,7 @@ async def test_a_deadline_through_pgbouncer_stops_the_statement_and_leaves_it_cl
             assert await uow.session.scalar(text("SELECT pg_backend_pid()")) == pid
             assert await uow.session.scalar(text("SHOW statement_timeout")) == default
         # A transaction that commits keeps its plain SETs: only SET LOCAL ends with it.
-        async with deadline(20), db.unit_of_work() as uow:
+        async with deadline(5), db.unit_of_work() as uow:
             assert await uow.session.scalar(text("SHOW statement_timeout")) != default
             await uow.commit()
         async with db.unit_of_work() as uow:
