@@ -3,12 +3,12 @@ and a deadline cost, all switched on, against the same path with all of them off
 
 In-process, like the data part, interleaved rounds:
 
-(off_read)  a read by primary key in asyncdal's read-only unit of work; ``LAZY_LOADS=allow``,
-            nothing else on
+(off_read)  a read by primary key in asyncdal's read-only unit of work, run as a request's
+            handler (an ASGI app called with a scope); ``LAZY_LOADS=allow``, nothing else on
 (on_read)   the same with ``LAZY_LOADS=raise``, ``MAX_QUERIES_PER_REQUEST``,
-            ``LEAK_DETECTION_SECONDS``, ``IDLE_HOLD_SECONDS``, and each operation in a request
-            scope (as the FastAPI middleware sets one) and an ``asyncdal.deadline``
-            (as ``REQUEST_TIMEOUT`` gives each request)
+            ``LEAK_DETECTION_SECONDS``, ``IDLE_HOLD_SECONDS`` and ``REQUEST_TIMEOUT``, each
+            operation run as a request's handler by the FastAPI middleware's own per-request
+            code (``serve_with_safety_nets``: the request scope and the deadline)
 (off_write) a product and its outbox event in a unit of work (the data part's c_write)
 (on_write)  the same, all switched on
 
@@ -20,8 +20,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from asyncdal import Database, DatabaseSettings, deadline
-from asyncdal.engine._scope import REQUEST_SCOPE, RequestScope
+from starlette.types import Message, Receive, Scope, Send
+
+from asyncdal import Database, DatabaseSettings
+from asyncdal.fastapi._safety import SafetyPlan, serve_with_safety_nets
 from bench.data import (
     DataSettings,
     Operation,
@@ -42,28 +44,48 @@ LABELS = {
     "on_write": "(on_write) product + event, all on",
 }
 RATIOS = [("on_read", "off_read"), ("on_write", "off_write")]
+REQUEST_TIMEOUT = 30.0
 ALL_ON = {
     "lazy_loads": "raise",
     "max_queries_per_request": 50,
     "leak_detection_seconds": 30.0,
     "idle_hold_seconds": 5.0,
-    "request_timeout": 30.0,
+    "request_timeout": REQUEST_TIMEOUT,
 }
 
 
-def _as_a_request(operation: Operation) -> Operation:
-    """``operation`` in a request scope and a deadline, as ``setup(app)``'s middleware runs a
-    request with the nets on."""
+def _as_a_request(operation: Operation, plan: SafetyPlan | None) -> Operation:
+    """``operation`` as the handler of a request (an ASGI app called with the request's scope),
+    without HTTP; with a ``plan``, served as ``setup(app)``'s middleware serves it with the nets
+    on, through the same per-request code (``serve_with_safety_nets``: the request scope and
+    the deadline). Both paths pay the handler's call and the scope's dict, as requests do."""
 
-    async def request(product_id: int) -> object:
-        token = REQUEST_SCOPE.set(RequestScope(None, "GET"))
-        try:
-            async with deadline(30.0):
-                return await operation(product_id)
-        finally:
-            REQUEST_SCOPE.reset(token)
+    async def handler(scope: Scope, receive: Receive, send: Send) -> None:
+        await operation(scope["product_id"])
 
-    return request
+    if plan is None:
+
+        async def plain(product_id: int) -> object:
+            scope: Scope = {"type": "http", "method": "GET", "product_id": product_id}
+            await handler(scope, _receive, _send)
+            return None
+
+        return plain
+
+    async def with_nets(product_id: int) -> object:
+        scope: Scope = {"type": "http", "method": "GET", "product_id": product_id}
+        await serve_with_safety_nets(handler, plan, scope, _receive, _send)
+        return None
+
+    return with_nets
+
+
+async def _receive() -> Message:
+    raise AssertionError("the handler reads no body")
+
+
+async def _send(message: Message) -> None:
+    raise AssertionError("the handler sends no response")
 
 
 async def run_safety(url: str, settings: DataSettings) -> dict[str, float]:
@@ -75,11 +97,12 @@ async def run_safety(url: str, settings: DataSettings) -> dict[str, float]:
     off = Database("off", DatabaseSettings(url=url, lazy_loads="allow"))
     on = Database("on", DatabaseSettings(url=url, **ALL_ON))
     try:
+        nets = SafetyPlan(REQUEST_TIMEOUT)
         makers: dict[str, Callable[[], Operation]] = {
-            "off_read": lambda: _asyncdal_get(off.read_only_unit_of_work),
-            "on_read": lambda: _as_a_request(_asyncdal_get(on.read_only_unit_of_work)),
-            "off_write": lambda: _asyncdal_write(off),
-            "on_write": lambda: _as_a_request(_asyncdal_write(on)),
+            "off_read": lambda: _as_a_request(_asyncdal_get(off.read_only_unit_of_work), None),
+            "on_read": lambda: _as_a_request(_asyncdal_get(on.read_only_unit_of_work), nets),
+            "off_write": lambda: _as_a_request(_asyncdal_write(off), None),
+            "on_write": lambda: _as_a_request(_asyncdal_write(on), nets),
         }
         operations = {key: make() for key, make in makers.items()}
         if settings.warmup:

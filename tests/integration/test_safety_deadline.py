@@ -110,3 +110,117 @@ async def test_a_cancel_from_outside_is_not_taken_for_the_deadline() -> None:
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
+
+
+async def _timeout_shown(uow: object) -> str:
+    return str(await uow.session.scalar(text("SHOW statement_timeout")))  # type: ignore[attr-defined]
+
+
+async def _timeout_ms(uow: object) -> int:
+    """``statement_timeout`` in milliseconds (SHOW says ``4999ms``, ``5s`` or ``0``)."""
+    shown = await _timeout_shown(uow)
+    for unit, factor in (("ms", 1), ("s", 1000), ("min", 60_000)):
+        if shown.endswith(unit):
+            return int(shown[: -len(unit)]) * factor
+    return int(shown)
+
+
+@pytest.mark.parametrize("snapshot", [False, True], ids=["read-write", "snapshot"])
+async def test_in_a_transaction_statement_timeout_is_set_from_the_time_left(
+    make_database: Callable[..., Database], snapshot: bool
+) -> None:
+    db = make_database(pool_size=1, max_overflow=0)
+    try:
+        async with deadline(20):
+            uow = db.read_only_unit_of_work(snapshot=True) if snapshot else db.unit_of_work()
+            async with uow:
+                shown = await _timeout_ms(uow)
+                if not snapshot:
+                    await uow.commit()  # SET LOCAL ends with it, where a plain SET would stay
+        # Rounded up to the millisecond, from what was left when SHOW ran.
+        assert 19_000 < shown <= 20_000, shown
+        # SET LOCAL ended with the transaction: the next checkout has the server's default.
+        async with db.unit_of_work() as uow:
+            assert await _timeout_shown(uow) == "0"
+    finally:
+        await db.dispose()
+
+
+async def test_in_autocommit_statement_timeout_is_left_alone(
+    make_database: Callable[..., Database],
+) -> None:
+    db = make_database()
+    try:
+        async with deadline(20), db.read_only_unit_of_work() as uow:
+            assert await _timeout_shown(uow) == "0"  # the cancel request bounds these
+    finally:
+        await db.dispose()
+
+
+async def test_the_server_stops_a_statement_at_the_deadline_without_the_cancel(
+    make_database: Callable[..., Database],
+    test_database_url: URL,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from asyncdal.engine._cancel import ServerCancel
+
+    # No cancel request leaves the client: only statement_timeout can stop the statement in
+    # time (else the task is cancelled two seconds later, with another message).
+    monkeypatch.setattr(ServerCancel, "request", lambda self, driver_connection: None)
+    db = make_database(pool_size=1, max_overflow=0)
+    name = db.settings.application_name
+    try:
+        await db.warm_up()
+        before = await _backends(test_database_url, name)
+        with pytest.raises(DeadlineExceededError, match="server cancelled"):
+            async with deadline(1.5), db.unit_of_work() as uow:
+                await uow.session.execute(text("SELECT pg_sleep(30)"))
+        assert await _backends(test_database_url, name) == [(before[0][0], "idle")]
+        async with db.unit_of_work() as uow:
+            assert await _timeout_shown(uow) == "0"
+    finally:
+        await db.dispose()
+
+
+async def test_the_applications_own_statement_timeout_is_never_loosened(
+    make_database: Callable[..., Database],
+) -> None:
+    from asyncdal import StatementTimeoutError
+
+    db = make_database(statement_timeout=0.3)
+    try:
+        async with deadline(20), db.unit_of_work() as uow:
+            assert await _timeout_ms(uow) == 300
+            # Its own limit, not the deadline's: the error says so.
+            with pytest.raises(StatementTimeoutError):
+                await uow.session.execute(text("SELECT pg_sleep(5)"))
+        async with deadline(20), db.unit_of_work() as uow:
+            await uow.session.execute(text("SET LOCAL statement_timeout = 250"))
+            assert await _timeout_ms(uow) == 250
+        async with deadline(0.2), db.unit_of_work() as uow:
+            assert await _timeout_ms(uow) <= 200  # the deadline is tighter
+    finally:
+        await db.dispose()
+
+
+async def test_statement_timeout_is_set_again_once_it_reaches_too_far(
+    make_database: Callable[..., Database],
+) -> None:
+    db = make_database()
+    try:
+        async with deadline(20), db.unit_of_work() as uow:
+            first = await _timeout_ms(uow)
+            # Within a tenth of the budget: the value set stays (no round trip more).
+            assert await _timeout_ms(uow) == first
+            async with deadline(5):  # an inner, tighter one: set for it
+                assert await _timeout_ms(uow) <= 5000
+            # Back under the outer one: not left at the inner's value, which would stop a
+            # statement the outer deadline allows.
+            assert await _timeout_ms(uow) > 15_000
+            savepoint = await uow.session.begin_nested()
+            async with deadline(3):
+                assert await _timeout_ms(uow) <= 3000
+            await savepoint.rollback()  # undoes that SET: set again
+            assert await _timeout_ms(uow) > 15_000
+    finally:
+        await db.dispose()

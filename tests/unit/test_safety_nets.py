@@ -154,3 +154,23 @@ def test_the_leak_logger_is_asyncdal_leaks() -> None:
     from asyncdal.engine._safety import leak_logger
 
     assert leak_logger is logging.getLogger("asyncdal.leaks")
+
+
+async def test_deadlines_running_out_together_share_one_timer_and_each_runs_out() -> None:
+    async with deadline(30) as outer:
+        async with deadline(60) as inner:  # the outer's time: the same grain
+            bucket = outer._bucket
+            assert bucket is not None
+            assert inner._bucket is bucket
+            assert bucket.deadlines == [outer, inner]
+        assert bucket.deadlines == [outer]
+    # Emptied, it waits for its time (the next deadline of the grain would use it).
+    assert bucket.deadlines == []
+    assert bucket.owner[bucket.key] is bucket
+
+    async def bounded() -> None:
+        async with deadline(0.1):
+            await asyncio.sleep(30)
+
+    results = await asyncio.gather(*(bounded() for _ in range(3)), return_exceptions=True)
+    assert all(isinstance(result, DeadlineExceededError) for result in results), results

@@ -14,7 +14,9 @@ its engines, only those its settings switch on, plus one cheap statement counter
 - **Idle holds** (``IDLE_HOLD_SECONDS``): a connection that waits longer than that between
   statements (or between its last statement and its return) is reported once per checkout:
   its holder did other work (an HTTP call) while keeping the connection, and its transaction.
-- **Deadlines**: see :mod:`asyncdal.engine._deadline`.
+- **Deadlines**: see :mod:`asyncdal.engine._deadline`. In a transaction, each statement is
+  also bounded on the server by ``statement_timeout``, set for the transaction from the time
+  left (:class:`TransactionTimeouts`).
 - **Queries per request** (``MAX_QUERIES_PER_REQUEST``): each statement is counted, by text,
   in the request's :class:`~asyncdal.engine._scope.RequestScope`.
 
@@ -28,9 +30,10 @@ the deadline's error for the statement the server cancelled).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import linecache
 import logging
+import math
+import re
 import time
 import traceback
 from collections.abc import Callable
@@ -45,6 +48,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from asyncdal._request_id import current_request_id
 from asyncdal._translate import translate
 from asyncdal.engine._cancel import ServerCancel
+from asyncdal.engine._create import statement_timeout_ms
 from asyncdal.engine._deadline import DEADLINE, Deadline
 from asyncdal.engine._driver import statement_hooks
 from asyncdal.engine._scope import REQUEST_SCOPE, STATEMENT_LOG, RequestScope
@@ -52,13 +56,29 @@ from asyncdal.engine._sqlalchemy import caller_frame
 from asyncdal.errors import DeadlineExceededError, StatementTimeoutError
 from asyncdal.settings import DatabaseSettings
 
-__all__ = ["Hold", "HoldListener", "Holder", "SafetyNets"]
+__all__ = ["Hold", "HoldListener", "Holder", "SafetyNets", "TransactionTimeouts"]
 
 leak_logger = logging.getLogger("asyncdal.leaks")
 
 _HOLD = "asyncdal_hold"
 _DEADLINE = "asyncdal_deadline"
-_CANCELLED = "asyncdal_deadline_cancelled"
+_WATCH = "asyncdal_deadline_watch"
+_TIMEOUT = "asyncdal_deadline_timeout"
+# One fixed text with a parameter, as the request tags do: the driver prepares it once per
+# connection (SET takes no parameters; a text per value would crowd the statement cache).
+_SET_TIMEOUT = "SELECT set_config('statement_timeout', $1, true)"
+# The application's own SET of statement_timeout (in milliseconds, PostgreSQL's default unit);
+# one in other units is not read, and leaves the value in force unknown.
+_SETS_TIMEOUT = re.compile(
+    r"\s*SET\s+(?:LOCAL\s+|SESSION\s+)?statement_timeout\s*(?:=|TO)\s*'?(\d+)(?:ms)?'?\s*;?\s*$",
+    re.IGNORECASE,
+)
+# How far past the deadline (as a share of its budget) the statement_timeout in force may reach
+# before it is set again: see TransactionTimeouts.bound.
+_OVERSHOOT = 0.1
+# The server's statement_timeout, set from the time left rounded up, never stops a statement
+# before the deadline; this much is allowed for the two clocks.
+_CLOCKS = 0.002
 # The innermost frames: SQLAlchemy's few, then the application's code that took the connection
 # (its repository, its route), not the web framework's and server's below it.
 _MAX_FRAMES = 8
@@ -69,7 +89,8 @@ HoldListener = Callable[[str, str, float], None]
 
 @dataclass(slots=True, eq=False)
 class Hold:
-    """One checkout of a connection, while it lasts."""
+    """One checkout of a connection, while it lasts (times on ``time.monotonic()``'s clock,
+    a deadline's: a statement's start reads it once for both)."""
 
     database: str
     node: str
@@ -123,14 +144,15 @@ class Holder:
 
 def _capture_frames() -> list[tuple[CodeType, int]]:
     frames: list[tuple[CodeType, int]] = []
+    add = frames.append
     frame: FrameType | None = caller_frame()
-    for _ in range(_MAX_FRAMES):
-        if frame is None:
-            break
+    left = _MAX_FRAMES
+    while frame is not None and left:
         # The instruction offset, not f_lineno: that decodes the code's line table, which
         # for the long functions of a web framework costs more than the whole walk.
-        frames.append((frame.f_code, frame.f_lasti))
+        add((frame.f_code, frame.f_lasti))
         frame = frame.f_back
+        left -= 1
     return frames
 
 
@@ -144,6 +166,110 @@ def _line_of(code: CodeType, offset: int) -> int:
 
 def _is_machinery(filename: str) -> bool:
     return any(part in filename for part in ("/sqlalchemy/", "/asyncio/", "/greenlet/"))
+
+
+class _Watch:
+    """What cancels the statement running on one pooled connection when its deadline runs
+    out; one per connection, kept in its info (not a closure per statement)."""
+
+    __slots__ = ("_cancel", "driver_connection", "fired")
+
+    def __init__(self, cancel: ServerCancel, driver_connection: Any) -> None:
+        self._cancel = cancel
+        self.driver_connection = driver_connection
+        self.fired: Deadline | None = None
+        """The deadline that asked the server to cancel the statement running now."""
+
+    def __call__(self, budget: Deadline) -> None:
+        self.fired = budget
+        self._cancel.request(self.driver_connection)
+
+
+@dataclass(slots=True, eq=False)
+class _InForce:
+    """What ``statement_timeout`` is in one transaction of a connection, as far as known."""
+
+    transaction: object
+    """SQLAlchemy's transaction it holds for (kept, not its id: an id comes back)."""
+    ms: int | None
+    """The value in force; None when unknown or no limit."""
+    cap: int | None
+    """The application's own limit (``STATEMENT_TIMEOUT``, or its own SET in the
+    transaction): a deadline may tighten it, never loosen it."""
+
+
+class TransactionTimeouts:
+    """``SET LOCAL statement_timeout`` from the time left, before each statement of a
+    transaction under a deadline, so that the server stops the statement by itself at the
+    deadline: the client's cancel request (:mod:`asyncdal.engine._deadline`) needs the client
+    alive and able to reach the server, this does not. Set with ``set_config(..., true)``,
+    which is ``SET LOCAL``: it ends with the transaction, so the connection goes back to the
+    pool with its own value, and a transaction-mode pooler never hands it to someone else.
+
+    Statements in autocommit mode (a read-only unit of work) have no transaction for it to
+    live in: the cancel alone bounds those.
+
+    Args:
+        configured_ms: ``STATEMENT_TIMEOUT`` in milliseconds, or None.
+        pooler: behind a transaction-mode pooler (the value in force at the start of a
+            transaction is then whatever the server's default is, until the session's
+            ``SET LOCAL`` of ``STATEMENT_TIMEOUT`` runs).
+    """
+
+    __slots__ = ("_cap", "_initial")
+
+    def __init__(self, configured_ms: int | None, *, pooler: bool) -> None:
+        self._cap = configured_ms
+        self._initial = None if pooler else configured_ms
+
+    def bound(self, conn: Any, statement: str, budget: Deadline) -> None:
+        """Before ``statement`` runs on ``conn`` (a SQLAlchemy ``Connection``) under
+        ``budget``: set ``statement_timeout`` for its transaction when needed."""
+        dbapi_connection = conn.connection.dbapi_connection
+        if dbapi_connection is None or dbapi_connection.autocommit:
+            return
+        info = conn.info
+        transaction = conn.get_transaction()
+        state: _InForce | None = info.get(_TIMEOUT)
+        if state is None or state.transaction is not transaction:
+            # The pooled connection's info outlives the transaction; SET LOCAL did not.
+            state = info[_TIMEOUT] = _InForce(transaction, self._initial, self._cap)
+        head = statement.lstrip()[:11].upper()
+        if head.startswith("SET"):
+            # Runs at once, needs no bound; and it may be the application setting the value.
+            if "statement_timeout" in statement.lower():
+                found = _SETS_TIMEOUT.match(statement)
+                state.ms = (int(found[1]) or None) if found else None
+                if found:
+                    state.cap = state.ms
+            return
+        if head == "ROLLBACK TO":
+            # Undoes the SETs made since the savepoint: which value is back is not known.
+            state.ms = None
+            return
+        target = math.ceil(budget.remaining() * 1000)  # more than 0: begin() checked
+        cap = state.cap
+        if cap is not None and cap < target:
+            target = cap
+        current = state.ms
+        # The value set for an earlier statement lets this one run that long from its own
+        # start: past the deadline by the time gone since. Setting it again before every
+        # statement would double a transaction's round trips, so it is set again only once it
+        # reaches past the deadline by more than a tenth of the budget (or falls short of the
+        # time left: an inner deadline's value, under an outer one). At the deadline itself
+        # the cancel request stops the statement anyway; this bounds it when that cannot.
+        if current is not None and target <= current <= target + budget.seconds * (
+            _OVERSHOOT * 1000
+        ):
+            return
+        cursor = conn.connection.dbapi_connection.cursor()
+        try:
+            # A failure here (the deadline's cancel, a dropped connection) is this
+            # statement's, handled as one.
+            cursor.execute(_SET_TIMEOUT, (str(target),))
+        finally:
+            cursor.close()
+        state.ms = target
 
 
 @dataclass(slots=True, eq=False)
@@ -175,7 +301,7 @@ class SafetyNets:
 
     def holders(self, limit: int = 5) -> list[Holder]:
         """The connections held longest now, longest first."""
-        now = time.perf_counter()
+        now = time.monotonic()
         longest = sorted(self.holds.values(), key=lambda hold: hold.started)[:limit]
         return [
             Holder(
@@ -198,12 +324,16 @@ class SafetyNets:
         idle = self.settings.safety.idle_hold_seconds
         tracks_holds = self.tracks_holds
         cancel = self._cancel
+        timeouts = TransactionTimeouts(
+            statement_timeout_ms(self.settings), pooler=self.settings.pooler.transaction_mode
+        )
 
         # Bound once: these run for every statement.
         statement_log_now = STATEMENT_LOG.get
         request_now = REQUEST_SCOPE.get
         deadline_now = DEADLINE.get
-        clock = time.perf_counter
+        # The deadline's clock: one reading serves the hold and the deadline.
+        clock = time.monotonic
 
         def begin(statement: str, info: Any) -> Deadline | None:
             # What a statement's start does, on either path; the deadline in force, if any.
@@ -217,60 +347,71 @@ class SafetyNets:
             budget = deadline_now()
             if not tracks_holds and budget is None:
                 return None
+            now = clock()
             if tracks_holds:
                 hold = info.get(_HOLD)
                 if hold is not None:
-                    now = clock()
                     if idle is not None and not hold.idle_reported:
                         waited = now - (hold.last_end or hold.started)
                         if waited > idle:
                             self._report_idle(hold, waited, "before its next statement")
                     hold.statement_started = now
             if budget is not None:
-                left = budget.remaining()
-                if left <= 0:
+                if budget.at <= now:
                     raise budget.error(f"before a statement on {database}")
-                info.pop(_CANCELLED, None)
                 info[_DEADLINE] = budget
             return budget
 
         def watch(budget: Deadline, info: Any, driver_connection: Any) -> None:
-            def run_out() -> None:
-                info[_CANCELLED] = budget
-                cancel.request(driver_connection)
-
-            budget.running[id(info)] = run_out
+            watching: _Watch | None = info.get(_WATCH)
+            if watching is None or watching.driver_connection is not driver_connection:
+                watching = info[_WATCH] = _Watch(cancel, driver_connection)
+            else:
+                watching.fired = None
+            budget.running[id(info)] = watching
 
         def before(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
             info = conn.info
             budget = begin(statement, info)
             if budget is not None:
+                # Watched first: the deadline's cancel also stops the SET, should the time
+                # run out in it.
                 watch(budget, info, conn.connection.driver_connection)
+                timeouts.bound(conn, statement, budget)
 
         def after(conn: Any, *args: Any) -> None:
             if tracks_holds or deadline_now() is not None:
                 ended(conn.info)
 
-        def ended(info: Any) -> None:
+        def ended(info: Any) -> Deadline | None:
             if tracks_holds:
                 hold = info.get(_HOLD)
                 if hold is not None and hold.statement_started is not None:
                     hold.last_end = clock()
                     hold.statement_seconds += hold.last_end - hold.statement_started
                     hold.statement_started = None
-            budget = info.pop(_DEADLINE, None)
+            budget: Deadline | None = info.pop(_DEADLINE, None)
             if budget is not None:
                 budget.running.pop(id(info), None)
+            return budget
 
         def cancelled(info: Any, error: BaseException | None) -> DeadlineExceededError | None:
-            # A statement failed: the deadline's error when it was the deadline's cancel.
-            ended(info)
-            budget = info.pop(_CANCELLED, None)
-            if budget is not None and isinstance(error, StatementTimeoutError):
-                return budget.error(  # type: ignore[no-any-return]
-                    f"in a statement on {database}, which the server cancelled"
-                )
-            return None
+            # A statement failed: the deadline's error when the deadline stopped it, by its
+            # cancel request or by the statement_timeout set from the time left (which the
+            # server may act on a hair before the cancel is sent).
+            budget = ended(info)
+            if budget is None:
+                return None
+            watching: _Watch | None = info.get(_WATCH)
+            fired = watching is not None and watching.fired is budget
+            if watching is not None:
+                watching.fired = None
+            if not isinstance(error, StatementTimeoutError):
+                return None
+            if not fired and budget.remaining() > _CLOCKS:
+                return None  # the application's own statement_timeout
+            budget.ran_out()
+            return budget.error(f"in a statement on {database}, which the server cancelled")
 
         def failed(context: ExceptionContext) -> DeadlineExceededError | None:
             connection = context.connection
@@ -315,21 +456,27 @@ class SafetyNets:
         holds = self.holds
         request_id_now = current_request_id
         scope_now = REQUEST_SCOPE.get
+        clock = time.monotonic
+        current_task = asyncio.current_task
 
         def checked_out(dbapi_connection: Any, record: Any, proxy: Any) -> None:
             scope = scope_now()
             task = None
             if scope is None:  # the request names the holder; else the task does
-                with contextlib.suppress(RuntimeError):  # no running loop: no task
-                    task = asyncio.current_task()
+                # try rather than contextlib.suppress: no context manager per checkout.
+                try:  # noqa: SIM105
+                    task = current_task()
+                except RuntimeError:  # no running loop: no task
+                    pass
+            # Positional: a dataclass's keyword arguments cost more, once per checkout.
             hold = Hold(
-                database=database,
-                node=node,
-                started=time.perf_counter(),
-                scope=scope,
-                task=task,
-                request_id=request_id_now(),
-                frames=_capture_frames() if leak is not None else [],
+                database,
+                node,
+                clock(),
+                scope,
+                task,
+                request_id_now(),
+                _capture_frames() if leak is not None else [],
             )
             record.info[_HOLD] = hold
             holds[id(record)] = hold
@@ -351,7 +498,7 @@ class SafetyNets:
         self._sweep_timer = None
         leak = self.settings.safety.leak_detection_seconds
         assert leak is not None
-        now = time.perf_counter()
+        now = time.monotonic()
         for hold in list(self.holds.values()):  # in checkout order: the oldest first
             if now - hold.started < leak:
                 self._arm_sweep(hold.started + leak - now)
@@ -364,7 +511,7 @@ class SafetyNets:
         if hold is None:
             return
         record.info.pop(_HOLD, None)
-        now = time.perf_counter()
+        now = time.monotonic()
         idle = self.settings.safety.idle_hold_seconds
         if idle is not None and not hold.idle_reported and hold.last_end:
             waited = now - hold.last_end
@@ -378,10 +525,10 @@ class SafetyNets:
     def _report_leak(self, hold: Hold) -> None:
         hold.leak_reported = True
         hold.checkout_stack = hold.stack()
-        held = time.perf_counter() - hold.started
+        held = time.monotonic() - hold.started
         statements = hold.statement_seconds
         if hold.statement_started is not None:
-            statements += time.perf_counter() - hold.statement_started
+            statements += time.monotonic() - hold.statement_started
         leak_logger.warning(
             "connection of %s/%s held for %.1f s (%.1f s of it in statements) by %s "
             "(request %s), checked out at:\n%s",

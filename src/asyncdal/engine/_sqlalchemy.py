@@ -73,8 +73,11 @@ def caller_frame() -> FrameType | None:
     Inside SQLAlchemy's greenlet the frames stop at the greenlet's start; the caller's (the
     application's ``await``) continue in the parent greenlet, suspended where it switched.
     """
-    if in_sqlalchemy_greenlet():
-        parent = greenlet.getcurrent().parent
+    # in_sqlalchemy_greenlet() inlined (it runs at every checkout with leak detection on):
+    # SQLAlchemy marks its greenlets with this attribute, which it does not document.
+    current = greenlet.getcurrent()
+    if getattr(current, "__sqlalchemy_greenlet_provider__", False):
+        parent = current.parent
         if parent is not None:
             frame: FrameType | None = parent.gr_frame
             return frame
