@@ -12,7 +12,13 @@ from sqlalchemy import event, text
 from sqlalchemy.exc import DBAPIError, PendingRollbackError
 
 import asyncdal.engine._driver as driver_module
-from asyncdal import ConnectionLostError, Database, UniqueViolationError
+from asyncdal import (
+    ConnectionLostError,
+    Database,
+    DeadlineExceededError,
+    UniqueViolationError,
+    deadline,
+)
 from asyncdal.outbox import Outbox
 from asyncdal.testing import assert_max_queries
 
@@ -148,4 +154,32 @@ async def test_a_connection_lost_during_the_event_insert_fails_as_through_the_en
         await uow.rollback()
         # A fresh connection after the rollback.
         assert (await uow.session.execute(text("SELECT pg_backend_pid()"))).scalar_one() != pid
+    assert len(driver_statements) == (1 if through == "driver" else 0)
+
+
+@pytest.mark.parametrize("through", PATHS, indirect=True)
+async def test_a_deadline_cancels_the_event_insert_as_through_the_engine(
+    database: Database, sql: asyncpg.Connection, through: str, driver_statements: list[str]
+) -> None:
+    await sql.execute(
+        """
+        CREATE FUNCTION linger() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN PERFORM pg_sleep(30); RETURN NEW; END $$;
+        CREATE TRIGGER linger BEFORE INSERT ON asyncdal_outbox
+        FOR EACH ROW EXECUTE FUNCTION linger();
+        """
+    )
+    backend = text("SELECT pg_backend_pid()")
+    async with database.unit_of_work() as uow:
+        pid = (await uow.session.execute(backend)).scalar_one()
+        with pytest.raises(DeadlineExceededError, match="server cancelled"):
+            async with deadline(1.0):
+                await Outbox.of(uow).add("thing.happened", {})
+        with pytest.raises(DeadlineExceededError, match="before a statement"):
+            async with deadline(30) as budget:
+                budget.at = 0  # as if the time had gone by
+                await Outbox.of(uow).add("thing.happened", {})
+        await uow.rollback()
+        # The cancelled statement's connection was kept, as the engine keeps it.
+        assert (await uow.session.execute(backend)).scalar_one() == pid
     assert len(driver_statements) == (1 if through == "driver" else 0)
