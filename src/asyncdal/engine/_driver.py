@@ -24,7 +24,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import event
+from sqlalchemy import event, exc
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.pool import PoolProxiedConnection
@@ -299,9 +299,15 @@ def fetchrow_in_transaction(
             broken = _failed(connection, driver, error)
         if raised is not error:
             raise raised from error
+        if not isinstance(error, Exception) or isinstance(error, AsyncdalError):
+            raise  # a cancellation travels on; a hook's own answer is the engine's too
         translated = translate(error, database=hooks.database, disconnected=broken)
         if translated is None:
-            raise
+            # What asyncdal has no name for reaches the caller as SQLAlchemy's error, as from
+            # the engine (a handler may catch DBAPIError).
+            wrapped = _as_sqlalchemy_error(connection, adapter, sql, parameters, error, broken)
+            raise wrapped from wrapped.orig
+        translated.add_note(f"[SQL: {sql}]")
         raise translated from error
     for end in hooks.end:
         end(info, None)
@@ -343,3 +349,33 @@ def _failed(connection: Connection, driver: Any, error: BaseException) -> bool:
     # after a statement that broke the connection on the usual path.
     connection.invalidate(error if isinstance(error, Exception) else None)
     return True
+
+
+def _as_sqlalchemy_error(
+    connection: Connection,
+    adapter: Any,
+    sql: str,
+    parameters: Sequence[Any],
+    error: Exception,
+    invalidated: bool,
+) -> exc.StatementError:
+    """``error`` as the engine raises it: the adapter's DBAPI error, wrapped in SQLAlchemy's."""
+    dialect = connection.dialect
+    dbapi_error = dialect.loaded_dbapi.Error
+    original: Exception = error
+    if not isinstance(error, dbapi_error):
+        try:
+            adapter._handle_exception(error)
+        except Exception as adapted:
+            original = adapted
+    wrapped = exc.DBAPIError.instance(
+        sql,
+        tuple(parameters),
+        original,
+        dbapi_error,
+        hide_parameters=connection.engine.hide_parameters,
+        connection_invalidated=invalidated,
+        dialect=dialect,
+        ismulti=False,
+    )
+    return wrapped

@@ -183,3 +183,28 @@ async def test_a_deadline_cancels_the_event_insert_as_through_the_engine(
         # The cancelled statement's connection was kept, as the engine keeps it.
         assert (await uow.session.execute(backend)).scalar_one() == pid
     assert len(driver_statements) == (1 if through == "driver" else 0)
+
+
+@pytest.mark.parametrize("through", PATHS, indirect=True)
+async def test_an_error_asyncdal_has_no_name_for_is_sqlalchemys_on_either_path(
+    database: Database, sql: asyncpg.Connection, through: str, driver_statements: list[str]
+) -> None:
+    await sql.execute(
+        """
+        CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN RAISE EXCEPTION 'no events today'; END $$;
+        CREATE TRIGGER refuse BEFORE INSERT ON asyncdal_outbox
+        FOR EACH ROW EXECUTE FUNCTION refuse();
+        """
+    )
+    async with database.unit_of_work() as uow:
+        with pytest.raises(DBAPIError, match="no events today") as failed:
+            await Outbox.of(uow).add("thing.happened", {})
+    assert type(failed.value) is DBAPIError
+    # The adapter's DBAPI error, around the driver's, as SQLAlchemy's engine raises it.
+    assert type(failed.value.orig).__name__ == "Error"
+    assert type(failed.value.orig).__module__ == "sqlalchemy.dialects.postgresql.asyncpg"
+    assert isinstance(failed.value.orig.__cause__, asyncpg.RaiseError)
+    assert failed.value.__cause__ is failed.value.orig
+    assert "INSERT INTO asyncdal_outbox" in str(failed.value.statement)
+    assert len(driver_statements) == (1 if through == "driver" else 0)
