@@ -11,6 +11,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
+import asyncpg
 import pytest
 from sqlalchemy import (
     DDL,
@@ -27,6 +28,7 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.engine import URL
 from sqlalchemy.exc import PendingRollbackError
 from sqlalchemy.orm import (
     DeclarativeBase,
@@ -36,13 +38,22 @@ from sqlalchemy.orm import (
 )
 from sqlalchemy.orm.exc import UnmappedInstanceError
 
-from asyncdal import Database, DeadlineExceededError, Repository, UniqueViolationError, deadline
+import asyncdal.engine._driver as driver_module
+from asyncdal import (
+    ConnectionLostError,
+    Database,
+    DeadlineExceededError,
+    Repository,
+    UniqueViolationError,
+    deadline,
+)
 from asyncdal.engine._scope import RequestScope, request_scope
 from asyncdal.orm import _repository
 from asyncdal.orm._inserts import insert_plan
 from asyncdal.testing import assert_max_queries
 from catalog.models import Product
 from catalog.repositories import ProductRepository
+from tests.conftest import plain
 
 _SUFFIX = uuid.uuid4().hex[:8]
 
@@ -425,3 +436,115 @@ async def test_a_read_only_unit_of_work_still_refuses_the_add(db: Database) -> N
     async with db.read_only_unit_of_work() as uow:
         with pytest.raises(ReadOnlyError):
             await uow.repository(Gadgets).add(Gadget(name="ro"))
+
+
+# On the driver connection (asyncdal.engine._driver): same answers as through the engine.
+
+
+@pytest.fixture
+def driver_statements(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The SQL of every statement sent on the driver path."""
+    sent: list[str] = []
+    original = driver_module._fetchrow
+
+    async def counted(adapter: Any, mutex: Any, driver: Any, sql: str, parameters: Any) -> Any:
+        sent.append(sql)
+        return await original(adapter, mutex, driver, sql, parameters)
+
+    monkeypatch.setattr(driver_module, "_fetchrow", counted)
+    return sent
+
+
+@pytest.fixture
+async def sql_connection(test_database_url: URL) -> AsyncIterator[asyncpg.Connection]:
+    """A connection of its own to the test database."""
+    connection = await asyncpg.connect(plain(test_database_url.set(drivername="postgresql")))
+    try:
+        yield connection
+    finally:
+        await connection.close()
+
+
+@pytest.fixture
+async def through(db: Database, request: pytest.FixtureRequest) -> AsyncIterator[str]:
+    """Which path the INSERT takes: the engine one when a statement listener of the
+    application's has no stand-in on the driver."""
+    path: str = request.param
+    if path == "driver":
+        yield path
+        return
+    sync_engine = db.engine.sync_engine
+
+    def listener(*args: Any) -> None:
+        pass
+
+    event.listen(sync_engine, "before_cursor_execute", listener)
+    try:
+        yield path
+    finally:
+        event.remove(sync_engine, "before_cursor_execute", listener)
+
+
+async def test_inserts_without_conversions_run_on_the_driver(
+    db: Database, driver_statements: list[str]
+) -> None:
+    sku = f"drv-{uuid.uuid4().hex[:8]}"
+    async with db.unit_of_work() as uow:
+        product = await uow.repository(ProductRepository).add(
+            Product(sku=sku, name="Lamp", price=Decimal("9.5"))
+        )
+        keyed = await Repository[Keyed](uow.session).add(Keyed(key=sku, label="k"))
+        # A JSONB value is converted on the way (a bind processor), a Python default computed
+        # at execution: through the engine.
+        gadget = await uow.repository(Gadgets).add(Gadget(name=sku))
+        row = (
+            await uow.session.execute(
+                text("SELECT id, created_at, updated_at FROM products WHERE sku = :sku"),
+                {"sku": sku},
+            )
+        ).one()
+        assert (product.id, product.created_at, product.updated_at) == tuple(row)
+        assert inspect(product).persistent
+        assert not inspect(product).modified
+        assert inspect(keyed).persistent
+        assert gadget.quantity == 3
+        await uow.rollback()
+    assert [sql.split()[2] for sql in driver_statements] == ["products", Keyed.__tablename__]
+
+
+@pytest.mark.parametrize("through", ["driver", "engine"], indirect=True)
+async def test_a_duplicate_on_either_path_leaves_the_session_as_a_failed_flush(
+    db: Database, through: str, driver_statements: list[str]
+) -> None:
+    sku = f"dupd-{uuid.uuid4().hex[:8]}"
+    async with db.unit_of_work() as uow:
+        products = uow.repository(ProductRepository)
+        await products.add(Product(sku=sku, name="one", price=Decimal(1)))
+        second = Product(sku=sku, name="two", price=Decimal(2))
+        with pytest.raises(UniqueViolationError):
+            await products.add(second)
+        assert inspect(second).transient
+        with pytest.raises(PendingRollbackError):
+            await uow.session.execute(select(1))
+        await uow.rollback()
+        assert (await uow.session.execute(select(1))).scalar_one() == 1
+    assert len(driver_statements) == (2 if through == "driver" else 0)
+
+
+@pytest.mark.parametrize("through", ["driver", "engine"], indirect=True)
+async def test_a_connection_lost_on_either_path_leaves_the_session_as_a_failed_flush(
+    db: Database, sql_connection: asyncpg.Connection, through: str, driver_statements: list[str]
+) -> None:
+    backend = text("SELECT pg_backend_pid()")
+    async with db.unit_of_work() as uow:
+        pid = (await uow.session.execute(backend)).scalar_one()
+        await sql_connection.execute("SELECT pg_terminate_backend($1)", pid)
+        product = Product(sku=f"lost-{uuid.uuid4().hex[:8]}", name="x", price=Decimal(1))
+        with pytest.raises(ConnectionLostError):
+            await uow.repository(ProductRepository).add(product)
+        assert inspect(product).transient
+        with pytest.raises(PendingRollbackError):
+            await uow.session.execute(select(1))
+        await uow.rollback()
+        assert (await uow.session.execute(backend)).scalar_one() != pid
+    assert len(driver_statements) == (1 if through == "driver" else 0)

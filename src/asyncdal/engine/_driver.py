@@ -24,22 +24,31 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import event
+from sqlalchemy import event, exc
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.pool import PoolProxiedConnection
 from sqlalchemy.util import greenlet_spawn
 
+from asyncdal._sql import StatementKind
 from asyncdal._translate import is_connection_failure, translate
 from asyncdal.engine._cancel import ServerCancel
 from asyncdal.engine._sqlalchemy import await_in_greenlet, cursor_listeners
 from asyncdal.errors import AsyncdalError, DeadlineExceededError
 
-__all__ = ["DriverReads", "StatementHooks", "statement_hooks"]
+__all__ = [
+    "DECLINED",
+    "DriverReads",
+    "StatementHooks",
+    "fetchrow_in_transaction",
+    "statement_hooks",
+]
 
 BeforeHook = Callable[[Any, dict[Any, Any]], Awaitable[None]]
 """Runs before a statement: ``(asyncpg connection, the pooled connection's info)``."""
-AfterHook = Callable[[str, float], None]
-"""Runs after a statement that succeeded: ``(sql, seconds)``."""
+AfterHook = Callable[[str, float, StatementKind], None]
+"""Runs after a statement that succeeded: ``(sql, seconds, kind)``, the kind as the query
+metrics label it (``select``, ``insert``)."""
 StartHook = Callable[[str, Any, dict[Any, Any]], None]
 """Runs first, synchronously, before a statement: ``(sql, asyncpg connection, the pooled
 connection's info)``; what it raises is raised instead of sending the statement."""
@@ -65,6 +74,10 @@ class StatementHooks:
     end: list[EndHook] = field(default_factory=list)
     replaces: set[tuple[str, Any]] = field(default_factory=set)
     """The engine listeners these hooks stand in for: ``(event name, function)``."""
+    database: str = "?"
+    """The name in translated errors (as the engine's error map has it)."""
+    checked: tuple[tuple[int, ...], int] | None = None
+    """The engine's statement listeners last found all stood in for (see :func:`usable`)."""
 
     def stands_in_for(self, event_name: str, *listeners: Any) -> None:
         """Note that these hooks do what ``listeners`` of ``event_name`` do."""
@@ -189,7 +202,7 @@ class DriverReads:
                 return None  # the usual path raises it as SQLAlchemy's error
             raise translated from error
         for after in hooks.after:
-            after(sql, seconds)
+            after(sql, seconds, "select")
         return rows, oids
 
     def _failed(self, fairy: PoolProxiedConnection, driver: Any, error: BaseException) -> None:
@@ -215,3 +228,154 @@ class DriverReads:
                 driver.terminate()
             fairy.invalidate(error if isinstance(error, Exception) else None)
         fairy.close()
+
+
+DECLINED: Any = object()
+"""What :func:`fetchrow_in_transaction` returns when the statement must run the usual way."""
+
+_cancel = ServerCancel()
+
+
+def usable(engine: Engine) -> StatementHooks | None:
+    """The hooks of ``engine`` (a sync engine), or None when one of its statement listeners
+    has no stand-in there (the application's own, tracing, ``assert_max_queries``)."""
+    hooks = getattr(engine.pool, "statement_hooks", None)
+    if not isinstance(hooks, StatementHooks):
+        return None
+    listeners = cursor_listeners(engine)
+    checked = (tuple(map(id, listeners)), len(hooks.replaces))
+    if checked == hooks.checked:
+        return hooks
+    ours = sum(1 for name, listener in hooks.replaces if event.contains(engine, name, listener))
+    if ours != len(listeners):
+        return None
+    hooks.checked = checked
+    return hooks
+
+
+def fetchrow_in_transaction(
+    connection: Connection, sql: str, parameters: Sequence[Any], *, kind: StatementKind
+) -> Any:
+    """The first row of ``sql`` run on the driver connection under ``connection`` (a
+    SQLAlchemy connection in a transaction), in that transaction; :data:`DECLINED` when the
+    statement must run the usual way. Called in SQLAlchemy's greenlet (``run_sync``).
+
+    Measured on the catalog's outbox INSERT, SQLAlchemy's Core execution costs more than the
+    statement on the driver: this skips it, and gives what its statement listeners give
+    through the :class:`StatementHooks` (as :class:`DriverReads` does), labelled ``kind``.
+
+    The transaction is SQLAlchemy's asyncpg adapter's: begun by it when this is the first
+    statement (its BEGIN, under its lock), so its COMMIT and ROLLBACK end this statement's
+    work too. A failed statement leaves it as a failed ``execute`` does: the server's
+    transaction aborted (the next statement fails, ROLLBACK ends it), a broken connection
+    invalidated with the SQLAlchemy connection.
+
+    Raises:
+        asyncdal.errors.AsyncdalError: as the engine's error map would raise it.
+    """
+    hooks = usable(connection.engine)
+    if hooks is None:
+        return DECLINED
+    fairy = connection.connection
+    adapter: Any = fairy.dbapi_connection
+    mutex = getattr(adapter, "_execute_mutex", None)
+    if mutex is None or not hasattr(adapter, "_start_transaction"):
+        return DECLINED  # not SQLAlchemy's asyncpg adapter
+    driver: Any = fairy.driver_connection
+    info = fairy.info
+    try:
+        for start in hooks.start:
+            start(sql, driver, info)
+        for before in hooks.before:
+            await_in_greenlet(before(driver, info))
+        row, seconds = await_in_greenlet(_fetchrow(adapter, mutex, driver, sql, parameters))
+    except BaseException as error:
+        raised: BaseException = error
+        broken = False
+        try:
+            for end in hooks.end:
+                raised = end(info, raised) or raised
+        finally:
+            broken = _failed(connection, driver, error)
+        if raised is not error:
+            raise raised from error
+        if not isinstance(error, Exception) or isinstance(error, AsyncdalError):
+            raise  # a cancellation travels on; a hook's own answer is the engine's too
+        translated = translate(error, database=hooks.database, disconnected=broken)
+        if translated is None:
+            # What asyncdal has no name for reaches the caller as SQLAlchemy's error, as from
+            # the engine (a handler may catch DBAPIError).
+            wrapped = _as_sqlalchemy_error(connection, adapter, sql, parameters, error, broken)
+            raise wrapped from wrapped.orig
+        translated.add_note(f"[SQL: {sql}]")
+        raise translated from error
+    for end in hooks.end:
+        end(info, None)
+    for after in hooks.after:
+        after(sql, seconds, kind)
+    return row
+
+
+async def _fetchrow(
+    adapter: Any, mutex: asyncio.Lock, driver: Any, sql: str, parameters: Sequence[Any]
+) -> tuple[Any, float]:
+    """What the adapter's cursor does for one statement, on the driver."""
+    async with mutex:
+        if adapter._transaction is None:
+            await adapter._start_transaction()
+        started = time.perf_counter()
+        row = await driver.fetchrow(sql, *parameters)
+        return row, time.perf_counter() - started
+
+
+def _failed(connection: Connection, driver: Any, error: BaseException) -> bool:
+    """Discard the connection a statement broke, as the engine does; True when discarded."""
+    if isinstance(error, AsyncdalError):
+        return False  # a hook refused to send the statement: the connection was not used
+    abandoned = isinstance(error, TimeoutError | asyncio.CancelledError)
+    if abandoned:
+        # The statement may still run on the server: stop it there (as the guard does).
+        _cancel.request(driver)
+    if not (
+        abandoned
+        or driver.is_closed()
+        or (isinstance(error, Exception) and is_connection_failure(error))
+    ):
+        return False
+    if isinstance(error, TimeoutError):
+        # Nobody knows the connection's state: abort it (as the guard does).
+        driver.terminate()
+    # The SQLAlchemy connection's invalidate: its transaction must then be rolled back, as
+    # after a statement that broke the connection on the usual path.
+    connection.invalidate(error if isinstance(error, Exception) else None)
+    return True
+
+
+def _as_sqlalchemy_error(
+    connection: Connection,
+    adapter: Any,
+    sql: str,
+    parameters: Sequence[Any],
+    error: Exception,
+    invalidated: bool,
+) -> exc.StatementError:
+    """``error`` as the engine raises it: the adapter's DBAPI error, wrapped in SQLAlchemy's."""
+    dialect = connection.dialect
+    dbapi_error = dialect.loaded_dbapi.Error
+    original: Exception = error
+    if not isinstance(error, dbapi_error):
+        try:
+            adapter._handle_exception(error)
+        except Exception as adapted:
+            original = adapted
+    wrapped = exc.DBAPIError.instance(
+        sql,
+        tuple(parameters),
+        original,
+        dbapi_error,
+        hide_parameters=connection.engine.hide_parameters,
+        connection_invalidated=invalidated,
+        dialect=dialect,
+        ismulti=False,
+    )
+    return wrapped

@@ -235,7 +235,7 @@ def attach_guard(engine: AsyncEngine, guard: ConnectionGuard) -> None:
     if not isinstance(pool, GuardedPool):
         return
     pool.guard = guard
-    hooks = pool.statement_hooks = StatementHooks()
+    hooks = pool.statement_hooks = StatementHooks(database=guard.breaker.name)
 
     def answered(*_: Any) -> None:
         # Cheap (a counter reset): keeps "in a row" meaning in a row, so failures to open a
@@ -279,7 +279,7 @@ def attach_guard(engine: AsyncEngine, guard: ConnectionGuard) -> None:
 
     event.listen(pool, "connect", answered)
     event.listen(engine.sync_engine, "after_cursor_execute", answered)
-    hooks.after.append(lambda sql, seconds: guard.breaker.record_success())
+    hooks.after.append(lambda sql, seconds, kind: guard.breaker.record_success())
     hooks.stands_in_for("after_cursor_execute", answered)
     event.listen(pool, "checkout", found_closed)
     event.listen(engine.sync_engine, "handle_error", handle_error)

@@ -88,7 +88,7 @@ def attach_query_log(
         hooks = statement_hooks(engine)
         if hooks is not None:
 
-            def after_driver_read(statement: str, seconds: float) -> None:
+            def after_driver_read(statement: str, seconds: float, kind: object) -> None:
                 if seconds >= threshold:
                     log_slow(statement, seconds)
 

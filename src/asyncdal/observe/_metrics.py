@@ -282,9 +282,8 @@ class DatabaseMetrics:
         event.listen(engine.sync_engine, "after_cursor_execute", after)
         hooks = statement_hooks(engine)
         if hooks is not None:
-            # Reads on the driver are SELECTs compiled by SQLAlchemy: labelled without parsing.
-            selects = queries["select"]
-            hooks.after.append(lambda statement, seconds: selects.observe(seconds))
+            # Statements on the driver are compiled by SQLAlchemy and come labelled: no parsing.
+            hooks.after.append(lambda statement, seconds, kind: queries[kind].observe(seconds))
             hooks.stands_in_for("before_cursor_execute", before)
             hooks.stands_in_for("after_cursor_execute", after)
 

@@ -16,6 +16,12 @@ the flush ends (``asyncdal.engine._sqlalchemy.register_inserted``): in the ident
 clean, and made transient again if the transaction rolls back. A failed INSERT leaves the
 session as a failed flush does (``fail_as_a_flush``).
 
+When no value needs a conversion by its type on the way in or out and no default is computed
+at execution, the INSERT runs on the driver connection of the session's connection, in its
+transaction (``asyncdal.engine._driver.fetchrow_in_transaction``, whose statement hooks stand in
+for the engine's listeners); measured, that took the catalog's product and event write from
+about 1,210 to about 1,020 Python calls (with the outbox INSERT on the driver too).
+
 It declines (returns False, and the caller flushes the usual way) whenever the flush could do
 more than that: a session with other pending changes, or with flush listeners
 (``before_flush``, ``after_flush``, ``after_flush_postexec``); ``before_insert`` or
@@ -36,6 +42,7 @@ from typing import Any
 from weakref import WeakKeyDictionary
 
 from sqlalchemy import Column, Insert, Table
+from sqlalchemy.engine import Connection, Dialect
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapper, Session
 from sqlalchemy.orm.attributes import instance_state
@@ -43,6 +50,7 @@ from sqlalchemy.orm.exc import NO_STATE
 from sqlalchemy.orm.state import InstanceState
 from sqlalchemy.sql import ClauseElement
 
+from asyncdal.engine._driver import DECLINED, fetchrow_in_transaction
 from asyncdal.engine._sqlalchemy import fail_as_a_flush, register_inserted
 
 __all__ = ["insert_one", "insert_plan"]
@@ -189,8 +197,9 @@ def _insert(session: Session, state: InstanceState[Any], plan: InsertPlan) -> bo
     session.add(obj)
     try:
         connection = session.connection(bind_arguments={"mapper": mapper})
-        result = connection.execute(plan.statement, parameters)
-        _fill_in(plan, state, values, result)
+        if not _on_driver(connection, plan, state, values, parameters):
+            result = connection.execute(plan.statement, parameters)
+            _fill_in(plan, state, values, result)
         register_inserted(session, state)
     except BaseException:
         fail_as_a_flush(session)
@@ -246,3 +255,90 @@ def _fill_in(
         for key in postfetch:
             values.pop(key, None)
         state.expired_attributes.update(postfetch)
+
+
+@dataclass(frozen=True, slots=True)
+class _DriverInsert:
+    """The INSERT of one set of columns, compiled for one dialect, to run on the driver."""
+
+    sql: str
+    names: tuple[str, ...]
+    """The parameters' keys, in the order the SQL takes them."""
+    returning: tuple[tuple[str, bool], ...]
+    """What each returned column fills in: (attribute key, whether it is a primary key)."""
+
+
+# By dialect, then by (the plan's statement, columns sent); None where the engine runs it.
+_driver_inserts: WeakKeyDictionary[
+    Dialect, dict[tuple[Insert, frozenset[str]], _DriverInsert | None]
+] = WeakKeyDictionary()
+
+
+def _on_driver(
+    connection: Connection,
+    plan: InsertPlan,
+    state: InstanceState[Any],
+    values: dict[str, Any],
+    parameters: dict[str, Any],
+) -> bool:
+    """Run the INSERT on the session's driver connection (``asyncdal.engine._driver``) and fill
+    in what it returned, as :func:`_fill_in` does from the engine's result; False, having sent
+    nothing, when it must run through the engine. Skips SQLAlchemy's Core execution, measured
+    the larger part of the INSERT's CPU."""
+    dialect = connection.dialect
+    by_key = _driver_inserts.get(dialect)
+    if by_key is None:
+        by_key = _driver_inserts[dialect] = {}
+    key = (plan.statement, frozenset(parameters))
+    try:
+        insert = by_key[key]
+    except KeyError:
+        insert = by_key[key] = _driver_insert(plan, dialect, parameters)
+    if insert is None:
+        return False
+    row = fetchrow_in_transaction(
+        connection, insert.sql, [parameters[name] for name in insert.names], kind="insert"
+    )
+    if row is DECLINED:
+        return False
+    if insert.returning:  # else no RETURNING, and no row
+        for (attribute, primary_key), value in zip(insert.returning, row, strict=True):
+            if not primary_key or values.get(attribute) is None:
+                values[attribute] = value
+    return True
+
+
+def _driver_insert(
+    plan: InsertPlan, dialect: Dialect, parameters: dict[str, Any]
+) -> _DriverInsert | None:
+    """The INSERT of ``parameters``' columns compiled as the engine compiles it, or None when
+    running it takes more than sending its parameters and reading its row: a type that
+    converts a value on the way in or out, a default computed at execution, a parameter under
+    another name."""
+    compiled = plan.statement.compile(dialect=dialect, column_keys=list(parameters))
+    names = tuple(compiled.positiontup or ())
+    if (
+        set(names) != set(parameters)
+        or compiled.insert_prefetch
+        or compiled.postfetch
+        or compiled.literal_execute_params
+        or compiled.post_compile_params
+    ):
+        return None
+    for name in names:
+        if compiled.binds[name].type.dialect_impl(dialect).bind_processor(dialect) is not None:
+            return None
+    returning = []
+    for column in compiled.effective_returning or ():
+        attribute = plan.by_column.get(column)
+        if attribute is None:
+            return None
+        try:
+            # Without the column's type OID: a type whose conversion depends on it says so.
+            processor = column.type.dialect_impl(dialect).result_processor(dialect, None)
+        except Exception:
+            return None
+        if processor is not None:
+            return None
+        returning.append((attribute, bool(column.primary_key)))
+    return _DriverInsert(str(compiled), names, tuple(returning))
