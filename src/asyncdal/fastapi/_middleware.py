@@ -79,12 +79,16 @@ async def serve_settling(
     receive: Receive,
     send: Send,
     on_start: Callable[[Message], Message] | None = None,
+    on_done: Callable[[], None] | None = None,
 ) -> None:
     """Run ``app`` for one HTTP request whose units of work settle when its response starts
     (see :class:`TransactionMiddleware`), and close every one it opened once it is done.
 
     ``on_start`` (the request middleware's headers) turns the response's start message into
     the one sent, after the commit: one ``send`` wrapper per request rather than two.
+    ``on_done`` runs last, whatever happened: the request middleware resets the request id
+    there, so that it needs no coroutine of its own around this one (each coroutine between
+    the server and the endpoint is resumed whenever the request waits).
     """
     units: list[UnitOfWork] = []
     opened: list[UnitOfWork] = []
@@ -111,14 +115,18 @@ async def serve_settling(
     # An unhandled exception propagates as usual, once every unit of work of the request is
     # closed (and so rolled back).
     try:
-        await app(scope, receive, send_after_commit)
-    except CommitFailedError:
-        pass
-    except BaseException as error:
-        await close_opened(opened, error)
-        raise
-    if opened:
-        await close_opened(opened)
+        try:
+            await app(scope, receive, send_after_commit)
+        except CommitFailedError:
+            pass
+        except BaseException as error:
+            await close_opened(opened, error)
+            raise
+        if opened:
+            await close_opened(opened)
+    finally:
+        if on_done is not None:
+            on_done()
 
 
 def _starting_with(on_start: Callable[[Message], Message], send: Send) -> Send:
