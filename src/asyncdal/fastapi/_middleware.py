@@ -22,7 +22,6 @@ from asyncdal.errors import (
 )
 from asyncdal.fastapi._crud_errors import crud_refusal
 from asyncdal.fastapi._errors import refusal
-from asyncdal.orm._closing import close_session
 from asyncdal.orm._uow import UnitOfWork
 
 __all__ = [
@@ -199,7 +198,7 @@ def _holds_a_connection(uow: UnitOfWork) -> bool:
 
 async def _release(uow: UnitOfWork) -> None:
     """Close the session of a settled unit of work, so its connection goes back to the pool."""
-    await close_session(uow.session)
+    await uow.session.close()
 
 
 async def _quietly(step: Awaitable[None], uow: UnitOfWork, what: str) -> None:

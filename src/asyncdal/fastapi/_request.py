@@ -90,7 +90,7 @@ class RequestMiddleware:
     def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
         # Not a coroutine itself: it returns the one that serves the request, so that no
         # coroutine of its own sits between the server and the endpoint (each is resumed
-        # whenever the request waits; under uvicorn that cost about 4% of a raw endpoint).
+        # whenever the request waits).
         if scope["type"] != "http":
             return self.app(scope, receive, send)
         sent_id: bytes | None = None
@@ -102,8 +102,8 @@ class RequestMiddleware:
             elif key == _LSN_KEY and sent_lsn is None:
                 sent_lsn = value
         # A new id the cheap way: an id needs to be unique, not secret, and the random
-        # module's generator gives 128 bits without a system call (uuid4() and os.urandom
-        # make one each, measured dearer under uvicorn); it is reseeded in a forked worker.
+        # module's generator gives 128 bits without the system call uuid4() and os.urandom
+        # make per id; it is reseeded in a forked worker.
         # One sent by a client is vetted. The context variable is set here and reset when
         # the request is done (serve_settling's on_done).
         request_id = (

@@ -493,8 +493,7 @@ class Repository(Generic[ModelT]):
         and, with ``count``, the number of matching rows beside each; with ``rows``, dicts of
         the model's column attributes rather than instances."""
         where = self._where(request.conditions)
-        mapper = inspect(self.model)
-        keys = [prop.key for prop in mapper.column_attrs]
+        keys = [prop.key for prop in inspect(self.model).column_attrs] if rows else []
         statement: Select[Any] = (
             select(*(getattr(self.model, key) for key in keys)) if rows else select(self.model)
         ).where(*where)
