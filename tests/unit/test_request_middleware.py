@@ -64,6 +64,32 @@ async def test_the_apps_own_request_id_header_gives_way_whatever_its_case() -> N
     assert response.headers["x-keep"] == "1"
 
 
+async def test_the_apps_own_start_message_is_left_as_it_was() -> None:
+    # An app may send one prebuilt message (or a shared response's header list) every time.
+    headers = [(b"content-type", b"text/plain")]
+    start = {"type": "http.response.start", "status": 200, "headers": headers}
+
+    async def raw_app(scope: Any, receive: Any, send: Any) -> None:
+        await send(start)
+        await send({"type": "http.response.body", "body": b""})
+
+    transport = ASGITransport(app=RequestMiddleware(raw_app))
+    async with AsyncClient(transport=transport, base_url="http://t") as client:
+        for request_id in ("one", "two"):
+            response = await client.get("/", headers={"X-Request-ID": request_id})
+            assert response.headers.get_list("x-request-id") == [request_id]
+    assert start == {"type": "http.response.start", "status": 200, "headers": headers}
+    assert headers == [(b"content-type", b"text/plain")]
+
+
+async def test_the_request_id_is_put_back_when_the_request_is_done() -> None:
+    # httpx's ASGI transport runs the app in the caller's task, as in-process clients do.
+    assert current_request_id() is None
+    response = await _get(_app(), {"X-Request-ID": "inner"})
+    assert response.json()["id"] == "inner"
+    assert current_request_id() is None
+
+
 async def test_a_sent_position_is_honoured_and_echoed() -> None:
     response = await _get(_app(), {"X-DB-LSN": " 0/16B3748 "})
     assert response.status_code == 200

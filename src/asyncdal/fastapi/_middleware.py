@@ -14,6 +14,7 @@ from contextlib import suppress
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from asyncdal._request_id import reset_request_id, set_request_id
 from asyncdal.errors import (
     CommitOutcomeUnknownError,
     ConflictError,
@@ -32,6 +33,7 @@ __all__ = [
     "close_opened",
     "serve_settling",
     "settle",
+    "with_header",
 ]
 
 logger = logging.getLogger("asyncdal.fastapi")
@@ -77,18 +79,24 @@ async def serve_settling(
     scope: Scope,
     receive: Receive,
     send: Send,
+    id_header: tuple[bytes, bytes] | None = None,
     on_start: Callable[[Message], Message] | None = None,
-    on_done: Callable[[], None] | None = None,
+    request_id: str | None = None,
 ) -> None:
     """Run ``app`` for one HTTP request whose units of work settle when its response starts
     (see :class:`TransactionMiddleware`), and close every one it opened once it is done.
 
-    ``on_start`` (the request middleware's headers) turns the response's start message into
-    the one sent, after the commit: one ``send`` wrapper per request rather than two.
-    ``on_done`` runs last, whatever happened: the request middleware resets the request id
-    there, so that it needs no coroutine of its own around this one (each coroutine between
-    the server and the endpoint is resumed whenever the request waits).
+    The request middleware's work rides along, so that no coroutine or ``send`` wrapper of
+    its own sits between the server and the endpoint (each coroutine is resumed whenever the
+    request waits, each wrapper called for every message):
+
+    - ``id_header`` (the lowercased ``X-Request-ID`` and its value) goes on the answer,
+      replacing the app's own, after the commit;
+    - ``on_start`` (``X-DB-LSN``) turns the start message into the one sent, after the commit;
+    - ``request_id`` is the request's id (:func:`~asyncdal.current_request_id`) while the app
+      runs, and is put back afterwards.
     """
+    token = None if request_id is None else set_request_id(request_id)
     units: list[UnitOfWork] = []
     opened: list[UnitOfWork] = []
     scope[SCOPE_KEY] = units
@@ -103,12 +111,16 @@ async def serve_settling(
             if units:
                 pending = list(units)
                 units.clear()
-                answer = send if on_start is None else _starting_with(on_start, send)
+                answer = send
+                if id_header is not None or on_start is not None:
+                    answer = _starting_with(id_header, on_start, send)
                 if await settle(pending, message["status"], answer):
                     replaced = True
                     raise CommitFailedError
             if on_start is not None:
                 message = on_start(message)
+            if id_header is not None:
+                message = with_header(message, id_header)
         await send(message)
 
     # An unhandled exception propagates as usual, once every unit of work of the request is
@@ -124,17 +136,38 @@ async def serve_settling(
         if opened:
             await close_opened(opened)
     finally:
-        if on_done is not None:
-            on_done()
+        if token is not None:
+            reset_request_id(token)
 
 
-def _starting_with(on_start: Callable[[Message], Message], send: Send) -> Send:
-    """``send`` with ``on_start`` applied to a start message: a failed commit's answer
+def with_header(message: Message, header: tuple[bytes, bytes]) -> Message:
+    """A start ``message`` with ``header`` (its name lowercased) added, replacing any of the
+    app's headers of that name; the app's own message and list are left as they were."""
+    name = header[0]
+    headers = message.get("headers", ())
+    # Names are compared lowercased only when they have the length of this one (Starlette's
+    # are lowercase already): most answers have none of it.
+    for key, _ in headers:
+        if len(key) == len(name) and key.lower() == name:
+            headers = [each for each in headers if each[0].lower() != name]
+            break
+    return {**message, "headers": [*headers, header]}
+
+
+def _starting_with(
+    id_header: tuple[bytes, bytes] | None,
+    on_start: Callable[[Message], Message] | None,
+    send: Send,
+) -> Send:
+    """``send`` with the request's headers put on a start message: a failed commit's answer
     carries the same headers as the app's would have."""
 
     async def send_started(message: Message) -> None:
         if message["type"] == "http.response.start":
-            message = on_start(message)
+            if on_start is not None:
+                message = on_start(message)
+            if id_header is not None:
+                message = with_header(message, id_header)
         await send(message)
 
     return send_started
