@@ -15,6 +15,8 @@ inserted in one transaction).
     metrics, request ids, the slow-statement log and JSON logging on.
 (d) ``asyncdal_unobserved_app``: the same with those off, for the observability cost (c/d).
 (e) ``asyncdal_tagged_app``: (c) with the request id put into ``application_name`` (e/d).
+(f) ``asyncdal_safety_app``: (c) with every safety net on (:data:`SAFETY_NETS_ON`), for what
+    they cost the documented read path (f/c).
 
 All are FastAPI apps whose routes have the catalog's ``response_model`` and status codes, so the
 framework, validation and serialization are the same and only the data path differs. The outbox
@@ -57,7 +59,9 @@ __all__ = [
     "OUTBOX_TEXT",
     "PAGE_SQL",
     "PRODUCT_SQL",
+    "SAFETY_NETS_ON",
     "asyncdal_app",
+    "asyncdal_safety_app",
     "asyncdal_tagged_app",
     "asyncdal_unobserved_app",
     "asyncpg_app",
@@ -265,6 +269,24 @@ def asyncdal_tagged_app(url: str) -> FastAPI:
     return app
 
 
+SAFETY_NETS_ON: dict[str, Any] = {
+    "lazy_loads": "raise",
+    "max_queries_per_request": 50,
+    "leak_detection_seconds": 30.0,
+    "idle_hold_seconds": 5.0,
+    "request_timeout": 30.0,
+}
+"""Issue 16's three safety nets, all switched on: lazy loads raise, N+1 warnings, leak and
+idle-hold detection, a request deadline (thresholds no benchmarked request reaches)."""
+
+
+def asyncdal_safety_app(url: str) -> FastAPI:
+    """(f) (c) with every safety net on."""
+    configure_logging("json", level="INFO")
+    _, app = _catalog(url, slow_query_seconds=1.0, **SAFETY_NETS_ON)
+    return app
+
+
 APPS: dict[str, Callable[[str], FastAPI]] = {
     "asyncpg": asyncpg_app,
     "asyncpg_setup": asyncpg_setup_app,
@@ -272,5 +294,6 @@ APPS: dict[str, Callable[[str], FastAPI]] = {
     "asyncdal": asyncdal_app,
     "asyncdal_unobserved": asyncdal_unobserved_app,
     "asyncdal_tagged": asyncdal_tagged_app,
+    "asyncdal_safety": asyncdal_safety_app,
 }
 """The app factories by name, in the order every round runs them."""
