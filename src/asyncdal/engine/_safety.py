@@ -443,7 +443,7 @@ class SafetyNets:
         event.listen(sync_engine, "handle_error", failed)
         if tracks_holds:
             event.listen(sync_engine.pool, "checkout", self._checked_out(node))
-            event.listen(sync_engine.pool, "checkin", self._checked_in)
+            event.listen(sync_engine.pool, "checkin", self._checked_in())
         hooks = statement_hooks(engine)
         if hooks is None:
             return
@@ -501,9 +501,9 @@ class SafetyNets:
                 hold.statement_seconds = 0.0
                 hold.statement_started = None
                 hold.last_end = 0.0
-                hold.checkout_stack = ""
-                hold.leak_reported = False
-                hold.idle_reported = False
+                if hold.leak_reported or hold.idle_reported:
+                    hold.checkout_stack = ""
+                    hold.leak_reported = hold.idle_reported = False
             holds[id(record)] = hold
             if leak is not None and self._sweep_timer is None:
                 self._arm_sweep(leak)
@@ -531,23 +531,30 @@ class SafetyNets:
             if not hold.leak_reported:
                 self._report_leak(hold)
 
-    def _checked_in(self, dbapi_connection: Any, record: Any) -> None:
-        hold = self.holds.pop(id(record), None)
-        if hold is None:
-            return
-        now = time.monotonic()
+    def _checked_in(self) -> Callable[[Any, Any], None]:
         idle = self.settings.safety.idle_hold_seconds
-        if idle is not None and not hold.idle_reported and hold.last_end:
-            waited = now - hold.last_end
-            if waited > idle:
-                self._report_idle(hold, waited, "after its last statement")
-        if self.hold_listeners:
-            route = "background" if hold.scope is None else hold.scope.route
-            for listener in self.hold_listeners:
-                listener(hold.node, route, now - hold.started)
-        # The hold stays in the connection's info for its next checkout (statements run only
-        # on a connection checked out, which sets it afresh); what it names goes now.
-        hold.scope = hold.task = None
+        holds = self.holds
+        listeners = self.hold_listeners
+        clock = time.monotonic
+
+        def checked_in(dbapi_connection: Any, record: Any) -> None:
+            hold = holds.pop(id(record), None)
+            if hold is None:
+                return
+            now = clock()
+            if idle is not None and not hold.idle_reported and hold.last_end:
+                waited = now - hold.last_end
+                if waited > idle:
+                    self._report_idle(hold, waited, "after its last statement")
+            if listeners:
+                route = "background" if hold.scope is None else hold.scope.route
+                for listener in listeners:
+                    listener(hold.node, route, now - hold.started)
+            # The hold stays in the connection's info for its next checkout (statements run
+            # only on a connection checked out, which sets it afresh); what it names goes now.
+            hold.scope = hold.task = None
+
+        return checked_in
 
     def _report_leak(self, hold: Hold) -> None:
         hold.leak_reported = True
