@@ -82,6 +82,7 @@ _CLOCKS = 0.002
 # The innermost frames: SQLAlchemy's few, then the application's code that took the connection
 # (its repository, its route), not the web framework's and server's below it.
 _MAX_FRAMES = 8
+_FRAMES = range(_MAX_FRAMES)
 
 HoldListener = Callable[[str, str, float], None]
 """Told ``(node, route, seconds held)`` when a connection is returned."""
@@ -149,18 +150,19 @@ class Holder:
 def _capture_frames() -> list[Any]:
     # Flat (code, offset, code, offset, ...), appended with frames.append rather than a bound
     # ``add``: Python 3.11 specializes the method call for lists, not the call of a bound
-    # method; with no tuple per frame. Measured (valgrind, 8 frames of a deeper stack): 7,500
-    # instructions beyond the walk's first frame, where tuples and ``add`` cost 9,400.
+    # method; with no tuple per frame, and a loop over a range rather than a countdown.
+    # Measured (valgrind, 8 frames of a deeper stack): 7,000 instructions beyond the walk's
+    # first frame, where tuples, ``add`` and the countdown cost 9,400.
     frames: list[Any] = []
     frame: FrameType | None = caller_frame()
-    left = _MAX_FRAMES
-    while frame is not None and left:
+    for _ in _FRAMES:
+        if frame is None:
+            break
         # The instruction offset, not f_lineno: that decodes the code's line table, which
         # for the long functions of a web framework costs more than the whole walk.
         frames.append(frame.f_code)
         frames.append(frame.f_lasti)
         frame = frame.f_back
-        left -= 1
     return frames
 
 
