@@ -7,6 +7,7 @@ changes shape, rather than letting a fallback hide it.
 from __future__ import annotations
 
 import sys
+from collections import deque
 from collections.abc import Awaitable, Iterable, Mapping
 from types import FrameType
 from typing import Any, TypeVar, cast
@@ -23,10 +24,13 @@ __all__ = [
     "add_loaded",
     "await_in_greenlet",
     "caller_frame",
+    "check_in_unused",
     "cursor_listeners",
     "fail_as_a_flush",
     "has_load_listeners",
     "in_sqlalchemy_greenlet",
+    "listeners_kept",
+    "listeners_now",
     "loads_for_a_query",
     "may_be_a_lazy_load",
     "register_inserted",
@@ -94,6 +98,24 @@ def loads_for_a_query(execution_options: Mapping[str, Any]) -> bool:
     return "sa_top_level_orm_context" in execution_options
 
 
+def check_in_unused(fairy: Any) -> None:
+    """Give ``fairy`` (a pooled connection checked out with ``raw_connection()``) back to the
+    pool; when SQLAlchemy's asyncpg adapter under it began no transaction, without the
+    pool's rollback-on-return, which would do nothing then.
+
+    Reads on the driver never go through the adapter: its rollback is a call chain that
+    finds nothing to roll back (measured, the catalog's ``get``: about 15 thousand
+    instructions of its 1.1 million per request). The checkin with the reset already done is
+    the pool's private ``_close_special(transaction_reset=True)`` (what a SQLAlchemy
+    ``Connection`` uses after its own rollback), and the adapter's transaction its private
+    ``_transaction``; any other adapter is given back as usual.
+    """
+    if getattr(fairy.dbapi_connection, "_transaction", False) is None:
+        fairy._close_special(transaction_reset=True)
+    else:
+        fairy.close()
+
+
 def cursor_listeners(engine: sqlalchemy.engine.Engine) -> list[Any]:
     """Every ``before_cursor_execute`` and ``after_cursor_execute`` listener of ``engine``.
 
@@ -102,6 +124,40 @@ def cursor_listeners(engine: sqlalchemy.engine.Engine) -> list[Any]:
     """
     dispatch = engine.dispatch
     return [*dispatch.before_cursor_execute, *dispatch.after_cursor_execute]
+
+
+def listeners_now(dispatch: Any, first: str, second: str) -> tuple[Any, ...]:
+    """The collections holding the listeners of events ``first`` and ``second`` of
+    ``dispatch`` (an engine's or a session's), as they are: equal to a
+    :func:`listeners_kept` of the same events exactly when the same functions listen, in the
+    same order.
+
+    Comparing them runs in C, element by element, where listing the listeners through
+    SQLAlchemy's collections costs a Python call per collection (measured, the catalog's
+    ``get``: about 1.2 us of the 1.6 us its two listener checks took per read).
+
+    The listeners of an event are in two collections, the class's (``parent_listeners``) and
+    the instance's own (``listeners``, replaced when its first listener comes); SQLAlchemy
+    changes them in place. Neither is documented.
+    """
+    one = getattr(dispatch, first)
+    two = getattr(dispatch, second)
+    return (one.parent_listeners, one.listeners, two.parent_listeners, two.listeners)
+
+
+def listeners_kept(dispatch: Any, first: str, second: str) -> tuple[Any, ...]:
+    """A copy of :func:`listeners_now`, to compare later ones with. Another shape than the
+    two SQLAlchemy uses for an event (a joined dispatcher's, for an engine with execution
+    options) gives a copy equal to nothing: the caller looks at the listeners every time."""
+    kept: list[Any] = []
+    for collection in listeners_now(dispatch, first, second):
+        if isinstance(collection, deque):
+            kept.append(deque(collection))
+        elif collection == ():
+            kept.append(())
+        else:
+            return (object(),)
+    return tuple(kept)
 
 
 def has_load_listeners(mapper: sqlalchemy.orm.Mapper[Any]) -> bool:

@@ -25,7 +25,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapper, configure_mappers
 
 from asyncdal.engine._driver import DriverReads
-from asyncdal.engine._sqlalchemy import add_loaded, has_load_listeners
+from asyncdal.engine._sqlalchemy import (
+    add_loaded,
+    has_load_listeners,
+    listeners_kept,
+    listeners_now,
+)
 from asyncdal.orm._ordering import order_clauses
 
 __all__ = [
@@ -46,6 +51,8 @@ ORM_READ = "asyncdal.orm_read"
 DECLINED: Any = object()
 """What the functions here return when the read must run the usual way."""
 
+# The session events whose listeners a read on the driver would skip.
+_SESSION_EVENTS = ("loaded_as_persistent", "do_orm_execute")
 # Relationship loaders that load nothing with the instance: one built here behaves as the
 # ORM's own (a lazy load, or the error "raise" asks for, on first access).
 _LAZY = frozenset({"select", "raise", "raise_on_sql"})
@@ -77,10 +84,16 @@ def driver_reads(session: AsyncSession) -> DriverReads | None:
     reads = info.get(DRIVER_READS)
     if reads is None or ORM_READ in info:
         return None
+    assert isinstance(reads, DriverReads)
     dispatch = session.sync_session.dispatch
+    # The listeners are looked at only when they changed since they were last found
+    # harmless (every read asks).
+    checked = reads.sessions_checked
+    if checked is not None and checked == listeners_now(dispatch, *_SESSION_EVENTS):
+        return reads
     if dispatch.loaded_as_persistent or not _only_asyncdal_listens(dispatch.do_orm_execute):
         return None
-    assert isinstance(reads, DriverReads)
+    reads.sessions_checked = listeners_kept(dispatch, *_SESSION_EVENTS)
     return reads
 
 
