@@ -611,3 +611,26 @@ def test_register_inserted_and_fail_as_a_flush_leave_a_session_as_the_flush_does
     assert not transaction.is_active  # refusing work until rollback()
     session.rollback()
     session.close()
+
+
+def test_session_holds_new_sees_objects_added_and_not_flushed() -> None:
+    from sqlalchemy import Column, Integer
+    from sqlalchemy.orm import DeclarativeBase, Session
+
+    from asyncdal.engine._sqlalchemy import session_holds_new
+
+    class Base(DeclarativeBase):
+        pass
+
+    class Thing(Base):
+        __tablename__ = "thing"
+        id = Column(Integer, primary_key=True)
+
+    session = Session()
+    assert not session_holds_new(session)
+    thing = Thing(id=1)
+    session.add(thing)
+    assert session_holds_new(session)
+    assert thing in session.new
+    session.expunge(thing)
+    assert not session_holds_new(session)

@@ -36,6 +36,7 @@ __all__ = [
     "register_inserted",
     "select_locks_rows",
     "session_has_changes",
+    "session_holds_new",
     "session_is_flushing",
     "sqlalchemy_loads_for_itself",
 ]
@@ -217,6 +218,16 @@ def session_has_changes(session: sqlalchemy.orm.Session) -> bool:
     handler.
     """
     return not session._is_clean()
+
+
+def session_holds_new(session: sqlalchemy.orm.Session) -> bool:
+    """True when ``session`` holds objects added and not yet flushed.
+
+    The public ``Session.new`` builds a set of them to say so: a Python call chain, where
+    the private ``Session._new`` (a dict) answers with a truth test; asked when every unit of
+    work is left.
+    """
+    return bool(session._new)
 
 
 _LOADERS = ("_emit_lazyload", "_load_for_state")

@@ -94,7 +94,7 @@ async def _request_unit_of_work(
         )
     db: Database = get_databases(request)[database]
     uow = db.read_only_unit_of_work(snapshot=snapshot) if read_only else db.unit_of_work()
-    await uow.__aenter__()
+    uow._enter()
     opened.append(uow)
     register_unit_of_work(request, uow)
     return uow
