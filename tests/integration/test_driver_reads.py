@@ -259,6 +259,59 @@ async def test_an_orm_listener_in_the_place_of_asyncdals_sends_reads_the_orm_way
                 event.remove(Session, "do_orm_execute", listener)
 
 
+async def test_a_sessions_own_load_listener_sends_its_reads_the_orm_way(
+    stocked: tuple[Database, list[int]],
+) -> None:
+    """A ``loaded_as_persistent`` listener of one session (not of its class) is called: that
+    session's reads decline the driver path, the next session's take it again."""
+    db, ids = stocked
+    async with db.read_only_unit_of_work() as uow:
+        await uow.repository(ProductRepository).get(ids[0])  # the class's listeners known
+    loaded: list[Any] = []
+    async with db.read_only_unit_of_work() as uow:
+        event.listen(
+            uow.session.sync_session,
+            "loaded_as_persistent",
+            lambda session, instance: loaded.append(instance),
+        )
+        found = await uow.repository(ProductRepository).get(ids[1])
+        assert loaded == [found]
+    async with db.read_only_unit_of_work() as uow:
+        await uow.repository(ProductRepository).get(ids[2])
+        assert ORM_READ not in uow.session.info
+
+
+async def test_a_load_listener_that_came_during_a_read_sends_it_the_orm_way(
+    stocked: tuple[Database, list[int]],
+) -> None:
+    """A listener the ORM's loading would call, added while the rows were on their way (by
+    another task, say): the rows are not made instances on the driver path; the read runs
+    the ORM's way, which calls it."""
+    db, ids = stocked
+    hooks = statement_hooks(db.engine)
+    assert hooks is not None
+    loaded: list[Any] = []
+    listening: list[Session] = []
+
+    async def listen_meanwhile(driver: Any, info: dict[Any, Any]) -> None:
+        for session in listening:
+            event.listen(
+                session, "loaded_as_persistent", lambda s, instance: loaded.append(instance)
+            )
+        listening.clear()
+
+    hooks.before.append(listen_meanwhile)
+    try:
+        async with db.read_only_unit_of_work() as uow:
+            listening.append(uow.session.sync_session)
+            found = await uow.repository(ProductRepository).get(ids[0])
+            assert found is not None
+            assert loaded == [found]
+            assert ORM_READ in uow.session.info
+    finally:
+        hooks.before.remove(listen_meanwhile)
+
+
 async def test_a_dropped_connection_is_read_again(stocked: tuple[Database, list[int]]) -> None:
     db, ids = stocked
     async with db.read_only_unit_of_work() as uow:

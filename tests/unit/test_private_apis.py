@@ -443,9 +443,14 @@ def test_listener_snapshots_are_equal_exactly_while_the_same_listeners_listen() 
 
     session_events = ("loaded_as_persistent", "do_orm_execute")
     session = Sessions()
+    classwide = listeners_now(session.dispatch, *session_events)
     kept = listeners_kept(session.dispatch, *session_events)
     event.listen(Sessions, "do_orm_execute", one)
     assert listeners_now(session.dispatch, *session_events) != kept
+    # The class's collections are changed in place: those of a session taken earlier are
+    # those of every session of the class, now too.
+    assert listeners_now(Sessions().dispatch, *session_events) == classwide
+    assert one in classwide[2]
     kept = listeners_kept(session.dispatch, *session_events)
     event.listen(session, "loaded_as_persistent", two)  # the session's own
     assert listeners_now(session.dispatch, *session_events) != kept
@@ -634,3 +639,18 @@ def test_session_holds_new_sees_objects_added_and_not_flushed() -> None:
     assert thing in session.new
     session.expunge(thing)
     assert not session_holds_new(session)
+
+
+def test_own_dispatch_is_none_until_a_session_has_one() -> None:
+    from sqlalchemy.orm import Session
+
+    from asyncdal.engine._sqlalchemy import own_dispatch
+
+    session = Session()
+    assert own_dispatch(session) is None
+    dispatch = session.dispatch  # made at the first read, and kept
+    assert own_dispatch(session) is dispatch
+    listened = Session()
+    event.listen(listened, "loaded_as_persistent", lambda *args: None)
+    assert own_dispatch(listened) is not None
+    assert listened.dispatch.loaded_as_persistent

@@ -115,6 +115,10 @@ class DriverReads:
         """The session listeners last found harmless to reads here (a
         :func:`~asyncdal.engine._sqlalchemy.listeners_kept`; see
         :func:`asyncdal.orm._driver_reads.driver_reads`)."""
+        self.session_class_listeners: tuple[type[Any], tuple[Any, ...]] | None = None
+        """A session class and its listeners' collections (a
+        :func:`~asyncdal.engine._sqlalchemy.listeners_now` of one of its sessions without
+        listeners of its own): what those of a session without a dispatch of its own are."""
         self._cancel = ServerCancel()
 
     @property

@@ -33,6 +33,7 @@ __all__ = [
     "listeners_now",
     "loads_for_a_query",
     "may_be_a_lazy_load",
+    "own_dispatch",
     "register_inserted",
     "select_locks_rows",
     "session_has_changes",
@@ -146,6 +147,17 @@ def listeners_now(dispatch: Any, first: str, second: str) -> tuple[Any, ...]:
     return (one.parent_listeners, one.listeners, two.parent_listeners, two.listeners)
 
 
+def own_dispatch(target: Any) -> Any | None:
+    """The dispatch of ``target`` (a session) when it has one of its own yet, else None: the
+    listeners of its class are then all there is to it.
+
+    Reading ``target.dispatch`` makes one at the first read (SQLAlchemy's dispatcher, a
+    descriptor, stores it in the instance's ``__dict__``): a chain of Python calls, then one
+    per event asked about, for each session. Not documented.
+    """
+    return target.__dict__.get("dispatch")
+
+
 def listeners_kept(dispatch: Any, first: str, second: str) -> tuple[Any, ...]:
     """A copy of :func:`listeners_now`, to compare later ones with. Another shape than the
     two SQLAlchemy uses for an event (a joined dispatcher's, for an engine with execution
@@ -176,6 +188,8 @@ def add_loaded(
     mapper: sqlalchemy.orm.Mapper[Any],
     key: Any,
     values: Iterable[tuple[str, Any]],
+    *,
+    listeners_checked: bool = False,
 ) -> Any:
     """A new instance of ``mapper`` holding ``values`` as loaded, persistent in ``session``
     under identity ``key``: what the ORM's own loading does for a row it has not seen
@@ -184,9 +198,10 @@ def add_loaded(
     ``Session.add`` of a detached instance gets there too, through the cascade, the attach
     events and an autobegin: measured three times the cost per instance (a page of 50). The
     steps, and the identity map's ``_add_unpresent``, are not documented. Refuses a session
-    with ``loaded_as_persistent`` listeners, which the ORM's loading would call.
+    with ``loaded_as_persistent`` listeners, which the ORM's loading would call, unless the
+    caller has just found it has none (``listeners_checked``).
     """
-    if session.dispatch.loaded_as_persistent:
+    if not listeners_checked and session.dispatch.loaded_as_persistent:
         raise ValueError("the session has loaded_as_persistent listeners; load the usual way")
     instance = mapper.class_manager.new_instance()
     state = sqlalchemy.orm.attributes.instance_state(instance)

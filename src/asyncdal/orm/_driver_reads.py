@@ -22,7 +22,7 @@ from typing import Any
 
 from sqlalchemy import Column, Select, Table, bindparam, func, inspect, select
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import Mapper, configure_mappers
+from sqlalchemy.orm import Mapper, Session, configure_mappers
 
 from asyncdal.engine._driver import DriverReads
 from asyncdal.engine._sqlalchemy import (
@@ -30,6 +30,7 @@ from asyncdal.engine._sqlalchemy import (
     has_load_listeners,
     listeners_kept,
     listeners_now,
+    own_dispatch,
 )
 from asyncdal.orm._ordering import order_clauses
 
@@ -85,16 +86,40 @@ def driver_reads(session: AsyncSession) -> DriverReads | None:
     if reads is None or ORM_READ in info:
         return None
     assert isinstance(reads, DriverReads)
-    dispatch = session.sync_session.dispatch
-    # The listeners are looked at only when they changed since they were last found
-    # harmless (every read asks).
+    return reads if _harmless(reads, session.sync_session) else None
+
+
+def _harmless(reads: DriverReads, session: Session) -> bool:
+    """True when no listener of ``session`` would be skipped by a read on the driver (none
+    for ``loaded_as_persistent``, only asyncdal's for ``do_orm_execute``).
+
+    Every read asks: the listeners are looked at only when they changed since they were last
+    found harmless. A session with no dispatch of its own (no listener of its own) is judged
+    by its class's, without making it one: a session's dispatch costs a chain of Python
+    calls, most of what this check cost per request before (measured, the catalog's GET).
+    """
+    dispatch = own_dispatch(session)
     checked = reads.sessions_checked
-    if checked is not None and checked == listeners_now(dispatch, *_SESSION_EVENTS):
-        return reads
+    if dispatch is None:
+        known = reads.session_class_listeners
+        if (
+            known is not None
+            and known[0] is type(session)
+            and checked is not None
+            and checked == known[1]
+        ):
+            return True
+        dispatch = session.dispatch
+    now = listeners_now(dispatch, *_SESSION_EVENTS)
+    if checked is not None and checked == now:
+        return True
     if dispatch.loaded_as_persistent or not _only_asyncdal_listens(dispatch.do_orm_execute):
-        return None
+        return False
     reads.sessions_checked = listeners_kept(dispatch, *_SESSION_EVENTS)
-    return reads
+    if now[1] == () and now[3] == ():
+        # No listener of its own: these are its class's collections, changed in place.
+        reads.session_class_listeners = (type(session), now)
+    return True
 
 
 def _only_asyncdal_listens(listeners: Any) -> bool:
@@ -198,12 +223,17 @@ def _converted(plan: _Plan, rows: list[Any]) -> list[list[Any]]:
     ]
 
 
-def _instances(session: AsyncSession, plan: _Plan, rows: list[list[Any]]) -> list[Any]:
-    """The instances of ``rows``: the session's own when it has one of them already."""
+def _instances(
+    reads: DriverReads, session: AsyncSession, plan: _Plan, rows: list[list[Any]]
+) -> list[Any] | None:
+    """The instances of ``rows``: the session's own when it has one of them already; None
+    when the session got a listener the ORM's loading would call while the rows were read."""
     mapper = plan.mapper
     assert mapper is not None
     keys, key_index = plan.keys, plan.key_index
     sync_session = session.sync_session
+    if not _harmless(reads, sync_session):
+        return None
     identity_map = sync_session.identity_map
     identity_key = mapper.identity_key_from_primary_key
     found = []
@@ -212,7 +242,13 @@ def _instances(session: AsyncSession, plan: _Plan, rows: list[list[Any]]) -> lis
         existing = identity_map.get(key)
         if existing is None:
             # zip stops at the model's columns: a count selected after them is not loaded.
-            existing = add_loaded(sync_session, mapper, key, zip(keys, values, strict=False))
+            existing = add_loaded(
+                sync_session,
+                mapper,
+                key,
+                zip(keys, values, strict=False),
+                listeners_checked=True,
+            )
         found.append(existing)
     return found
 
@@ -240,7 +276,10 @@ async def get_by_key(
     rows = await _rows(reads, plan, {"ident": ident})
     if rows is None:
         return DECLINED
-    return _instances(session, plan, _converted(plan, rows))[0] if rows else None
+    if not rows:
+        return None
+    found = _instances(reads, session, plan, _converted(plan, rows))
+    return DECLINED if found is None else found[0]
 
 
 async def count_rows(reads: DriverReads, model: type[Any]) -> Any:
@@ -308,5 +347,7 @@ async def list_rows(
                 return DECLINED
             total = int(counted)
     values = _converted(plan, rows)
-    items = _dicts(plan, values) if as_dicts else _instances(session, plan, values)
+    items = _dicts(plan, values) if as_dicts else _instances(reads, session, plan, values)
+    if items is None:
+        return DECLINED
     return items, total
