@@ -187,7 +187,10 @@ async def get_product(
     product = await products.get(product_id)
     if product is None:
         raise _not_found(product_id)
-    (shown,) = await _shown(request, [product])
+    shown = _read(product)
+    if shown.category_id is not None:
+        names = await _category_names(request, {shown.category_id})
+        shown.category = names.get(shown.category_id)
     return shown
 
 

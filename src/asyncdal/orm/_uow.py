@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from contextlib import suppress
 from contextvars import ContextVar, Token
 from types import TracebackType
 from typing import Any, Self, TypeVar
@@ -114,9 +113,11 @@ class UnitOfWork:
     @property
     def session(self) -> AsyncSession:
         """The ``AsyncSession`` of this unit of work (shared with any joined one)."""
-        if self._root._session is None:
+        root = self if self._joined_to is None else self._joined_to
+        session = root._session
+        if session is None:
             raise UnitOfWorkError("the unit of work is not open: use 'async with'")
-        return self._root._session
+        return session
 
     @property
     def is_open(self) -> bool:
@@ -135,7 +136,8 @@ class UnitOfWork:
             repository_class: a :class:`~asyncdal.repository.Repository` subclass, or any
                 callable taking the session.
         """
-        cache = self._root._repositories
+        root = self if self._joined_to is None else self._joined_to
+        cache = root._repositories
         repository = cache.get(repository_class)  # type: ignore[call-overload]
         if repository is None:
             repository = cache[repository_class] = repository_class(self.session)  # type: ignore[index]
@@ -249,10 +251,14 @@ class UnitOfWork:
         if self._token is not None:
             # Exited in another context than it was entered in (e.g. a generator closed by
             # another task): the link chain still skips it, because it is closed.
-            with suppress(ValueError):
+            # try/except, not contextlib.suppress, whose entering and leaving are Python
+            # calls at the end of every unit of work.
+            try:  # noqa: SIM105
                 _innermost.reset(self._token)
+            except ValueError:
+                pass
             self._token = None
-        if self.joined:
+        if self._joined_to is not None:
             if exc_type is not None:
                 self._root._failed_inside = True
             return
@@ -283,4 +289,4 @@ def _holds_anything(session: AsyncSession) -> bool:
     if not isinstance(session, AsyncSession):
         return True
     sync = session.sync_session
-    return sync.get_transaction() is not None or bool(sync.identity_map) or session_holds_new(sync)
+    return sync.in_transaction() or bool(sync.identity_map) or session_holds_new(sync)
