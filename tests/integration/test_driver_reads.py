@@ -189,6 +189,129 @@ async def test_a_listener_it_cannot_stand_in_for_sends_reads_the_usual_way(
     assert any("products" in statement for statement in seen)
 
 
+async def test_a_listener_in_the_place_of_one_it_stands_in_for_sends_reads_the_usual_way(
+    stocked: tuple[Database, list[int]],
+) -> None:
+    """As many statement listeners as before, one of them not asyncdal's: the driver path
+    declines (it looks at the listeners again when they changed, not only at their count)."""
+    db, ids = stocked
+    async with db.read_only_unit_of_work() as uow:
+        await uow.repository(ProductRepository).get(ids[0])
+        assert ORM_READ not in uow.session.info
+    engine = db.engine.sync_engine
+    hooks = statement_hooks(db.engine)
+    assert hooks is not None
+    ours = next(
+        listener
+        for name, listener in hooks.replaces
+        if name == "after_cursor_execute" and event.contains(engine, name, listener)
+    )
+    seen: list[str] = []
+
+    def theirs(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        seen.append(statement)
+
+    event.remove(engine, "after_cursor_execute", ours)
+    event.listen(engine, "after_cursor_execute", theirs)
+    try:
+        async with db.read_only_unit_of_work() as uow:
+            assert await uow.repository(ProductRepository).get(ids[1]) is not None
+            assert ORM_READ in uow.session.info
+        assert any("products" in statement for statement in seen)
+    finally:
+        event.remove(engine, "after_cursor_execute", theirs)
+        event.listen(engine, "after_cursor_execute", ours)
+    async with db.read_only_unit_of_work() as uow:
+        await uow.repository(ProductRepository).get(ids[2])
+        assert ORM_READ not in uow.session.info
+
+
+async def test_an_orm_listener_in_the_place_of_asyncdals_sends_reads_the_orm_way(
+    stocked: tuple[Database, list[int]],
+) -> None:
+    """An application's ``do_orm_execute`` listener that came in the place of one of
+    asyncdal's (as many listeners as when they were last found harmless) is seen."""
+    db, ids = stocked
+    hidden = ids[0]
+
+    def harmless(state: ORMExecuteState) -> None: ...
+
+    harmless.__module__ = "asyncdal.testing"  # one of asyncdal's, as far as reads can tell
+
+    def only_visible(state: ORMExecuteState) -> None:
+        if state.is_select:
+            state.statement = state.statement.options(
+                with_loader_criteria(Product, Product.id != hidden)
+            )
+
+    event.listen(Session, "do_orm_execute", harmless)
+    try:
+        async with db.read_only_unit_of_work() as uow:
+            assert await uow.repository(ProductRepository).get(ids[1]) is not None
+            assert ORM_READ not in uow.session.info  # on the driver, harmless seen
+        event.remove(Session, "do_orm_execute", harmless)
+        event.listen(Session, "do_orm_execute", only_visible)
+        async with db.read_only_unit_of_work() as uow:
+            assert await uow.repository(ProductRepository).get(hidden) is None
+    finally:
+        for listener in (harmless, only_visible):
+            if event.contains(Session, "do_orm_execute", listener):
+                event.remove(Session, "do_orm_execute", listener)
+
+
+async def test_a_sessions_own_load_listener_sends_its_reads_the_orm_way(
+    stocked: tuple[Database, list[int]],
+) -> None:
+    """A ``loaded_as_persistent`` listener of one session (not of its class) is called: that
+    session's reads decline the driver path, the next session's take it again."""
+    db, ids = stocked
+    async with db.read_only_unit_of_work() as uow:
+        await uow.repository(ProductRepository).get(ids[0])  # the class's listeners known
+    loaded: list[Any] = []
+    async with db.read_only_unit_of_work() as uow:
+        event.listen(
+            uow.session.sync_session,
+            "loaded_as_persistent",
+            lambda session, instance: loaded.append(instance),
+        )
+        found = await uow.repository(ProductRepository).get(ids[1])
+        assert loaded == [found]
+    async with db.read_only_unit_of_work() as uow:
+        await uow.repository(ProductRepository).get(ids[2])
+        assert ORM_READ not in uow.session.info
+
+
+async def test_a_load_listener_that_came_during_a_read_sends_it_the_orm_way(
+    stocked: tuple[Database, list[int]],
+) -> None:
+    """A listener the ORM's loading would call, added while the rows were on their way (by
+    another task, say): the rows are not made instances on the driver path; the read runs
+    the ORM's way, which calls it."""
+    db, ids = stocked
+    hooks = statement_hooks(db.engine)
+    assert hooks is not None
+    loaded: list[Any] = []
+    listening: list[Session] = []
+
+    async def listen_meanwhile(driver: Any, info: dict[Any, Any]) -> None:
+        for session in listening:
+            event.listen(
+                session, "loaded_as_persistent", lambda s, instance: loaded.append(instance)
+            )
+        listening.clear()
+
+    hooks.before.append(listen_meanwhile)
+    try:
+        async with db.read_only_unit_of_work() as uow:
+            listening.append(uow.session.sync_session)
+            found = await uow.repository(ProductRepository).get(ids[0])
+            assert found is not None
+            assert loaded == [found]
+            assert ORM_READ in uow.session.info
+    finally:
+        hooks.before.remove(listen_meanwhile)
+
+
 async def test_a_dropped_connection_is_read_again(stocked: tuple[Database, list[int]]) -> None:
     db, ids = stocked
     async with db.read_only_unit_of_work() as uow:

@@ -31,6 +31,19 @@ async def test_add_get_update_delete(rollback_database: Database) -> None:
         assert await products.get(added.id) is None
 
 
+async def test_get_takes_a_key_its_column_holds_and_refuses_others(
+    rollback_database: Database,
+) -> None:
+    async with rollback_database.read_only_unit_of_work() as uow:
+        products = uow.repository(ProductRepository)
+        # BIGINT's bounds are keys no row has; one past them, or text, is the caller's error.
+        assert await products.get(2**63 - 1) is None
+        assert await products.get(-(2**63)) is None
+        for wrong in (2**63, -(2**63) - 1, "7", 1.5):
+            with pytest.raises(InvalidQueryError, match="id"):
+                await products.get(wrong)
+
+
 async def test_get_many_keeps_the_order_asked_for(rollback_database: Database) -> None:
     async with rollback_database.unit_of_work() as uow:
         products = uow.repository(ProductRepository)

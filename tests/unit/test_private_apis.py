@@ -408,6 +408,109 @@ def test_cursor_listeners_lists_every_statement_listener_of_an_engine() -> None:
     assert after in cursor_listeners(engine)
 
 
+def test_listener_snapshots_are_equal_exactly_while_the_same_listeners_listen() -> None:
+    from sqlalchemy.orm import Session
+
+    from asyncdal.engine._sqlalchemy import listeners_kept, listeners_now
+
+    engine = sqlalchemy.create_engine("sqlite://")
+    events = ("before_cursor_execute", "after_cursor_execute")
+
+    def one(*args: Any) -> None: ...
+
+    def two(*args: Any) -> None: ...
+
+    kept = listeners_kept(engine.dispatch, *events)
+    assert listeners_now(engine.dispatch, *events) == kept
+    event.listen(engine, "after_cursor_execute", one)  # the engine's first listener
+    assert listeners_now(engine.dispatch, *events) != kept
+    kept = listeners_kept(engine.dispatch, *events)
+    assert listeners_now(engine.dispatch, *events) == kept
+    # Another function in the place of one: as many listeners, not the same.
+    event.remove(engine, "after_cursor_execute", one)
+    event.listen(engine, "after_cursor_execute", two)
+    assert listeners_now(engine.dispatch, *events) != kept
+    kept = listeners_kept(engine.dispatch, *events)
+    event.listen(sqlalchemy.engine.Engine, "before_cursor_execute", one)  # the class's
+    try:
+        assert listeners_now(engine.dispatch, *events) != kept
+    finally:
+        event.remove(sqlalchemy.engine.Engine, "before_cursor_execute", one)
+    assert listeners_now(engine.dispatch, *events) == kept
+
+    class Sessions(Session):
+        pass
+
+    session_events = ("loaded_as_persistent", "do_orm_execute")
+    session = Sessions()
+    classwide = listeners_now(session.dispatch, *session_events)
+    kept = listeners_kept(session.dispatch, *session_events)
+    event.listen(Sessions, "do_orm_execute", one)
+    assert listeners_now(session.dispatch, *session_events) != kept
+    # The class's collections are changed in place: those of a session taken earlier are
+    # those of every session of the class, now too.
+    assert listeners_now(Sessions().dispatch, *session_events) == classwide
+    assert one in classwide[2]
+    kept = listeners_kept(session.dispatch, *session_events)
+    event.listen(session, "loaded_as_persistent", two)  # the session's own
+    assert listeners_now(session.dispatch, *session_events) != kept
+    # An engine with execution options has another shape: its copies equal nothing.
+    options = engine.execution_options(isolation_level="AUTOCOMMIT")
+    event.listen(options, "before_cursor_execute", one)
+    assert listeners_now(options.dispatch, *events) != listeners_kept(options.dispatch, *events)
+    engine.dispose()
+
+
+def test_check_in_unused_skips_only_a_rollback_with_nothing_to_roll_back() -> None:
+    from sqlalchemy.dialects.postgresql.asyncpg import AsyncAdapt_asyncpg_connection
+    from sqlalchemy.pool import QueuePool
+
+    from asyncdal.engine._sqlalchemy import check_in_unused
+
+    # The adapter's attribute asyncdal reads (None: no transaction begun).
+    assert "_transaction" in AsyncAdapt_asyncpg_connection.__slots__
+
+    class Adapter:
+        """A DBAPI connection with the adapter's attribute, noting the pool's calls."""
+
+        def __init__(self) -> None:
+            self._transaction: object = None
+            self.calls: list[str] = []
+
+        def rollback(self) -> None:
+            self.calls.append("rollback")
+
+        def close(self) -> None:
+            self.calls.append("close")
+
+    pool = QueuePool(Adapter, pool_size=1, max_overflow=0)
+    resets: list[bool] = []
+    event.listen(
+        pool, "reset", lambda dbapi, record, state: resets.append(state.transaction_was_reset)
+    )
+    fairy = pool.connect()
+    adapter = fairy.dbapi_connection
+    check_in_unused(fairy)
+    assert (adapter.calls, resets, pool.checkedout()) == ([], [True], 0)
+    # A transaction begun: rolled back on the way in, as usual.
+    fairy = pool.connect()
+    assert fairy.dbapi_connection is adapter  # the same connection, from the pool
+    adapter._transaction = object()
+    check_in_unused(fairy)
+    assert (adapter.calls, resets, pool.checkedout()) == (["rollback"], [True, False], 0)
+    # Any other DBAPI connection (no such attribute): as usual too.
+    engine = sqlalchemy.create_engine("sqlite://", poolclass=QueuePool)
+    rolled_back: list[bool] = []
+    event.listen(
+        engine,
+        "reset",
+        lambda dbapi, record, state: rolled_back.append(state.transaction_was_reset),
+    )
+    check_in_unused(engine.raw_connection())
+    assert (rolled_back, engine.pool.checkedout()) == ([False], 0)
+    engine.dispose()
+
+
 def test_has_load_listeners_sees_a_reconstructor() -> None:
     from sqlalchemy import Column, Integer
     from sqlalchemy.orm import DeclarativeBase, reconstructor
@@ -513,3 +616,41 @@ def test_register_inserted_and_fail_as_a_flush_leave_a_session_as_the_flush_does
     assert not transaction.is_active  # refusing work until rollback()
     session.rollback()
     session.close()
+
+
+def test_session_holds_new_sees_objects_added_and_not_flushed() -> None:
+    from sqlalchemy import Column, Integer
+    from sqlalchemy.orm import DeclarativeBase, Session
+
+    from asyncdal.engine._sqlalchemy import session_holds_new
+
+    class Base(DeclarativeBase):
+        pass
+
+    class Thing(Base):
+        __tablename__ = "thing"
+        id = Column(Integer, primary_key=True)
+
+    session = Session()
+    assert not session_holds_new(session)
+    thing = Thing(id=1)
+    session.add(thing)
+    assert session_holds_new(session)
+    assert thing in session.new
+    session.expunge(thing)
+    assert not session_holds_new(session)
+
+
+def test_own_dispatch_is_none_until_a_session_has_one() -> None:
+    from sqlalchemy.orm import Session
+
+    from asyncdal.engine._sqlalchemy import own_dispatch
+
+    session = Session()
+    assert own_dispatch(session) is None
+    dispatch = session.dispatch  # made at the first read, and kept
+    assert own_dispatch(session) is dispatch
+    listened = Session()
+    event.listen(listened, "loaded_as_persistent", lambda *args: None)
+    assert own_dispatch(listened) is not None
+    assert listened.dispatch.loaded_as_persistent

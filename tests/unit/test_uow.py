@@ -199,3 +199,40 @@ async def test_other_commit_failures_propagate_unchanged() -> None:
         with pytest.raises(ValueError, match="deferred") as raised:
             await uow.commit()
     assert raised.value is refused
+
+
+async def test_a_session_is_what_its_async_sessionmaker_makes_configured_as_it_is_now() -> None:
+    from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
+    from sqlalchemy.orm import Session
+
+    class Quick(Session):
+        pass
+
+    engine = create_async_engine("postgresql+asyncpg://u@127.0.0.1/d")
+    maker = async_sessionmaker(
+        engine, expire_on_commit=False, sync_session_class=Quick, info={"kind": "quick"}
+    )
+    db = Db()
+    async with UnitOfWork(db, maker) as uow:
+        session = uow.session
+        assert type(session) is AsyncSession
+        assert type(session.sync_session) is Quick
+        assert session.bind is engine
+        assert not session.sync_session.expire_on_commit
+        assert session.info == {"kind": "quick"}
+    maker.configure(info={"kind": "changed"}, autoflush=False)
+    async with UnitOfWork(db, maker) as uow:
+        assert uow.session.info == {"kind": "changed"}
+        assert not uow.session.sync_session.autoflush
+
+    class Counting(async_sessionmaker[AsyncSession]):
+        made = 0
+
+        def __call__(self, **local_kw: Any) -> AsyncSession:
+            Counting.made += 1
+            return super().__call__(**local_kw)
+
+    async with UnitOfWork(db, Counting(engine)) as uow:
+        assert type(uow.session) is AsyncSession
+    assert Counting.made == 1  # a maker of its own kind makes its sessions itself
+    await engine.dispose()

@@ -66,20 +66,23 @@ class TimedQueuePool(GuardedPool, AsyncAdaptedQueuePool):
         return fresh
 
     def connect(self) -> PoolProxiedConnection:
-        if not self.wait_listeners:
+        listeners = self.wait_listeners
+        if not listeners:
             return super().connect()
         started = time.perf_counter()
         try:
             connection = super().connect()
         except (PoolTimeoutError, exc.TimeoutError):  # the latter without a guard
-            self._tell(time.perf_counter() - started, timed_out=True)
+            seconds = time.perf_counter() - started
+            for listener in listeners:
+                listener(seconds, True)
             raise
-        self._tell(time.perf_counter() - started, timed_out=False)
+        # The listeners are called here rather than through a method: one Python call fewer
+        # at every checkout.
+        seconds = time.perf_counter() - started
+        for listener in listeners:
+            listener(seconds, False)
         return connection
-
-    def _tell(self, seconds: float, *, timed_out: bool) -> None:
-        for listener in self.wait_listeners:
-            listener(seconds, timed_out)
 
 
 def statement_timeout_ms(settings: DatabaseSettings) -> int | None:

@@ -33,7 +33,13 @@ from sqlalchemy.util import greenlet_spawn
 from asyncdal._sql import StatementKind
 from asyncdal._translate import is_connection_failure, translate
 from asyncdal.engine._cancel import ServerCancel
-from asyncdal.engine._sqlalchemy import await_in_greenlet, cursor_listeners
+from asyncdal.engine._sqlalchemy import (
+    await_in_greenlet,
+    check_in_unused,
+    cursor_listeners,
+    listeners_kept,
+    listeners_now,
+)
 from asyncdal.errors import AsyncdalError, DeadlineExceededError
 
 __all__ = [
@@ -76,8 +82,10 @@ class StatementHooks:
     """The engine listeners these hooks stand in for: ``(event name, function)``."""
     database: str = "?"
     """The name in translated errors (as the engine's error map has it)."""
-    checked: tuple[tuple[int, ...], int] | None = None
-    """The engine's statement listeners last found all stood in for (see :func:`usable`)."""
+    checked: tuple[tuple[Any, ...], int] | None = None
+    """The engine's statement listeners last found all stood in for (a
+    :func:`~asyncdal.engine._sqlalchemy.listeners_kept`), and how many stand-ins there were
+    then (see :func:`usable`)."""
 
     def stands_in_for(self, event_name: str, *listeners: Any) -> None:
         """Note that these hooks do what ``listeners`` of ``event_name`` do."""
@@ -103,8 +111,15 @@ class DriverReads:
         self.database = database
         self.plans: dict[Any, Any] = {}
         """Whatever callers compiled for this engine's dialect, by their own keys."""
+        self.sessions_checked: tuple[Any, ...] | None = None
+        """The session listeners last found harmless to reads here (a
+        :func:`~asyncdal.engine._sqlalchemy.listeners_kept`; see
+        :func:`asyncdal.orm._driver_reads.driver_reads`)."""
+        self.session_class_listeners: tuple[type[Any], tuple[Any, ...]] | None = None
+        """A session class and its listeners' collections (a
+        :func:`~asyncdal.engine._sqlalchemy.listeners_now` of one of its sessions without
+        listeners of its own): what those of a session without a dispatch of its own are."""
         self._cancel = ServerCancel()
-        self._checked: tuple[tuple[int, ...], int] | None = None
 
     @property
     def dialect(self) -> Any:
@@ -113,23 +128,7 @@ class DriverReads:
 
     def usable(self) -> StatementHooks | None:
         """The hooks to run, or None when a statement listener has no stand-in here."""
-        hooks = statement_hooks(self.engine)
-        if hooks is None:
-            return None
-        sync_engine = self.engine.sync_engine
-        listeners = cursor_listeners(sync_engine)
-        checked = (tuple(map(id, listeners)), len(hooks.replaces))
-        if checked == self._checked:
-            return hooks
-        # SQLAlchemy keeps wrappers of the functions listened with, so the functions are
-        # found by event.contains, and counted: every listener must be one of ours.
-        ours = sum(
-            1 for name, listener in hooks.replaces if event.contains(sync_engine, name, listener)
-        )
-        if ours != len(listeners):
-            return None
-        self._checked = checked
-        return hooks
+        return usable(self.engine.sync_engine)
 
     async def fetch(
         self, sql: str, parameters: Sequence[Any], *, describe: bool = False
@@ -141,7 +140,7 @@ class DriverReads:
             asyncdal.errors.AsyncdalError: as the engine would raise it (a statement timeout,
                 ``COMMAND_TIMEOUT``, a pool timeout, an open breaker).
         """
-        hooks = self.usable()
+        hooks = usable(self.engine.sync_engine)
         if hooks is None:
             return None
         raw_connection = self.engine.sync_engine.raw_connection
@@ -181,7 +180,7 @@ class DriverReads:
                 raise
             for end in end_hooks:
                 end(info, None)
-            fairy.close()
+            check_in_unused(fairy)
             return rows, oids, seconds
 
         try:
@@ -230,6 +229,8 @@ class DriverReads:
         fairy.close()
 
 
+_CURSOR_EVENTS = ("before_cursor_execute", "after_cursor_execute")
+
 DECLINED: Any = object()
 """What :func:`fetchrow_in_transaction` returns when the statement must run the usual way."""
 
@@ -242,14 +243,22 @@ def usable(engine: Engine) -> StatementHooks | None:
     hooks = getattr(engine.pool, "statement_hooks", None)
     if not isinstance(hooks, StatementHooks):
         return None
-    listeners = cursor_listeners(engine)
-    checked = (tuple(map(id, listeners)), len(hooks.replaces))
-    if checked == hooks.checked:
+    # Asked before every statement on the driver: the listeners are looked at only when they
+    # changed since they were last found all stood in for.
+    checked = hooks.checked
+    if (
+        checked is not None
+        and checked[1] == len(hooks.replaces)
+        and checked[0] == listeners_now(engine.dispatch, *_CURSOR_EVENTS)
+    ):
         return hooks
+    # SQLAlchemy keeps wrappers of the functions listened with, so the functions are found by
+    # event.contains, and counted: every listener must be one of ours.
+    listeners = cursor_listeners(engine)
     ours = sum(1 for name, listener in hooks.replaces if event.contains(engine, name, listener))
     if ours != len(listeners):
         return None
-    hooks.checked = checked
+    hooks.checked = (listeners_kept(engine.dispatch, *_CURSOR_EVENTS), len(hooks.replaces))
     return hooks
 
 

@@ -99,16 +99,19 @@ def attach_query_log(
     pool = sync_engine.pool
     if isinstance(pool, TimedQueuePool):
         capacity = pool.size() + max(0, pool.max_overflow)
-        last_warning = [float("-inf")]
+        crowded = EXHAUSTION_THRESHOLD * capacity
+        # When the next warning may be logged: a pool past the threshold is asked at every
+        # checkout, so the cheap comparisons come first.
+        next_warning = [float("-inf")]
 
         def checked_out(dbapi_connection: Any, record: Any, proxy: Any) -> None:
             in_use = pool.checkedout()
-            if in_use < EXHAUSTION_THRESHOLD * capacity or _warming_up.get():
+            if in_use < crowded:
                 return
             now = time.monotonic()
-            if now - last_warning[0] < EXHAUSTION_WARNING_INTERVAL:
+            if now < next_warning[0] or _warming_up.get():
                 return
-            last_warning[0] = now
+            next_warning[0] = now + EXHAUSTION_WARNING_INTERVAL
             pool_logger.warning(
                 "pool of %s/%s nearly exhausted: %d of %d connections in use",
                 database,

@@ -76,7 +76,7 @@ def register_unit_of_work(request: Request, uow: UnitOfWork) -> None:
         units.append(uow)
 
 
-async def _request_unit_of_work(
+def _request_unit_of_work(
     request: Request, database: str, *, read_only: bool, snapshot: bool = False
 ) -> UnitOfWork:
     """Open (or join) the request's unit of work on ``database`` and hand it to the
@@ -84,7 +84,9 @@ async def _request_unit_of_work(
 
     A plain dependency, not a yield one: FastAPI's machinery for those (an exit stack, a
     shielded cancel scope, two context managers) cost the read path about a tenth of its CPU
-    (measured, ``make bench``), and the middleware closes the unit of work anyway.
+    (measured, ``make bench``), and the middleware closes the unit of work anyway. Nothing
+    here awaits (opening a unit of work does no I/O): the providers call it without a
+    coroutine of its own.
     """
     opened: list[UnitOfWork] | None = request.scope.get(OPENED_KEY)
     if opened is None:
@@ -94,7 +96,7 @@ async def _request_unit_of_work(
         )
     db: Database = get_databases(request)[database]
     uow = db.read_only_unit_of_work(snapshot=snapshot) if read_only else db.unit_of_work()
-    await uow.__aenter__()
+    uow._enter()
     opened.append(uow)
     register_unit_of_work(request, uow)
     return uow
@@ -126,14 +128,14 @@ class _Provider:
 
 class _UnitOfWorkProvider(_Provider):
     async def __call__(self, request: Request) -> UnitOfWork:
-        return await _request_unit_of_work(
+        return _request_unit_of_work(
             request, self.database, read_only=self.read_only, snapshot=self.snapshot
         )
 
 
 class _SessionProvider(_Provider):
     async def __call__(self, request: Request) -> AsyncSession:
-        uow = await _request_unit_of_work(request, self.database, read_only=False)
+        uow = _request_unit_of_work(request, self.database, read_only=False)
         return uow.session
 
 
@@ -148,7 +150,7 @@ class _RepositoryProvider(_Provider, Generic[R]):
         return (*super()._key(), self.repository_class)
 
     async def __call__(self, request: Request) -> R:
-        uow = await _request_unit_of_work(request, self.database, read_only=self.read_only)
+        uow = _request_unit_of_work(request, self.database, read_only=self.read_only)
         return uow.repository(self.repository_class)
 
 

@@ -18,14 +18,21 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from sqlalchemy import Column, Select, Table, bindparam, func, inspect, select
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import Mapper, configure_mappers
+from sqlalchemy.orm import Mapper, Session, configure_mappers
 
 from asyncdal.engine._driver import DriverReads
-from asyncdal.engine._sqlalchemy import add_loaded, has_load_listeners
+from asyncdal.engine._sqlalchemy import (
+    add_loaded,
+    has_load_listeners,
+    listeners_kept,
+    listeners_now,
+    own_dispatch,
+)
 from asyncdal.orm._ordering import order_clauses
 
 __all__ = [
@@ -46,6 +53,10 @@ ORM_READ = "asyncdal.orm_read"
 DECLINED: Any = object()
 """What the functions here return when the read must run the usual way."""
 
+# Keys that name a composite primary key: the ORM's get takes them.
+_COMPOSITE_KEYS = (tuple, list, dict)
+# The session events whose listeners a read on the driver would skip.
+_SESSION_EVENTS = ("loaded_as_persistent", "do_orm_execute")
 # Relationship loaders that load nothing with the instance: one built here behaves as the
 # ORM's own (a lazy load, or the error "raise" asks for, on first access).
 _LAZY = frozenset({"select", "raise", "raise_on_sql"})
@@ -77,11 +88,41 @@ def driver_reads(session: AsyncSession) -> DriverReads | None:
     reads = info.get(DRIVER_READS)
     if reads is None or ORM_READ in info:
         return None
-    dispatch = session.sync_session.dispatch
-    if dispatch.loaded_as_persistent or not _only_asyncdal_listens(dispatch.do_orm_execute):
-        return None
     assert isinstance(reads, DriverReads)
-    return reads
+    return reads if _harmless(reads, session.sync_session) else None
+
+
+def _harmless(reads: DriverReads, session: Session) -> bool:
+    """True when no listener of ``session`` would be skipped by a read on the driver (none
+    for ``loaded_as_persistent``, only asyncdal's for ``do_orm_execute``).
+
+    Every read asks: the listeners are looked at only when they changed since they were last
+    found harmless. A session with no dispatch of its own (no listener of its own) is judged
+    by its class's, without making it one: a session's dispatch costs a chain of Python
+    calls, most of what this check cost per request before (measured, the catalog's GET).
+    """
+    dispatch = own_dispatch(session)
+    checked = reads.sessions_checked
+    if dispatch is None:
+        known = reads.session_class_listeners
+        if (
+            known is not None
+            and known[0] is type(session)
+            and checked is not None
+            and checked == known[1]
+        ):
+            return True
+        dispatch = session.dispatch
+    now = listeners_now(dispatch, *_SESSION_EVENTS)
+    if checked is not None and checked == now:
+        return True
+    if dispatch.loaded_as_persistent or not _only_asyncdal_listens(dispatch.do_orm_execute):
+        return False
+    reads.sessions_checked = listeners_kept(dispatch, *_SESSION_EVENTS)
+    if now[1] == () and now[3] == ():
+        # No listener of its own: these are its class's collections, changed in place.
+        reads.session_class_listeners = (type(session), now)
+    return True
 
 
 def _only_asyncdal_listens(listeners: Any) -> bool:
@@ -151,22 +192,28 @@ def _plan(
 
 
 async def _rows(reads: DriverReads, plan: _Plan, parameters: dict[str, Any]) -> list[Any] | None:
-    describe = plan.processors is None
     fetched = await reads.fetch(
-        plan.sql, [parameters[name] for name in plan.parameters], describe=describe
+        plan.sql,
+        [parameters[name] for name in plan.parameters],
+        describe=plan.processors is None,
     )
     if fetched is None:
         return None
     rows, oids = fetched
     if oids is not None:
-        # Some types convert the driver's value depending on the column's type OID on the
-        # server (asyncpg's numeric): learnt once per statement, as SQLAlchemy does.
-        dialect = reads.dialect
-        plan.processors = [
-            kind.dialect_impl(dialect).result_processor(dialect, oid)
-            for kind, oid in zip(plan.types, oids, strict=True)
-        ]
+        _learn(reads, plan, oids)
     return rows
+
+
+def _learn(reads: DriverReads, plan: _Plan, oids: list[int]) -> None:
+    """Learn ``plan``'s conversions from its columns' type OIDs: some types convert the
+    driver's value depending on the column's type on the server (asyncpg's numeric); once
+    per statement, as SQLAlchemy does."""
+    dialect = reads.dialect
+    plan.processors = [
+        kind.dialect_impl(dialect).result_processor(dialect, oid)
+        for kind, oid in zip(plan.types, oids, strict=True)
+    ]
 
 
 def _converted(plan: _Plan, rows: list[Any]) -> list[list[Any]]:
@@ -185,12 +232,17 @@ def _converted(plan: _Plan, rows: list[Any]) -> list[list[Any]]:
     ]
 
 
-def _instances(session: AsyncSession, plan: _Plan, rows: list[list[Any]]) -> list[Any]:
-    """The instances of ``rows``: the session's own when it has one of them already."""
+def _instances(
+    reads: DriverReads, session: AsyncSession, plan: _Plan, rows: list[list[Any]]
+) -> list[Any] | None:
+    """The instances of ``rows``: the session's own when it has one of them already; None
+    when the session got a listener the ORM's loading would call while the rows were read."""
     mapper = plan.mapper
     assert mapper is not None
     keys, key_index = plan.keys, plan.key_index
     sync_session = session.sync_session
+    if not _harmless(reads, sync_session):
+        return None
     identity_map = sync_session.identity_map
     identity_key = mapper.identity_key_from_primary_key
     found = []
@@ -199,7 +251,13 @@ def _instances(session: AsyncSession, plan: _Plan, rows: list[list[Any]]) -> lis
         existing = identity_map.get(key)
         if existing is None:
             # zip stops at the model's columns: a count selected after them is not loaded.
-            existing = add_loaded(sync_session, mapper, key, zip(keys, values, strict=False))
+            existing = add_loaded(
+                sync_session,
+                mapper,
+                key,
+                zip(keys, values, strict=False),
+                listeners_checked=True,
+            )
         found.append(existing)
     return found
 
@@ -210,24 +268,59 @@ def _dicts(plan: _Plan, rows: list[list[Any]]) -> list[dict[str, Any]]:
     return [dict(zip(keys, values, strict=False)) for values in rows]
 
 
+def _build_get(model: type[Any], columns: list[Any]) -> Select[Any]:
+    (key,) = inspect(model).primary_key
+    return select(*columns).where(key == bindparam("ident"))
+
+
 async def get_by_key(
     reads: DriverReads, session: AsyncSession, model: type[Any], ident: Any
 ) -> Any:
-    """The instance of ``model`` with primary key ``ident`` or None; or :data:`DECLINED`."""
+    """The instance of ``model`` with primary key ``ident`` or None; or :data:`DECLINED`.
 
-    def build(columns: list[Any]) -> Select[Any]:
-        (key,) = inspect(model).primary_key
-        return select(*columns).where(key == bindparam("ident"))
-
-    plan = _plan(reads, ("get", model), model, build)
-    if plan is None or plan.mapper is None or isinstance(ident, tuple | list | dict):
+    The catalog's read path: written out rather than through the helpers the list shares
+    (one row, one parameter), each Python call fewer being measurable per request.
+    """
+    plan = reads.plans.get(model, DECLINED)  # the plans of gets are kept by model
+    if plan is DECLINED:
+        plan = _plan(reads, model, model, partial(_build_get, model))
+    if plan is None or plan.mapper is None or isinstance(ident, _COMPOSITE_KEYS):
         return DECLINED
-    if session.sync_session.identity_map.get(plan.mapper.identity_key_from_primary_key((ident,))):
+    identity_map = session.sync_session.identity_map
+    key = plan.mapper.identity_key_from_primary_key((ident,))
+    if identity_map.get(key) is not None:
         return DECLINED  # the session's own instance: session.get hands it over
-    rows = await _rows(reads, plan, {"ident": ident})
-    if rows is None:
+    fetched = await reads.fetch(plan.sql, [ident], describe=plan.processors is None)
+    if fetched is None:
         return DECLINED
-    return _instances(session, plan, _converted(plan, rows))[0] if rows else None
+    rows, oids = fetched
+    if oids is not None:
+        _learn(reads, plan, oids)
+    if not rows:
+        return None
+    (row,) = rows
+    processors = plan.processors
+    assert processors is not None
+    values = (
+        list(row)
+        if not any(processors)
+        else [
+            value if process is None else process(value)
+            for process, value in zip(processors, row, strict=True)
+        ]
+    )
+    sync_session = session.sync_session
+    if not _harmless(reads, sync_session):
+        return DECLINED  # a listener came while the row was read: the ORM's loading calls it
+    if values[plan.key_index] != ident:
+        # The server's value of the key (a type that normalizes it): the row's identity.
+        key = plan.mapper.identity_key_from_primary_key((values[plan.key_index],))
+    existing = sync_session.identity_map.get(key)
+    if existing is not None:
+        return existing
+    return add_loaded(
+        sync_session, plan.mapper, key, zip(plan.keys, values, strict=True), listeners_checked=True
+    )
 
 
 async def count_rows(reads: DriverReads, model: type[Any]) -> Any:
@@ -295,5 +388,7 @@ async def list_rows(
                 return DECLINED
             total = int(counted)
     values = _converted(plan, rows)
-    items = _dicts(plan, values) if as_dicts else _instances(session, plan, values)
+    items = _dicts(plan, values) if as_dicts else _instances(reads, session, plan, values)
+    if items is None:
+        return DECLINED
     return items, total

@@ -43,6 +43,7 @@ from asyncdal.orm._loading import Load, check_rows_load, loader_options
 from asyncdal.orm._ordering import after_clause, order_clauses
 from asyncdal.orm._pages import ListQuery, Page, PageRequest, plan_page
 from asyncdal.orm._upsert import plan_upsert, upsert_statement
+from asyncdal.orm._values import integer_maximum
 from asyncdal.orm._versions import check_expected_version, flush
 
 __all__ = ["Repository"]
@@ -76,6 +77,8 @@ class Repository(Generic[ModelT]):
     default_page_size: ClassVar[int] = 50
     max_page_size: ClassVar[int] = 100
     default_load: ClassVar[tuple[str | ExecutableOption, ...]] = ()
+    # The largest value of a one-column integer primary key (None for any other key).
+    _largest_key: ClassVar[int | None] = None
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -92,6 +95,8 @@ class Repository(Generic[ModelT]):
                 raise TypeError(f"{cls.__name__} whitelists unknown columns: {sorted(unknown)}")
             if not cls.default_order:
                 cls.default_order = tuple(column.key for column in inspect(cls.model).primary_key)
+            keys = inspect(cls.model).primary_key
+            cls._largest_key = integer_maximum(keys[0].type) if len(keys) == 1 else None
         # Here, not at the first list() without a limit: there it would be a 422 to a client
         # for what the class says.
         if not 1 <= cls.default_page_size <= cls.max_page_size:
@@ -110,9 +115,10 @@ class Repository(Generic[ModelT]):
             ident: the primary key (a tuple for a composite one).
             load: relationships to load with it (names or loader options; see :meth:`list`).
         """
-        options = self._options(load)
+        # Nothing to load, the common case, is told without building the (empty) options.
+        options = self._options(load) if load is not None or self.default_load else ()
         if not options:
-            key = check_key(self.model, ident)
+            key = self._key(ident)
             reads = driver_reads(self.session)
             if reads is not None and len(key) == 1:
                 found = await get_by_key(reads, self.session, self.model, key[0])
@@ -473,6 +479,14 @@ class Repository(Generic[ModelT]):
         )
         by_key = {tuple(getattr(obj, name) for name in plan.key): obj for obj in stored}
         return [by_key[plan.key_of(row)] for row in plan.rows]
+
+    def _key(self, ident: Any) -> tuple[Any, ...]:
+        """``ident`` as the primary key's values, checked (see ``check_key``); an integer in
+        the range of a one-column integer key without a call (every ``get`` asks)."""
+        largest = self._largest_key
+        if largest is not None and type(ident) is int and -largest - 1 <= ident <= largest:
+            return (ident,)
+        return check_key(self.model, ident)
 
     def _options(self, load: Load) -> builtins.list[ExecutableOption]:
         return loader_options(self.model, self.default_load if load is None else load)
