@@ -178,7 +178,8 @@ async def test_deadlines_running_out_together_share_one_timer_and_each_runs_out(
 
 async def test_a_deadlines_timer_fires_within_its_grain_coarser_for_a_long_budget() -> None:
     async with deadline(30) as long, deadline(0.5) as short:
-        assert long._bucket is not None and short._bucket is not None
+        assert long._bucket is not None
+        assert short._bucket is not None
         # 30 s: a grain of 16 x 10 ms, at most 1% of the budget; 0.5 s: 10 ms.
         assert long._bucket.key % 16 == 0
         assert 0 <= long._bucket.key * 0.01 - long.at < 0.16
