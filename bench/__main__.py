@@ -160,7 +160,10 @@ def _parser() -> argparse.ArgumentParser:
         "--warmup",
         type=_non_negative_int,
         default=_env("WARMUP", "2"),
-        help="unreported wrk seconds per app before round 1; 0 skips [env BENCH_WARMUP]",
+        help=(
+            "unreported wrk seconds per app and endpoint before each round (its servers are "
+            "new); 0 skips [env BENCH_WARMUP]"
+        ),
     )
     data = parser.add_argument_group("data part")
     data.add_argument(
