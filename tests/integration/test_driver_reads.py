@@ -73,6 +73,19 @@ async def _stocked(db: Database) -> AsyncIterator[tuple[Database, list[int]]]:
         await db.dispose()
 
 
+def _hiding(product_id: int) -> Callable[[ORMExecuteState], None]:
+    """An application's ``do_orm_execute`` listener that filters every select (as a
+    multi-tenant app does with ``with_loader_criteria``): the product ``product_id`` is hidden."""
+
+    def only_visible(state: ORMExecuteState) -> None:
+        if state.is_select:
+            state.statement = state.statement.options(
+                with_loader_criteria(Product, Product.id != product_id)
+            )
+
+    return only_visible
+
+
 def _columns(product: Product) -> dict[str, Any]:
     return {key: getattr(product, key) for key in inspect(Product).columns.keys()}  # noqa: SIM118
 
@@ -238,11 +251,7 @@ async def test_an_orm_listener_in_the_place_of_asyncdals_sends_reads_the_orm_way
 
     harmless.__module__ = "asyncdal.testing"  # one of asyncdal's, as far as reads can tell
 
-    def only_visible(state: ORMExecuteState) -> None:
-        if state.is_select:
-            state.statement = state.statement.options(
-                with_loader_criteria(Product, Product.id != hidden)
-            )
+    only_visible = _hiding(hidden)
 
     event.listen(Session, "do_orm_execute", harmless)
     try:
@@ -538,11 +547,7 @@ async def test_an_applications_own_orm_listener_sends_reads_the_orm_way(
     db, ids = stocked
     hidden = ids[0]
 
-    def only_visible(state: ORMExecuteState) -> None:
-        if state.is_select:
-            state.statement = state.statement.options(
-                with_loader_criteria(Product, Product.id != hidden)
-            )
+    only_visible = _hiding(hidden)
 
     event.listen(Session, "do_orm_execute", only_visible)
     try:

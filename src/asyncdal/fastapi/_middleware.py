@@ -117,10 +117,8 @@ async def serve_settling(
                 if await settle(pending, message["status"], answer):
                     replaced = True
                     raise CommitFailedError
-            if on_start is not None:
-                message = on_start(message)
-            if id_header is not None:
-                message = with_header(message, id_header)
+            if id_header is not None or on_start is not None:
+                message = _with_request_headers(message, id_header, on_start)
         await send(message)
 
     # An unhandled exception propagates as usual, once every unit of work of the request is
@@ -164,13 +162,24 @@ def _starting_with(
 
     async def send_started(message: Message) -> None:
         if message["type"] == "http.response.start":
-            if on_start is not None:
-                message = on_start(message)
-            if id_header is not None:
-                message = with_header(message, id_header)
+            message = _with_request_headers(message, id_header, on_start)
         await send(message)
 
     return send_started
+
+
+def _with_request_headers(
+    message: Message,
+    id_header: tuple[bytes, bytes] | None,
+    on_start: Callable[[Message], Message] | None,
+) -> Message:
+    """The start ``message`` with the request middleware's headers: ``on_start``'s, then
+    ``id_header``."""
+    if on_start is not None:
+        message = on_start(message)
+    if id_header is not None:
+        message = with_header(message, id_header)
+    return message
 
 
 async def settle(units: list[UnitOfWork], status: int, send: Send) -> bool:
