@@ -8,7 +8,7 @@ In-process, like the data part, interleaved rounds:
 (on_read)   the same with ``LAZY_LOADS=raise``, ``MAX_QUERIES_PER_REQUEST``,
             ``LEAK_DETECTION_SECONDS``, ``IDLE_HOLD_SECONDS`` and ``REQUEST_TIMEOUT``, each
             operation run as a request's handler by the FastAPI middleware's own per-request
-            code (``serve_with_safety_nets``: the request scope and the deadline)
+            code (``serve_settling`` with the nets: the request scope and the deadline)
 (off_write) a product and its outbox event in a unit of work (the data part's c_write)
 (on_write)  the same, all switched on
 
@@ -23,7 +23,8 @@ from collections.abc import Callable
 from starlette.types import Message, Receive, Scope, Send
 
 from asyncdal import Database, DatabaseSettings
-from asyncdal.fastapi._safety import SafetyPlan, serve_with_safety_nets
+from asyncdal.fastapi._middleware import serve_settling
+from asyncdal.fastapi._safety import SafetyPlan
 from bench.data import (
     DataSettings,
     Operation,
@@ -56,28 +57,20 @@ ALL_ON = {
 
 def _as_a_request(operation: Operation, plan: SafetyPlan | None) -> Operation:
     """``operation`` as the handler of a request (an ASGI app called with the request's scope),
-    without HTTP; with a ``plan``, served as ``setup(app)``'s middleware serves it with the nets
-    on, through the same per-request code (``serve_with_safety_nets``: the request scope and
-    the deadline). Both paths pay the handler's call and the scope's dict, as requests do."""
+    without HTTP, served by the per-request code of ``setup(app)``'s middleware
+    (``serve_settling``): with a ``plan``, as it serves requests with the nets on (the request
+    scope and the deadline), else as with them off. Both paths pay the rest of that code, the
+    handler's call and the scope's dict, as requests do."""
 
     async def handler(scope: Scope, receive: Receive, send: Send) -> None:
         await operation(scope["product_id"])
 
-    if plan is None:
-
-        async def plain(product_id: int) -> object:
-            scope: Scope = {"type": "http", "method": "GET", "product_id": product_id}
-            await handler(scope, _receive, _send)
-            return None
-
-        return plain
-
-    async def with_nets(product_id: int) -> object:
+    async def as_a_request(product_id: int) -> object:
         scope: Scope = {"type": "http", "method": "GET", "product_id": product_id}
-        await serve_with_safety_nets(handler, plan, scope, _receive, _send)
+        await serve_settling(handler, scope, _receive, _send, nets=plan)
         return None
 
-    return with_nets
+    return as_a_request
 
 
 async def _receive() -> Message:

@@ -10,15 +10,14 @@ import re
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from contextvars import ContextVar, Token
+from contextvars import ContextVar
 
 __all__ = [
+    "REQUEST_ID",
     "REQUEST_ID_HEADER",
     "accepted_request_id",
     "current_request_id",
     "request_id_scope",
-    "reset_request_id",
-    "set_request_id",
 ]
 
 REQUEST_ID_HEADER = "X-Request-ID"
@@ -27,12 +26,14 @@ REQUEST_ID_HEADER = "X-Request-ID"
 # other value is replaced by a new id rather than escaped.
 _ACCEPTED = re.compile(r"[A-Za-z0-9._:+=@/-]{1,128}")
 
-_current: ContextVar[str | None] = ContextVar("asyncdal_request_id", default=None)
+REQUEST_ID: ContextVar[str | None] = ContextVar("asyncdal_request_id", default=None)
+"""The request id in force (set and put back directly by the request middleware, which runs for
+every request: a call each way saved)."""
 
 
 def current_request_id() -> str | None:
     """The id of the request (or :func:`request_id_scope`) this code runs for, if any."""
-    return _current.get()
+    return REQUEST_ID.get()
 
 
 def accepted_request_id(value: str | None) -> str:
@@ -40,18 +41,6 @@ def accepted_request_id(value: str | None) -> str:
     if value is not None and _ACCEPTED.fullmatch(value):
         return value
     return uuid.uuid4().hex
-
-
-def set_request_id(request_id: str) -> Token[str | None]:
-    """Set an id already vetted (:func:`accepted_request_id`) or made here; give the token to
-    :func:`reset_request_id` when done. :func:`request_id_scope` without its context manager,
-    for the request middleware, which runs it for every request."""
-    return _current.set(request_id)
-
-
-def reset_request_id(token: Token[str | None]) -> None:
-    """Put back the id :func:`set_request_id` replaced."""
-    _current.reset(token)
 
 
 @contextmanager
@@ -65,8 +54,8 @@ def request_id_scope(request_id: str | None = None) -> Iterator[str]:
         The id in effect.
     """
     accepted = accepted_request_id(request_id)
-    token = _current.set(accepted)
+    token = REQUEST_ID.set(accepted)
     try:
         yield accepted
     finally:
-        _current.reset(token)
+        REQUEST_ID.reset(token)

@@ -204,9 +204,11 @@ async def test_the_deadline_covers_the_wait_for_a_connection(
         # of work would join one open here.
         holder = asyncio.create_task(hold_the_only_connection())
         await taken.wait()
-        answer = await client.get("/items/1")
+        answer = await client.get("/items/1", headers={"X-Request-ID": "waited-too-long"})
         assert answer.status_code == 504
         assert "deadline" in answer.json()["detail"]
+        # Answered by the one middleware, with the request's headers like any other answer.
+        assert answer.headers["x-request-id"] == "waited-too-long"
         release.set()
         await holder
         assert (await client.get("/items/1")).status_code == 200

@@ -12,6 +12,7 @@ from httpx import ASGITransport, AsyncClient
 from asyncdal import Database, Databases, DatabaseSettings, current_request_id
 from asyncdal.engine._deadline import current_deadline
 from asyncdal.engine._scope import RequestScope, current_request_scope
+from asyncdal.fastapi import _middleware as middleware_module
 from asyncdal.fastapi import _request as request_module
 from asyncdal.fastapi import setup
 from asyncdal.fastapi._request import RequestMiddleware
@@ -169,7 +170,7 @@ async def test_no_safety_net_work_when_every_database_has_them_off(
     def refuse(*args: Any) -> Any:
         raise AssertionError("safety-net work for a request although every net is off")
 
-    monkeypatch.setattr(request_module, "serve_with_safety_nets", refuse)
+    monkeypatch.setattr(middleware_module, "RequestNets", refuse)
     seen = await _seen_by_the_app(_databases(main={}, reference={"lazy_loads": "allow"}))
     assert seen["request"] is None
     assert seen["deadline"] is None

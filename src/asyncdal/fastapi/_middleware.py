@@ -14,15 +14,17 @@ from contextlib import suppress
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from asyncdal._request_id import reset_request_id, set_request_id
+from asyncdal._request_id import REQUEST_ID
 from asyncdal.errors import (
     CommitOutcomeUnknownError,
     ConflictError,
+    DeadlineExceededError,
     NotCommittedError,
     UnitOfWorkError,
 )
 from asyncdal.fastapi._crud_errors import crud_refusal
-from asyncdal.fastapi._errors import refusal
+from asyncdal.fastapi._errors import deadline_answer, refusal
+from asyncdal.fastapi._safety import RequestNets, SafetyPlan
 from asyncdal.orm._uow import UnitOfWork
 
 __all__ = [
@@ -82,6 +84,7 @@ async def serve_settling(
     id_header: tuple[bytes, bytes] | None = None,
     on_start: Callable[[Message], Message] | None = None,
     request_id: str | None = None,
+    nets: SafetyPlan | None = None,
 ) -> None:
     """Run ``app`` for one HTTP request whose units of work settle when its response starts
     (see :class:`TransactionMiddleware`), and close every one it opened once it is done.
@@ -94,48 +97,62 @@ async def serve_settling(
       replacing the app's own, after the commit;
     - ``on_start`` (``X-DB-LSN``) turns the start message into the one sent, after the commit;
     - ``request_id`` is the request's id (:func:`~asyncdal.current_request_id`) while the app
-      runs, and is put back afterwards.
+      runs, and is put back afterwards;
+    - ``nets``: the request runs in the safety nets' request scope, and within the deadline
+      (``REQUEST_TIMEOUT``), which bounds the commit too; one that runs out before the
+      response starts is answered 504 (:class:`~asyncdal.fastapi._safety.RequestNets`).
     """
-    token = None if request_id is None else set_request_id(request_id)
+    token = None if request_id is None else REQUEST_ID.set(request_id)
     units: list[UnitOfWork] = []
     opened: list[UnitOfWork] = []
     scope[SCOPE_KEY] = units
     scope[OPENED_KEY] = opened
     replaced = False
+    net = None if nets is None else RequestNets(nets, scope)
 
     async def send_after_commit(message: Message) -> None:
         nonlocal replaced
         if replaced:
             return  # the app's own body belongs to a response we replaced
-        if message["type"] == "http.response.start":
-            if units:
-                pending = list(units)
-                units.clear()
-                answer = send
-                if id_header is not None or on_start is not None:
-                    answer = _starting_with(id_header, on_start, send)
-                if await settle(pending, message["status"], answer):
-                    replaced = True
-                    raise CommitFailedError
-            if id_header is not None or on_start is not None:
-                message = _with_request_headers(message, id_header, on_start)
+        if message["type"] != "http.response.start":
+            await send(message)
+            return
+        if units and await _settled_failing(units, message["status"], send, id_header, on_start):
+            replaced = True
+            raise CommitFailedError
+        if on_start is not None:
+            message = on_start(message)
+        if id_header is not None:
+            message = with_header(message, id_header)
         await send(message)
+        if net is not None:
+            net.response_started()
 
-    # An unhandled exception propagates as usual, once every unit of work of the request is
-    # closed (and so rolled back).
     try:
+        error: BaseException | None = None
         try:
             await app(scope, receive, send_after_commit)
-        except CommitFailedError:
-            pass
-        except BaseException as error:
-            await close_opened(opened, error)
-            raise
-        if opened:
-            await close_opened(opened)
+        except BaseException as raised:
+            error = raised
+        if net is not None:
+            error = net.stop(error)
+            if error is not None and net.answers(error):
+                assert isinstance(error, DeadlineExceededError)
+                await deadline_answer(error)(scope, receive, send_after_commit)
+                error = None
+        # An unhandled exception propagates as usual, once every unit of work of the request
+        # is closed (and so rolled back).
+        if error is None or isinstance(error, CommitFailedError):
+            if opened:
+                await close_opened(opened)
+            return
+        await close_opened(opened, error)
+        raise error
     finally:
+        if net is not None:
+            net.leave()
         if token is not None:
-            reset_request_id(token)
+            REQUEST_ID.reset(token)
 
 
 def with_header(message: Message, header: tuple[bytes, bytes]) -> Message:
@@ -152,34 +169,28 @@ def with_header(message: Message, header: tuple[bytes, bytes]) -> Message:
     return {**message, "headers": [*headers, header]}
 
 
-def _starting_with(
+async def _settled_failing(
+    units: list[UnitOfWork],
+    status: int,
+    send: Send,
     id_header: tuple[bytes, bytes] | None,
     on_start: Callable[[Message], Message] | None,
-    send: Send,
-) -> Send:
-    """``send`` with the request's headers put on a start message: a failed commit's answer
-    carries the same headers as the app's would have."""
+) -> bool:
+    """:func:`settle` the request's units of work as its response starts; True when the
+    commit failed and its answer, carrying the request's headers as the app's would have,
+    was sent instead."""
+    pending = list(units)
+    units.clear()
 
     async def send_started(message: Message) -> None:
         if message["type"] == "http.response.start":
-            message = _with_request_headers(message, id_header, on_start)
+            if on_start is not None:
+                message = on_start(message)
+            if id_header is not None:
+                message = with_header(message, id_header)
         await send(message)
 
-    return send_started
-
-
-def _with_request_headers(
-    message: Message,
-    id_header: tuple[bytes, bytes] | None,
-    on_start: Callable[[Message], Message] | None,
-) -> Message:
-    """The start ``message`` with the request middleware's headers: ``on_start``'s, then
-    ``id_header``."""
-    if on_start is not None:
-        message = on_start(message)
-    if id_header is not None:
-        message = with_header(message, id_header)
-    return message
+    return await settle(pending, status, send_started)
 
 
 async def settle(units: list[UnitOfWork], status: int, send: Send) -> bool:

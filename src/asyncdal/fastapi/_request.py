@@ -25,20 +25,14 @@ not per request.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from functools import partial
 from random import getrandbits
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from asyncdal._request_id import (
-    REQUEST_ID_HEADER,
-    accepted_request_id,
-    reset_request_id,
-    set_request_id,
-)
+from asyncdal._request_id import REQUEST_ID, REQUEST_ID_HEADER, accepted_request_id
 from asyncdal.fastapi._consistency import LSN_HEADER, bad_lsn_header, wire_lsn
 from asyncdal.fastapi._middleware import serve_settling, with_header
-from asyncdal.fastapi._safety import SafetyPlan, safety_plan, serve_with_safety_nets
+from asyncdal.fastapi._safety import SafetyPlan, safety_plan
 from asyncdal.observe._request_id import SCOPE_KEY as REQUEST_ID_KEY
 from asyncdal.orm._databases import Databases
 from asyncdal.replicas._lsn import current_commit_lsns, format_lsn, read_your_writes
@@ -111,13 +105,23 @@ class RequestMiddleware:
         )
         scope[REQUEST_ID_KEY] = request_id
         id_header = (_ID_KEY, request_id.encode("latin-1"))
-        plan = self._plan(scope)
+        # _plan(), inlined for the one Databases object a process serves with.
+        state = scope.get("state")
+        planned = self._planned
+        if (
+            planned is not None
+            and state is not None
+            and planned[0] is state.get(_DATABASES_STATE_KEY)
+        ):
+            plan = planned[1]
+        else:
+            plan = self._plan(scope)
         if sent_lsn is None and not plan.replicas:
             # Read-your-writes is off for this request: nothing to honour, and without
             # replicas no commit has a position to answer with.
-            if plan.safety is None:
-                return serve_settling(self.app, scope, receive, send, id_header, None, request_id)
-            return self._settling(scope, receive, send, id_header, request_id, None, None, plan)
+            return serve_settling(
+                self.app, scope, receive, send, id_header, None, request_id, plan.safety
+            )
         return self._with_positions(scope, receive, send, id_header, request_id, sent_lsn, plan)
 
     async def _with_positions(
@@ -132,7 +136,7 @@ class RequestMiddleware:
     ) -> None:
         """The request with read-your-writes: the ``X-DB-LSN`` sent honoured, the commit's
         position answered."""
-        token = set_request_id(request_id)
+        token = REQUEST_ID.set(request_id)
         try:
             required: int | None = None
             if sent_lsn is not None:
@@ -146,7 +150,7 @@ class RequestMiddleware:
                     scope, receive, send, id_header, None, committed, required, plan
                 )
         finally:
-            reset_request_id(token)
+            REQUEST_ID.reset(token)
 
     def _settling(
         self,
@@ -173,11 +177,9 @@ class RequestMiddleware:
                 return with_header(message, (_LSN_KEY, format_lsn(position).encode()))
 
             on_start = with_position
-        app = self.app
-        if plan.safety is not None:
-            # Inside the commit-before-response: the deadline bounds the commit too.
-            app = partial(serve_with_safety_nets, app, plan.safety)
-        return serve_settling(app, scope, receive, send, id_header, on_start, request_id)
+        return serve_settling(
+            self.app, scope, receive, send, id_header, on_start, request_id, plan.safety
+        )
 
 
 class _Plan:

@@ -1,8 +1,8 @@
 """The request's side of the safety nets: who is asking, how many statements, what deadline.
 
 The one middleware ``setup(app)`` installs (:class:`~asyncdal.fastapi._request.RequestMiddleware`)
-runs each request through :func:`serve_with_safety_nets` when a :class:`SafetyPlan` says some
-database of the app needs it: the request runs in a
+runs each request with :class:`RequestNets` when a :class:`SafetyPlan` says some database of the
+app needs it: the request runs in a
 :class:`~asyncdal.engine._scope.RequestScope`, which the engines' listeners (and their stand-ins
 on the driver read path) read: the route template names a connection's holder (leak and
 idle-hold warnings, the hold-time metric, ``/health/ready``) and the statements are counted for
@@ -16,15 +16,14 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Scope
 
 from asyncdal.engine._deadline import Deadline
 from asyncdal.engine._scope import REQUEST_SCOPE, RequestScope
 from asyncdal.errors import DeadlineExceededError
-from asyncdal.fastapi._errors import deadline_answer
 from asyncdal.settings import DatabaseSettings
 
-__all__ = ["SafetyPlan", "safety_plan", "serve_with_safety_nets"]
+__all__ = ["RequestNets", "SafetyPlan", "safety_plan"]
 
 queries_logger = logging.getLogger("asyncdal.queries")
 
@@ -58,55 +57,62 @@ def safety_plan(settings: Iterable[DatabaseSettings]) -> SafetyPlan | None:
     return SafetyPlan(timeout) if active else None
 
 
-async def serve_with_safety_nets(
-    app: ASGIApp,
-    plan: SafetyPlan,
-    scope: Scope,
-    receive: Receive,
-    send: Send,
-) -> None:
-    """Run ``app`` for one request in a request scope, within the plan's deadline.
+class RequestNets:
+    """One request's side of the safety nets, from the request's start to its end: plain
+    calls that :func:`~asyncdal.fastapi._middleware.serve_settling` makes, so that the nets
+    add no coroutine or ``send`` wrapper of their own to the request.
 
-    The deadline covers the handler and what ``send`` does with the response's start (the
-    commit), not the sending of the body. A deadline that runs out in a statement is a
-    :class:`~asyncdal.errors.DeadlineExceededError` the handler raises (answered 504 by the
-    error handlers); one that runs out elsewhere (waiting for a connection) is answered 504
-    here, when no response has started.
+    On creation the request runs in a :class:`~asyncdal.engine._scope.RequestScope` and, with
+    a timeout planned, within a :class:`~asyncdal.engine._deadline.Deadline`. The deadline
+    covers the handler and the commit made when the response starts, not the sending of the
+    body (:meth:`response_started`).
+
+    Args:
+        plan: what the app's databases ask of each request.
+        scope: the request's ASGI scope.
     """
-    request = RequestScope(scope, scope.get("method", ""))
-    # The variable itself rather than request_scope(), and the deadline's start() and stop()
-    # rather than ``async with``: context managers cost every request calls and an awaitable
-    # each; this runs once per request, try/finally does the same.
-    token = REQUEST_SCOPE.set(request)
-    try:
-        if plan.timeout is None:
-            await app(scope, receive, send)
-            return
-        budget = Deadline(plan.timeout)
-        started = False
 
-        async def send_then_disarm(message: Message) -> None:
-            nonlocal started
-            # The commit happens inside this send: still bounded.
-            await send(message)
-            if message["type"] == "http.response.start":
-                started = True
-                budget.disarm()
+    __slots__ = ("_token", "budget", "request", "started")
 
-        try:
-            budget.start()
+    def __init__(self, plan: SafetyPlan, scope: Scope) -> None:
+        request = self.request = RequestScope(scope, scope.get("method", ""))
+        # The variable itself rather than request_scope(), and the deadline's start() and
+        # stop() rather than ``async with``: context managers cost every request calls and
+        # an awaitable each; try/finally in the caller does the same.
+        self._token = REQUEST_SCOPE.set(request)
+        self.started = False
+        """Whether the response has started (a deadline that runs out later is not answered)."""
+        self.budget = None if plan.timeout is None else Deadline(plan.timeout).start()
+
+    def response_started(self) -> None:
+        """The response's start was sent (after the commit): what follows is not bounded."""
+        self.started = True
+        if self.budget is not None:
+            self.budget.disarm()
+
+    def stop(self, error: BaseException | None) -> BaseException | None:
+        """The app returned, or raised ``error``: take the deadline out of force.
+
+        Returns:
+            The error to go on with: a cancel the deadline made (it ran out outside a
+            statement) becomes :class:`~asyncdal.errors.DeadlineExceededError`.
+        """
+        if self.budget is not None:
             try:
-                await app(scope, receive, send_then_disarm)
-            except BaseException as error:
-                budget.stop(type(error))
-                raise
-            budget.stop(None)
-        except DeadlineExceededError as error:
-            if started:
-                raise
-            await deadline_answer(error)(scope, receive, send)
-    finally:
-        REQUEST_SCOPE.reset(token)
+                self.budget.stop(None if error is None else type(error))
+            except DeadlineExceededError as exceeded:
+                return exceeded
+        return error
+
+    def answers(self, error: BaseException) -> bool:
+        """Whether ``error`` is the deadline's, to be answered 504 here: only while no
+        response has started (else it propagates as any error would)."""
+        return isinstance(error, DeadlineExceededError) and not self.started
+
+    def leave(self) -> None:
+        """The request is over: out of its scope; warn when it ran too many statements."""
+        REQUEST_SCOPE.reset(self._token)
+        request = self.request
         if request.limit is not None and request.total > request.limit:
             _warn_about_queries(request)
 
