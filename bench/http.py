@@ -140,7 +140,7 @@ class _Server:
         return f"http://127.0.0.1:{self.port}"
 
 
-def _server_environment(database_url: str) -> dict[str, str]:
+def _server_environment(database_url: str, hash_seed: int) -> dict[str, str]:
     # Drop the developer's database variables: asyncdal's settings would merge DB__MAIN__*
     # (a pool size, say) into the benchmark's, and (c) must run with the defaults like (b).
     environment = {
@@ -150,6 +150,12 @@ def _server_environment(database_url: str) -> dict[str, str]:
     }
     environment[DATABASE_URL_VARIABLE] = database_url
     environment[PARENT_PID_VARIABLE] = str(os.getpid())
+    # The same hash seed for every app of a round, another each round: a process's seed
+    # decides its string hashes and so the layout of its dicts and sets, which made two
+    # processes of the same app differ by up to 9% for their whole life; with one seed for
+    # both, 2-3% (measured: three copies of (a) side by side). All apps import the same
+    # modules (bench.apps), so apps started with one seed differ in little but their code.
+    environment["PYTHONHASHSEED"] = str(hash_seed)
     return environment
 
 
@@ -191,7 +197,7 @@ async def _wait_until_ready(server: _Server) -> None:
             await asyncio.sleep(0.2)
 
 
-async def _start(name: str, database_url: str) -> _Server:
+async def _start(name: str, database_url: str, hash_seed: int) -> _Server:
     # Free now; uvicorn binds it a moment later. If something takes it meanwhile, the server
     # exits and the startup check says so.
     port = spare_port()
@@ -202,7 +208,7 @@ async def _start(name: str, database_url: str) -> _Server:
         name,
         str(port),
         cwd=ROOT,
-        env=_server_environment(database_url),
+        env=_server_environment(database_url, hash_seed),
         stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.DEVNULL,
         # Its own session: a Ctrl-C reaches only the benchmark, which then stops the servers in
@@ -213,12 +219,15 @@ async def _start(name: str, database_url: str) -> _Server:
 
 
 @asynccontextmanager
-async def _running_servers(database_url: str, keys: list[str]) -> AsyncIterator[dict[str, _Server]]:
-    """The servers of ``keys``, started together, ready, and stopped on the way out."""
+async def _running_servers(
+    database_url: str, keys: list[str], hash_seed: int
+) -> AsyncIterator[dict[str, _Server]]:
+    """The servers of ``keys``, started together with one hash seed, ready, and stopped on the
+    way out."""
     async with AsyncExitStack() as stack:
         servers: dict[str, _Server] = {}
         for key in keys:
-            server = servers[key] = await _start(PATHS[key], database_url)
+            server = servers[key] = await _start(PATHS[key], database_url, hash_seed)
             stack.push_async_callback(_stop, server)
         # A task group, so one server failing to start cancels the wait for the others.
         async with asyncio.TaskGroup() as group:
@@ -339,7 +348,7 @@ async def run_http(database_url: str, settings: HttpSettings) -> dict[str, dict[
             # by up to 9% in req/s and 5% in CPU per request, for the whole of their life
             # (measured: three copies of (a) side by side; hash seeds and memory layout), so
             # the medians must be over several processes of each app, not over one.
-            async with _running_servers(database_url, keys) as servers:
+            async with _running_servers(database_url, keys, round_number) as servers:
                 if round_number == 1:
                     await _check_same_answers(servers, endpoints, database_url, settings.products)
                 if settings.warmup:

@@ -104,7 +104,8 @@ class RequestMiddleware:
             else accepted_request_id(sent_id.decode("latin-1"))
         )
         scope[REQUEST_ID_KEY] = request_id
-        id_header = (_ID_KEY, request_id.encode("latin-1"))
+        # Vetted or made here, the id is ASCII: UTF-8, the codec str.encode finds fastest.
+        id_header = (_ID_KEY, request_id.encode())
         # _plan(), inlined for the one Databases object a process serves with.
         state = scope.get("state")
         planned = self._planned
