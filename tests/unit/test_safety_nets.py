@@ -162,10 +162,10 @@ async def test_deadlines_running_out_together_share_one_timer_and_each_runs_out(
             bucket = outer._bucket
             assert bucket is not None
             assert inner._bucket is bucket
-            assert bucket.deadlines == [outer, inner]
-        assert bucket.deadlines == [outer]
+            assert bucket.deadlines == {outer, inner}
+        assert bucket.deadlines == {outer}
     # Emptied, it waits for its time (the next deadline of the grain would use it).
-    assert bucket.deadlines == []
+    assert bucket.deadlines == set()
     assert bucket.owner[bucket.key] is bucket
 
     async def bounded() -> None:
