@@ -10,8 +10,7 @@ Counted here and given to the registry at scrape time, not kept in a ``prometheu
 ``Histogram``: fed through ``observe`` (a lock for the sum, a loop over the bounds, a lock for
 the bucket), the listener cost about 10,000 instructions a connection's return (valgrind), of
 some 1,100,000 for a whole request of the catalog's ``GET /products/{id}``; with a bisect and
-two additions, about 2,800. The samples are the ones that ``Histogram``
-gives, in its order.
+two additions, about 2,800. The samples are the ones ``Histogram`` gives, in its order.
 """
 
 from __future__ import annotations
