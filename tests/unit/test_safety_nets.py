@@ -162,10 +162,10 @@ async def test_deadlines_running_out_together_share_one_timer_and_each_runs_out(
             bucket = outer._bucket
             assert bucket is not None
             assert inner._bucket is bucket
-            assert bucket.deadlines == [outer, inner]
-        assert bucket.deadlines == [outer]
+            assert bucket.deadlines == {outer, inner}
+        assert bucket.deadlines == {outer}
     # Emptied, it waits for its time (the next deadline of the grain would use it).
-    assert bucket.deadlines == []
+    assert bucket.deadlines == set()
     assert bucket.owner[bucket.key] is bucket
 
     async def bounded() -> None:
@@ -184,3 +184,40 @@ async def test_a_deadlines_timer_fires_within_its_grain_coarser_for_a_long_budge
         assert long._bucket.key % 16 == 0
         assert 0 <= long._bucket.key * 0.01 - long.at < 0.16
         assert 0 <= short._bucket.key * 0.01 - short.at < 0.01
+
+
+def test_the_hold_metric_gives_the_samples_a_prometheus_histogram_gives() -> None:
+    from prometheus_client import Histogram, generate_latest
+
+    from asyncdal.observe._holds import _BUCKETS
+
+    expected_registry = CollectorRegistry()
+    expected = Histogram(
+        "asyncdal_connection_hold_seconds",
+        "Time a connection stayed checked out, by the route template that held it",
+        ["database", "node", "route"],
+        registry=expected_registry,
+        buckets=_BUCKETS,
+    )
+    registry = CollectorRegistry()
+    metrics = HoldMetrics(registry)
+    database = Database("main", DatabaseSettings(url="postgresql://u@h/n"))
+    metrics.instrument(database)
+    (returned,) = database.safety_nets.hold_listeners
+    # Every bound itself (counted in its own bucket), between them, past the last, and 0.
+    seconds = [0.0, *_BUCKETS, *(bound * 1.5 for bound in _BUCKETS), 61.0, 1e9]
+    for node, route in [("primary", "/a"), ("replica-0", "/a"), ("primary", "background")]:
+        for value in seconds:
+            returned(node, route, value)
+            expected.labels("main", node, route).observe(value)
+
+    def without_created(text: bytes) -> list[str]:
+        return [line for line in text.decode().splitlines() if "_created" not in line]
+
+    assert without_created(generate_latest(registry)) == without_created(
+        generate_latest(expected_registry)
+    )
+    name = "asyncdal_connection_hold_seconds"
+    lines = generate_latest(registry).decode().splitlines()
+    created = [line for line in lines if line.startswith(f"{name}_created{{")]
+    assert len(created) == 3

@@ -71,17 +71,19 @@ class _Bucket:
         # key: when it fires, in _GRAIN units (deadlines of every grain share one dict).
         self.owner = owner
         self.key = key
-        self.deadlines: list[Deadline] = []
+        # A set: a grain of a busy server holds hundreds of requests' deadlines, and a list's
+        # remove() scans them for each one that ends.
+        self.deadlines: set[Deadline] = set()
 
     def leave(self, deadline: Deadline) -> None:
         # An emptied bucket keeps its timer, which fires once with nothing to do: cancelling
         # it would have the next deadline of the same grain (the next request, one at a time)
         # arm another. At most one pending timer per grain: 188 for a 30 s REQUEST_TIMEOUT.
-        self.deadlines.remove(deadline)
+        self.deadlines.discard(deadline)
 
     def fire(self) -> None:
         del self.owner[self.key]
-        for deadline in self.deadlines:
+        for deadline in list(self.deadlines):
             deadline._bucket = None
             deadline._run_out()
 
@@ -186,7 +188,7 @@ class Deadline:
                 bucket = buckets[key] = _Bucket(buckets, key)
                 # The loop's clock is time.monotonic()'s (uvloop's, to the millisecond).
                 loop.call_at(key * _GRAIN, bucket.fire)
-        bucket.deadlines.append(self)
+        bucket.deadlines.add(self)
         self._bucket = bucket
         self._token = DEADLINE.set(self)
         return self
@@ -202,7 +204,7 @@ class Deadline:
         bucket = self._bucket
         if bucket is not None:
             self._bucket = None
-            bucket.deadlines.remove(self)
+            bucket.deadlines.discard(self)
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
