@@ -20,6 +20,7 @@ from typing import Any
 from weakref import WeakSet
 
 import asyncpg
+import prometheus_client.metrics
 import pytest
 import sqlalchemy
 import sqlalchemy.util
@@ -654,3 +655,19 @@ def test_own_dispatch_is_none_until_a_session_has_one() -> None:
     event.listen(listened, "loaded_as_persistent", lambda *args: None)
     assert own_dispatch(listened) is not None
     assert listened.dispatch.loaded_as_persistent
+
+
+def test_prometheus_client_keeps_its_created_series_switch() -> None:
+    from asyncdal.observe._prometheus import created_series_on
+
+    assert created_series_on() is prometheus_client.metrics._use_created
+
+
+def test_a_changed_created_series_switch_is_an_error_not_a_default(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from asyncdal.observe._prometheus import created_series_on
+
+    monkeypatch.delattr(prometheus_client.metrics, "_use_created")
+    with pytest.raises(DependencyChanged, match="_use_created"):
+        created_series_on()

@@ -19,10 +19,10 @@ import time
 from bisect import bisect_left
 from collections.abc import Iterator
 
-import prometheus_client.metrics
 from prometheus_client import CollectorRegistry
 from prometheus_client.metrics_core import Metric
 
+from asyncdal.observe._prometheus import created_series_on
 from asyncdal.orm._database import Database
 
 __all__ = ["MAX_ROUTES", "HoldMetrics"]
@@ -63,6 +63,7 @@ class HoldMetrics:
     def collect(self) -> Iterator[Metric]:
         """The samples ``Histogram`` would give for the same observations."""
         metric = Metric(_NAME, _HELP, "histogram")
+        created = created_series_on()
         # A copy: connections return (from another event loop's thread) while this runs.
         for values, series in list(self._series.items()):
             labels = dict(zip(_LABELS, values, strict=True))
@@ -73,7 +74,7 @@ class HoldMetrics:
             metric.add_sample(f"{_NAME}_count", labels, cumulative)
             metric.add_sample(f"{_NAME}_sum", labels, series.total)
             # prometheus_client's own switch (PROMETHEUS_DISABLE_CREATED_SERIES) for these.
-            if getattr(prometheus_client.metrics, "_use_created", True):
+            if created:
                 metric.add_sample(f"{_NAME}_created", labels, series.created)
         yield metric
 
