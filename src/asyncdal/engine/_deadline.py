@@ -11,7 +11,10 @@ How it is kept, and why this way:
   request for it (the same request ``pg_cancel_backend``
   makes, sent on a connection of its own, which a transaction-mode pooler forwards). This is
   the bound for the reads of a read-only unit of work, which run in autocommit mode where
-  ``SET LOCAL statement_timeout`` has no transaction to live in, and the backstop everywhere.
+  ``SET LOCAL statement_timeout`` has no transaction to live in, and for a statement whose
+  ``statement_timeout`` in force reaches past the deadline. Where that value stops the
+  statement at the deadline, no cancel request is sent: it would race the server's own stop
+  and could cancel the next command instead (the rollback).
   Either way the statement fails on the server (SQLSTATE 57014), the transaction is aborted
   and rolled back when the unit of work closes, and the connection itself stays healthy: it
   goes back to the pool clean.

@@ -182,17 +182,25 @@ class _Watch:
     """What cancels the statement running on one pooled connection when its deadline runs
     out; one per connection, kept in its info (not a closure per statement)."""
 
-    __slots__ = ("_cancel", "driver_connection", "fired")
+    __slots__ = ("_cancel", "driver_connection", "fired", "server_bounded")
 
     def __init__(self, cancel: ServerCancel, driver_connection: Any) -> None:
         self._cancel = cancel
         self.driver_connection = driver_connection
         self.fired: Deadline | None = None
-        """The deadline that asked the server to cancel the statement running now."""
+        """The deadline that ran out while the statement running now ran."""
+        self.server_bounded = False
+        """The ``statement_timeout`` in force stops the statement running now at the deadline."""
 
     def __call__(self, budget: Deadline) -> None:
         self.fired = budget
-        self._cancel.request(self.driver_connection)
+        # The server stops this statement by itself at the deadline: a cancel request sent as
+        # well races that stop, and may reach the backend only once it runs the next command
+        # (the unit of work's ROLLBACK), which it would then cancel instead (seen on a busy
+        # machine: the rollback failed and the connection was discarded). The deadline's
+        # grace timer still cancels the task should the server not stop it.
+        if not self.server_bounded:
+            self._cancel.request(self.driver_connection)
 
 
 @dataclass(slots=True, eq=False)
@@ -232,12 +240,17 @@ class TransactionTimeouts:
         self._cap = configured_ms
         self._initial = None if pooler else configured_ms
 
-    def bound(self, conn: Any, statement: str, budget: Deadline) -> None:
+    def bound(self, conn: Any, statement: str, budget: Deadline) -> bool:
         """Before ``statement`` runs on ``conn`` (a SQLAlchemy ``Connection``) under
-        ``budget``: set ``statement_timeout`` for its transaction when needed."""
+        ``budget``: set ``statement_timeout`` for its transaction when needed.
+
+        Returns:
+            Whether the ``statement_timeout`` in force stops the statement at the deadline
+            (or before it) by itself.
+        """
         dbapi_connection = conn.connection.dbapi_connection
         if dbapi_connection is None or dbapi_connection.autocommit:
-            return
+            return False
         info = conn.info
         transaction = conn.get_transaction()
         state: _InForce | None = info.get(_TIMEOUT)
@@ -252,11 +265,11 @@ class TransactionTimeouts:
                 state.ms = (int(found[1]) or None) if found else None
                 if found:
                     state.cap = state.ms
-            return
+            return False
         if head == "ROLLBACK TO":
             # Undoes the SETs made since the savepoint: which value is back is not known.
             state.ms = None
-            return
+            return False
         target = math.ceil(budget.remaining() * 1000)  # more than 0: begin() checked
         cap = state.cap
         if cap is not None and cap < target:
@@ -271,7 +284,8 @@ class TransactionTimeouts:
         if current is not None and target <= current <= target + budget.seconds * (
             _OVERSHOOT * 1000
         ):
-            return
+            # At the deadline only when within the rounding of the time left.
+            return current <= target + 1
         cursor = conn.connection.dbapi_connection.cursor()
         try:
             # A failure here (the deadline's cancel, a dropped connection) is this
@@ -280,6 +294,7 @@ class TransactionTimeouts:
         finally:
             cursor.close()
         state.ms = target
+        return True
 
 
 @dataclass(slots=True, eq=False)
@@ -389,6 +404,7 @@ class SafetyNets:
                     watching = info[_WATCH] = _Watch(cancel, driver_connection)
                 else:
                     watching.fired = None
+                    watching.server_bounded = False
                 budget.running[id(info)] = watching
             return budget
 
@@ -396,8 +412,8 @@ class SafetyNets:
             # Watched first (in begin): the deadline's cancel also stops the SET, should the
             # time run out in it.
             budget = begin(statement, None, conn.info, conn)
-            if budget is not None:
-                timeouts.bound(conn, statement, budget)
+            if budget is not None and timeouts.bound(conn, statement, budget):
+                conn.info[_WATCH].server_bounded = True
 
         def after(conn: Any, *args: Any) -> None:
             if tracks_holds or deadline_now() is not None:
