@@ -221,3 +221,29 @@ def test_the_hold_metric_gives_the_samples_a_prometheus_histogram_gives() -> Non
     lines = generate_latest(registry).decode().splitlines()
     created = [line for line in lines if line.startswith(f"{name}_created{{")]
     assert len(created) == 3
+
+
+class _RecordingCancel:
+    def __init__(self) -> None:
+        self.requested: list[object] = []
+
+    def request(self, driver_connection: object) -> None:
+        self.requested.append(driver_connection)
+
+
+@pytest.mark.parametrize("server_bounded", [False, True])
+def test_a_deadline_sends_a_cancel_request_only_when_the_server_would_not_stop_the_statement(
+    server_bounded: bool,
+) -> None:
+    from asyncdal.engine._safety import _Watch
+
+    cancel = _RecordingCancel()
+    connection = object()
+    watch = _Watch(cancel, connection)  # type: ignore[arg-type]
+    watch.server_bounded = server_bounded
+    budget = deadline(1.0)
+    watch(budget)
+    # Either way the statement's failure is the deadline's.
+    assert watch.fired is budget
+    # A request racing the server's own stop could cancel the next command (the rollback).
+    assert cancel.requested == ([] if server_bounded else [connection])
