@@ -472,17 +472,8 @@ class SafetyNets:
         def end_driver_read(info: Any, error: BaseException | None) -> BaseException | None:
             if error is not None:
                 return cancelled(info, translate(error, database=database))
-            # ended(), inlined: a call per read saved.
-            if tracks_holds:
-                hold = info.get(_HOLD)
-                if hold is not None and hold.statement_started is not None:
-                    end = hold.last_end = clock()
-                    hold.statement_seconds += end - hold.statement_started
-                    hold.statement_started = None
-            if deadline_now() is not None:
-                budget: Deadline | None = info.pop(_DEADLINE, None)
-                if budget is not None:
-                    budget.running.pop(id(info), None)
+            if tracks_holds or deadline_now() is not None:
+                ended(info)
             return None
 
         # begin's result is for before(); the driver path's start hooks return nothing.
