@@ -6,7 +6,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from httpx import ASGITransport, AsyncClient
 
 from asyncdal import Database, Databases, DatabaseSettings, current_request_id
@@ -15,8 +15,10 @@ from asyncdal.engine._scope import RequestScope, current_request_scope
 from asyncdal.fastapi import _middleware as middleware_module
 from asyncdal.fastapi import _request as request_module
 from asyncdal.fastapi import setup
+from asyncdal.fastapi._providers import register_unit_of_work
 from asyncdal.fastapi._request import RequestMiddleware
 from asyncdal.replicas._lsn import required_lsn
+from asyncdal.testing import FakeUnitOfWork
 
 
 def _app() -> FastAPI:
@@ -210,3 +212,30 @@ async def test_what_the_databases_ask_is_worked_out_once_per_databases(
     second = _databases(main={})
     assert middleware._plan(_scope(second)).safety is None  # a new lifespan's: planned anew
     assert len(planned) == 2
+
+
+async def test_a_unit_of_work_registered_twice_commits_once_and_is_left_when_done() -> None:
+    sent: list[Any] = []
+
+    async def send(message: Any) -> None:
+        sent.append(message)
+
+    uow = FakeUnitOfWork()
+    await uow.__aenter__()
+
+    async def app(scope: Any, receive: Any, app_send: Any) -> None:
+        scope[middleware_module.OPENED_KEY].append(uow)  # as a provider enters one
+        request = Request(scope)
+        register_unit_of_work(request, uow)
+        register_unit_of_work(request, uow)  # a second provider handing in the same one
+        await app_send({"type": "http.response.start", "status": 200, "headers": []})
+        await app_send({"type": "http.response.body", "body": b"done"})
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b""}
+
+    await middleware_module.serve_settling(app, {"type": "http"}, receive, send)
+    assert uow.commits == 1
+    assert not uow.is_open  # left once the app was done
+    assert [message["type"] for message in sent] == ["http.response.start", "http.response.body"]
+    assert sent[1] == {"type": "http.response.body", "body": b"done"}
