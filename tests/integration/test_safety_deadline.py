@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from typing import Any
 
 import asyncpg
 import pytest
@@ -12,6 +13,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import URL
 
 from asyncdal import Database, DeadlineExceededError, deadline
+from asyncdal.engine import _cancel as cancel_module
 from tests.conftest import plain
 
 
@@ -222,5 +224,38 @@ async def test_statement_timeout_is_set_again_once_it_reaches_too_far(
                 assert await _timeout_ms(uow) <= 3000
             await savepoint.rollback()  # undoes that SET: set again
             assert await _timeout_ms(uow) > 15_000
+    finally:
+        await db.dispose()
+
+
+async def test_a_late_cancel_never_reaches_the_next_statement_on_the_connection(
+    make_database: Callable[..., Database], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The deadline runs out while a read runs; its cancel request is slow to reach the server
+    # (a busy machine), and the read ends first. The request must not land on whatever the
+    # connection runs next: here another read, without a deadline, on the one pooled connection.
+    real = cancel_module.cancel_request
+
+    def slow_cancel_request(driver_connection: object) -> Any:
+        send = real(driver_connection)
+
+        async def late() -> None:
+            await asyncio.sleep(0.4)
+            await send
+
+        return late()
+
+    monkeypatch.setattr(cancel_module, "cancel_request", slow_cancel_request)
+    db = make_database(pool_size=1, max_overflow=0)
+    try:
+        await db.warm_up()
+        with pytest.raises(DeadlineExceededError):
+            async with deadline(0.1), db.read_only_unit_of_work() as uow:
+                # Ends after the deadline's timer fired, before its cancel arrives.
+                await uow.session.execute(text("SELECT pg_sleep(0.3)"))
+                await uow.session.execute(text("SELECT 1"))  # past the deadline: not sent
+        async with db.read_only_unit_of_work() as uow:
+            slept = await uow.session.execute(text("SELECT pg_sleep(0.6), 'finished'"))
+            assert slept.one()[1] == "finished"
     finally:
         await db.dispose()

@@ -247,3 +247,27 @@ def test_a_deadline_sends_a_cancel_request_only_when_the_server_would_not_stop_t
     assert watch.fired is budget
     # A request racing the server's own stop could cancel the next command (the rollback).
     assert cancel.requested == ([] if server_bounded else [connection])
+
+
+async def test_a_connection_runs_nothing_more_until_its_cancel_request_landed() -> None:
+    from sqlalchemy.util import greenlet_spawn
+
+    from asyncdal.engine._safety import _Watch
+
+    events: list[str] = []
+
+    class _SlowCancel:
+        def request(self, driver_connection: object) -> asyncio.Task[None]:
+            async def send() -> None:
+                await asyncio.sleep(0.05)  # a busy machine
+                events.append("cancel request at the server")
+
+            return asyncio.get_running_loop().create_task(send())
+
+    watch = _Watch(_SlowCancel(), object())  # type: ignore[arg-type]
+    watch(deadline(1.0))  # the deadline ran out during the statement
+    # The statement ended (in SQLAlchemy's greenlet) before the request got out.
+    await greenlet_spawn(watch.let_cancel_land)
+    events.append("next statement")
+    assert events == ["cancel request at the server", "next statement"]
+    assert watch.sending is None

@@ -35,11 +35,15 @@ class ServerCancel:
         self._tasks: set[asyncio.Task[None]] = set()
         self._reported = False
 
-    def request(self, driver_connection: Any) -> None:
+    def request(self, driver_connection: Any) -> asyncio.Task[None] | None:
         """Ask the server to cancel what ``driver_connection`` (an asyncpg connection) is
-        running; returns at once, the request is sent in the background."""
+        running; returns at once, the request is sent in the background.
+
+        Returns:
+            The task sending it (done once the server has it), or None when none is sent.
+        """
         if driver_connection is None or driver_connection.is_closed():
-            return
+            return None
         # SQLAlchemy's error handling runs in a greenlet of the connection's own loop.
         loop = asyncio.get_running_loop()
         try:
@@ -55,10 +59,11 @@ class ServerCancel:
                     "on the server (and keep its locks) until it ends",
                     error,
                 )
-            return
+            return None
         task = loop.create_task(self._send(send, driver_connection.get_server_pid()))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return task
 
     async def _send(self, send: Coroutine[Any, Any, None], pid: int) -> None:
         try:

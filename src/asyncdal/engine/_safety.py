@@ -52,7 +52,7 @@ from asyncdal.engine._create import statement_timeout_ms
 from asyncdal.engine._deadline import DEADLINE, Deadline
 from asyncdal.engine._driver import StartHook, statement_hooks
 from asyncdal.engine._scope import REQUEST_SCOPE, STATEMENT_LOG, RequestScope
-from asyncdal.engine._sqlalchemy import caller_frame
+from asyncdal.engine._sqlalchemy import await_in_greenlet, caller_frame, in_sqlalchemy_greenlet
 from asyncdal.errors import DeadlineExceededError, StatementTimeoutError
 from asyncdal.settings import DatabaseSettings
 
@@ -182,7 +182,7 @@ class _Watch:
     """What cancels the statement running on one pooled connection when its deadline runs
     out; one per connection, kept in its info (not a closure per statement)."""
 
-    __slots__ = ("_cancel", "driver_connection", "fired", "server_bounded")
+    __slots__ = ("_cancel", "driver_connection", "fired", "sending", "server_bounded")
 
     def __init__(self, cancel: ServerCancel, driver_connection: Any) -> None:
         self._cancel = cancel
@@ -191,6 +191,8 @@ class _Watch:
         """The deadline that ran out while the statement running now ran."""
         self.server_bounded = False
         """The ``statement_timeout`` in force stops the statement running now at the deadline."""
+        self.sending: asyncio.Task[None] | None = None
+        """The cancel request on its way to the server, if one was sent."""
 
     def __call__(self, budget: Deadline) -> None:
         self.fired = budget
@@ -200,7 +202,23 @@ class _Watch:
         # machine: the rollback failed and the connection was discarded). The deadline's
         # grace timer still cancels the task should the server not stop it.
         if not self.server_bounded:
-            self._cancel.request(self.driver_connection)
+            self.sending = self._cancel.request(self.driver_connection)
+
+    def let_cancel_land(self) -> None:
+        """Before the connection runs anything more: wait until the server has the cancel
+        request sent for the statement that just ended, if one is still on its way.
+
+        The statement may have ended before the request reached the server (it finished
+        just then, or the request was slow to go out on a busy machine): the server then
+        ignores a cancel that finds the connection idle, but would cancel whatever the
+        connection runs after it, the next statement of this transaction or of another
+        request (seen with a cancel held back in the test). Runs in SQLAlchemy's greenlet,
+        only for a statement under a deadline that ran out.
+        """
+        sending = self.sending
+        self.sending = None
+        if sending is not None and not sending.done() and in_sqlalchemy_greenlet():
+            await_in_greenlet(asyncio.shield(sending))
 
 
 @dataclass(slots=True, eq=False)
@@ -405,6 +423,7 @@ class SafetyNets:
                 else:
                     watching.fired = None
                     watching.server_bounded = False
+                    watching.sending = None
                 budget.running[id(info)] = watching
             return budget
 
@@ -429,6 +448,10 @@ class SafetyNets:
             budget: Deadline | None = info.pop(_DEADLINE, None)
             if budget is not None:
                 budget.running.pop(id(info), None)
+                if budget.expired:
+                    watching: _Watch | None = info.get(_WATCH)
+                    if watching is not None:
+                        watching.let_cancel_land()
             return budget
 
         def cancelled(info: Any, error: BaseException | None) -> DeadlineExceededError | None:
