@@ -13,6 +13,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import URL
 
 from asyncdal import Database, NotCommittedError
+from asyncdal.errors import InvalidValueError, UnitOfWorkError
 from tests.conftest import plain
 from tests.helpers import app_client, count_connections, wait_until
 from tests.integration.faultapp import build_app, create_table
@@ -131,3 +132,49 @@ async def test_an_answer_stands_when_its_connection_dies_before_the_session_is_c
         assert response.status_code == status, response.text
         assert (await client.get("/count")).status_code == 200  # the pool replaced it
     assert await saved(test_database_url, "refused") == 0
+
+
+async def test_a_commit_after_a_caught_failure_raises_and_saves_nothing(
+    make_database: Callable[..., Database], test_database_url: URL
+) -> None:
+    # PostgreSQL answers such a COMMIT with ROLLBACK, which the driver takes for success.
+    await create_table(plain(test_database_url.set(drivername="postgresql")))
+    db = make_database(pool_size=1)
+    tag = f"caught-{uuid.uuid4().hex[:8]}"
+    try:
+        with pytest.raises(UnitOfWorkError, match=r"DivisionByZeroError.*nothing of it was saved"):
+            async with db.unit_of_work() as uow:
+                await uow.session.execute(
+                    text("INSERT INTO fault_items (tag) VALUES (:tag)"), {"tag": tag}
+                )
+                with pytest.raises(InvalidValueError):
+                    await uow.session.execute(text("SELECT 1 / 0"))
+                await uow.commit()
+        async with db.unit_of_work() as uow:  # the connection went back clean
+            assert await uow.session.scalar(text("SELECT 1")) == 1
+    finally:
+        await db.dispose()
+    assert await saved(test_database_url, tag) == 0
+
+
+async def test_a_failure_rolled_back_to_its_savepoint_or_caught_before_sending_commits(
+    make_database: Callable[..., Database], test_database_url: URL
+) -> None:
+    await create_table(plain(test_database_url.set(drivername="postgresql")))
+    db = make_database(pool_size=1)
+    tag = f"kept-{uuid.uuid4().hex[:8]}"
+    try:
+        async with db.unit_of_work() as uow:
+            await uow.session.execute(
+                text("INSERT INTO fault_items (tag) VALUES (:tag)"), {"tag": tag}
+            )
+            with pytest.raises(InvalidValueError):
+                async with uow.session.begin_nested():
+                    await uow.session.execute(text("SELECT 1 / 0"))
+            # The driver refuses the argument before sending anything: the transaction holds.
+            with pytest.raises(InvalidValueError, match="does not fit its type"):
+                await uow.session.execute(text("SELECT CAST(:n AS int)"), {"n": "not a number"})
+            await uow.commit()
+    finally:
+        await db.dispose()
+    assert await saved(test_database_url, tag) == 1

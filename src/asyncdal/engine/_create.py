@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.pool import AsyncAdaptedQueuePool, NullPool, PoolProxiedConnection
 
 from asyncdal._translate import translate
+from asyncdal.engine._aborted import refuse_commits_after_failures
 from asyncdal.engine._breaker import CircuitBreaker
 from asyncdal.engine._guard import ConnectionGuard, GuardedPool, attach_guard
 from asyncdal.engine._retry import RetryListener, RetryPolicy
@@ -190,6 +191,7 @@ def create_engine(
     attach_guard(engine, guard)
     # After the guard, whose listener decides the connection's fate (abort, keep the pool).
     translate_errors(engine, breaker.name)
+    refuse_commits_after_failures(engine, breaker.name)
     return engine
 
 
