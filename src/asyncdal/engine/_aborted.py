@@ -27,7 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from asyncdal.engine._sqlalchemy import await_in_greenlet
 from asyncdal.errors import UnitOfWorkError
 
-__all__ = ["refuse_commits_after_failures"]
+__all__ = ["note_failed_statement", "refuse_commits_after_failures"]
 
 _FAILED = "asyncdal_failed_in"
 # SQLSTATE 25P02, in_failed_sql_transaction: what the server answers in a failed transaction.
@@ -54,15 +54,9 @@ def refuse_commits_after_failures(engine: AsyncEngine, database: str) -> None:
             or not isinstance(context.original_exception, dbapi_error)
         ):
             return
-        transaction = connection.get_transaction()
-        if transaction is None or _autocommit(connection):
-            return
-        # The transaction object itself, not a flag: the pooled connection's info outlives
-        # the transaction, and a later transaction must not see this one's failure.
         # The driver's own error (DivisionByZeroError) says more than its DB-API wrapper's.
         original = context.original_exception
-        named = type(original.__cause__ or original).__name__
-        connection.info[_FAILED] = (transaction, named)
+        note_failed_statement(connection, original.__cause__ or original)
 
     def rolled_back_to_savepoint(connection: Connection, name: str, context: Any) -> None:
         connection.info.pop(_FAILED, None)
@@ -88,6 +82,23 @@ def refuse_commits_after_failures(engine: AsyncEngine, database: str) -> None:
     event.listen(engine.sync_engine, "handle_error", failed)
     event.listen(engine.sync_engine, "rollback_savepoint", rolled_back_to_savepoint)
     event.listen(engine.sync_engine, "commit", committing)
+
+
+def note_failed_statement(connection: Connection, error: BaseException) -> None:
+    """A statement under ``connection`` failed with ``error`` (the driver's) and left the
+    connection usable: its transaction, if it has one, may be aborted on the server. Also
+    what statements run on the driver within SQLAlchemy's transaction report
+    (:func:`asyncdal.engine._driver.fetchrow_in_transaction`)."""
+    transaction = connection.get_transaction()
+    if transaction is None or _autocommit(connection):
+        return
+    info = connection.info
+    noted = info.get(_FAILED)
+    if noted is not None and noted[0] is transaction:
+        return  # the first failure is the one to name: the later ones only follow from it
+    # The transaction object itself, not a flag: the pooled connection's info outlives the
+    # transaction, and a later transaction must not see this one's failure.
+    info[_FAILED] = (transaction, type(error).__name__)
 
 
 def _autocommit(connection: Connection) -> bool:

@@ -32,6 +32,7 @@ from sqlalchemy.util import greenlet_spawn
 
 from asyncdal._sql import StatementKind
 from asyncdal._translate import is_connection_failure, translate
+from asyncdal.engine._aborted import note_failed_statement
 from asyncdal.engine._cancel import ServerCancel
 from asyncdal.engine._sqlalchemy import (
     await_in_greenlet,
@@ -276,8 +277,9 @@ def fetchrow_in_transaction(
     The transaction is SQLAlchemy's asyncpg adapter's: begun by it when this is the first
     statement (its BEGIN, under its lock), so its COMMIT and ROLLBACK end this statement's
     work too. A failed statement leaves it as a failed ``execute`` does: the server's
-    transaction aborted (the next statement fails, ROLLBACK ends it), a broken connection
-    invalidated with the SQLAlchemy connection.
+    transaction aborted (the next statement fails, ROLLBACK ends it, COMMIT raises: see
+    :mod:`asyncdal.engine._aborted`), a broken connection invalidated with the SQLAlchemy
+    connection.
 
     Raises:
         asyncdal.errors.AsyncdalError: as the engine's error map would raise it.
@@ -350,6 +352,9 @@ def _failed(connection: Connection, driver: Any, error: BaseException) -> bool:
         or driver.is_closed()
         or (isinstance(error, Exception) and is_connection_failure(error))
     ):
+        # The server refused the statement: its transaction is aborted (COMMIT must not
+        # report success), as after a failed statement through the engine.
+        note_failed_statement(connection, error)
         return False
     if isinstance(error, TimeoutError):
         # Nobody knows the connection's state: abort it (as the guard does).

@@ -17,6 +17,7 @@ from asyncdal import (
     Database,
     DeadlineExceededError,
     UniqueViolationError,
+    UnitOfWorkError,
     deadline,
 )
 from asyncdal.outbox import Outbox
@@ -125,12 +126,13 @@ async def test_a_failed_event_insert_fails_the_transaction_as_through_the_engine
             await Outbox.of(uow).add("thing.happened", {})
         assert "refused" in str(failed.value.__cause__)
         # The server's transaction is aborted, and SQLAlchemy does not know: the next
-        # statement fails on the server, and COMMIT ends the transaction as a ROLLBACK
-        # (PostgreSQL's answer to COMMIT in an aborted transaction, not an error).
+        # statement fails on the server; COMMIT, which PostgreSQL would answer with ROLLBACK
+        # (not an error), raises instead, naming the first failure.
         with pytest.raises(DBAPIError, match="current transaction is aborted") as next_failed:
             await uow.session.execute(text("SELECT count(*) FROM written"))
         assert type(next_failed.value) is DBAPIError
-        await uow.commit()
+        with pytest.raises(UnitOfWorkError, match=r"\(UniqueViolationError\).*nothing of it"):
+            await uow.commit()
         await uow.rollback()
         assert (await uow.session.execute(text("SELECT 1"))).scalar_one() == 1
     assert await sql.fetchval("SELECT count(*) FROM asyncdal_outbox") == 0
