@@ -136,7 +136,17 @@ def _parser() -> argparse.ArgumentParser:
         "--duration",
         type=_positive_int,
         default=_env("DURATION", "5"),
-        help="seconds per wrk run [env BENCH_DURATION]",
+        help="seconds of load per app, endpoint and round [env BENCH_DURATION]",
+    )
+    http.add_argument(
+        "--slice",
+        type=_positive_int,
+        default=_env("SLICE", "1"),
+        help=(
+            "seconds per wrk run: each app's duration is cut into slices run app after app, "
+            "so that drift of a noisy machine hits every app of a round alike "
+            "[env BENCH_SLICE]"
+        ),
     )
     http.add_argument(
         "--connections",
@@ -232,6 +242,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         threads=args.threads,
         products=args.products,
         endpoints=args.endpoints,
+        slice_seconds=args.slice,
     )
     data_settings = DataSettings(
         rounds=args.rounds,

@@ -3,10 +3,16 @@
 Each app runs in its own uvicorn process (one worker, uvloop + httptools), started afresh for
 every round and warmed up before it: one process of an app can be several percent faster or
 slower than another of the same app for its whole life, so the medians are taken over one
-process per round. Every round loads, for each endpoint, each app that serves it in turn for the
-same duration, starting one app later each round, so slow drift of a shared, noisy machine, and the
-aftermath of one app's load on the server, hit all of them alike. Reads ask for random ids in
-1..products; the rows a write run added are deleted after it, so every run reads the same table.
+process per round. Every round loads, for each endpoint, each app that serves it in turn, in
+slices (one second each by default): app after app for one slice, then again, until each had the
+round's duration. Starting one app later each round, so slow drift of a shared, noisy machine, and
+the aftermath of one app's load on the server, hit all of them alike. The slices are for drift
+that is not slow: measured on this machine, the CPU per request of one app changed by up to 40%
+from one round to the next and by 20% within a round of one whole run per app, so two apps whose
+runs were half a minute apart could differ by that much for no reason of their own; with slices,
+each app of a round is measured over the same half minute. Reads ask for random ids in
+1..products; the rows a write slice added are deleted after it, so every slice reads the same
+table.
 
 Besides requests per second, each run reports the server process's CPU time per request (from
 ``/proc``): on a machine whose cores are shared with the database and wrk, and here with other
@@ -32,7 +38,7 @@ from asyncdal.testing import spare_port
 from bench.database import ROOT, connection_counter, remove_written
 from bench.report import Goal, print_goals, print_summary, rate
 from bench.server import DATABASE_URL_VARIABLE, PARENT_PID_VARIABLE
-from bench.wrk import WrkLoad, WrkResult, cpu_seconds, run_wrk
+from bench.wrk import WrkLoad, WrkResult, combined, cpu_seconds, run_wrk
 
 __all__ = ["ENDPOINTS", "GOALS", "Endpoint", "HttpSettings", "run_http"]
 
@@ -118,7 +124,7 @@ class HttpSettings:
 
     rounds: int
     duration: int
-    """Seconds per wrk run."""
+    """Seconds of load per app, endpoint and round."""
     warmup: int
     """Seconds of unreported load per app and endpoint before the first round (0 skips it)."""
     connections: int
@@ -127,6 +133,15 @@ class HttpSettings:
     """Ids are drawn from 1..products."""
     endpoints: tuple[str, ...] = tuple(endpoint.key for endpoint in ENDPOINTS)
     """Which endpoints to load."""
+    slice_seconds: int = 1
+    """Seconds per wrk run: each app's ``duration`` of a round is cut into slices of this
+    length, run app after app (the last one shorter when it does not divide evenly)."""
+
+    def slices(self) -> list[int]:
+        """The seconds of each slice of one app's load in a round."""
+        step = max(1, min(self.slice_seconds, self.duration))
+        whole, rest = divmod(self.duration, step)
+        return [step] * whole + ([rest] if rest else [])
 
 
 @dataclass(frozen=True, slots=True)
@@ -327,7 +342,8 @@ async def run_http(database_url: str, settings: HttpSettings) -> dict[str, dict[
     print(
         f"\n== HTTP: {', '.join(endpoint.title for endpoint in endpoints)}; ids in "
         f"1..{settings.products}; {settings.rounds} rounds x {settings.duration}s per app and "
-        f"endpoint, wrk {settings.threads} threads / {settings.connections} connections, "
+        f"endpoint in slices of {settings.slices()[0]}s, wrk {settings.threads} threads / "
+        f"{settings.connections} connections, "
         "uvicorn 1 worker (uvloop, httptools)"
     )
     print(
@@ -360,27 +376,31 @@ async def run_http(database_url: str, settings: HttpSettings) -> dict[str, dict[
                     # turn: an app that runs right after (b) inherits the aftermath of (b)'s
                     # churn.
                     shift = (round_number - 1) % len(endpoint.paths)
-                    for key in endpoint.paths[shift:] + endpoint.paths[:shift]:
-                        server = servers[key]
-                        before = await counter.opened()
-                        cpu_before = cpu_seconds(server.process.pid)
-                        result = await run_wrk(
-                            server.url,
-                            load,
-                            settings.duration,
-                            endpoint.arguments(settings.products),
-                        )
-                        cpu_us = (cpu_seconds(server.process.pid) - cpu_before) * 1e6
-                        measured = results[endpoint.key]
-                        measured.opened[key].append(await counter.opened() - before)
+                    order = endpoint.paths[shift:] + endpoint.paths[:shift]
+                    runs: dict[str, list[WrkResult]] = {key: [] for key in order}
+                    cpu = dict.fromkeys(order, 0.0)
+                    opened = dict.fromkeys(order, 0)
+                    for seconds in settings.slices():
+                        for key in order:
+                            server = servers[key]
+                            before = await counter.opened()
+                            cpu_before = cpu_seconds(server.process.pid)
+                            result = await run_wrk(
+                                server.url, load, seconds, endpoint.arguments(settings.products)
+                            )
+                            cpu[key] += cpu_seconds(server.process.pid) - cpu_before
+                            opened[key] += await counter.opened() - before
+                            runs[key].append(result)
+                            if endpoint.key == "write":
+                                await remove_written(database_url, settings.products)
+                    measured = results[endpoint.key]
+                    for key in order:
+                        result = combined(runs[key])
+                        measured.opened[key].append(opened[key])
                         measured.per_second[key].append(result.per_second)
-                        measured.cpu_us[key].append(cpu_us / max(1, result.requests))
-                        described = _describe(
-                            result, measured.cpu_us[key][-1], measured.opened[key][-1]
-                        )
+                        measured.cpu_us[key].append(cpu[key] * 1e6 / max(1, result.requests))
+                        described = _describe(result, measured.cpu_us[key][-1], opened[key])
                         print(f"    {LABELS[key]:<28} {described}", flush=True)
-                        if endpoint.key == "write":
-                            await remove_written(database_url, settings.products)
     medians = {}
     for endpoint in endpoints:
         measured = results[endpoint.key]
@@ -393,5 +413,5 @@ async def run_http(database_url: str, settings: HttpSettings) -> dict[str, dict[
             measured.opened,
             measured.cpu_us,
         )
-    print_goals(GOALS, medians)
+    print_goals(GOALS, {endpoint.key: results[endpoint.key].per_second for endpoint in endpoints})
     return medians

@@ -7,7 +7,14 @@ import statistics
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-__all__ = ["CHURN_NOTE_THRESHOLD", "Goal", "print_goals", "print_summary", "rate"]
+__all__ = [
+    "CHURN_NOTE_THRESHOLD",
+    "Goal",
+    "print_goals",
+    "print_summary",
+    "rate",
+    "round_ratios",
+]
 
 CHURN_NOTE_THRESHOLD = 20
 """New connections per round above which the summary points out connection churn. A pool of
@@ -98,22 +105,42 @@ class Goal:
     at_least: float
 
 
-def print_goals(goals: Sequence[Goal], medians: Mapping[str, Mapping[str, float]]) -> None:
-    """Print each goal with the ratio of medians measured and whether it is met.
+def round_ratios(numerators: Sequence[float], denominators: Sequence[float]) -> list[float]:
+    """The ratio of two paths in each round (the two measured in the same round)."""
+    return [
+        numerator / denominator
+        for numerator, denominator in zip(numerators, denominators, strict=True)
+    ]
+
+
+def print_goals(
+    goals: Sequence[Goal], results: Mapping[str, Mapping[str, Sequence[float]]]
+) -> None:
+    """Print each goal with the median of its rounds' ratios and whether it is met.
+
+    A round's ratio compares two paths measured in the same round, side by side: the same
+    hash seed, the same minutes of a machine whose speed drifts. Its median over the rounds
+    says more than the ratio of the two paths' medians, which may come from different rounds
+    (that one, and the rounds' spread, are printed next to it).
 
     Args:
         goals: what to check.
-        medians: the median of each path, by group and then by path key.
+        results: each path's value per round, by group and then by path key.
     """
-    print("\nGoals (ratios of medians measured side by side in this run)")
+    print("\nGoals (medians of the ratios of paths measured side by side in each round)")
     width = max(len(goal.description) for goal in goals)
     for goal in goals:
-        group = medians.get(goal.group, {})
-        if goal.numerator not in group or goal.denominator not in group:
+        group = results.get(goal.group, {})
+        numerators = group.get(goal.numerator)
+        denominators = group.get(goal.denominator)
+        if not numerators or not denominators:
             continue
-        ratio = group[goal.numerator] / group[goal.denominator]
+        ratios = round_ratios(numerators, denominators)
+        ratio = statistics.median(ratios)
+        of_medians = statistics.median(numerators) / statistics.median(denominators)
         verdict = "met" if ratio >= goal.at_least else "NOT met"
         print(
             f"  {goal.description:<{width}}  {goal.numerator}/{goal.denominator} = {ratio:.3f}"
-            f"   (at least {goal.at_least:.2f}: {verdict})"
+            f"   (at least {goal.at_least:.2f}: {verdict}; rounds {min(ratios):.3f}"
+            f"-{max(ratios):.3f}, ratio of medians {of_medians:.3f})"
         )

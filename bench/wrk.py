@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["LUA_SCRIPT", "WrkLoad", "WrkResult", "cpu_seconds", "run_wrk"]
+__all__ = ["LUA_SCRIPT", "WrkLoad", "WrkResult", "combined", "cpu_seconds", "run_wrk"]
 
 LUA_SCRIPT = Path(__file__).with_name("load.lua")
 _RESULT_LINE = re.compile(r"^BENCH (.*)$", re.MULTILINE)
@@ -48,6 +48,19 @@ class WrkResult:
     def error_count(self) -> int:
         """Socket errors, timeouts and non-2xx/3xx answers."""
         return sum(self.errors.values())
+
+
+def combined(results: list[WrkResult]) -> WrkResult:
+    """Several runs against one server as one: their requests, seconds and errors added up,
+    the median of their medians and the worst of their 99th percentiles."""
+    p50s = sorted(result.p50_ms for result in results)
+    return WrkResult(
+        requests=sum(result.requests for result in results),
+        seconds=sum(result.seconds for result in results),
+        errors={key: sum(result.errors[key] for result in results) for key in results[0].errors},
+        p50_ms=p50s[len(p50s) // 2],
+        p99_ms=max(result.p99_ms for result in results),
+    )
 
 
 def cpu_seconds(pid: int) -> float:
