@@ -5,7 +5,7 @@ every round and warmed up before it: one process of an app can be several percen
 slower than another of the same app for its whole life, so the medians are taken over one
 process per round. Every round loads, for each endpoint, each app that serves it in turn, in
 slices (one second each by default): app after app for one slice, then again, until each had the
-round's duration. Starting one app later each round, so slow drift of a shared, noisy machine, and
+round's duration, in a new order each slice, so that slow drift of a shared, noisy machine, and
 the aftermath of one app's load on the server, hit all of them alike. The slices are for drift
 that is not slow: measured on this machine, the CPU per request of one app changed by up to 40%
 from one round to the next and by 20% within a round of one whole run per app, so two apps whose
@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import random
 import secrets
 import shutil
 import sys
@@ -372,16 +373,18 @@ async def run_http(database_url: str, settings: HttpSettings) -> dict[str, dict[
                 print(f"round {round_number}/{settings.rounds}")
                 for endpoint in endpoints:
                     print(f"  {endpoint.title}")
-                    # Each round starts one app later, so each app runs after each other in
-                    # turn: an app that runs right after (b) inherits the aftermath of (b)'s
-                    # churn.
-                    shift = (round_number - 1) % len(endpoint.paths)
-                    order = endpoint.paths[shift:] + endpoint.paths[:shift]
+                    # A new order of the apps for every slice (the same in every run): an app
+                    # that runs right after (b) inherits the aftermath of (b)'s connection
+                    # churn, and a rotation of one order keeps the same app after (b) for good.
+                    order = endpoint.paths
                     runs: dict[str, list[WrkResult]] = {key: [] for key in order}
                     cpu = dict.fromkeys(order, 0.0)
                     opened = dict.fromkeys(order, 0)
-                    for seconds in settings.slices():
-                        for key in order:
+                    for number, seconds in enumerate(settings.slices()):
+                        shuffled = random.Random(f"{round_number}/{number}").sample(
+                            order, len(order)
+                        )
+                        for key in shuffled:
                             server = servers[key]
                             before = await counter.opened()
                             cpu_before = cpu_seconds(server.process.pid)

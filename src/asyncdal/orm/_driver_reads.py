@@ -12,6 +12,11 @@ Only models this rebuilds exactly: mapped to one table, every attribute a plain 
 inheritance, no eager relationships, no ``load``/``refresh`` listeners (``@reconstructor``).
 Anything else, a session that already holds a connection, or a read the driver path declines
 (``DriverReads.fetch``) runs the usual way.
+
+On a database with replicas the session's router picks the node first, as for any read of the
+session (:class:`RoutedReads`): the read runs on that node's driver, and one that declines (a
+connection that dropped) runs the usual way on the same node, where a node that is down is
+taken out and the read retried on another.
 """
 
 from __future__ import annotations
@@ -21,7 +26,8 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
-from sqlalchemy import Column, Select, Table, bindparam, func, inspect, select
+from sqlalchemy import Column, Select, Table, bindparam, func, inspect, literal, select
+from sqlalchemy.engine import Engine
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapper, Session, configure_mappers
 
@@ -39,6 +45,7 @@ __all__ = [
     "DECLINED",
     "DRIVER_READS",
     "ORM_READ",
+    "RoutedReads",
     "count_rows",
     "driver_reads",
     "get_by_key",
@@ -46,7 +53,8 @@ __all__ = [
 ]
 
 DRIVER_READS = "asyncdal.driver_reads"
-"""``Session.info`` key of the quick read sessions: their :class:`DriverReads`."""
+"""``Session.info`` key of the quick read sessions: their :class:`DriverReads`, or with
+replicas their :class:`RoutedReads`."""
 ORM_READ = "asyncdal.orm_read"
 """``Session.info`` key set by the quick read sessions once a statement ran the usual way
 (their connection is then held until the session closes: later reads use it too)."""
@@ -81,13 +89,44 @@ class _Plan:
     """Where the primary key is among :attr:`keys`."""
 
 
+# What a routing session is asked to bind for a read on the driver: a plain SELECT, as
+# the repository's own statements are.
+_A_READ = select(literal(1))
+
+
+class RoutedReads:
+    """The :class:`DriverReads` of each node of a database with replicas, by the sync engine
+    its routing session binds reads to (the primary's and each replica's quick engine).
+
+    Args:
+        by_engine: each node's reads, by that engine.
+    """
+
+    __slots__ = ("by_engine",)
+
+    def __init__(self, by_engine: dict[Engine, DriverReads]) -> None:
+        self.by_engine = by_engine
+
+    def for_session(self, session: Session) -> DriverReads | None:
+        """The reads of the node ``session`` reads on: its router picks one as for any read
+        (the read-your-writes position, the overrides, the nodes up and caught up) and the
+        session keeps it, so a read that then runs the usual way goes to the same node."""
+        bind = session.get_bind(clause=_A_READ)
+        return self.by_engine.get(bind) if isinstance(bind, Engine) else None
+
+
 def driver_reads(session: AsyncSession) -> DriverReads | None:
-    """The session's :class:`DriverReads`, when it has one and has not run a statement the
-    usual way (whose connection it holds: later reads use it rather than a second one)."""
+    """The session's :class:`DriverReads` (of the node its router picks, with replicas),
+    when it has them and has not run a statement the usual way (whose connection it holds:
+    later reads use it rather than a second one)."""
     info = session.info
     reads = info.get(DRIVER_READS)
     if reads is None or ORM_READ in info:
         return None
+    if type(reads) is RoutedReads:
+        reads = reads.for_session(session.sync_session)
+        if reads is None:
+            return None
     assert isinstance(reads, DriverReads)
     return reads if _harmless(reads, session.sync_session) else None
 

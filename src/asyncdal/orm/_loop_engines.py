@@ -29,7 +29,7 @@ from asyncdal.engine._retry import RetryListener
 from asyncdal.engine._safety import SafetyNets
 from asyncdal.engine._statement_log import attach_query_log
 from asyncdal.orm._budget import CHECK_POOL
-from asyncdal.orm._driver_reads import DRIVER_READS
+from asyncdal.orm._driver_reads import DRIVER_READS, RoutedReads
 from asyncdal.orm._lazy import guarded, with_lazy_load_guard
 from asyncdal.orm._sessions import ReadOnlySession, SessionClasses, build_session_classes
 from asyncdal.replicas._monitor import ReplicaMonitor
@@ -174,9 +174,20 @@ class LoopEngines:
                 breakers=self.replica_breakers,
             )
             infos = {flavor: session_info(router, flavor) for flavor in infos}  # type: ignore[arg-type]
+            if not settings.pooler.transaction_mode:
+                # Autocommit reads on the driver of the node the router picks.
+                infos["quick"][DRIVER_READS] = RoutedReads(
+                    {
+                        router.primary["quick"]: DriverReads(engine, self.name),
+                        **{
+                            node.engines["quick"]: DriverReads(replica, self.name)
+                            for (node, _), replica in zip(nodes, replica_engines, strict=True)
+                        },
+                    }
+                )
         elif not settings.pooler.transaction_mode:
             # Autocommit reads on the driver (behind a transaction-mode pooler each read runs
-            # in a transaction, for SET LOCAL timeouts; with replicas the router picks the node).
+            # in a transaction, for SET LOCAL timeouts).
             infos["quick"] = {DRIVER_READS: DriverReads(engine, self.name)}
         for each in (engine, *replica_engines, *check_engines):
             _remember_connections(each, opened)
