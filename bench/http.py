@@ -7,12 +7,12 @@ process per round. Every round loads, for each endpoint, each app that serves it
 slices (one second each by default): app after app for one slice, then again, until each had the
 round's duration, in a new order each slice, so that slow drift of a shared, noisy machine, and
 the aftermath of one app's load on the server, hit all of them alike. The slices are for drift
-that is not slow: measured on this machine, the CPU per request of one app changed by up to 40%
-from one round to the next and by 20% within a round of one whole run per app, so two apps whose
-runs were half a minute apart could differ by that much for no reason of their own; with slices,
-each app of a round is measured over the same half minute. Reads ask for random ids in
-1..products; the rows a write slice added are deleted after it, so every slice reads the same
-table.
+that is not slow: measured on this machine with one whole run per app and round, the raw app's
+CPU per request was 360 us in one round and 643 us in the next, and the rounds' s/a ranged from
+0.89 to 1.14, so two apps whose runs were half a minute apart could differ by that much for no
+reason of their own; with slices, each app of a round is measured over the same half minute.
+Reads ask for random ids in 1..products; the rows a write slice added are deleted after it, so
+every slice reads the same table.
 
 Besides requests per second, each run reports the server process's CPU time per request (from
 ``/proc``): on a machine whose cores are shared with the database and wrk, and here with other

@@ -1,6 +1,6 @@
 """What the tests share: poll with a deadline, a client on an app with its lifespan running, a
-validator for parts of an OpenAPI document, and
-a count of a server's connections.
+validator for parts of an OpenAPI document, a count of a server's connections, the samples of
+asyncdal's metrics, and a fresh row id.
 
 One of each, so a fix to one (a deadline, a teardown on failure) reaches every test.
 """
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar, overload
@@ -17,14 +18,20 @@ import asyncpg
 import jsonschema_rs
 from asgi_lifespan import LifespanManager
 from httpx import ASGITransport, AsyncClient, Response
+from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy.engine import URL, make_url
 from starlette.types import ASGIApp
+
+from asyncdal.observe._metrics import DatabaseMetrics
 
 __all__ = [
     "app_client",
     "assert_documented",
     "count_connections",
     "documented_validator",
+    "metric_samples",
+    "metric_value",
+    "new_id",
     "wait_until",
 ]
 
@@ -215,3 +222,27 @@ def assert_documented(document: dict[str, Any], path: str, method: str, answer: 
         error.message for error in documented_validator(document, schema).iter_errors(answer.json())
     ]
     assert not errors, f"{method} {path} {status}: {answer.text} does not match: {errors}"
+
+
+def metric_samples(
+    metrics: DatabaseMetrics,
+) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Every sample ``metrics`` renders, by name and sorted labels."""
+    parsed = text_string_to_metric_families(metrics.render().decode())
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in parsed
+        for sample in family.samples
+    }
+
+
+def metric_value(metrics: DatabaseMetrics, name: str, **labels: str) -> float:
+    """The sample ``name`` with ``labels`` (database ``main`` and node ``primary`` unless
+    given), 0 when there is none yet."""
+    wanted = tuple(sorted({"database": "main", "node": "primary", **labels}.items()))
+    return metric_samples(metrics).get((name, wanted), 0.0)
+
+
+def new_id() -> int:
+    """A row id no other test uses (for tables that tests share)."""
+    return uuid.uuid4().int % 1_000_000_000 + 1

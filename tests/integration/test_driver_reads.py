@@ -28,7 +28,7 @@ from asyncdal.testing import assert_max_queries
 from catalog.models import Product
 from catalog.repositories import ProductRepository
 from tests.conftest import plain
-from tests.helpers import app_client, wait_until
+from tests.helpers import app_client, metric_value, wait_until
 
 
 @pytest.fixture
@@ -155,6 +155,10 @@ async def test_list_and_count_is_one_statement_with_instances_or_rows(
         assert len(uow.session.identity_map) == 0  # rows are not tracked by the session
 
 
+def _selects(metrics: DatabaseMetrics) -> float:
+    return metric_value(metrics, "asyncdal_query_seconds_count", statement="select")
+
+
 async def test_reads_on_the_driver_are_measured_and_logged(
     stocked: tuple[Database, list[int]], caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -162,25 +166,14 @@ async def test_reads_on_the_driver_are_measured_and_logged(
     metrics = DatabaseMetrics()
     metrics.instrument(db)
     caplog.set_level(logging.WARNING, logger="asyncdal.slow_query")
-    count_before = _count(metrics)
+    count_before = _selects(metrics)
     async with db.read_only_unit_of_work() as uow:
         await uow.repository(ProductRepository).get(ids[0])
         assert ORM_READ not in uow.session.info
-    assert _count(metrics) == count_before + 1
+    assert _selects(metrics) == count_before + 1
     logged = [r for r in caplog.records if r.name == "asyncdal.slow_query"]
     assert logged
     assert "products" in logged[-1].getMessage()
-
-
-def _count(metrics: DatabaseMetrics) -> float:
-    for family in metrics.registry.collect():
-        for sample in family.samples:
-            if (
-                sample.name == "asyncdal_query_seconds_count"
-                and sample.labels.get("statement") == "select"
-            ):
-                return sample.value
-    return 0.0
 
 
 async def test_a_listener_it_cannot_stand_in_for_sends_reads_the_usual_way(

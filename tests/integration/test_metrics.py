@@ -16,24 +16,10 @@ from asyncdal import Database, Databases, PoolTimeoutError
 from asyncdal.fastapi import databases_lifespan, metrics_router, session_provider, setup
 from asyncdal.observe._metrics import DatabaseMetrics, _statement_label
 from catalog.models import Product
-from tests.helpers import app_client
+from tests.helpers import app_client, metric_samples, metric_value
 
 # At module level: FastAPI resolves the (string) annotation in the module's namespace.
 MainSession = Annotated[AsyncSession, Depends(session_provider())]
-
-
-def samples(metrics: DatabaseMetrics) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    parsed = text_string_to_metric_families(metrics.render().decode())
-    return {
-        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
-        for family in parsed
-        for sample in family.samples
-    }
-
-
-def value(metrics: DatabaseMetrics, name: str, **labels: str) -> float:
-    wanted = tuple(sorted({"database": "main", "node": "primary", **labels}.items()))
-    return samples(metrics).get((name, wanted), 0.0)
 
 
 async def test_slow_query_shows_in_the_execution_histogram(
@@ -47,11 +33,11 @@ async def test_slow_query_shows_in_the_execution_histogram(
             await uow.session.execute(text("SELECT pg_sleep(0.2)"))
     finally:
         await db.dispose()
-    count = value(metrics, "asyncdal_query_seconds_count", statement="select")
-    total = value(metrics, "asyncdal_query_seconds_sum", statement="select")
+    count = metric_value(metrics, "asyncdal_query_seconds_count", statement="select")
+    total = metric_value(metrics, "asyncdal_query_seconds_sum", statement="select")
     assert count == 1
     assert 0.19 <= total < 1.0
-    assert value(metrics, "asyncdal_connections_opened_total") == 1
+    assert metric_value(metrics, "asyncdal_connections_opened_total") == 1
 
 
 async def test_waiting_for_a_saturated_pool_shows_in_the_wait_histogram(
@@ -63,8 +49,8 @@ async def test_waiting_for_a_saturated_pool_shows_in_the_wait_histogram(
     try:
         holder = await db.engine.connect()
         await holder.exec_driver_sql("SELECT 1")
-        assert value(metrics, "asyncdal_pool_checked_out") == 1
-        assert value(metrics, "asyncdal_pool_size") == 1
+        assert metric_value(metrics, "asyncdal_pool_checked_out") == 1
+        assert metric_value(metrics, "asyncdal_pool_size") == 1
 
         async def release_later() -> None:
             await asyncio.sleep(0.1)
@@ -80,15 +66,15 @@ async def test_waiting_for_a_saturated_pool_shows_in_the_wait_histogram(
         await held.close()
     finally:
         await db.dispose()
-    assert value(metrics, "asyncdal_connection_wait_seconds_count") == 4
-    assert value(metrics, "asyncdal_connection_wait_seconds_sum") >= 0.28
-    assert value(metrics, "asyncdal_pool_checkout_timeouts_total") == 1
+    assert metric_value(metrics, "asyncdal_connection_wait_seconds_count") == 4
+    assert metric_value(metrics, "asyncdal_connection_wait_seconds_sum") >= 0.28
+    assert metric_value(metrics, "asyncdal_pool_checkout_timeouts_total") == 1
 
 
 def statement_counts(metrics: DatabaseMetrics) -> dict[str, float]:
     return {
         dict(labels)["statement"]: count
-        for (name, labels), count in samples(metrics).items()
+        for (name, labels), count in metric_samples(metrics).items()
         if name == "asyncdal_query_seconds_count" and count
     }
 
@@ -199,9 +185,9 @@ async def test_retries_are_counted_by_kind(make_database: Callable[..., Database
     finally:
         await db.dispose()
         await unreachable.dispose()
-    assert value(metrics, "asyncdal_retries_total", kind="transaction") == 1
+    assert metric_value(metrics, "asyncdal_retries_total", kind="transaction") == 1
     assert (
-        samples(metrics).get(
+        metric_samples(metrics).get(
             (
                 "asyncdal_retries_total",
                 (("database", "nowhere"), ("kind", "connect"), ("node", "primary")),

@@ -15,7 +15,7 @@ from asyncdal.observe._metrics import DatabaseMetrics
 from asyncdal.orm._driver_reads import ORM_READ
 from asyncdal.replicas._routing import node_used
 from asyncdal.testing import ReplicaPair
-from tests.helpers import wait_until
+from tests.helpers import metric_value, new_id, wait_until
 
 
 class _Base(DeclarativeBase):
@@ -35,10 +35,6 @@ class Items(Repository[Item]):
     pass
 
 
-def new_id() -> int:
-    return uuid.uuid4().int % 1_000_000_000 + 1
-
-
 async def _insert(database: Database, item: int, name: str) -> str:
     """Insert an item on the primary; its commit's WAL position."""
     async with database.unit_of_work() as uow:
@@ -51,15 +47,7 @@ async def _insert(database: Database, item: int, name: str) -> str:
 
 
 def _selects_measured(metrics: DatabaseMetrics, node: str) -> float:
-    for family in metrics.registry.collect():
-        for sample in family.samples:
-            if (
-                sample.name == "asyncdal_query_seconds_count"
-                and sample.labels.get("statement") == "select"
-                and sample.labels.get("node") == node
-            ):
-                return sample.value
-    return 0.0
+    return metric_value(metrics, "asyncdal_query_seconds_count", node=node, statement="select")
 
 
 async def _count_on_primary(database: Database) -> int:

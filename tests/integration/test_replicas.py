@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections.abc import Callable
 
 import asyncpg
@@ -14,7 +13,7 @@ from sqlalchemy.engine import URL
 from asyncdal import Database, ReadOnlyError, read_your_writes
 from asyncdal.testing import ReplicaPair, replica_pair
 from tests.conftest import plain
-from tests.helpers import wait_until
+from tests.helpers import new_id, wait_until
 
 PORT = text("SELECT inet_server_port()")
 
@@ -30,10 +29,6 @@ async def primary_count(url: URL, where: str = "true") -> int:
         return int(await connection.fetchval(f"SELECT count(*) FROM items WHERE {where}"))
     finally:
         await connection.close()
-
-
-def new_id() -> int:
-    return uuid.uuid4().int % 1_000_000_000 + 1
 
 
 async def test_read_only_reads_go_to_the_replica_and_a_read_write_unit_wholly_to_the_primary(
