@@ -2,7 +2,18 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
+
+from dependency_injector import providers
 from httpx import AsyncClient
+
+from asyncdal import AsyncdalSettings
+from asyncdal.testing import override
+from catalog.app import create_app
+from catalog.container import CatalogContainer
+from catalog.models import Product
+from catalog.repositories import ProductRepository
+from tests.helpers import app_client
 
 
 async def create(client: AsyncClient, sku: str, name: str = "Thing", price: str = "9.99") -> dict:
@@ -145,3 +156,22 @@ async def test_metrics_endpoint(client: AsyncClient) -> None:
         "asyncdal_connections_opened_total",
     ):
         assert name in body, name
+
+
+async def test_the_catalogs_routes_honour_dependency_overrides(
+    catalog_settings: AsyncdalSettings,
+) -> None:
+    # The products' routes are the app's own (not an included router): a test's override
+    # of their repository must still reach them, on the read path and the write path.
+    container = CatalogContainer()
+    container.settings.override(providers.Object(catalog_settings))
+    app = create_app(container)
+    uow = override(app, ProductRepository)
+    fake = uow.repository(ProductRepository)
+    await fake.add(Product(id=7, sku="FAKE-7", name="From the fake", price=Decimal("1.00")))
+    async with app_client(app, base_url="http://catalog") as client:
+        answer = await client.get("/products/7")
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["sku"] == "FAKE-7"
+        page = (await client.get("/products")).json()
+        assert [item["sku"] for item in page["items"]] == ["FAKE-7"]
