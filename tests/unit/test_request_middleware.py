@@ -323,3 +323,19 @@ async def test_a_read_write_unit_of_work_beside_a_read_only_one_is_committed_fir
     assert committed_when_sent == [1, 1]
     assert read_only._root._sealed
     assert writer._root._sealed
+
+
+@pytest.mark.parametrize("name", [b"x-request-id", b"_trace", b"^odd", b"1-first"])
+def test_with_header_replaces_the_apps_own_of_any_case_and_first_character(name: bytes) -> None:
+    # Whatever the name's first character (letters in either case, digits, the token
+    # characters without ASCII's lowercase bit), the app's header of that name gives way.
+    own = [(b"content-type", b"text/plain"), (name.upper(), b"the app's"), (b"x-keep", b"1")]
+    message = {"type": "http.response.start", "status": 200, "headers": own}
+    started = middleware_module.with_header(message, (name, b"ours"))
+    assert started["headers"] == [
+        (b"content-type", b"text/plain"),
+        (b"x-keep", b"1"),
+        (name, b"ours"),
+    ]
+    assert message["headers"] is own  # the app's own list is left as it was
+    assert len(own) == 3

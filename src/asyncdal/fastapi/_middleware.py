@@ -172,10 +172,11 @@ def with_header(message: Message, header: tuple[bytes, bytes]) -> Message:
     app's headers of that name; the app's own message and list are left as they were."""
     name = header[0]
     size = len(name)
-    first = name[0]
+    first = name[0] | 0x20
     headers = message.get("headers", ())
     # Names are compared lowercased only when they have the length of this one and its first
-    # letter, in either case (ASCII: | 0x20 lowers a letter): most answers have none of it,
+    # character, letters in either case (| 0x20 lowers an ASCII letter; on both sides, so that
+    # no name the comparison would match is skipped): most answers have none of it,
     # and lowering each name of that length (``content-type`` for ``x-request-id``) cost a
     # call and a new bytes object per answer.
     for key, _ in headers:
