@@ -41,7 +41,7 @@ from bench.report import Goal, print_goals, print_summary, rate
 from bench.server import DATABASE_URL_VARIABLE, PARENT_PID_VARIABLE
 from bench.wrk import WrkLoad, WrkResult, combined, cpu_seconds, run_wrk
 
-__all__ = ["ENDPOINTS", "GOALS", "Endpoint", "HttpSettings", "run_http"]
+__all__ = ["ENDPOINTS", "GOALS", "Endpoint", "HttpSettings", "run_http", "server_environment"]
 
 PATHS = {
     "a": "asyncpg",
@@ -156,7 +156,7 @@ class _Server:
         return f"http://127.0.0.1:{self.port}"
 
 
-def _server_environment(database_url: str, hash_seed: int) -> dict[str, str]:
+def server_environment(database_url: str, hash_seed: int) -> dict[str, str]:
     # Drop the developer's database variables: asyncdal's settings would merge DB__MAIN__*
     # (a pool size, say) into the benchmark's, and (c) must run with the defaults like (b).
     environment = {
@@ -224,7 +224,7 @@ async def _start(name: str, database_url: str, hash_seed: int) -> _Server:
         name,
         str(port),
         cwd=ROOT,
-        env=_server_environment(database_url, hash_seed),
+        env=server_environment(database_url, hash_seed),
         stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.DEVNULL,
         # Its own session: a Ctrl-C reaches only the benchmark, which then stops the servers in

@@ -28,6 +28,8 @@ from typing import Any
 
 from bench.apps import APPS
 from bench.database import throwaway_database
+from bench.http import server_environment
+from bench.server import DATABASE_URL_VARIABLE
 
 __all__ = ["instructions_per_request", "main", "total_instructions"]
 
@@ -93,12 +95,6 @@ async def _child(name: str, requests: int, url: str) -> None:
 
 
 def _count(name: str, requests: int, url: str) -> int:
-    environment = {
-        key: value
-        for key, value in os.environ.items()
-        if key.upper() != "DATABASE_URL" and not key.upper().startswith("DB__")
-    }
-    environment["PYTHONHASHSEED"] = "0"
     done = subprocess.run(
         [
             "valgrind",
@@ -112,7 +108,9 @@ def _count(name: str, requests: int, url: str) -> int:
             name,
             str(requests),
         ],
-        env={**environment, "BENCH_INSTRUCTIONS_URL": url},
+        # The servers' environment: the database's URL, no DB__ settings of the developer's,
+        # and one hash seed, so that counts repeat.
+        env=server_environment(url, hash_seed=0),
         capture_output=True,
         text=True,
         check=False,
@@ -131,7 +129,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.child:
         name, requests = args.child
-        asyncio.run(_child(name, int(requests), os.environ["BENCH_INSTRUCTIONS_URL"]))
+        asyncio.run(_child(name, int(requests), os.environ[DATABASE_URL_VARIABLE]))
         return
     names = args.apps or list(APPS)
     unknown = [name for name in names if name not in APPS]

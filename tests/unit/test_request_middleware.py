@@ -241,40 +241,42 @@ async def test_a_unit_of_work_registered_twice_commits_once_and_is_left_when_don
     assert sent[1] == {"type": "http.response.body", "body": b"done"}
 
 
-async def _serve_one(uow: FakeUnitOfWork, status: int) -> tuple[list[Any], list[bool]]:
-    """Serve a request whose provider entered and registered ``uow``, answering ``status``;
-    the messages sent, and whether ``uow`` was sealed as each went out."""
-    sent: list[Any] = []
-    sealed_when_sent: list[bool] = []
+async def _serve(
+    *units: FakeUnitOfWork, status: int
+) -> list[tuple[Any, list[tuple[bool, int, int]]]]:
+    """Serve a request whose providers entered and registered ``units``, answering
+    ``status``; each message sent, with each unit of work's (sealed, commits, rollbacks) as
+    it went out."""
+    sent: list[tuple[Any, list[tuple[bool, int, int]]]] = []
 
     async def send(message: Any) -> None:
-        sent.append(message)
-        sealed_when_sent.append(uow._root._sealed)
+        sent.append((message, [(uow._root._sealed, uow.commits, uow.rollbacks) for uow in units]))
 
     async def app(scope: Any, receive: Any, app_send: Any) -> None:
-        scope[middleware_module.OPENED_KEY].append(uow)
-        register_unit_of_work(Request(scope), uow)
+        for uow in units:
+            scope[middleware_module.OPENED_KEY].append(uow)
+            register_unit_of_work(Request(scope), uow)
         await app_send({"type": "http.response.start", "status": status, "headers": []})
         await app_send({"type": "http.response.body", "body": b"done"})
 
     async def receive() -> dict[str, Any]:
         return {"type": "http.request", "body": b""}
 
-    await uow.__aenter__()
+    for uow in units:
+        await uow.__aenter__()
     await middleware_module.serve_settling(
         app, {"type": "http"}, receive, send, (b"x-request-id", b"r-1")
     )
-    return sent, sealed_when_sent
+    return sent
 
 
 async def test_a_read_only_unit_of_work_is_sealed_before_a_success_starts() -> None:
     # Settled without I/O (nothing to commit, no connection held): sealed, so that a
     # background task opens its own, before the answer starts, which carries the request id.
     uow = FakeUnitOfWork(read_only=True)
-    sent, sealed = await _serve_one(uow, 200)
-    assert sealed == [True, True]
-    assert sent[0]["headers"] == [(b"x-request-id", b"r-1")]
-    assert uow.commits == 0
+    sent = await _serve(uow, status=200)
+    assert [states for _, states in sent] == [[(True, 0, 0)], [(True, 0, 0)]]
+    assert sent[0][0]["headers"] == [(b"x-request-id", b"r-1")]
     assert not uow.is_open  # left (rolled back, as a read-only one is) once the app was done
 
 
@@ -287,42 +289,21 @@ async def test_a_read_only_success_takes_no_settling_coroutine(
         raise AssertionError("a read-only success went through the commit path")
 
     monkeypatch.setattr(middleware_module, "_settled_failing", no_settling)
-    sent, _ = await _serve_one(FakeUnitOfWork(read_only=True), 200)
-    assert [message["type"] for message in sent] == ["http.response.start", "http.response.body"]
+    sent = await _serve(FakeUnitOfWork(read_only=True), status=200)
+    assert [message["type"] for message, _ in sent] == [
+        "http.response.start",
+        "http.response.body",
+    ]
 
 
-async def test_a_read_only_unit_of_work_is_rolled_back_under_an_error_status() -> None:
-    uow = FakeUnitOfWork(read_only=True)
-    sent, sealed = await _serve_one(uow, 404)
-    assert sealed[0] is True
-    assert uow.rollbacks >= 1
-    assert [message["type"] for message in sent] == ["http.response.start", "http.response.body"]
+async def test_a_read_only_unit_of_work_is_rolled_back_before_an_error_status_starts() -> None:
+    sent = await _serve(FakeUnitOfWork(read_only=True), status=404)
+    assert [states for _, states in sent] == [[(True, 0, 1)], [(True, 0, 1)]]
 
 
 async def test_a_read_write_unit_of_work_beside_a_read_only_one_is_committed_first() -> None:
-    read_only = FakeUnitOfWork(read_only=True)
-    writer = FakeUnitOfWork()
-    await read_only.__aenter__()
-    await writer.__aenter__()
-    committed_when_sent: list[int] = []
-
-    async def send(message: Any) -> None:
-        committed_when_sent.append(writer.commits)
-
-    async def app(scope: Any, receive: Any, app_send: Any) -> None:
-        for uow in (read_only, writer):
-            scope[middleware_module.OPENED_KEY].append(uow)
-            register_unit_of_work(Request(scope), uow)
-        await app_send({"type": "http.response.start", "status": 201, "headers": []})
-        await app_send({"type": "http.response.body", "body": b""})
-
-    async def receive() -> dict[str, Any]:
-        return {"type": "http.request", "body": b""}
-
-    await middleware_module.serve_settling(app, {"type": "http"}, receive, send)
-    assert committed_when_sent == [1, 1]
-    assert read_only._root._sealed
-    assert writer._root._sealed
+    sent = await _serve(FakeUnitOfWork(read_only=True), FakeUnitOfWork(), status=201)
+    assert [states for _, states in sent] == [[(True, 0, 0), (True, 1, 0)]] * 2
 
 
 @pytest.mark.parametrize("name", [b"x-request-id", b"_trace", b"^odd", b"1-first"])
